@@ -1,0 +1,12 @@
+"""Pure building blocks of micwire: wire format, codecs, framing, jitter buffer, levels.
+
+Nothing in this package touches a sound device, a socket or an event loop; it takes
+bytes and arrays in and gives bytes and arrays out, so it is fast to test exhaustively.
+"""
+
+from __future__ import annotations
+
+from micwire.common.audiofile import from_bytes, read, to_bytes, write
+from micwire.common.errors import MicwireError
+
+__all__ = ["MicwireError", "from_bytes", "read", "to_bytes", "write"]

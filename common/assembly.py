@@ -1,0 +1,79 @@
+"""Rebuild a stream's sample timeline from its packets (the receiver's pure core).
+
+:class:`Depacketizer` checks each packet against the stream, decodes it, takes the codec
+delay (pre-skip) off the front of the stream, keeps ``packet.samples`` of each decoded frame
+and reports gaps in the timestamps as exact runs of silence. What comes out, written end to
+end, is the recording: for PCM it equals the samples the sender captured, sample for
+sample, with silence exactly where samples never arrived.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from micwire.common.codecs import Decoder
+from micwire.common.errors import FrameError
+from micwire.common.protocol import Packet, StreamParams
+
+Samples = npt.NDArray[np.int16]
+#: A piece of the timeline: decoded samples, or a count of samples of silence (a gap).
+Segment = Samples | int
+
+#: Longest gap one packet may open, in seconds (bounds what a hostile timestamp can cost).
+MAX_GAP_S = 3600
+
+
+@dataclass
+class AssemblyStats:
+    packets: int = 0
+    samples: int = 0  # samples on the timeline so far, gaps included
+    gap_samples: int = 0
+    gaps: int = 0
+
+
+class Depacketizer:
+    def __init__(self, params: StreamParams, decoder: Decoder) -> None:
+        self.params = params
+        self.decoder = decoder
+        self.stats = AssemblyStats()
+        self.ended = False
+        self._skip = params.pre_skip
+        self._last_ts: int | None = None
+        self._next_ts = 0
+        # Opus frames always span a whole frame of input, PCM frames exactly their samples
+        self._whole_frames = params.codec != "pcm"
+        self._max_gap = MAX_GAP_S * params.rate_hz
+
+    def push(self, packet: Packet) -> list[Segment]:
+        """Check and decode one packet; return what it adds to the timeline, in order."""
+        if self.ended:
+            raise FrameError("packet after the end-of-stream packet")
+        packet.check(self.params)
+        out: list[Segment] = []
+        if self._last_ts is not None and packet.timestamp < self._last_ts:
+            raise FrameError(f"timestamp went backwards ({packet.timestamp} after {self._last_ts})")
+        gap = packet.timestamp - self._next_ts  # the stream starts at timestamp 0
+        if gap > self._max_gap:
+            raise FrameError(f"timestamp jumps {gap / self.params.rate_hz:.0f} s ahead")
+        if gap > 0:
+            out.append(gap)
+            self.stats.gaps += 1
+            self.stats.gap_samples += gap
+        frame = self.decoder.decode(packet.payload)
+        if self._skip:
+            skip = min(self._skip, len(frame))
+            frame, self._skip = frame[skip:], self._skip - skip
+        if len(frame) < packet.samples:
+            raise FrameError(f"packet claims {packet.samples} samples but decodes to {len(frame)}")
+        if packet.samples:
+            out.append(frame[: packet.samples])
+        frame_span = self.params.frame_samples if self._whole_frames else packet.samples
+        self._last_ts = packet.timestamp
+        self._next_ts = max(self._next_ts, packet.timestamp + frame_span)
+        self.stats.packets += 1
+        self.stats.samples += sum(s if isinstance(s, int) else len(s) for s in out)
+        self.ended = packet.last
+        return out

@@ -1,0 +1,167 @@
+"""Codecs behind one small interface.
+
+An :class:`Encoder` turns one frame (``int16`` array of shape ``(frame_samples, channels)``)
+into a payload; a :class:`Decoder` turns a payload back into a full frame. Both are made
+from :class:`~micwire.common.protocol.StreamParams` by :func:`make_encoder` /
+:func:`make_decoder`.
+
+- ``pcm``: 16-bit signed little-endian, channels interleaved. Lossless; a short frame is
+  sent short.
+- ``opus``: libopus through opuslib. A short last frame is padded with silence; the
+  packet header's ``samples`` says how much of it is audio.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from micwire.common.errors import CodecError, CodecUnavailableError, FrameError, ParameterError
+from micwire.common.protocol import StreamParams
+
+Frame = npt.NDArray[np.int16]
+
+OPUS_APPLICATIONS = ("voip", "audio", "lowdelay")
+#: Largest frame libopus decodes: 120 ms at 48 kHz (RFC 6716 §3.2.5).
+_OPUS_MAX_DECODE = 5760
+_PCM_DTYPE = np.dtype("<i2")
+
+
+class Encoder(abc.ABC):
+    params: StreamParams
+
+    @property
+    def pre_skip(self) -> int:
+        """Samples of codec delay at the start of the decoded stream."""
+        return 0
+
+    @abc.abstractmethod
+    def encode(self, frame: Frame) -> bytes:
+        """Encode one frame of ``(n, channels)`` int16 samples, ``n <= frame_samples``."""
+
+
+class Decoder(abc.ABC):
+    params: StreamParams
+
+    @abc.abstractmethod
+    def decode(self, payload: bytes) -> Frame:
+        """Decode a payload to ``(n, channels)`` int16, or raise FrameError."""
+
+
+def _check_frame(frame: Frame, params: StreamParams) -> None:
+    if frame.dtype != np.int16 or frame.ndim != 2 or frame.shape[1] != params.channels:
+        raise CodecError(
+            f"encoder needs int16 frames of shape (n, {params.channels}), "
+            f"got {frame.dtype} {frame.shape}"
+        )
+    if frame.shape[0] > params.frame_samples:
+        raise CodecError(f"frame of {frame.shape[0]} samples exceeds {params.frame_samples}")
+
+
+class PcmEncoder(Encoder):
+    def __init__(self, params: StreamParams) -> None:
+        self.params = params
+
+    def encode(self, frame: Frame) -> bytes:
+        _check_frame(frame, self.params)
+        return frame.astype(_PCM_DTYPE, copy=False).tobytes()
+
+
+class PcmDecoder(Decoder):
+    def __init__(self, params: StreamParams) -> None:
+        self.params = params
+
+    def decode(self, payload: bytes) -> Frame:
+        if len(payload) % (2 * self.params.channels):
+            raise FrameError(f"PCM payload of {len(payload)} bytes is not whole samples")
+        data = np.frombuffer(payload, dtype=_PCM_DTYPE).astype(np.int16)
+        return data.reshape(-1, self.params.channels)
+
+
+def _opuslib() -> Any:
+    """Import opuslib, which loads libopus at import time."""
+    try:
+        import opuslib  # type: ignore[import-untyped]
+    except Exception as exc:  # opuslib raises a bare Exception when libopus is missing
+        raise CodecUnavailableError(
+            "the Opus codec needs libopus: install it (Debian/Ubuntu: "
+            "`sudo apt-get install libopus0`, macOS: `brew install opus`) or use --codec pcm"
+        ) from exc
+    return opuslib
+
+
+class OpusEncoder(Encoder):
+    def __init__(
+        self, params: StreamParams, application: str = "audio", fec: bool = False,
+        expected_loss_pct: int = 0,
+    ) -> None:
+        if application not in OPUS_APPLICATIONS:
+            raise ParameterError(
+                f"unknown Opus application {application!r}; use one of {', '.join(OPUS_APPLICATIONS)}"
+            )
+        opuslib = _opuslib()
+        self.params = params
+        try:
+            self._encoder = opuslib.Encoder(params.rate_hz, params.channels, application)
+            self._encoder.bitrate = params.bitrate
+            if fec:
+                self._encoder.inband_fec = 1
+                self._encoder.packet_loss_perc = expected_loss_pct
+            self._lookahead = int(self._encoder.lookahead)
+        except opuslib.OpusError as exc:
+            raise CodecError(f"cannot set up the Opus encoder: {exc}") from exc
+        self._padded = np.zeros((params.frame_samples, params.channels), dtype=np.int16)
+
+    @property
+    def pre_skip(self) -> int:
+        return self._lookahead
+
+    def encode(self, frame: Frame) -> bytes:
+        _check_frame(frame, self.params)
+        n = frame.shape[0]
+        if n < self.params.frame_samples:  # Opus only codes whole frames: pad with silence
+            self._padded[:n] = frame
+            self._padded[n:] = 0
+            frame = self._padded
+        pcm = np.ascontiguousarray(frame, dtype="<i2").tobytes()
+        return bytes(self._encoder.encode(pcm, self.params.frame_samples))
+
+
+class OpusDecoder(Decoder):
+    def __init__(self, params: StreamParams) -> None:
+        opuslib = _opuslib()
+        self.params = params
+        self._error = opuslib.OpusError
+        self._decoder = opuslib.Decoder(params.rate_hz, params.channels)
+
+    def decode(self, payload: bytes) -> Frame:
+        try:
+            pcm = self._decoder.decode(payload, _OPUS_MAX_DECODE)
+        except self._error as exc:
+            raise FrameError(f"undecodable Opus packet: {exc}") from exc
+        frame = np.frombuffer(pcm, dtype=_PCM_DTYPE).reshape(-1, self.params.channels)
+        if frame.shape[0] != self.params.frame_samples:
+            raise FrameError(
+                f"Opus packet holds {frame.shape[0]} samples, the stream's frames hold "
+                f"{self.params.frame_samples}"
+            )
+        return frame.astype(np.int16)
+
+
+def make_encoder(params: StreamParams, application: str = "audio", fec: bool = False,
+                 expected_loss_pct: int = 0) -> Encoder:
+    """An encoder for ``params.codec``; Opus settings are ignored for PCM."""
+    params.check()
+    if params.codec == "opus":
+        return OpusEncoder(params, application, fec, expected_loss_pct)
+    return PcmEncoder(params)
+
+
+def make_decoder(params: StreamParams) -> Decoder:
+    params.check()
+    if params.codec == "opus":
+        return OpusDecoder(params)
+    return PcmDecoder(params)

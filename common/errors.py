@@ -1,0 +1,71 @@
+"""The exceptions micwire raises.
+
+Every error derives from :class:`MicwireError`, and also from the built-in exception
+that matches its nature, so ``except ValueError`` keeps working for callers that do
+not know micwire::
+
+    MicwireError
+    ├── ProtocolError (ValueError)        malformed or unsupported data on the wire
+    │   ├── HelloError                    the text handshake message
+    │   └── FrameError                    a binary audio frame
+    ├── ParameterError (ValueError)       a rate, channel count, frame size, ... out of range
+    ├── AudioFormatError (ValueError)     an array or file that cannot be (de)coded as asked
+    ├── CodecError (RuntimeError)         an encoder or decoder failed
+    │   └── CodecUnavailableError         libopus is not installed
+    ├── DeviceError (RuntimeError)        PortAudio missing, unknown device, stream failure
+    └── TransportError (ConnectionError)  receiver unreachable, refused us, or went away
+        └── RefusedError                  the receiver answered the hello with a refusal
+
+Messages are written for the person at the terminal: they say what is wrong and,
+where there is one, what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class MicwireError(Exception):
+    """Root of every error micwire raises on purpose."""
+
+
+class ProtocolError(MicwireError, ValueError):
+    """Data received from a peer does not follow docs/PROTOCOL.md."""
+
+
+class HelloError(ProtocolError):
+    """The hello (first, text) message is malformed or unsupported."""
+
+
+class FrameError(ProtocolError):
+    """A binary audio frame is malformed or inconsistent with the stream."""
+
+
+class ParameterError(MicwireError, ValueError):
+    """A stream parameter (rate, channels, frame duration, codec, ...) is out of range."""
+
+
+class AudioFormatError(MicwireError, ValueError):
+    """An array or encoded audio cannot be converted as requested."""
+
+
+class CodecError(MicwireError, RuntimeError):
+    """An encoder or decoder failed on its input."""
+
+
+class CodecUnavailableError(CodecError):
+    """The codec's native library is missing."""
+
+
+class DeviceError(MicwireError, RuntimeError):
+    """PortAudio is missing, a device does not exist, or a stream could not run."""
+
+
+class TransportError(MicwireError, ConnectionError):
+    """The receiver could not be reached, refused the stream, or the link broke."""
+
+
+class RefusedError(TransportError):
+    """The receiver refused the stream; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the receiver refused the stream: {reason}")
+        self.reason = reason

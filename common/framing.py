@@ -1,0 +1,175 @@
+"""Turn capture blocks of any size into exact codec frames.
+
+PortAudio hands over blocks of whatever size the host API likes; a codec wants frames of
+exactly ``frame_samples``. :class:`Framer` buffers, cuts, and keeps each frame's position
+on the stream timeline (``timestamp``, in samples) and its capture time.
+
+A block that starts later than where the previous one ended means samples were lost on
+the way (for example a full capture queue dropped them). By default the framer then closes
+the partial frame it holds and starts the next frame at the new position, so the
+timestamps on the wire tell the receiver exactly how long the gap is. With
+``fill_gaps=True`` (used for Opus, whose frames must stay whole and back to back) it fills
+the gap with silence instead.
+
+:class:`Packetizer` turns frames into wire packets: sequence numbers, flags, and the
+``samples`` field that tells the receiver how much decoded audio each packet contributes
+once the codec's delay (pre-skip) is taken off the front of the stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import numpy.typing as npt
+
+from micwire.common.codecs import Encoder
+from micwire.common.protocol import FLAG_LAST, Packet
+
+Samples = npt.NDArray[np.int16]
+
+
+@dataclass(frozen=True)
+class Block:
+    """A run of captured samples, shape ``(n, channels)``."""
+
+    position: int  # timeline position of samples[0], in samples per channel
+    samples: Samples
+    capture_time: float  # wall clock (s since the Unix epoch) when samples[0] was captured
+
+    @property
+    def end(self) -> int:
+        return self.position + len(self.samples)
+
+
+@dataclass(frozen=True)
+class FrameChunk:
+    """A frame ready for the encoder. ``samples`` may be short only at a gap or the end."""
+
+    timestamp: int
+    samples: Samples
+    capture_time: float
+
+
+class Framer:
+    def __init__(
+        self, frame_samples: int, channels: int, rate_hz: int, fill_gaps: bool = False
+    ) -> None:
+        if frame_samples < 1 or channels < 1 or rate_hz < 1:
+            raise ValueError("frame_samples, channels and rate_hz must be positive")
+        self.fill_gaps = fill_gaps
+        self.frame_samples = frame_samples
+        self.channels = channels
+        self.rate_hz = rate_hz
+        self._buffer = np.zeros((frame_samples, channels), dtype=np.int16)
+        self._fill = 0
+        self._start = 0  # timeline position of _buffer[0]
+        self._start_time = 0.0
+        self._next: int | None = None  # where the next block must start to be contiguous
+        #: Samples between blocks that never arrived.
+        self.gap_samples = 0
+
+    def push(self, block: Block) -> list[FrameChunk]:
+        """Add a block; return the frames it completed (possibly none)."""
+        if block.samples.ndim != 2 or block.samples.shape[1] != self.channels:
+            raise ValueError(f"block must have shape (n, {self.channels}), got {block.samples.shape}")
+        frames: list[FrameChunk] = []
+        if self._next is not None and block.position != self._next:
+            if block.position < self._next:
+                raise ValueError(f"block at {block.position} overlaps the previous one ({self._next})")
+            gap = block.position - self._next
+            self.gap_samples += gap
+            if self.fill_gaps:
+                silence = np.zeros((gap, self.channels), dtype=np.int16)
+                start_time = block.capture_time - gap / self.rate_hz
+                frames += self.push(Block(self._next, silence, start_time))
+            elif self._fill:
+                frames.append(self._take())
+        if self._fill == 0:
+            self._start, self._start_time = block.position, block.capture_time
+        data = block.samples
+        offset = 0
+        while offset < len(data):
+            n = min(self.frame_samples - self._fill, len(data) - offset)
+            self._buffer[self._fill : self._fill + n] = data[offset : offset + n]
+            self._fill += n
+            offset += n
+            if self._fill == self.frame_samples:
+                frames.append(self._take())
+                self._start = block.position + offset
+                self._start_time = block.capture_time + offset / self.rate_hz
+        self._next = block.end
+        return frames
+
+    def flush(self) -> FrameChunk | None:
+        """The partial frame held back, if any (call at the end of the stream)."""
+        return self._take() if self._fill else None
+
+    def _take(self) -> FrameChunk:
+        chunk = FrameChunk(self._start, self._buffer[: self._fill].copy(), self._start_time)
+        self._start += self._fill
+        self._start_time += self._fill / self.rate_hz
+        self._fill = 0
+        return chunk
+
+
+class Packetizer:
+    """Encode frames and wrap them in :class:`Packet` s, in order.
+
+    Codec delay: a decoder's output lags its input by ``encoder.pre_skip`` samples. The
+    receiver drops that many samples from the front of the decoded stream; each packet's
+    ``samples`` says how many of the decoded samples still left after that belong to the
+    stream. At :meth:`finish` the packetizer pads and sends frames of silence until the
+    decoder has released every real sample, so the receiver reconstructs exactly the
+    samples captured, no more, no fewer.
+    """
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+        self.frame_samples = encoder.params.frame_samples
+        self.pre_skip = encoder.pre_skip
+        self._whole_frames = encoder.params.codec != "pcm"
+        self._seq = 0
+        self._encoded = 0  # samples fed to the encoder (frames are padded to full size)
+        self._released = 0  # samples of real audio the receiver has been told to keep
+        self._real = 0  # samples of real audio fed so far
+        self._next_ts = 0
+        self.finished = False
+
+    def packets(self, chunk: FrameChunk) -> list[Packet]:
+        """The packet for one frame."""
+        if self.finished:
+            raise ValueError("packetizer already finished")
+        if chunk.timestamp < self._next_ts:
+            raise ValueError(f"frame at {chunk.timestamp} goes back before {self._next_ts}")
+        self._real += len(chunk.samples)
+        self._next_ts = chunk.timestamp + len(chunk.samples)
+        return [self._packet(chunk.timestamp, chunk.samples, chunk.capture_time)]
+
+    def finish(self, capture_time: float) -> list[Packet]:
+        """The packets that flush the codec and mark the end of the stream."""
+        self.finished = True
+        silence = np.zeros((0, self.encoder.params.channels), dtype=np.int16)
+        out: list[Packet] = []
+        # Opus: frames of silence until every real sample is out of the decoder.
+        # PCM (no delay): a single empty packet that carries the end-of-stream flag.
+        while self._released < self._real or not out:
+            out.append(self._packet(self._next_ts, silence, capture_time))
+        out[-1] = replace(out[-1], flags=out[-1].flags | FLAG_LAST)
+        return out
+
+    def _packet(self, timestamp: int, samples: Samples, capture_time: float) -> Packet:
+        payload = self.encoder.encode(samples)
+        # Opus consumes whole frames (short ones are padded); PCM exactly what it is given
+        self._encoded += self.frame_samples if self._whole_frames else len(samples)
+        available = min(max(0, self._encoded - self.pre_skip), self._real)
+        packet = Packet(
+            seq=self._seq,
+            timestamp=timestamp,
+            samples=available - self._released,
+            payload=payload,
+            capture_time_us=max(0, int(capture_time * 1e6)),
+        )
+        self._released = available
+        self._seq += 1
+        return packet

@@ -1,0 +1,31 @@
+"""Signal levels in dBFS (0 dBFS = full-scale int16)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+SILENCE_DBFS = -120.0
+_FULL_SCALE = 32768.0
+
+
+def _dbfs(amplitude: float) -> float:
+    if amplitude <= 0:
+        return SILENCE_DBFS
+    return max(SILENCE_DBFS, 20.0 * math.log10(amplitude / _FULL_SCALE))
+
+
+def peak_dbfs(samples: npt.NDArray[np.int16]) -> float:
+    """Peak level of int16 samples; :data:`SILENCE_DBFS` for silence or no samples."""
+    if samples.size == 0:
+        return SILENCE_DBFS
+    return _dbfs(float(np.max(np.abs(samples.astype(np.int32)))))
+
+
+def rms_dbfs(samples: npt.NDArray[np.int16]) -> float:
+    """RMS level of int16 samples; a full-scale square wave reads 0 dBFS."""
+    if samples.size == 0:
+        return SILENCE_DBFS
+    return _dbfs(math.sqrt(float(np.mean(np.square(samples.astype(np.float64))))))

@@ -1,0 +1,338 @@
+"""The micwire wire protocol, version 1 (specified in docs/PROTOCOL.md).
+
+One WebSocket connection carries one audio stream:
+
+1. the sender sends a text message holding a JSON :class:`Hello`;
+2. the receiver answers with a text message holding a JSON :class:`Accept` or
+   :class:`Refuse` (after a refusal it closes the connection);
+3. the sender sends one binary message per codec frame: a fixed 24-byte header
+   (:data:`HEADER`) followed by the codec payload (:class:`Packet`).
+
+Everything here is pure: values in, values or :class:`~micwire.common.errors.ProtocolError`
+out. Parsers never trust their input; ``check`` methods validate against the stream's
+parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from micwire.common.errors import FrameError, HelloError, ParameterError
+
+PROTOCOL_VERSION = 1
+
+#: Codecs this version of the protocol knows.
+CODECS = ("pcm", "opus")
+#: Frame durations the protocol allows, in milliseconds (Opus's own set, RFC 6716 §2.1.4).
+FRAME_DURATIONS_MS = (2.5, 5.0, 10.0, 20.0, 40.0, 60.0)
+#: Sample rates libopus can encode at (RFC 6716 §2).
+OPUS_RATES_HZ = (8000, 12000, 16000, 24000, 48000)
+MIN_RATE_HZ = 8000
+MAX_RATE_HZ = 192_000
+MAX_CHANNELS_PCM = 8
+MAX_CHANNELS_OPUS = 2  # a single Opus stream carries mono or stereo (RFC 6716 §3.1)
+MIN_BITRATE = 6000  # libopus' range, OPUS_SET_BITRATE
+MAX_BITRATE = 510_000
+MAX_STREAM_NAME = 200
+#: Upper bound for a hello message, in bytes of UTF-8.
+MAX_HELLO_BYTES = 4096
+#: An Opus packet of one frame is at most 1275 bytes (RFC 6716 §3.2.1); code 3 packets that
+#: carry several frames (60 ms at most here) stay well under this bound.
+MAX_OPUS_PACKET = 4000
+
+#: Binary frame header, network byte order: version (u8), flags (u8), samples (u16),
+#: sequence number (u32), timestamp in samples (u64), capture time in µs since the Unix
+#: epoch on the sender's clock (u64).
+HEADER = struct.Struct("!BBHIQQ")
+
+#: The sender will send nothing after this packet; the stream ended normally.
+FLAG_LAST = 0x01
+KNOWN_FLAGS = FLAG_LAST
+
+
+def max_message_bytes() -> int:
+    """The largest binary message any valid stream can produce (largest PCM frame)."""
+    samples = int(MAX_RATE_HZ * max(FRAME_DURATIONS_MS) / 1000)
+    return HEADER.size + samples * MAX_CHANNELS_PCM * 2
+
+
+@dataclass(frozen=True)
+class StreamParams:
+    """What the audio on one connection looks like."""
+
+    codec: str = "pcm"
+    rate_hz: int = 48000
+    channels: int = 1
+    frame_ms: float = 20.0
+    #: Opus target bitrate in bit/s (informational for the receiver).
+    bitrate: int = 32000
+    #: Decoded samples (per channel) at the start of the stream that are codec delay, not
+    #: audio, and that a recording drops (the Ogg Opus "pre-skip", RFC 7845 §4.2).
+    pre_skip: int = 0
+
+    @property
+    def frame_samples(self) -> int:
+        """Samples per channel in one full frame."""
+        return round(self.rate_hz * self.frame_ms / 1000)
+
+    @property
+    def max_payload_bytes(self) -> int:
+        if self.codec == "pcm":
+            return self.frame_samples * self.channels * 2
+        return MAX_OPUS_PACKET
+
+    def check(self) -> StreamParams:
+        """Return self if every field is in range, else raise :class:`ParameterError`."""
+        if self.codec not in CODECS:
+            raise ParameterError(f"unknown codec {self.codec!r}; use one of {', '.join(CODECS)}")
+        if not MIN_RATE_HZ <= self.rate_hz <= MAX_RATE_HZ:
+            raise ParameterError(
+                f"sample rate {self.rate_hz} Hz is out of range {MIN_RATE_HZ}..{MAX_RATE_HZ}"
+            )
+        max_channels = MAX_CHANNELS_OPUS if self.codec == "opus" else MAX_CHANNELS_PCM
+        if not 1 <= self.channels <= max_channels:
+            raise ParameterError(
+                f"{self.channels} channels is out of range 1..{max_channels} for {self.codec}"
+            )
+        if self.frame_ms not in FRAME_DURATIONS_MS:
+            allowed = ", ".join(f"{d:g}" for d in FRAME_DURATIONS_MS)
+            raise ParameterError(f"frame duration {self.frame_ms:g} ms is not one of {allowed}")
+        exact = self.rate_hz * self.frame_ms / 1000
+        if exact != self.frame_samples:
+            raise ParameterError(
+                f"{self.frame_ms:g} ms at {self.rate_hz} Hz is not a whole number of samples"
+            )
+        if self.codec == "opus":
+            if self.rate_hz not in OPUS_RATES_HZ:
+                rates = ", ".join(str(r) for r in OPUS_RATES_HZ)
+                raise ParameterError(f"Opus cannot run at {self.rate_hz} Hz; use one of {rates}")
+            if not MIN_BITRATE <= self.bitrate <= MAX_BITRATE:
+                raise ParameterError(
+                    f"Opus bitrate {self.bitrate} is out of range {MIN_BITRATE}..{MAX_BITRATE}"
+                )
+        if not 0 <= self.pre_skip <= self.rate_hz:
+            raise ParameterError(f"pre-skip of {self.pre_skip} samples is out of range")
+        return self
+
+
+def _field(obj: dict[str, Any], key: str, kind: type, default: Any = None) -> Any:
+    """Fetch ``obj[key]`` with an exact type check (``True`` is not an int here)."""
+    if key not in obj:
+        if default is None:
+            raise HelloError(f"hello lacks the field {key!r}")
+        return default
+    value = obj[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not kind or (kind is float and not math.isfinite(value)):
+        raise HelloError(f"hello field {key!r} must be {kind.__name__}, got {value!r:.40}")
+    return value
+
+
+def _load_object(text: str | bytes, what: str) -> dict[str, Any]:
+    if isinstance(text, bytes):
+        raise HelloError(f"expected the {what} as a text message, got binary")
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_HELLO_BYTES:
+        raise HelloError(f"{what} is longer than {MAX_HELLO_BYTES} bytes")
+    try:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise HelloError(f"{what} is not valid JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise HelloError(f"{what} must be a JSON object")
+    return obj
+
+
+@dataclass(frozen=True)
+class Hello:
+    """First message of a connection, sender to receiver."""
+
+    stream: str
+    params: StreamParams
+    #: Sender wall clock (µs since the Unix epoch) at which sample 0 was captured.
+    start_time_us: int
+    #: Sender wall clock when the hello was sent; lets the receiver estimate clock offset.
+    sent_time_us: int
+    software: str = ""
+    version: int = PROTOCOL_VERSION
+
+    TYPE: ClassVar[str] = "hello"
+
+    def serialize(self) -> str:
+        p = self.params
+        return json.dumps(
+            {
+                "type": self.TYPE,
+                "protocol": self.version,
+                "stream": self.stream,
+                "codec": p.codec,
+                "rate_hz": p.rate_hz,
+                "channels": p.channels,
+                "frame_ms": p.frame_ms,
+                "bitrate": p.bitrate,
+                "pre_skip": p.pre_skip,
+                "start_time_us": self.start_time_us,
+                "sent_time_us": self.sent_time_us,
+                "software": self.software,
+            }
+        )
+
+    @classmethod
+    def parse(cls, text: str | bytes) -> Hello:
+        """Parse and fully check a hello; raise HelloError or ParameterError."""
+        obj = _load_object(text, "hello")
+        if obj.get("type") != cls.TYPE:
+            raise HelloError(f"first message must be a hello, got type {obj.get('type')!r:.40}")
+        version = _field(obj, "protocol", int)
+        if version != PROTOCOL_VERSION:
+            raise HelloError(
+                f"unsupported protocol version {version} (this side speaks {PROTOCOL_VERSION})"
+            )
+        stream = _field(obj, "stream", str)
+        if not stream.strip() or len(stream) > MAX_STREAM_NAME:
+            raise HelloError(f"stream name must be 1..{MAX_STREAM_NAME} characters")
+        params = StreamParams(
+            codec=_field(obj, "codec", str),
+            rate_hz=_field(obj, "rate_hz", int),
+            channels=_field(obj, "channels", int),
+            frame_ms=_field(obj, "frame_ms", float),
+            bitrate=_field(obj, "bitrate", int, StreamParams.bitrate),
+            pre_skip=_field(obj, "pre_skip", int, 0),
+        ).check()
+        start = _field(obj, "start_time_us", int)
+        sent = _field(obj, "sent_time_us", int)
+        if not (0 <= start < 2**63 and 0 <= sent < 2**63):
+            raise HelloError("clock fields must be non-negative µs since the Unix epoch")
+        software = _field(obj, "software", str, "")[:100]
+        return cls(stream, params, start, sent, software, version)
+
+
+@dataclass(frozen=True)
+class Accept:
+    """Receiver's answer to a good hello."""
+
+    stream: str
+    recording: str | None = None
+    version: int = PROTOCOL_VERSION
+
+    TYPE: ClassVar[str] = "accept"
+
+    def serialize(self) -> str:
+        return json.dumps(
+            {"type": self.TYPE, "protocol": self.version, "stream": self.stream,
+             "recording": self.recording}
+        )
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """Receiver's answer to a hello it will not serve; the connection closes after it."""
+
+    reason: str
+
+    TYPE: ClassVar[str] = "refuse"
+
+    def serialize(self) -> str:
+        return json.dumps({"type": self.TYPE, "reason": self.reason})
+
+
+def parse_reply(text: str | bytes) -> Accept | Refuse:
+    """Parse the receiver's answer to a hello."""
+    obj = _load_object(text, "reply")
+    kind = obj.get("type")
+    if kind == Refuse.TYPE:
+        return Refuse(str(obj.get("reason", "no reason given"))[:500])
+    if kind == Accept.TYPE:
+        recording = obj.get("recording")
+        return Accept(
+            stream=_field(obj, "stream", str),
+            recording=recording if isinstance(recording, str) else None,
+            version=_field(obj, "protocol", int),
+        )
+    raise HelloError(f"reply must be accept or refuse, got type {kind!r:.40}")
+
+
+@dataclass(frozen=True)
+class Packet:
+    """One binary message: one codec frame and where it sits on the stream's timeline."""
+
+    seq: int
+    #: Position of the frame's first sample, in samples (per channel) since sample 0.
+    timestamp: int
+    #: Samples per channel this packet adds to the stream: the frame's length for PCM; for
+    #: Opus, how many decoded samples to keep once pre-skip is dropped (docs/PROTOCOL.md).
+    samples: int
+    payload: bytes = field(repr=False)
+    capture_time_us: int = 0
+    flags: int = 0
+    version: int = PROTOCOL_VERSION
+
+    @property
+    def last(self) -> bool:
+        return bool(self.flags & FLAG_LAST)
+
+    def serialize(self) -> bytes:
+        return (
+            HEADER.pack(
+                self.version,
+                self.flags,
+                self.samples,
+                self.seq & 0xFFFFFFFF,
+                self.timestamp,
+                self.capture_time_us,
+            )
+            + self.payload
+        )
+
+    @classmethod
+    def parse(cls, data: bytes | str) -> Packet:
+        """Split a binary message into header fields and payload; check the header alone."""
+        if isinstance(data, str):
+            raise FrameError("expected a binary audio frame, got a text message")
+        if len(data) < HEADER.size:
+            raise FrameError(f"frame of {len(data)} bytes is shorter than the {HEADER.size}-byte header")
+        version, flags, samples, seq, timestamp, capture_time_us = HEADER.unpack_from(data)
+        if version != PROTOCOL_VERSION:
+            raise FrameError(f"frame has protocol version {version}, expected {PROTOCOL_VERSION}")
+        if flags & ~KNOWN_FLAGS:
+            raise FrameError(f"frame has unknown flags 0x{flags:02x}")
+        return cls(seq, timestamp, samples, bytes(data[HEADER.size :]), capture_time_us, flags)
+
+    def check(self, params: StreamParams) -> Packet:
+        """Return self if the frame fits the stream's parameters, else raise FrameError."""
+        if self.samples > params.frame_samples:
+            raise FrameError(
+                f"frame claims {self.samples} samples; a frame holds 0..{params.frame_samples}"
+            )
+        size = len(self.payload)
+        if params.codec == "pcm":
+            expected = self.samples * params.channels * 2
+            if size != expected:
+                raise FrameError(
+                    f"PCM frame of {self.samples} samples x {params.channels} ch must carry "
+                    f"{expected} bytes, got {size}"
+                )
+        elif not 1 <= size <= MAX_OPUS_PACKET:
+            raise FrameError(f"Opus packet of {size} bytes is out of range 1..{MAX_OPUS_PACKET}")
+        return self
+
+
+# WebSocket close codes a receiver uses (RFC 6455 §7.4.1); the reason text says more.
+CLOSE_NORMAL = 1000  # stream ended
+CLOSE_GOING_AWAY = 1001  # receiver shutting down
+CLOSE_PROTOCOL_ERROR = 1002  # malformed or out-of-order binary frame
+CLOSE_REFUSED = 1008  # hello refused: bad or unsupported hello, limits, no hello in time
+CLOSE_TOO_BIG = 1009  # message larger than any valid frame
+CLOSE_INTERNAL_ERROR = 1011  # the receiver failed (e.g. disk full)
+#: RFC 6455 §5.5: a close frame's payload is at most 125 bytes, 2 of them the code.
+MAX_CLOSE_REASON_BYTES = 123
+
+
+def close_reason(text: str) -> str:
+    """``text`` cut to fit a close frame, on a UTF-8 character boundary."""
+    data = text.encode("utf-8")[:MAX_CLOSE_REASON_BYTES]
+    return data.decode("utf-8", "ignore")

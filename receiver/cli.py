@@ -1,0 +1,187 @@
+"""The ``micwire`` command: ``receive``, ``send``, ``devices``, ``demo``.
+
+A thin layer: it builds a config, runs it, and turns any :class:`MicwireError` into one line
+on stderr and exit status 1 (``--debug`` shows the traceback). Environment variables
+``MICWIRE_<OPTION>`` (e.g. ``MICWIRE_PORT``) give defaults for the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from micwire.common.audiofile import FORMATS
+from micwire.common.errors import MicwireError
+from micwire.common.protocol import CODECS, FRAME_DURATIONS_MS
+
+log = logging.getLogger("micwire")
+EXIT_ERROR = 1
+
+
+def _env(name: str, default: Any) -> Any:
+    return os.environ.get(f"MICWIRE_{name.upper()}", default)
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    names = tuple(f.strip().lower() for f in text.split(",") if f.strip())
+    bad = [f for f in names if f not in FORMATS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown format {','.join(bad) or text!r}; use wav, mp3, flac, ogg (or a comma list)"
+        )
+    return names
+
+
+def _positive(kind: type) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="micwire", description="Live microphone audio from one machine to another."
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    rx = sub.add_parser("receive", help="serve WebSocket streams: play them and record them")
+    rx.add_argument("--host", default=_env("host", None), help="address to listen on (default: all)")
+    rx.add_argument("--port", type=int, default=int(_env("port", 8765)), help="port (default 8765)")
+    rx.add_argument("--record", type=Path, default=_env("record", None), metavar="DIR",
+                    help="record each stream to a file in DIR")
+    rx.add_argument("--format", type=_formats, default=_formats(_env("format", "wav")),
+                    help="wav, mp3, flac or ogg; a comma list records several (default wav)")
+    rx.add_argument("--play", action=argparse.BooleanOptionalAction, default=True,
+                    help="play streams live on the output device (default on)")
+    rx.add_argument("--output-device", default=_env("output_device", None), metavar="D",
+                    help="output device: index or name substring (see `micwire devices`)")
+    rx.add_argument("--latency-ms", type=_positive(float), default=40.0,
+                    help="jitter buffer target for live playback (default 40)")
+
+    tx = sub.add_parser("send", help="capture audio and send it to a receiver")
+    tx.add_argument("url", help="receiver URL, e.g. ws://studio-pc:8765")
+    tx.add_argument("--name", default=_env("name", None), help="stream name (default: host name)")
+    src = tx.add_mutually_exclusive_group()
+    src.add_argument("--device", default=_env("device", None), metavar="D",
+                     help="input device: index or name substring (default: system default)")
+    src.add_argument("--source", metavar="SPEC", help="tone:HZ or file:PATH instead of a device")
+    tx.add_argument("--codec", choices=CODECS, default="pcm")
+    tx.add_argument("--rate", type=int, default=48000, help="sample rate in Hz (default 48000)")
+    tx.add_argument("--channels", type=int, default=1)
+    tx.add_argument("--frame-ms", type=float, default=20.0,
+                    help=f"frame duration: {', '.join(f'{d:g}' for d in FRAME_DURATIONS_MS)}")
+    tx.add_argument("--bitrate", type=int, default=32000, help="Opus bitrate in bit/s")
+    tx.add_argument("--application", choices=("voip", "audio", "lowdelay"), default="audio",
+                    help="Opus application (default audio)")
+    tx.add_argument("--duration", type=_positive(float), metavar="S", help="stop after S seconds")
+
+    sub.add_parser("devices", help="list audio devices")
+
+    demo = sub.add_parser("demo", help="receiver + senders on built-in tones; no sound card needed")
+    demo.add_argument("--dir", type=Path, default=Path("micwire-demo"), help="where to record")
+    demo.add_argument("--seconds", type=_positive(float), default=3.0)
+    return parser
+
+
+def _run_until_signal(main: Callable[[asyncio.Event], Any]) -> Any:
+    """Run ``main(stop)``; SIGINT/SIGTERM set ``stop`` for a clean finish (exit 0)."""
+
+    async def runner() -> Any:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await main(stop)
+
+    return asyncio.run(runner())
+
+
+def cmd_receive(args: argparse.Namespace) -> int:
+    from micwire.receiver.server import Receiver, ReceiverConfig
+
+    receiver = Receiver(ReceiverConfig(
+        host=args.host, port=args.port, record_dir=args.record, formats=args.format,
+        play=args.play, output_device=args.output_device, latency_ms=args.latency_ms,
+    ))
+    _run_until_signal(receiver.run)
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from micwire.sender.client import Sender, SenderConfig
+
+    config = SenderConfig(
+        url=args.url, source=args.source, device=args.device, codec=args.codec,
+        rate_hz=args.rate, channels=args.channels, frame_ms=args.frame_ms, bitrate=args.bitrate,
+        application=args.application, duration_s=args.duration,
+    )
+    if args.name:
+        config.name = args.name
+
+    async def main(stop: asyncio.Event) -> None:
+        sender = Sender(config)
+        stopper = asyncio.create_task(stop.wait())
+        stopper.add_done_callback(lambda _: sender.stop())
+        try:
+            report = await sender.run()
+        finally:
+            stopper.cancel()
+        log.info("%s", report.summary())
+
+    _run_until_signal(main)
+    return 0
+
+
+def cmd_devices(_args: argparse.Namespace) -> int:
+    from micwire.sender.portaudio import list_devices
+
+    print(list_devices())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from micwire.receiver.demo import run_demo
+
+    return _run_until_signal(lambda stop: run_demo(args.dir, args.seconds, stop))  # type: ignore[no-any-return]
+
+
+COMMANDS = {"receive": cmd_receive, "send": cmd_send, "devices": cmd_devices, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="micwire %(name)s: %(message)s" if args.debug else "micwire: %(message)s",
+        stream=sys.stderr,
+    )
+    if not args.debug:
+        logging.getLogger("websockets").setLevel(logging.CRITICAL)
+    try:
+        return int(COMMANDS[args.command](args))
+    except MicwireError as exc:
+        if args.debug:
+            raise
+        print(f"micwire: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""The receiver: a WebSocket server with one session per connection.
+
+Each session checks the hello, then turns packets into timeline segments
+(:class:`~micwire.common.assembly.Depacketizer`) that go to the recording and to live
+playback. A bad connection is closed with a close code and a reason; it never takes down
+the server or another stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from micwire.common.assembly import Depacketizer
+from micwire.common.audiofile import get_format
+from micwire.common.codecs import make_decoder
+from micwire.common.errors import DeviceError, MicwireError, ProtocolError
+from micwire.common.jitter import JitterStats
+from micwire.common.names import sanitize_stream_name
+from micwire.common.protocol import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_REFUSED,
+    Accept,
+    Hello,
+    Packet,
+    Refuse,
+    close_reason,
+    max_message_bytes,
+)
+from micwire.receiver.playback import Playback
+from micwire.receiver.recording import Recording
+from micwire.sender.portaudio import resolve_device
+
+log = logging.getLogger("micwire.receiver")
+
+
+@dataclass
+class ReceiverConfig:
+    host: str | None = None  # None: every interface
+    port: int = 8765
+    record_dir: Path | None = None
+    formats: tuple[str, ...] = ("wav",)
+    play: bool = True
+    output_device: str | None = None
+    latency_ms: float = 40.0
+    hello_timeout_s: float = 10.0
+    max_streams: int = 16
+
+
+@dataclass
+class SessionReport:
+    stream: str
+    peer: str
+    codec: str = ""
+    rate_hz: int = 0
+    channels: int = 0
+    paths: list[Path] = field(default_factory=list)
+    packets: int = 0
+    samples: int = 0
+    gaps: int = 0
+    gap_samples: int = 0
+    playback: JitterStats | None = None
+    outcome: str = "open"
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / self.rate_hz if self.rate_hz else 0.0
+
+    def summary(self) -> str:
+        text = (f"stream {self.stream!r} from {self.peer}: {self.outcome}; {self.seconds:.2f} s, "
+                f"{self.packets} packets, {self.gaps} gaps ({self.gap_samples} samples of silence)")
+        if self.playback is not None:
+            text += (f", playback underruns {self.playback.underruns}"
+                     f" ({self.playback.underrun_samples} samples)")
+        if self.paths:
+            text += ", recorded to " + ", ".join(str(p) for p in self.paths)
+        return text
+
+
+class Session:
+    """One connected sender."""
+
+    def __init__(self, receiver: Receiver, hello: Hello, peer: str) -> None:
+        cfg = receiver.config
+        self.params = hello.params
+        self.name = sanitize_stream_name(hello.stream)
+        self.depacketizer = Depacketizer(self.params, make_decoder(self.params))
+        self.report = SessionReport(self.name, peer, self.params.codec, self.params.rate_hz,
+                                    self.params.channels)
+        self.recording: Recording | None = None
+        if cfg.record_dir is not None:
+            start = datetime.fromtimestamp(hello.start_time_us / 1e6, timezone.utc)
+            self.recording = Recording(cfg.record_dir, hello.stream, cfg.formats,
+                                       self.params.rate_hz, self.params.channels, start)
+            self.report.paths = list(self.recording.paths)
+        self.playback: Playback | None = None
+        if receiver.output_device is not None:
+            try:
+                self.playback = Playback(receiver.output_device, self.params.rate_hz,
+                                         self.params.channels, cfg.latency_ms)
+            except DeviceError as exc:
+                log.warning("stream %r: playback off: %s", self.name, exc)
+        self.position = 0
+
+    async def on_packet(self, packet: Packet) -> None:
+        for segment in self.depacketizer.push(packet):
+            if self.recording is not None:
+                await self.recording.write(segment)
+            if isinstance(segment, int):
+                self.position += segment  # the jitter buffer sees the jump and plays silence
+            else:
+                if self.playback is not None:
+                    self.playback.push(self.position, segment)
+                self.position += len(segment)
+
+    async def close(self) -> SessionReport:
+        try:
+            if self.recording is not None:
+                await self.recording.close()
+        finally:
+            if self.playback is not None:
+                await self.playback.close(drain=True)
+                self.report.playback = self.playback.buffer.stats
+            stats = self.depacketizer.stats
+            self.report.packets, self.report.samples = stats.packets, stats.samples
+            self.report.gaps, self.report.gap_samples = stats.gaps, stats.gap_samples
+        return self.report
+
+
+class Receiver:
+    def __init__(self, config: ReceiverConfig) -> None:
+        self.config = config
+        for name in config.formats:
+            get_format(name)
+        self.output_device: int | None = None
+        if config.play:
+            try:
+                self.output_device = resolve_device(config.output_device, "output")
+            except DeviceError as exc:
+                if config.output_device is not None:
+                    raise
+                log.warning("playback off: %s (use --no-play to silence this)", exc)
+        self.sessions: set[Session] = set()
+        self.reports: list[SessionReport] = []
+        self.port: int | None = None
+
+    async def run(self, stop: asyncio.Event, ready: Callable[[int], None] | None = None) -> None:
+        """Serve until ``stop`` is set; then close every stream and finalise its files."""
+        cfg = self.config
+        async with serve(
+            self._handle, cfg.host, cfg.port, compression=None, max_size=max_message_bytes(),
+            max_queue=64, open_timeout=cfg.hello_timeout_s, server_header="micwire",
+        ) as server:
+            self.port = int(server.sockets[0].getsockname()[1])
+            shown = cfg.host or "0.0.0.0"
+            log.info("listening on ws://%s:%d", shown, self.port)
+            if ready is not None:
+                ready(self.port)
+            await stop.wait()
+            log.info("stopping: closing %d stream(s)", len(self.sessions))
+        # leaving `serve` closed every connection (1001) and waited for their handlers
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        host, port = ws.remote_address[:2]
+        peer = f"{host}:{port}"
+        session = await self._open_session(ws, peer)
+        if session is None:
+            return
+        self.sessions.add(session)
+        report = session.report
+        try:
+            async for message in ws:
+                await session.on_packet(Packet.parse(message))
+                if session.depacketizer.ended:
+                    report.outcome = "complete"
+                    break
+            else:
+                code = ws.close_code
+                report.outcome = "sender closed without end-of-stream" if code == 1000 else (
+                    f"connection closed ({code})")
+        except ConnectionClosed as exc:
+            report.outcome = f"connection lost ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
+        except ProtocolError as exc:
+            report.outcome = f"closed: {exc}"
+            await ws.close(CLOSE_PROTOCOL_ERROR, close_reason(str(exc)))
+        except (MicwireError, OSError) as exc:
+            report.outcome = f"receiver error: {exc}"
+            log.error("stream %r: %s", session.name, exc)
+            await ws.close(CLOSE_INTERNAL_ERROR, close_reason(str(exc)))
+        finally:
+            self.sessions.discard(session)
+            try:
+                await session.close()
+            except Exception as exc:  # noqa: BLE001 - one stream's failure stays its own
+                log.error("stream %r: could not finalise: %s", session.name, exc)
+            self.reports.append(report)
+            log.info("%s", report.summary())
+
+    async def _open_session(self, ws: ServerConnection, peer: str) -> Session | None:
+        """Read and check the hello; answer it; return the session or None if refused."""
+        cfg = self.config
+        try:
+            text = await asyncio.wait_for(ws.recv(), cfg.hello_timeout_s)
+            hello = Hello.parse(text)
+            if len(self.sessions) >= cfg.max_streams:
+                raise ProtocolError(f"receiver is full ({cfg.max_streams} streams)")
+            session = Session(self, hello, peer)
+        except asyncio.TimeoutError:
+            await self._refuse(ws, peer, f"no hello within {cfg.hello_timeout_s:g} s")
+            return None
+        except ConnectionClosed:
+            return None
+        except MicwireError as exc:
+            await self._refuse(ws, peer, str(exc))
+            return None
+        try:
+            recording = session.recording.paths[0].name if session.recording else None
+            await ws.send(Accept(session.name, recording).serialize())
+        except ConnectionClosed:
+            await session.close()
+            return None
+        p = hello.params
+        log.info("stream %r from %s: %s, %d Hz, %d ch, %g ms frames%s", session.name, peer,
+                 p.codec, p.rate_hz, p.channels, p.frame_ms,
+                 f" -> {', '.join(str(x) for x in session.report.paths)}" if session.recording else "")
+        return session
+
+    async def _refuse(self, ws: ServerConnection, peer: str, reason: str) -> None:
+        log.warning("refused %s: %s", peer, reason)
+        try:
+            await ws.send(Refuse(reason).serialize())
+        except ConnectionClosed:
+            return
+        await ws.close(CLOSE_REFUSED, close_reason(reason))

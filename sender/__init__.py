@@ -1,0 +1,7 @@
+"""The sending side: capture from a device, a tone or a file, encode, send over WebSocket."""
+
+from __future__ import annotations
+
+from micwire.sender.client import Sender, SenderConfig, SenderReport
+
+__all__ = ["Sender", "SenderConfig", "SenderReport"]

@@ -1,0 +1,293 @@
+"""Where the sender's audio comes from: a PortAudio device, a tone, or a file.
+
+Each source is an async iterator of :class:`~micwire.common.framing.Block` s on one
+timeline. A device source is paced by the sound card; tone and file sources pace
+themselves against an absolute clock (no drift from sleeping late), so they behave like a
+live microphone.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from micwire.common.errors import AudioFormatError, DeviceError, ParameterError
+from micwire.common.framing import Block
+from micwire.sender.portaudio import device_info, resolve_device, sounddevice
+
+T = TypeVar("T")
+Samples = npt.NDArray[np.int16]
+
+
+class DropOldestQueue(Generic[T]):
+    """A bounded asyncio queue that never blocks the producer: when full, it drops the
+    oldest item and counts it. ``close()`` lets the consumer drain and then get ``None``."""
+
+    def __init__(self, maxlen: int) -> None:
+        self._items: deque[T] = deque()
+        self.maxlen = max(1, maxlen)
+        self._ready = asyncio.Event()
+        self.closed = False
+        self.dropped_count = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put_nowait(self, item: T) -> T | None:
+        """Add an item; return the item dropped to make room, if any."""
+        dropped = None
+        if len(self._items) >= self.maxlen:
+            dropped = self._items.popleft()
+            self.dropped_count += 1
+        self._items.append(item)
+        self._ready.set()
+        return dropped
+
+    def close(self) -> None:
+        self.closed = True
+        self._ready.set()
+
+    async def get(self) -> T | None:
+        while not self._items:
+            if self.closed:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
+
+
+class Source(abc.ABC):
+    """A live source of blocks. ``stop()`` ends the iteration after queued blocks."""
+
+    def __init__(self, rate_hz: int, channels: int) -> None:
+        self.rate_hz = rate_hz
+        self.channels = channels
+        #: Samples captured but lost before the framer saw them (queue full).
+        self.dropped_samples = 0
+        #: Times the device reported an input overflow (the OS lost samples).
+        self.input_overflows = 0
+        self._stop = asyncio.Event()
+        self.description = ""
+
+    def stop(self) -> None:
+        """End the stream (call on the event loop's thread)."""
+        self._stop.set()
+
+    @abc.abstractmethod
+    def blocks(self) -> AsyncIterator[Block]:
+        """Blocks in timeline order until stopped or exhausted."""
+
+
+class DeviceSource(Source):
+    """Capture from a PortAudio input device.
+
+    The PortAudio callback only copies the block and hands it to the event loop
+    (``call_soon_threadsafe``); numbering, queueing and the overflow policy run on the loop.
+    The queue holds ``queue_s`` seconds; when full the oldest block is dropped and counted
+    (the framer sees the gap and the receiver records it as exactly that much silence).
+    """
+
+    def __init__(
+        self, device: str | None, rate_hz: int, channels: int, block_samples: int,
+        queue_s: float = 2.0,
+    ) -> None:
+        super().__init__(rate_hz, channels)
+        self.device = resolve_device(device, "input")
+        info = device_info(self.device)
+        if info["max_input_channels"] < channels:
+            raise DeviceError(
+                f"input device {info['name']!r} has {info['max_input_channels']} channels, "
+                f"{channels} requested; use --channels {info['max_input_channels']}"
+            )
+        self.block_samples = block_samples
+        self.queue_blocks = max(4, math.ceil(queue_s * rate_hz / block_samples))
+        self.description = f"device {info['name']!r}"
+
+    async def blocks(self) -> AsyncIterator[Block]:
+        sd = sounddevice()
+        loop = asyncio.get_running_loop()
+        stop = self._stop
+        queue: DropOldestQueue[Block] = DropOldestQueue(self.queue_blocks)
+        position = 0
+
+        def deliver(samples: Samples, capture_time: float, overflow: bool) -> None:
+            nonlocal position
+            block = Block(position, samples, capture_time)
+            position += len(samples)
+            self.input_overflows += overflow
+            dropped = queue.put_nowait(block)
+            if dropped is not None:
+                self.dropped_samples += len(dropped.samples)
+
+        rate = self.rate_hz
+
+        def callback(indata: Any, frames: int, _time: Any, status: Any) -> None:
+            # PortAudio thread: copy and hand off, nothing else; never raise
+            try:
+                loop.call_soon_threadsafe(
+                    deliver, indata.copy(), time.time() - frames / rate, bool(status.input_overflow)
+                )
+            except RuntimeError:  # loop closed while the stream winds down
+                pass
+
+        try:
+            stream = sd.InputStream(
+                device=self.device, samplerate=self.rate_hz, channels=self.channels,
+                dtype="int16", blocksize=self.block_samples, latency="low",
+                callback=callback, dither_off=True,
+            )
+        except sd.PortAudioError as exc:
+            raise DeviceError(f"cannot open {self.description} at {self.rate_hz} Hz, "
+                              f"{self.channels} ch: {exc}") from exc
+        stop_task = asyncio.ensure_future(stop.wait())
+        stop_task.add_done_callback(lambda _: queue.close())
+        try:
+            with stream:
+                while (block := await queue.get()) is not None:
+                    yield block
+        finally:
+            stop_task.cancel()
+
+
+class PacedSource(Source):
+    """A source that makes its own samples and releases them in real time."""
+
+    def __init__(self, rate_hz: int, channels: int, block_samples: int, clock_scale: float = 1.0):
+        super().__init__(rate_hz, channels)
+        self.block_samples = block_samples
+        #: >1 runs the pacing clock slow, <1 fast (simulates a sender's crystal off by ppm).
+        self.clock_scale = clock_scale
+
+    @abc.abstractmethod
+    def _read(self, n: int) -> Samples:
+        """Up to ``n`` more samples; fewer means the source is exhausted."""
+
+    async def blocks(self) -> AsyncIterator[Block]:
+        stop = self._stop
+        position = 0
+        start_mono, start_wall = time.monotonic(), time.time()
+        while not stop.is_set():
+            samples = self._read(self.block_samples)
+            if len(samples) == 0:
+                return
+            # release when the block's last sample "has been captured", on an absolute clock
+            due = start_mono + (position + len(samples)) / self.rate_hz * self.clock_scale
+            delay = due - time.monotonic()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
+                if stop.is_set():
+                    return
+            yield Block(position, samples, start_wall + position / self.rate_hz)
+            position += len(samples)
+            if len(samples) < self.block_samples:
+                return
+
+
+class ToneSource(PacedSource):
+    """A sine tone at ``frequency_hz``, -12 dBFS, the same on every channel."""
+
+    def __init__(self, frequency_hz: float, rate_hz: int, channels: int, block_samples: int,
+                 clock_scale: float = 1.0, amplitude: float = 0.25):
+        if not 0 < frequency_hz < rate_hz / 2:
+            raise ParameterError(f"tone frequency must be in 0..{rate_hz // 2} Hz, got {frequency_hz:g}")
+        super().__init__(rate_hz, channels, block_samples, clock_scale)
+        self.frequency_hz = frequency_hz
+        self.amplitude = amplitude
+        self._position = 0
+        self.description = f"tone {frequency_hz:g} Hz"
+
+    def _read(self, n: int) -> Samples:
+        t = (self._position + np.arange(n)) / self.rate_hz
+        self._position += n
+        wave = np.rint(np.sin(2 * np.pi * self.frequency_hz * t) * self.amplitude * 32767)
+        return np.repeat(wave.astype(np.int16)[:, None], self.channels, axis=1)
+
+
+class FileSource(PacedSource):
+    """Any file soundfile reads, converted to the stream's rate (soxr) and channel count."""
+
+    def __init__(self, path: str, rate_hz: int, channels: int, block_samples: int,
+                 clock_scale: float = 1.0):
+        import soundfile as sf
+
+        super().__init__(rate_hz, channels, block_samples, clock_scale)
+        try:
+            self._file = sf.SoundFile(path)
+        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+            raise AudioFormatError(f"cannot read audio file {path!r}: {exc}") from exc
+        self.file_rate_hz = int(self._file.samplerate)
+        self._resampler: Any = None
+        if self.file_rate_hz != rate_hz:
+            import soxr
+
+            self._resampler = soxr.ResampleStream(
+                self.file_rate_hz, rate_hz, channels, dtype="float32", quality="HQ"
+            )
+        self._pending = np.zeros((0, channels), dtype=np.int16)
+        self._eof = False
+        self.description = f"file {path!r} ({self.file_rate_hz} Hz, {self._file.channels} ch)"
+
+    def _map_channels(self, data: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        have = data.shape[1]
+        if have == self.channels:
+            return data
+        if self.channels == 1:  # downmix to mono
+            return data.mean(axis=1, keepdims=True).astype(data.dtype)
+        return data[:, np.arange(self.channels) % have]
+
+    def _fill(self, n: int) -> None:
+        chunk = max(n, 4096)
+        while len(self._pending) < n and not self._eof:
+            if self._resampler is None:
+                data = self._map_channels(self._file.read(chunk, dtype="int16", always_2d=True))
+                self._eof = len(data) < chunk
+            else:
+                raw = self._map_channels(self._file.read(chunk, dtype="float32", always_2d=True))
+                self._eof = len(raw) < chunk
+                out = self._resampler.resample_chunk(raw, last=self._eof)
+                data = np.rint(np.clip(out, -1.0, 1.0) * 32767).astype(np.int16)
+            self._pending = np.concatenate([self._pending, data.reshape(-1, self.channels)])
+        if self._eof:
+            self._file.close()
+
+    def _read(self, n: int) -> Samples:
+        self._fill(n)
+        out, self._pending = self._pending[:n], self._pending[n:]
+        return out
+
+
+def parse_source(spec: str | None) -> tuple[str, str]:
+    """``tone:440`` -> ("tone", "440"); ``file:x.wav`` -> ("file", "x.wav"); None -> device."""
+    if spec is None:
+        return "device", ""
+    kind, sep, arg = spec.partition(":")
+    if not sep or kind not in ("tone", "file") or not arg:
+        raise ParameterError(f"bad --source {spec!r}: use tone:HZ or file:PATH")
+    return kind, arg
+
+
+def open_source(
+    spec: str | None, device: str | None, rate_hz: int, channels: int, block_samples: int,
+    clock_scale: float = 1.0,
+) -> Source:
+    kind, arg = parse_source(spec)
+    if kind == "tone":
+        try:
+            frequency = float(arg)
+        except ValueError:
+            raise ParameterError(f"bad tone frequency {arg!r}: use e.g. tone:440") from None
+        return ToneSource(frequency, rate_hz, channels, block_samples, clock_scale)
+    if kind == "file":
+        return FileSource(arg, rate_hz, channels, block_samples, clock_scale)
+    return DeviceSource(device, rate_hz, channels, block_samples)
