@@ -25,6 +25,7 @@ from micwire.common.protocol import StreamParams
 Frame = npt.NDArray[np.int16]
 
 OPUS_APPLICATIONS = ("voip", "audio", "lowdelay")
+_OPUSLIB_APPLICATIONS = {"voip": "voip", "audio": "audio", "lowdelay": "restricted_lowdelay"}
 #: Largest frame libopus decodes: 120 ms at 48 kHz (RFC 6716 §3.2.5).
 _OPUS_MAX_DECODE = 5760
 _PCM_DTYPE = np.dtype("<i2")
@@ -85,6 +86,8 @@ def _opuslib() -> Any:
     """Import opuslib, which loads libopus at import time."""
     try:
         import opuslib  # type: ignore[import-untyped]
+        import opuslib.api.ctl  # type: ignore[import-untyped]
+        import opuslib.api.encoder  # type: ignore[import-untyped]
     except Exception as exc:  # opuslib raises a bare Exception when libopus is missing
         raise CodecUnavailableError(
             "the Opus codec needs libopus: install it (Debian/Ubuntu: "
@@ -98,17 +101,21 @@ class OpusEncoder(Encoder):
         self, params: StreamParams, application: str = "audio", fec: bool = False,
         expected_loss_pct: int = 0,
     ) -> None:
-        if application not in OPUS_APPLICATIONS:
+        if application not in _OPUSLIB_APPLICATIONS:
             raise ParameterError(
                 f"unknown Opus application {application!r}; use one of {', '.join(OPUS_APPLICATIONS)}"
             )
         opuslib = _opuslib()
         self.params = params
         try:
-            self._encoder = opuslib.Encoder(params.rate_hz, params.channels, application)
+            self._encoder = opuslib.Encoder(params.rate_hz, params.channels,
+                                            _OPUSLIB_APPLICATIONS[application])
             self._encoder.bitrate = params.bitrate
             if fec:
-                self._encoder.inband_fec = 1
+                # opuslib's `inband_fec` setter drops its value; call the ctl directly
+                opuslib.api.encoder.encoder_ctl(
+                    self._encoder.encoder_state, opuslib.api.ctl.set_inband_fec, 1
+                )
                 self._encoder.packet_loss_perc = expected_loss_pct
             self._lookahead = int(self._encoder.lookahead)
         except opuslib.OpusError as exc:

@@ -32,12 +32,12 @@ class JitterStats:
 
 
 class JitterBuffer:
-    def __init__(self, channels: int, target_samples: int, max_samples: int | None = None) -> None:
-        if channels < 1 or target_samples < 0:
-            raise ValueError("channels must be >= 1 and target_samples >= 0")
+    def __init__(self, channels: int, target_samples: int, max_samples: int) -> None:
+        if channels < 1 or not 0 <= target_samples < max_samples:
+            raise ValueError("need channels >= 1 and 0 <= target_samples < max_samples")
         self.channels = channels
         self.target_samples = target_samples
-        self.max_samples = max(max_samples or 4 * target_samples, target_samples + 1)
+        self.max_samples = max_samples
         self.stats = JitterStats()
         self._chunks: deque[Samples] = deque()
         self._head = 0  # samples of _chunks[0] already played

@@ -1,0 +1,57 @@
+# micwire: `make demo` and `make test` do all set-up on a fresh Debian/Ubuntu machine:
+# system libraries (apt, with sudo when not root), a virtualenv in .venv, the package.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# libportaudio2: what sounddevice loads; libopus0: what opuslib loads; jackd2: the paced
+# virtual sound card the tests and the latency benchmark run on (tests/README.md).
+# libsndfile (WAV/MP3/FLAC/Ogg) ships inside the soundfile wheel.
+SYSTEM_PACKAGES := libportaudio2 libopus0 jackd2
+PYTEST_ARGS ?=
+
+.PHONY: all setup system demo test test-fast lint bench clean
+
+all: test
+
+system:
+	@missing=""; \
+	for p in $(SYSTEM_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  if ! command -v apt-get >/dev/null; then \
+	    echo "please install:$$missing (no apt-get here)"; exit 1; fi; \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  echo "installing system packages:$$missing"; \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+setup: system $(VENV)/.installed
+
+demo: setup
+	$(BIN)/micwire demo
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the pure core only: seconds, no devices
+test-fast: setup
+	$(BIN)/python -m pytest tests/common $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/pip install -q ruff mypy
+	$(BIN)/ruff check common sender receiver tests
+	$(BIN)/mypy common
+
+clean:
+	rm -rf $(VENV) micwire-demo .pytest_cache

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from micwire.common.assembly import Depacketizer
+from micwire.common.codecs import make_decoder, make_encoder
+from micwire.common.framing import Block, Framer, Packetizer
+from micwire.common.protocol import Packet, StreamParams
+
+
+def noise(n: int, channels: int = 1, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(-20000, 20000, (n, channels), dtype=np.int16)
+
+
+def blocks_of(signal: np.ndarray, sizes: list[int], rate: int = 48000) -> list[Block]:
+    out, pos = [], 0
+    for size in sizes:
+        if pos >= len(signal):
+            break
+        out.append(Block(pos, signal[pos : pos + size], 1000.0 + pos / rate))
+        pos += size
+    return out
+
+
+def test_framer_cuts_any_block_sizes_into_exact_frames() -> None:
+    signal = noise(10_000, 2)
+    framer = Framer(480, 2, 48000)
+    sizes = list(np.random.default_rng(3).integers(1, 2000, 100))
+    chunks = [c for b in blocks_of(signal, sizes) for c in framer.push(b)]
+    tail = framer.flush()
+    assert all(len(c.samples) == 480 for c in chunks)
+    assert tail is not None and len(tail.samples) == 10_000 % 480
+    assert [c.timestamp for c in chunks] == list(range(0, 480 * len(chunks), 480))
+    assert np.array_equal(np.concatenate([c.samples for c in [*chunks, tail]]), signal)
+    assert chunks[3].capture_time == pytest.approx(1000.0 + 3 * 480 / 48000)
+    assert framer.flush() is None
+
+
+def test_framer_marks_gaps_by_timestamp() -> None:
+    framer = Framer(100, 1, 1000)
+    first = framer.push(Block(0, noise(150), 0.0))
+    after_gap = framer.push(Block(400, noise(100, seed=1), 0.4))
+    assert [c.timestamp for c in first] == [0]
+    assert [(c.timestamp, len(c.samples)) for c in after_gap] == [(100, 50), (400, 100)]
+    assert framer.gap_samples == 250
+
+
+def test_framer_can_fill_gaps_with_silence() -> None:
+    framer = Framer(100, 1, 1000, fill_gaps=True)
+    framer.push(Block(0, noise(150), 0.0))
+    chunks = framer.push(Block(400, noise(100, seed=1), 0.4))
+    assert [c.timestamp for c in chunks] == [100, 200, 300, 400]
+    assert not np.any(chunks[0].samples[50:]) and not np.any(chunks[1].samples)
+    assert framer.gap_samples == 250
+
+
+def test_framer_refuses_overlaps_and_bad_shapes() -> None:
+    framer = Framer(100, 1, 1000)
+    framer.push(Block(0, noise(50), 0.0))
+    with pytest.raises(ValueError, match="overlaps"):
+        framer.push(Block(10, noise(50), 0.0))
+    with pytest.raises(ValueError, match="shape"):
+        framer.push(Block(50, noise(50, 2), 0.0))
+    with pytest.raises(ValueError):
+        Framer(0, 1, 1000)
+
+
+def send_and_receive(params: StreamParams, signal: np.ndarray, sizes: list[int]) -> tuple[
+        list[Packet], np.ndarray]:
+    encoder = make_encoder(params)
+    params = StreamParams(**{**params.__dict__, "pre_skip": encoder.pre_skip})
+    framer = Framer(params.frame_samples, params.channels, params.rate_hz,
+                    fill_gaps=params.codec == "opus")
+    packetizer = Packetizer(encoder)
+    packets = []
+    for block in blocks_of(signal, sizes):
+        for chunk in framer.push(block):
+            packets += packetizer.packets(chunk)
+    tail = framer.flush()
+    if tail is not None:
+        packets += packetizer.packets(tail)
+    packets += packetizer.finish(2000.0)
+    wire = [Packet.parse(p.serialize()) for p in packets]
+    depacketizer = Depacketizer(params, make_decoder(params))
+    segments = [s for p in wire for s in depacketizer.push(p)]
+    assert depacketizer.ended
+    out = [np.zeros((s, params.channels), np.int16) if isinstance(s, int) else s for s in segments]
+    return packets, np.concatenate(out) if out else np.zeros((0, params.channels), np.int16)
+
+
+@pytest.mark.parametrize("n", [0, 1, 959, 960, 961, 48_000 + 17])
+def test_pcm_stream_arrives_sample_exact(n: int) -> None:
+    signal = noise(n, 2)
+    packets, out = send_and_receive(StreamParams("pcm", 48000, 2, 20.0), signal, [256] * 400)
+    assert np.array_equal(out, signal)
+    assert packets[-1].last and sum(p.last for p in packets) == 1
+    assert [p.seq for p in packets] == list(range(len(packets)))
+
+
+@pytest.mark.parametrize("frame_ms", [2.5, 10.0, 20.0, 60.0])
+@pytest.mark.parametrize("n", [1, 4800, 4801, 48_000 + 17])
+def test_opus_stream_has_exactly_the_captured_length(frame_ms: float, n: int) -> None:
+    t = np.arange(n) / 48000  # a chirp: no period for a misalignment to hide in
+    signal = np.rint(np.sin(2 * np.pi * (200 + 1000 * t) * t) * 8000).astype(np.int16)[:, None]
+    packets, out = send_and_receive(StreamParams("opus", 48000, 1, frame_ms), signal, [256] * 400)
+    assert out.shape == signal.shape
+    assert packets[-1].last
+    if n > 9600:  # aligned without any search: the codec delay was removed
+        a, b = out[:, 0].astype(float), signal[:, 0].astype(float)
+        lags = range(-200, 201)
+        scores = [float(np.dot(a[2400 + lag : -2400 + lag], b[2400:-2400])) for lag in lags]
+        assert abs(lags[int(np.argmax(scores))]) <= 2  # codec phase, not a frame or pre-skip off
+        assert np.corrcoef(a[2400:], b[2400:])[0, 1] > 0.85  # 32 kbit/s is perceptual, not exact
+
+
+def test_packetizer_refuses_use_after_finish_and_going_back() -> None:
+    packetizer = Packetizer(make_encoder(StreamParams("pcm", 8000, 1, 2.5)))
+    from micwire.common.framing import FrameChunk
+
+    packetizer.packets(FrameChunk(20, noise(20), 0.0))
+    with pytest.raises(ValueError, match="goes back"):
+        packetizer.packets(FrameChunk(0, noise(20), 0.0))
+    packetizer.finish(0.0)
+    with pytest.raises(ValueError, match="finished"):
+        packetizer.packets(FrameChunk(40, noise(20), 0.0))

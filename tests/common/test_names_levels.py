@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from micwire.common.levels import SILENCE_DBFS, peak_dbfs, rms_dbfs
+from micwire.common.names import recording_filename, sanitize_stream_name
+
+
+@pytest.mark.parametrize(
+    ("name", "safe"),
+    [
+        ("kitchen-mic", "kitchen-mic"),
+        ("../../x", "x"),
+        ("/etc/passwd", "etc_passwd"),
+        ("..", "stream"),
+        ("", "stream"),
+        (".hidden", "hidden"),
+        ("a\x00b\nc", "a_b_c"),
+        ("Café Müller", "Cafe_Muller"),
+        ("研究室", "stream"),
+        ("C:\\Windows\\x", "C_Windows_x"),
+        ("x" * 500, "x" * 64),
+    ],
+)
+def test_sanitised_names_stay_inside_the_directory(name: str, safe: str) -> None:
+    assert sanitize_stream_name(name) == safe
+
+
+def test_recording_filename_uses_utc() -> None:
+    start = datetime(2026, 11, 22, 4, 5, 6, tzinfo=timezone(timedelta(hours=2)))
+    assert recording_filename("../mic", start, "mp3") == "mic-20261122T020506Z.mp3"
+
+
+def test_levels() -> None:
+    assert peak_dbfs(np.zeros(10, np.int16)) == SILENCE_DBFS
+    assert peak_dbfs(np.array([], np.int16)) == SILENCE_DBFS
+    assert rms_dbfs(np.array([], np.int16)) == SILENCE_DBFS
+    assert peak_dbfs(np.array([-32768], np.int16)) == pytest.approx(0.0)
+    assert peak_dbfs(np.array([16384], np.int16)) == pytest.approx(-6.02, abs=0.01)
+    square = np.array([32767, -32768] * 100, np.int16)
+    assert rms_dbfs(square) == pytest.approx(0.0, abs=0.001)
+    sine = np.rint(np.sin(np.linspace(0, 200 * np.pi, 48000)) * 32767).astype(np.int16)
+    assert rms_dbfs(sine) == pytest.approx(-3.01, abs=0.02)
