@@ -1,0 +1,232 @@
+"""The test rig: real PortAudio devices on a machine without a sound card.
+
+- :func:`jack_server`: a JACK server with the dummy driver (a paced virtual sound card,
+  48 kHz, 256-frame periods), unique per test session.
+- :class:`Probe`: a JACK client that plays a known signal into a port and records another,
+  a loopback cable with a real clock.
+- :func:`alsa_virtual_mic`: an ALSA ``file`` plugin device whose capture returns a raw file
+  sample for sample (unpaced).
+- :class:`Micwire`: the ``micwire`` command in a subprocess, its log read line by line.
+
+See ../shared/TESTRIG.md for the background.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RATE = 48000
+#: One time unit scales every wait on a slow machine: MICWIRE_TEST_TIME_FACTOR=3 make test
+TIME_FACTOR = float(os.environ.get("MICWIRE_TEST_TIME_FACTOR", "1"))
+
+
+def seconds(s: float) -> float:
+    """A timeout of ``s`` seconds, scaled for slow machines."""
+    return s * TIME_FACTOR
+
+
+PERIOD = 256
+
+
+@contextmanager
+def jack_server(tmp_path: Path) -> Iterator[str]:
+    name = f"micwire-test-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+    env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1"}
+    log = open(tmp_path / "jackd.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        ["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", str(RATE), "-p", str(PERIOD)],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + seconds(10)
+        while True:
+            probe = subprocess.run(["jack_lsp", "-s", name], capture_output=True, text=True)
+            if probe.returncode == 0 and "system:playback_1" in probe.stdout:
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"jackd did not start: {(tmp_path / 'jackd.log').read_text()}")
+            time.sleep(0.1)
+        yield name
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+class Probe:
+    """A JACK client with one output (plays ``signal`` once armed) and one input (records)."""
+
+    def __init__(self, server: str) -> None:
+        import jack
+
+        self.client = jack.Client("probe", servername=server, no_start_server=True)
+        self.out = self.client.outports.register("out")
+        self.inp = self.client.inports.register("in")
+        self._signal = np.zeros(0, np.float32)
+        self._pos = 0
+        self._armed = threading.Event()
+        self.recorded: list[np.ndarray] = []
+        self.played_at_frame: int | None = None  # recorded-frame index where playback began
+        self._frames_recorded = 0
+        self.client.set_process_callback(self._process)
+        self.client.activate()
+
+    def _process(self, frames: int) -> None:
+        out = self.out.get_array()
+        out[:] = 0.0
+        if self._armed.is_set() and self._pos < len(self._signal):
+            if self.played_at_frame is None:
+                self.played_at_frame = self._frames_recorded
+            n = min(frames, len(self._signal) - self._pos)
+            out[:n] = self._signal[self._pos : self._pos + n]
+            self._pos += n
+        self.recorded.append(self.inp.get_array().copy())
+        self._frames_recorded += frames
+
+    def play(self, signal: np.ndarray) -> None:
+        self._signal = signal.astype(np.float32)
+        self._pos = 0
+        self._armed.set()
+
+    def wait_played(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self._pos < len(self._signal):
+            if time.monotonic() > deadline:
+                raise TimeoutError("probe signal did not finish playing")
+            time.sleep(0.05)
+
+    def recording(self) -> np.ndarray:
+        return np.concatenate(self.recorded) if self.recorded else np.zeros(0, np.float32)
+
+    def ports(self, *, is_input: bool) -> list[str]:
+        """Audio ports of other clients (not `system`, not the probe)."""
+        names = [p.name for p in self.client.get_ports(is_audio=True, is_input=is_input,
+                                                        is_output=not is_input)]
+        return [n for n in names if not n.startswith(("system:", "probe:"))]
+
+    def wait_port(self, *, is_input: bool, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while not (found := self.ports(is_input=is_input)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no client {'input' if is_input else 'output'} port appeared")
+            time.sleep(0.05)
+        return found[0]
+
+    def close(self) -> None:
+        self.client.deactivate()
+        self.client.close()
+
+
+def write_alsa_config(tmp_path: Path, capture_raw: Path) -> Path:
+    conf = tmp_path / "alsa-virtmic.conf"
+    conf.write_text(
+        f'pcm.virtmic {{ type file; slave.pcm "nullpcm"; file "/dev/null"; '
+        f'infile "{capture_raw}"; format "raw" }}\n'
+        'pcm.nullpcm { type null }\n'
+    )
+    return conf
+
+
+class Micwire:
+    """``python -m micwire.receiver.cli ARGS`` in a subprocess; stderr collected by a thread."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "micwire.receiver.cli", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.lines: list[str] = []
+        self._new: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.stdout = ""
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+            self._new.put(line)
+
+    def wait_for(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
+        """Wait for a log line matching ``pattern`` (searched in every line so far)."""
+        deadline = time.monotonic() + seconds(timeout)
+        regex = re.compile(pattern)
+        checked = 0
+        while True:
+            for line in self.lines[checked:]:
+                if m := regex.search(line):
+                    return m
+            checked = len(self.lines)
+            left = deadline - time.monotonic()
+            if left <= 0 or (self.proc.poll() is not None and self._new.empty()
+                             and not self._reader.is_alive()):
+                raise AssertionError(f"no line matching {pattern!r}; log:\n" + self.log)
+            try:
+                self._new.get(timeout=min(left, 0.2))
+            except queue.Empty:
+                pass
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        try:
+            out, _ = self.proc.communicate(timeout=seconds(timeout))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+        self._reader.join(5)
+        self.stdout = out or ""
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def receiver(*args: str, env: dict[str, str] | None = None) -> tuple[Micwire, int]:
+    rx = Micwire("receive", "--host", "127.0.0.1", "--port", "0", *args, env=env)
+    port = int(rx.wait_for(r"listening on ws://127\.0\.0\.1:(\d+)").group(1))
+    return rx, port
+
+
+def best_lag(signal: np.ndarray, recording: np.ndarray) -> tuple[int, float]:
+    """Offset of ``signal`` in ``recording`` (FFT cross-correlation) and the normalised peak."""
+    n = len(signal) + len(recording)
+    size = 1 << (n - 1).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(recording, size) * np.conj(np.fft.rfft(signal, size)), size)
+    lag = int(np.argmax(corr[: len(recording)]))
+    seg = recording[lag : lag + len(signal)]
+    if len(seg) < len(signal):
+        return lag, 0.0
+    norm = float(np.linalg.norm(seg) * np.linalg.norm(signal)) or 1.0
+    return lag, float(np.dot(seg, signal)) / norm
+
+
+def read_single(directory: Path, pattern: str) -> tuple[Any, int, Path]:
+    import soundfile as sf
+
+    found = sorted(directory.glob(pattern))
+    assert len(found) == 1, f"expected one {pattern} in {directory}, found {found}"
+    data, rate = sf.read(str(found[0]), dtype="int16", always_2d=True)
+    return data, rate, found[0]

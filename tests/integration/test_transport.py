@@ -1,0 +1,325 @@
+"""Sender and receiver over real WebSockets on 127.0.0.1: exact recordings, many streams,
+hostile input. Sources are files and tones (paced in real time); no sound device needed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+from rig import best_lag, read_single
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from micwire.common.errors import RefusedError, TransportError
+from micwire.common.protocol import HEADER, Hello, Packet, StreamParams
+from micwire.receiver.server import Receiver, ReceiverConfig
+from micwire.sender.client import Sender, SenderConfig
+
+
+@asynccontextmanager
+async def running_receiver(**settings: Any) -> AsyncIterator[tuple[Receiver, str]]:
+    receiver = Receiver(ReceiverConfig(host="127.0.0.1", port=0, play=False, **settings))
+    stop = asyncio.Event()
+    ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(receiver.run(stop, ready.set_result))
+    port = await asyncio.wait_for(ready, 10)
+    try:
+        yield receiver, f"ws://127.0.0.1:{port}"
+    finally:
+        stop.set()
+        await task
+
+
+def noise_file(path: Path, n: int, rate: int = 48000, channels: int = 1, seed: int = 0) -> np.ndarray:
+    data = np.random.default_rng(seed).integers(-20000, 20000, (n, channels), dtype=np.int16)
+    sf.write(str(path), data, rate, subtype="PCM_16")
+    return data
+
+
+def chirp(n: int, rate: int = 48000) -> np.ndarray:
+    t = np.arange(n) / rate
+    return np.rint(np.sin(2 * np.pi * (150 + 900 * t) * t) * 12000).astype(np.int16)
+
+
+def test_pcm_recording_equals_the_source_sample_for_sample(tmp_path: Path) -> None:
+    source = noise_file(tmp_path / "src.wav", 48000 + 123, channels=2)
+    rec = tmp_path / "rec"
+
+    async def main() -> Any:
+        async with running_receiver(record_dir=rec, formats=("wav", "flac", "mp3")) as (rx, url):
+            sent = await Sender(SenderConfig(url, name="exact", source=f"file:{tmp_path/'src.wav'}",
+                                             channels=2, frame_ms=10.0)).run()
+        return sent, rx.reports
+
+    sent, reports = asyncio.run(main())
+    assert sent.samples_captured == len(source) and sent.dropped_packets == 0
+    assert reports[0].outcome == "complete" and reports[0].gap_samples == 0
+    for ext in ("wav", "flac"):
+        data, rate, _ = read_single(rec, f"exact-*.{ext}")
+        assert rate == 48000 and np.array_equal(data, source), ext
+    data, rate, path = read_single(rec, "exact-*.mp3")
+    info = sf.info(str(path))
+    assert (rate, info.channels) == (48000, 2)
+    assert abs(len(data) - len(source)) <= 1152  # an MP3 frame at most
+
+
+def test_opus_recording_matches_the_source_and_has_its_exact_duration(tmp_path: Path) -> None:
+    signal = chirp(2 * 48000 + 77)
+    sf.write(str(tmp_path / "chirp.wav"), signal, 48000)
+    rec = tmp_path / "rec"
+
+    async def main() -> None:
+        async with running_receiver(record_dir=rec) as (_rx, url):
+            await Sender(SenderConfig(url, name="op", source=f"file:{tmp_path/'chirp.wav'}",
+                                      codec="opus", bitrate=96000)).run()
+
+    asyncio.run(main())
+    data, rate, _ = read_single(rec, "op-*.wav")
+    assert rate == 48000 and len(data) == len(signal)
+    lag, peak = best_lag(signal[4800:-4800].astype(float), data[:, 0].astype(float))
+    assert abs(lag - 4800) <= 2, "recording is not aligned with the source"
+    assert peak > 0.95
+
+
+def test_file_source_at_another_rate_is_resampled(tmp_path: Path) -> None:
+    signal = chirp(44100, 44100)
+    sf.write(str(tmp_path / "44k.wav"), signal, 44100)
+    rec = tmp_path / "rec"
+
+    async def main() -> None:
+        async with running_receiver(record_dir=rec) as (_rx, url):
+            await Sender(SenderConfig(url, name="rs", source=f"file:{tmp_path/'44k.wav'}")).run()
+
+    asyncio.run(main())
+    data, rate, _ = read_single(rec, "rs-*.wav")
+    assert rate == 48000 and abs(len(data) - 48000) <= 2
+    import soxr
+
+    expected = soxr.resample(signal.astype(np.float32), 44100, 48000)
+    _, peak = best_lag(expected[2000:-2000], data[:, 0].astype(np.float32))
+    assert peak > 0.99
+
+
+def test_many_senders_at_once_each_get_their_own_exact_file(tmp_path: Path) -> None:
+    sources = {f"s{i}": noise_file(tmp_path / f"s{i}.wav", 24000 + i, seed=i) for i in range(4)}
+    rec = tmp_path / "rec"
+
+    async def main() -> None:
+        async with running_receiver(record_dir=rec) as (_rx, url):
+            await asyncio.gather(*(
+                Sender(SenderConfig(url, name=name, source=f"file:{tmp_path / name}.wav")).run()
+                for name in sources
+            ))
+
+    asyncio.run(main())
+    for name, source in sources.items():
+        data, _, _ = read_single(rec, f"{name}-*.wav")
+        assert np.array_equal(data, source), name
+
+
+def test_stopping_the_sender_sends_the_partial_frame_and_ends_cleanly(tmp_path: Path) -> None:
+    rec = tmp_path / "rec"
+
+    async def main() -> Any:
+        async with running_receiver(record_dir=rec) as (rx, url):
+            sender = Sender(SenderConfig(url, name="ctrl-c", source="tone:440", frame_ms=60.0))
+            asyncio.get_running_loop().call_later(0.73, sender.stop)  # as Ctrl-C would
+            sent = await sender.run()
+        return sent, rx.reports
+
+    sent, reports = asyncio.run(main())
+    data, _, _ = read_single(rec, "ctrl-c-*.wav")
+    assert len(data) == sent.samples_captured > 0
+    t = np.arange(len(data)) / 48000
+    assert np.array_equal(data[:, 0], np.rint(np.sin(2 * np.pi * 440 * t) * 0.25 * 32767))
+    assert reports[0].outcome == "complete"
+
+
+def test_duration_is_exact(tmp_path: Path) -> None:
+    rec = tmp_path / "rec"
+
+    async def main() -> None:
+        async with running_receiver(record_dir=rec, formats=("wav", "mp3")) as (_rx, url):
+            await Sender(SenderConfig(url, name="d", source="tone:1000", duration_s=1.25,
+                                      codec="opus", frame_ms=40.0)).run()
+
+    asyncio.run(main())
+    data, _, _ = read_single(rec, "d-*.wav")
+    assert len(data) == 60000
+    info = sf.info(str(next(rec.glob("d-*.mp3"))))
+    assert info.samplerate == 48000 and abs(info.frames - 60000) <= 1152
+
+
+def test_a_traversal_name_lands_inside_the_record_directory(tmp_path: Path) -> None:
+    rec = tmp_path / "deep" / "rec"
+
+    async def main() -> str | None:
+        async with running_receiver(record_dir=rec) as (_rx, url):
+            sent = await Sender(SenderConfig(url, name="../../x", source="tone:440",
+                                             duration_s=0.1)).run()
+        return sent.recording
+
+    recording = asyncio.run(main())
+    files = list(rec.iterdir())
+    assert len(files) == 1 and files[0].name.startswith("x-") and recording == files[0].name
+    assert not list(tmp_path.glob("x-*")) and not list((tmp_path / "deep").glob("x-*"))
+
+
+def test_same_name_twice_never_overwrites(tmp_path: Path) -> None:
+    rec = tmp_path / "rec"
+
+    async def main() -> None:
+        async with running_receiver(record_dir=rec) as (_rx, url):
+            await asyncio.gather(*(
+                Sender(SenderConfig(url, name="twin", source="tone:440", duration_s=0.2)).run()
+                for _ in range(2)
+            ))
+
+    asyncio.run(main())
+    assert len(list(rec.glob("twin-*.wav"))) == 2
+
+
+def hello(**changes: Any) -> str:
+    d = json.loads(Hello("bad", StreamParams(), 0, 0).serialize())
+    d.update(changes)
+    return json.dumps(d)
+
+
+async def converse(url: str, *messages: str | bytes) -> tuple[int | None, str, list[Any]]:
+    """Send messages on a raw connection; return the close code, reason and replies."""
+    replies: list[Any] = []
+    async with connect(url, compression=None, max_size=None) as ws:
+        try:
+            for message in messages:
+                await ws.send(message)
+            async for reply in ws:
+                replies.append(reply)
+        except ConnectionClosed:
+            pass
+        await ws.wait_closed()
+    return ws.close_code, ws.close_reason, replies
+
+
+def good_packet(ts: int = 0, samples: int = 960) -> bytes:
+    return Packet(0, ts, samples, b"\0" * samples * 2).serialize()
+
+
+BAD_CONNECTIONS: list[tuple[str, tuple[Any, ...], int, str]] = [
+    ("garbage", (b"\x00\xff garbage",), 1008, "expected the hello as a text message"),
+    ("not json", ("{nope",), 1008, "not valid JSON"),
+    ("wrong version", (hello(protocol=9),), 1008, "unsupported protocol version 9"),
+    ("absurd rate", (hello(rate_hz=10**9),), 1008, "sample rate 1000000000 Hz is out of range"),
+    ("absurd channels", (hello(channels=4096),), 1008, "4096 channels is out of range"),
+    ("huge hello", ("x" * 100_000,), 1008, "longer than 4096 bytes"),
+    ("oversized frame", (hello(), b"\0" * 400_000), 1009, ""),
+    ("short frame", (hello(), b"\x01\x00"), 1002, "shorter than the 24-byte header"),
+    ("payload mismatch", (hello(), HEADER.pack(1, 0, 960, 0, 0, 0) + b"x"), 1002, "must carry"),
+    ("text after hello", (hello(), "hi"), 1002, "got a text message"),
+    ("backwards", (hello(), good_packet(960), good_packet(0)), 1002, "went backwards"),
+    ("frame version", (hello(), b"\x07" + good_packet()[1:]), 1002, "protocol version 7"),
+]
+
+
+@pytest.mark.parametrize(("what", "messages", "code", "reason"), BAD_CONNECTIONS,
+                         ids=[b[0] for b in BAD_CONNECTIONS])
+def test_bad_connections_are_closed_with_a_clear_code_and_reason(
+    tmp_path: Path, what: str, messages: tuple[Any, ...], code: int, reason: str
+) -> None:
+    async def main() -> tuple[int | None, str, list[Any]]:
+        async with running_receiver(record_dir=tmp_path) as (_rx, url):
+            return await converse(url, *messages)
+
+    got_code, got_reason, replies = asyncio.run(main())
+    assert got_code == code, (what, got_code, got_reason)
+    assert reason in got_reason
+    if code == 1008:  # refusals also answer the hello in-band
+        refusal = json.loads(replies[-1])
+        assert refusal["type"] == "refuse" and reason in refusal["reason"]
+
+
+def test_no_hello_in_time_is_refused(tmp_path: Path) -> None:
+    async def main() -> tuple[int | None, str]:
+        async with running_receiver(hello_timeout_s=0.3) as (_rx, url):
+            async with connect(url) as ws:
+                await ws.wait_closed()
+                return ws.close_code, ws.close_reason
+
+    assert asyncio.run(main()) == (1008, "no hello within 0.3 s")
+
+
+def test_a_full_receiver_refuses_with_the_reason() -> None:
+    async def main() -> None:
+        async with running_receiver(max_streams=1) as (_rx, url):
+            first = Sender(SenderConfig(url, name="a", source="tone:440", duration_s=1.0))
+            task = asyncio.create_task(first.run())
+            await asyncio.sleep(0.3)
+            with pytest.raises(RefusedError, match="receiver is full"):
+                await Sender(SenderConfig(url, name="b", source="tone:440", duration_s=0.1)).run()
+            await task
+
+    asyncio.run(main())
+
+
+def test_hostile_traffic_does_not_disturb_a_good_stream(tmp_path: Path) -> None:
+    source = noise_file(tmp_path / "good.wav", 3 * 48000)
+    rec = tmp_path / "rec"
+
+    async def attack(url: str, rounds: int) -> list[tuple[int | None, int]]:
+        results = []
+        for i in range(rounds):
+            _what, messages, code, _reason = BAD_CONNECTIONS[i % len(BAD_CONNECTIONS)]
+            got, _, _ = await converse(url, *messages)
+            results.append((got, code))
+        return results
+
+    async def main() -> Any:
+        async with running_receiver(record_dir=rec) as (rx, url):
+            good = asyncio.create_task(Sender(SenderConfig(
+                url, name="good", source=f"file:{tmp_path/'good.wav'}")).run())
+            results = await asyncio.gather(*(attack(url, 60) for _ in range(4)))
+            sent = await good
+        return sent, results, rx.reports
+
+    sent, results, reports = asyncio.run(main())
+    closes = [r for batch in results for r in batch]
+    assert len(closes) == 240 and all(got == want for got, want in closes)
+    data, _, _ = read_single(rec, "good-*.wav")
+    assert np.array_equal(data, source)
+    assert sent.dropped_packets == 0
+    good = [r for r in reports if r.stream == "good"]
+    assert good[0].outcome == "complete"
+
+
+def test_sender_reports_unreachable_receiver() -> None:
+    async def main() -> None:
+        await Sender(SenderConfig("ws://127.0.0.1:9", source="tone:440")).run()
+
+    with pytest.raises(TransportError, match=r"cannot reach the receiver at ws://127.0.0.1:9 .*"
+                                             r"is `micwire receive` running there\?"):
+        asyncio.run(main())
+
+
+def test_receiver_shutdown_finalises_the_recording_and_tells_the_sender(tmp_path: Path) -> None:
+    rec = tmp_path / "rec"
+
+    async def main() -> None:
+        receiver = Receiver(ReceiverConfig(host="127.0.0.1", port=0, play=False, record_dir=rec))
+        stop = asyncio.Event()
+        ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        serving = asyncio.create_task(receiver.run(stop, ready.set_result))
+        url = f"ws://127.0.0.1:{await ready}"
+        asyncio.get_running_loop().call_later(1.0, stop.set)
+        with pytest.raises(TransportError, match="receiver closed the connection"):
+            await Sender(SenderConfig(url, name="cut", source="tone:440")).run()
+        await serving
+
+    asyncio.run(main())
+    data, rate, _ = read_single(rec, "cut-*.wav")
+    assert rate == 48000 and 0.7 * 48000 < len(data) < 1.3 * 48000
