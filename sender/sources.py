@@ -13,7 +13,7 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -29,27 +29,33 @@ Samples = npt.NDArray[np.int16]
 
 class DropOldestQueue(Generic[T]):
     """A bounded asyncio queue that never blocks the producer: when full, it drops the
-    oldest item and counts it. ``close()`` lets the consumer drain and then get ``None``."""
+    oldest items and counts them. Capacity is in items, or in ``weight(item)`` units (say,
+    samples) when a weight function is given. ``close()`` lets the consumer drain, then
+    ``get()`` returns ``None``."""
 
-    def __init__(self, maxlen: int) -> None:
+    def __init__(self, capacity: int, weight: Callable[[T], int] | None = None) -> None:
         self._items: deque[T] = deque()
-        self.maxlen = max(1, maxlen)
+        self.capacity = max(1, capacity)
+        self._weight = weight or (lambda _item: 1)
+        self._load = 0
         self._ready = asyncio.Event()
         self.closed = False
-        self.dropped_count = 0
+        self.dropped_count = 0  # items
+        self.dropped_weight = 0  # weight units
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def put_nowait(self, item: T) -> T | None:
-        """Add an item; return the item dropped to make room, if any."""
-        dropped = None
-        if len(self._items) >= self.maxlen:
-            dropped = self._items.popleft()
-            self.dropped_count += 1
+    def put_nowait(self, item: T) -> None:
+        """Add an item, dropping the oldest ones if it does not fit."""
         self._items.append(item)
+        self._load += self._weight(item)
+        while self._load > self.capacity and len(self._items) > 1:
+            dropped = self._weight(self._items.popleft())
+            self._load -= dropped
+            self.dropped_count += 1
+            self.dropped_weight += dropped
         self._ready.set()
-        return dropped
 
     def close(self) -> None:
         self.closed = True
@@ -61,7 +67,9 @@ class DropOldestQueue(Generic[T]):
                 return None
             self._ready.clear()
             await self._ready.wait()
-        return self._items.popleft()
+        item = self._items.popleft()
+        self._load -= self._weight(item)
+        return item
 
 
 class Source(abc.ABC):
@@ -91,13 +99,13 @@ class DeviceSource(Source):
 
     The PortAudio callback only copies the block and hands it to the event loop
     (``call_soon_threadsafe``); numbering, queueing and the overflow policy run on the loop.
-    The queue holds ``queue_s`` seconds; when full the oldest block is dropped and counted
-    (the framer sees the gap and the receiver records it as exactly that much silence).
+    The queue holds ``queue_s`` seconds of audio; when full the oldest blocks are dropped and
+    counted (the framer sees the gap; the receiver records exactly that much silence).
     """
 
     def __init__(
         self, device: str | None, rate_hz: int, channels: int, block_samples: int,
-        queue_s: float = 2.0,
+        queue_s: float = 5.0,
     ) -> None:
         super().__init__(rate_hz, channels)
         self.device = resolve_device(device, "input")
@@ -107,25 +115,23 @@ class DeviceSource(Source):
                 f"input device {info['name']!r} has {info['max_input_channels']} channels, "
                 f"{channels} requested; use --channels {info['max_input_channels']}"
             )
-        self.block_samples = block_samples
-        self.queue_blocks = max(4, math.ceil(queue_s * rate_hz / block_samples))
+        self.queue_samples = max(block_samples, math.ceil(queue_s * rate_hz))
         self.description = f"device {info['name']!r}"
 
     async def blocks(self) -> AsyncIterator[Block]:
         sd = sounddevice()
         loop = asyncio.get_running_loop()
         stop = self._stop
-        queue: DropOldestQueue[Block] = DropOldestQueue(self.queue_blocks)
+        queue: DropOldestQueue[Block] = DropOldestQueue(self.queue_samples,
+                                                        lambda b: len(b.samples))
         position = 0
 
         def deliver(samples: Samples, capture_time: float, overflow: bool) -> None:
             nonlocal position
-            block = Block(position, samples, capture_time)
+            queue.put_nowait(Block(position, samples, capture_time))
             position += len(samples)
             self.input_overflows += overflow
-            dropped = queue.put_nowait(block)
-            if dropped is not None:
-                self.dropped_samples += len(dropped.samples)
+            self.dropped_samples = queue.dropped_weight
 
         rate = self.rate_hz
 
@@ -141,7 +147,7 @@ class DeviceSource(Source):
         try:
             stream = sd.InputStream(
                 device=self.device, samplerate=self.rate_hz, channels=self.channels,
-                dtype="int16", blocksize=self.block_samples, latency="low",
+                dtype="int16", blocksize=0, latency="low",  # whatever the host API gives
                 callback=callback, dither_off=True,
             )
         except sd.PortAudioError as exc:

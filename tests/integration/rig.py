@@ -43,8 +43,10 @@ PERIOD = 256
 
 @contextmanager
 def jack_server(tmp_path: Path) -> Iterator[str]:
-    name = f"micwire-test-{os.getpid()}-{time.monotonic_ns() % 10**6}"
-    env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1"}
+    # short: libjack crashes (malloc assertion) on some longer server names
+    name = f"mw{os.getpid() % 100000}{time.monotonic_ns() % 1000}"
+    # JACK_NO_START_SERVER: a client started before the server is up must not spawn its own
+    env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1", "JACK_NO_START_SERVER": "1"}
     log = open(tmp_path / "jackd.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         ["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", str(RATE), "-p", str(PERIOD)],
@@ -53,11 +55,13 @@ def jack_server(tmp_path: Path) -> Iterator[str]:
     try:
         deadline = time.monotonic() + seconds(10)
         while True:
-            probe = subprocess.run(["jack_lsp", "-s", name], capture_output=True, text=True)
+            probe = subprocess.run(["jack_lsp", "-s", name], capture_output=True, text=True,
+                                   env=env)
             if probe.returncode == 0 and "system:playback_1" in probe.stdout:
                 break
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"jackd did not start: {(tmp_path / 'jackd.log').read_text()}")
+                log_text = (tmp_path / "jackd.log").read_text()
+                raise RuntimeError(f"jackd did not start: {probe.stderr}\n{log_text}")
             time.sleep(0.1)
         yield name
     finally:
@@ -148,13 +152,17 @@ class Micwire:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "micwire.receiver.cli", *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "JACK_NO_START_SERVER": "1", **(env or {})},
         )
         self.lines: list[str] = []
         self._new: queue.Queue[str] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        self.stdout = ""
+        self._stdout: list[str] = []
+        self._out_reader = threading.Thread(
+            target=lambda: self._stdout.extend(self.proc.stdout or ()), daemon=True
+        )
+        self._out_reader.start()
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
@@ -190,13 +198,17 @@ class Micwire:
 
     def wait(self, timeout: float = 30.0) -> int:
         try:
-            out, _ = self.proc.communicate(timeout=seconds(timeout))
+            self.proc.wait(timeout=seconds(timeout))
         except subprocess.TimeoutExpired:
             self.proc.kill()
             raise
         self._reader.join(5)
-        self.stdout = out or ""
+        self._out_reader.join(5)
         return self.proc.returncode
+
+    @property
+    def stdout(self) -> str:
+        return "".join(self._stdout)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
