@@ -1,0 +1,117 @@
+"""The `micwire` command as users and scripts meet it: one-line errors, exit codes, signals."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from rig import Micwire, read_single, receiver, seconds
+
+
+def run(*args: str) -> Micwire:
+    cli = Micwire(*args)
+    cli.wait()
+    return cli
+
+
+def assert_one_line_error(cli: Micwire, *fragments: str) -> None:
+    assert cli.proc.returncode == 1, cli.log
+    assert len(cli.lines) == 1 and cli.lines[0].startswith("micwire: error: "), cli.log
+    assert "Traceback" not in cli.log
+    for fragment in fragments:
+        assert fragment in cli.lines[0]
+
+
+def test_unreachable_receiver() -> None:
+    cli = run("send", "ws://127.0.0.1:9", "--source", "tone:440")
+    assert_one_line_error(cli, "cannot reach the receiver at ws://127.0.0.1:9",
+                          "is `micwire receive` running there?")
+
+
+def test_bad_url() -> None:
+    assert_one_line_error(run("send", "http//nope", "--source", "tone:440"),
+                          "bad receiver URL 'http//nope'", "ws://HOST:PORT")
+
+
+def test_unknown_device_says_how_to_list_devices() -> None:
+    cli = run("send", "ws://127.0.0.1:9", "--device", "USB Mic")
+    assert_one_line_error(cli, "input device", "'USB Mic'", "`micwire devices` lists them")
+
+
+def test_out_of_range_option() -> None:
+    assert_one_line_error(run("send", "ws://x:1", "--source", "tone:440", "--codec", "opus",
+                              "--rate", "44100"), "Opus cannot run at 44100 Hz")
+    assert_one_line_error(run("send", "ws://x:1", "--source", "bogus"), "use tone:HZ or file:PATH")
+    assert_one_line_error(run("send", "ws://x:1", "--source", "file:/nonexistent.wav"),
+                          "cannot read audio file")
+
+
+def test_usage_errors_exit_2() -> None:
+    cli = run("receive", "--format", "wma")
+    assert cli.proc.returncode == 2 and "unknown format 'wma'" in cli.log
+
+
+def test_debug_shows_the_traceback() -> None:
+    cli = run("--debug", "send", "ws://127.0.0.1:9", "--source", "tone:440")
+    assert cli.proc.returncode != 0 and "Traceback" in cli.log
+
+
+def test_receiver_refusal_reaches_the_sender(tmp_path: Path) -> None:
+    rx, port = receiver("--no-play")
+    try:
+        cli = run("send", f"ws://127.0.0.1:{port}", "--source", "tone:440", "--rate", "8000",
+                  "--frame-ms", "2.5", "--channels", "8", "--name", "x" * 300)
+        assert_one_line_error(cli, "the receiver refused the stream", "stream name must be")
+    finally:
+        rx.signal(signal.SIGTERM)
+        assert rx.wait() == 0
+
+
+def test_sigterm_on_the_receiver_closes_files_and_exits_0(tmp_path: Path) -> None:
+    rx, port = receiver("--record", str(tmp_path), "--format", "wav,mp3,flac", "--no-play")
+    tx = Micwire("send", f"ws://127.0.0.1:{port}", "--source", "tone:440", "--name", "live")
+    try:
+        rx.wait_for("stream 'live' from")
+        time.sleep(seconds(1.5))
+        rx.signal(signal.SIGTERM)
+        assert rx.wait() == 0
+        assert tx.wait() == 1
+        assert "receiver closed the connection" in tx.log
+    finally:
+        tx.kill()
+        rx.kill()
+    for ext in ("wav", "mp3", "flac"):
+        data, rate, _ = read_single(tmp_path, f"live-*.{ext}")
+        assert rate == 48000 and len(data) > 48000, ext
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_on_the_sender_finishes_the_stream_and_exits_0(tmp_path: Path, sig: int) -> None:
+    rx, port = receiver("--record", str(tmp_path), "--no-play")
+    tx = Micwire("send", f"ws://127.0.0.1:{port}", "--source", "tone:440", "--name", "stopped",
+                 "--codec", "opus")
+    try:
+        rx.wait_for("stream 'stopped' from")
+        time.sleep(seconds(1.0))
+        tx.signal(sig)
+        assert tx.wait() == 0, tx.log
+        summary = tx.wait_for(r"sent \d+ packets, ([\d.]+) s of audio, nothing lost")
+        rx.wait_for("stream 'stopped' .*: complete")
+    finally:
+        rx.signal(signal.SIGINT)
+        rx.wait()
+    info = sf.info(str(next(tmp_path.glob("stopped-*.wav"))))
+    assert info.duration == pytest.approx(float(summary.group(1)), abs=0.006)
+
+
+def test_demo_runs_without_a_sound_card(tmp_path: Path) -> None:
+    cli = Micwire("demo", "--dir", str(tmp_path), "--seconds", "1")
+    assert cli.wait(60) == 0, cli.log
+    assert "nothing lost" in cli.stdout
+    for name in ("demo-pcm", "demo-opus"):
+        for ext in ("wav", "mp3"):
+            data, rate, _ = read_single(tmp_path, f"{name}-*.{ext}")
+            assert rate == 48000 and abs(len(data) - 48000) <= (0 if ext == "wav" else 1152)
