@@ -69,14 +69,15 @@ class SenderReport:
         return self.samples_captured / self.rate_hz if self.rate_hz else 0.0
 
     def summary(self) -> str:
-        lost = self.dropped_samples + self.dropped_packets
-        text = f"sent {self.packets_sent} packets, {self.seconds:.2f} s of audio"
-        if lost or self.input_overflows:
-            text += (f"; LOST {self.dropped_samples} samples before encoding, "
-                     f"{self.dropped_packets} packets before sending, "
-                     f"{self.input_overflows} device overflows")
+        text = (f"sent {self.packets_sent} packets, {self.seconds:.2f} s of audio "
+                f"({self.samples_captured} samples)")
+        if self.dropped_samples or self.dropped_packets:
+            text += (f"; LOST {self.dropped_samples} samples before encoding and "
+                     f"{self.dropped_packets} packets before sending (recorded as silence)")
         else:
             text += ", nothing lost"
+        if self.input_overflows:  # the OS/driver lost input before PortAudio handed it over
+            text += f"; the input device reported {self.input_overflows} overflow(s)"
         return text
 
 
@@ -106,9 +107,6 @@ class Sender:
         cfg = self.config
         async with self._connect() as ws:
             await self._handshake(ws)
-            log.info("sending %r from %s to %s (%s, %d Hz, %d ch, %g ms frames)",
-                     cfg.name, self.source.description, cfg.url, cfg.codec, cfg.rate_hz,
-                     cfg.channels, cfg.frame_ms)
             sending = asyncio.create_task(self._send(ws))
             try:
                 await self._capture(sending)
@@ -175,6 +173,10 @@ class Sender:
             async for block in blocks:
                 if sending.done():  # the link broke; stop capturing
                     break
+                if block.position == 0:  # logged once audio really flows
+                    log.info("sending %r from %s to %s (%s, %d Hz, %d ch, %g ms frames)",
+                             cfg.name, self.source.description, cfg.url, cfg.codec, cfg.rate_hz,
+                             cfg.channels, cfg.frame_ms)
                 if limit is not None and block.end >= limit:
                     block = type(block)(block.position, block.samples[: limit - block.position],
                                         block.capture_time)
