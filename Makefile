@@ -51,7 +51,8 @@ test-fast: setup
 lint: setup
 	$(BIN)/pip install -q ruff mypy
 	$(BIN)/ruff check common sender receiver tests
-	$(BIN)/mypy common
+	$(BIN)/ruff format --check common sender receiver tests
+	$(BIN)/mypy common sender receiver
 
 clean:
 	rm -rf $(VENV) micwire-demo .pytest_cache

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-
 from micwire.common.codecs import Decoder
 from micwire.common.errors import FrameError
 from micwire.common.protocol import Packet, StreamParams

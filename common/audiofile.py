@@ -16,12 +16,11 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 import soundfile as sf
-
 from micwire.common.errors import AudioFormatError
 
 MAX_CHANNELS = 8
@@ -40,11 +39,15 @@ class FileFormat:
     def check(self, rate_hz: int, channels: int) -> None:
         if self.rates_hz is not None and rate_hz not in self.rates_hz:
             rates = ", ".join(str(r) for r in self.rates_hz)
-            raise AudioFormatError(f"{self.name} cannot hold {rate_hz} Hz audio; use one of {rates}")
+            raise AudioFormatError(
+                f"{self.name} cannot hold {rate_hz} Hz audio; use one of {rates}"
+            )
         if not 1 <= rate_hz <= 655_350:
             raise AudioFormatError(f"sample rate {rate_hz} Hz is out of range")
         if not 1 <= channels <= self.max_channels:
-            raise AudioFormatError(f"{self.name} holds 1..{self.max_channels} channels, got {channels}")
+            raise AudioFormatError(
+                f"{self.name} holds 1..{self.max_channels} channels, got {channels}"
+            )
 
 
 FORMATS: dict[str, FileFormat] = {
@@ -82,12 +85,12 @@ def as_frames(array: Any) -> npt.NDArray[np.int16]:
     if array.shape[1] == 0:
         raise AudioFormatError("array has no channels")
     if array.dtype == np.int16:
-        return array
+        return cast(npt.NDArray[np.int16], array)
     if array.dtype.kind == "f":
         if not np.all(np.isfinite(array)):
             raise AudioFormatError("float samples contain NaN or infinity")
         scaled = np.rint(np.clip(array, -1.0, 1.0) * 32767.0)
-        return scaled.astype(np.int16)
+        return cast(npt.NDArray[np.int16], scaled.astype(np.int16))
     raise AudioFormatError(
         f"{array.dtype} samples are ambiguous: convert to int16, or to float in [-1, 1]"
     )
@@ -104,13 +107,17 @@ def _write(target: Any, array: Any, rate_hz: int, fmt: FileFormat) -> None:
     rate = _check_rate(rate_hz)
     fmt.check(rate, frames.shape[1])
     with sf.SoundFile(
-        target, "w", samplerate=rate, channels=frames.shape[1], format=fmt.container,
+        target,
+        "w",
+        samplerate=rate,
+        channels=frames.shape[1],
+        format=fmt.container,
         subtype=fmt.subtype,
     ) as f:
         f.write(frames)
 
 
-def to_bytes(array: Any, rate_hz: int, format: str = "wav") -> bytes:  # noqa: A002
+def to_bytes(array: Any, rate_hz: int, format: str = "wav") -> bytes:
     """Encode samples as a complete file in memory (or headerless PCM for ``raw``)."""
     fmt = get_format(format)
     buffer = io.BytesIO()
@@ -118,14 +125,16 @@ def to_bytes(array: Any, rate_hz: int, format: str = "wav") -> bytes:  # noqa: A
     return buffer.getvalue()
 
 
-def write(path: str | os.PathLike[str], array: Any, rate_hz: int, format: str | None = None) -> None:  # noqa: A002
+def write(
+    path: str | os.PathLike[str], array: Any, rate_hz: int, format: str | None = None
+) -> None:
     """Write samples to ``path``; the format comes from the extension unless given."""
     fmt = get_format(format or os.path.splitext(os.fspath(path))[1] or "?")
     _write(os.fspath(path), array, rate_hz, fmt)
 
 
 def from_bytes(
-    data: bytes, format: str | None = None, rate_hz: int | None = None, channels: int | None = None  # noqa: A002
+    data: bytes, format: str | None = None, rate_hz: int | None = None, channels: int | None = None
 ) -> tuple[npt.NDArray[np.int16], int]:
     """Decode a file held in memory to ``(int16 samples (frames, channels), rate)``.
 
@@ -135,8 +144,13 @@ def from_bytes(
     if format is not None and get_format(format).name == "raw":
         if rate_hz is None or channels is None:
             raise AudioFormatError("raw PCM needs rate_hz and channels to be given")
-        kwargs = {"samplerate": _check_rate(rate_hz), "channels": channels, "format": "RAW",
-                  "subtype": "PCM_16", "endian": "LITTLE"}
+        kwargs = {
+            "samplerate": _check_rate(rate_hz),
+            "channels": channels,
+            "format": "RAW",
+            "subtype": "PCM_16",
+            "endian": "LITTLE",
+        }
     try:
         samples, rate = sf.read(io.BytesIO(data), dtype="int16", always_2d=True, **kwargs)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:

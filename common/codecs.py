@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-
 from micwire.common.errors import CodecError, CodecUnavailableError, FrameError, ParameterError
 from micwire.common.protocol import StreamParams
 
@@ -85,9 +84,9 @@ class PcmDecoder(Decoder):
 def _opuslib() -> Any:
     """Import opuslib, which loads libopus at import time."""
     try:
-        import opuslib  # type: ignore[import-untyped]
-        import opuslib.api.ctl  # type: ignore[import-untyped]
-        import opuslib.api.encoder  # type: ignore[import-untyped]
+        import opuslib
+        import opuslib.api.ctl
+        import opuslib.api.encoder
     except Exception as exc:  # opuslib raises a bare Exception when libopus is missing
         raise CodecUnavailableError(
             "the Opus codec needs libopus: install it (Debian/Ubuntu: "
@@ -98,18 +97,21 @@ def _opuslib() -> Any:
 
 class OpusEncoder(Encoder):
     def __init__(
-        self, params: StreamParams, application: str = "audio", fec: bool = False,
+        self,
+        params: StreamParams,
+        application: str = "audio",
+        fec: bool = False,
         expected_loss_pct: int = 0,
     ) -> None:
         if application not in _OPUSLIB_APPLICATIONS:
-            raise ParameterError(
-                f"unknown Opus application {application!r}; use one of {', '.join(OPUS_APPLICATIONS)}"
-            )
+            choices = ", ".join(OPUS_APPLICATIONS)
+            raise ParameterError(f"unknown Opus application {application!r}; use one of {choices}")
         opuslib = _opuslib()
         self.params = params
         try:
-            self._encoder = opuslib.Encoder(params.rate_hz, params.channels,
-                                            _OPUSLIB_APPLICATIONS[application])
+            self._encoder = opuslib.Encoder(
+                params.rate_hz, params.channels, _OPUSLIB_APPLICATIONS[application]
+            )
             self._encoder.bitrate = params.bitrate
             if fec:
                 # opuslib's `inband_fec` setter drops its value; call the ctl directly
@@ -158,8 +160,9 @@ class OpusDecoder(Decoder):
         return frame.astype(np.int16)
 
 
-def make_encoder(params: StreamParams, application: str = "audio", fec: bool = False,
-                 expected_loss_pct: int = 0) -> Encoder:
+def make_encoder(
+    params: StreamParams, application: str = "audio", fec: bool = False, expected_loss_pct: int = 0
+) -> Encoder:
     """An encoder for ``params.codec``; Opus settings are ignored for PCM."""
     params.check()
     if params.codec == "opus":

@@ -22,7 +22,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
-
 from micwire.common.codecs import Encoder
 from micwire.common.protocol import FLAG_LAST, Packet
 
@@ -72,11 +71,15 @@ class Framer:
     def push(self, block: Block) -> list[FrameChunk]:
         """Add a block; return the frames it completed (possibly none)."""
         if block.samples.ndim != 2 or block.samples.shape[1] != self.channels:
-            raise ValueError(f"block must have shape (n, {self.channels}), got {block.samples.shape}")
+            raise ValueError(
+                f"block must have shape (n, {self.channels}), got {block.samples.shape}"
+            )
         frames: list[FrameChunk] = []
         if self._next is not None and block.position != self._next:
             if block.position < self._next:
-                raise ValueError(f"block at {block.position} overlaps the previous one ({self._next})")
+                raise ValueError(
+                    f"block at {block.position} overlaps the previous one ({self._next})"
+                )
             gap = block.position - self._next
             self.gap_samples += gap
             if self.fill_gaps:

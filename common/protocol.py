@@ -19,7 +19,7 @@ import json
 import math
 import struct
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from micwire.common.errors import FrameError, HelloError, ParameterError
 
@@ -128,7 +128,7 @@ def _field(obj: dict[str, Any], key: str, kind: type, default: Any = None) -> An
     value = obj[key]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if type(value) is not kind or (kind is float and not math.isfinite(value)):
+    if type(value) is not kind or (kind is float and not math.isfinite(cast(float, value))):
         raise HelloError(f"hello field {key!r} must be {kind.__name__}, got {value!r:.40}")
     return value
 
@@ -223,8 +223,12 @@ class Accept:
 
     def serialize(self) -> str:
         return json.dumps(
-            {"type": self.TYPE, "protocol": self.version, "stream": self.stream,
-             "recording": self.recording}
+            {
+                "type": self.TYPE,
+                "protocol": self.version,
+                "stream": self.stream,
+                "recording": self.recording,
+            }
         )
 
 
@@ -294,7 +298,9 @@ class Packet:
         if isinstance(data, str):
             raise FrameError("expected a binary audio frame, got a text message")
         if len(data) < HEADER.size:
-            raise FrameError(f"frame of {len(data)} bytes is shorter than the {HEADER.size}-byte header")
+            raise FrameError(
+                f"frame of {len(data)} bytes is shorter than the {HEADER.size}-byte header"
+            )
         version, flags, samples, seq, timestamp, capture_time_us = HEADER.unpack_from(data)
         if version != PROTOCOL_VERSION:
             raise FrameError(f"frame has protocol version {version}, expected {PROTOCOL_VERSION}")

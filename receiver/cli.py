@@ -60,34 +60,69 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     rx = sub.add_parser("receive", help="serve WebSocket streams: play them and record them")
-    rx.add_argument("--host", default=_env("host", None), help="address to listen on (default: all)")
+    rx.add_argument(
+        "--host", default=_env("host", None), help="address to listen on (default: all)"
+    )
     rx.add_argument("--port", type=int, default=int(_env("port", 8765)), help="port (default 8765)")
-    rx.add_argument("--record", type=Path, default=_env("record", None), metavar="DIR",
-                    help="record each stream to a file in DIR")
-    rx.add_argument("--format", type=_formats, default=_formats(_env("format", "wav")),
-                    help="wav, mp3, flac or ogg; a comma list records several (default wav)")
-    rx.add_argument("--play", action=argparse.BooleanOptionalAction, default=True,
-                    help="play streams live on the output device (default on)")
-    rx.add_argument("--output-device", default=_env("output_device", None), metavar="D",
-                    help="output device: index or name substring (see `micwire devices`)")
-    rx.add_argument("--latency-ms", type=_positive(float), default=40.0,
-                    help="jitter buffer target for live playback (default 40)")
+    rx.add_argument(
+        "--record",
+        type=Path,
+        default=_env("record", None),
+        metavar="DIR",
+        help="record each stream to a file in DIR",
+    )
+    rx.add_argument(
+        "--format",
+        type=_formats,
+        default=_formats(_env("format", "wav")),
+        help="wav, mp3, flac or ogg; a comma list records several (default wav)",
+    )
+    rx.add_argument(
+        "--play",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="play streams live on the output device (default on)",
+    )
+    rx.add_argument(
+        "--output-device",
+        default=_env("output_device", None),
+        metavar="D",
+        help="output device: index or name substring (see `micwire devices`)",
+    )
+    rx.add_argument(
+        "--latency-ms",
+        type=_positive(float),
+        default=40.0,
+        help="jitter buffer target for live playback (default 40)",
+    )
 
     tx = sub.add_parser("send", help="capture audio and send it to a receiver")
     tx.add_argument("url", help="receiver URL, e.g. ws://studio-pc:8765")
     tx.add_argument("--name", default=_env("name", None), help="stream name (default: host name)")
     src = tx.add_mutually_exclusive_group()
-    src.add_argument("--device", default=_env("device", None), metavar="D",
-                     help="input device: index or name substring (default: system default)")
+    src.add_argument(
+        "--device",
+        default=_env("device", None),
+        metavar="D",
+        help="input device: index or name substring (default: system default)",
+    )
     src.add_argument("--source", metavar="SPEC", help="tone:HZ or file:PATH instead of a device")
     tx.add_argument("--codec", choices=CODECS, default="pcm")
     tx.add_argument("--rate", type=int, default=48000, help="sample rate in Hz (default 48000)")
     tx.add_argument("--channels", type=int, default=1)
-    tx.add_argument("--frame-ms", type=float, default=20.0,
-                    help=f"frame duration: {', '.join(f'{d:g}' for d in FRAME_DURATIONS_MS)}")
+    tx.add_argument(
+        "--frame-ms",
+        type=float,
+        default=20.0,
+        help=f"frame duration: {', '.join(f'{d:g}' for d in FRAME_DURATIONS_MS)}",
+    )
     tx.add_argument("--bitrate", type=int, default=32000, help="Opus bitrate in bit/s")
-    tx.add_argument("--application", choices=("voip", "audio", "lowdelay"), default="audio",
-                    help="Opus application (default audio)")
+    tx.add_argument(
+        "--application",
+        choices=("voip", "audio", "lowdelay"),
+        default="audio",
+        help="Opus application (default audio)",
+    )
     tx.add_argument("--duration", type=_positive(float), metavar="S", help="stop after S seconds")
 
     sub.add_parser("devices", help="list audio devices")
@@ -114,10 +149,17 @@ def _run_until_signal(main: Callable[[asyncio.Event], Any]) -> Any:
 def cmd_receive(args: argparse.Namespace) -> int:
     from micwire.receiver.server import Receiver, ReceiverConfig
 
-    receiver = Receiver(ReceiverConfig(
-        host=args.host, port=args.port, record_dir=args.record, formats=args.format,
-        play=args.play, output_device=args.output_device, latency_ms=args.latency_ms,
-    ))
+    receiver = Receiver(
+        ReceiverConfig(
+            host=args.host,
+            port=args.port,
+            record_dir=args.record,
+            formats=args.format,
+            play=args.play,
+            output_device=args.output_device,
+            latency_ms=args.latency_ms,
+        )
+    )
     _run_until_signal(receiver.run)
     return 0
 
@@ -126,9 +168,16 @@ def cmd_send(args: argparse.Namespace) -> int:
     from micwire.sender.client import Sender, SenderConfig
 
     config = SenderConfig(
-        url=args.url, source=args.source, device=args.device, codec=args.codec,
-        rate_hz=args.rate, channels=args.channels, frame_ms=args.frame_ms, bitrate=args.bitrate,
-        application=args.application, duration_s=args.duration,
+        url=args.url,
+        source=args.source,
+        device=args.device,
+        codec=args.codec,
+        rate_hz=args.rate,
+        channels=args.channels,
+        frame_ms=args.frame_ms,
+        bitrate=args.bitrate,
+        application=args.application,
+        duration_s=args.duration,
     )
     if args.name:
         config.name = args.name

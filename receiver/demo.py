@@ -11,7 +11,6 @@ import logging
 from pathlib import Path
 
 import soundfile as sf
-
 from micwire.receiver.server import Receiver, ReceiverConfig
 from micwire.sender.client import Sender, SenderConfig
 
@@ -19,17 +18,20 @@ log = logging.getLogger("micwire")
 
 
 async def run_demo(directory: Path, seconds: float, stop: asyncio.Event) -> int:
-    receiver = Receiver(ReceiverConfig(host="127.0.0.1", port=0, record_dir=directory,
-                                       formats=("wav", "mp3")))
+    receiver = Receiver(
+        ReceiverConfig(host="127.0.0.1", port=0, record_dir=directory, formats=("wav", "mp3"))
+    )
     ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     serving = asyncio.create_task(receiver.run(stop, ready.set_result))
     port = await ready
     url = f"ws://127.0.0.1:{port}"
     senders = [
-        Sender(SenderConfig(url, name="demo-pcm", source="tone:440", codec="pcm",
-                            duration_s=seconds)),
-        Sender(SenderConfig(url, name="demo-opus", source="tone:660", codec="opus",
-                            duration_s=seconds)),
+        Sender(
+            SenderConfig(url, name="demo-pcm", source="tone:440", codec="pcm", duration_s=seconds)
+        ),
+        Sender(
+            SenderConfig(url, name="demo-opus", source="tone:660", codec="opus", duration_s=seconds)
+        ),
     ]
     stopper = asyncio.create_task(stop.wait())
     stopper.add_done_callback(lambda _: [s.stop() for s in senders])
@@ -45,10 +47,14 @@ async def run_demo(directory: Path, seconds: float, stop: asyncio.Event) -> int:
     for report in sent:
         print(f"  sender {report.stream!r}: {report.summary()}")
     for got in receiver.reports:
-        print(f"  receiver {got.stream!r} ({got.codec}): {got.outcome}, {got.seconds:.2f} s, "
-              f"{got.packets} packets, {got.gap_samples} samples missing")
+        print(
+            f"  receiver {got.stream!r} ({got.codec}): {got.outcome}, {got.seconds:.2f} s, "
+            f"{got.packets} packets, {got.gap_samples} samples missing"
+        )
         for path in got.paths:
             info = sf.info(str(path))
-            print(f"    {path}  {info.duration:.2f} s, {info.samplerate} Hz, {info.channels} ch, "
-                  f"{path.stat().st_size} bytes")
+            print(
+                f"    {path}  {info.duration:.2f} s, {info.samplerate} Hz, {info.channels} ch, "
+                f"{path.stat().st_size} bytes"
+            )
     return 0

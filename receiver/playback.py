@@ -12,7 +12,6 @@ import threading
 from typing import Any
 
 import numpy as np
-
 from micwire.common.errors import DeviceError
 from micwire.common.jitter import JitterBuffer
 from micwire.sender.portaudio import device_info, sounddevice
@@ -30,8 +29,13 @@ class Playback:
         self.rate_hz = rate_hz
         try:
             self._stream = sd.OutputStream(
-                device=device, samplerate=rate_hz, channels=self.out_channels, dtype="int16",
-                latency="low", callback=self._callback, dither_off=True,
+                device=device,
+                samplerate=rate_hz,
+                channels=self.out_channels,
+                dtype="int16",
+                latency="low",
+                callback=self._callback,
+                dither_off=True,
             )
             self._stream.start()
         except sd.PortAudioError as exc:

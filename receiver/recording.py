@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-
 from micwire.common.assembly import Segment
 from micwire.common.audiofile import get_format
 from micwire.common.errors import AudioFormatError
@@ -43,8 +42,14 @@ def _create_unique(directory: Path, filename: str) -> Path:
 
 class Recording:
     def __init__(
-        self, directory: Path, stream: str, formats: tuple[str, ...], rate_hz: int,
-        channels: int, start: datetime, queue_segments: int = 500,
+        self,
+        directory: Path,
+        stream: str,
+        formats: tuple[str, ...],
+        rate_hz: int,
+        channels: int,
+        start: datetime,
+        queue_segments: int = 500,
     ) -> None:
         self.channels = channels
         self.rate_hz = rate_hz
@@ -58,10 +63,16 @@ class Recording:
                 fmt.check(rate_hz, channels)
                 path = _create_unique(directory, recording_filename(stream, start, fmt.name))
                 self.paths.append(path)
-                self._files.append(sf.SoundFile(
-                    path, "w", samplerate=rate_hz, channels=channels, format=fmt.container,
-                    subtype=fmt.subtype,
-                ))
+                self._files.append(
+                    sf.SoundFile(
+                        path,
+                        "w",
+                        samplerate=rate_hz,
+                        channels=channels,
+                        format=fmt.container,
+                        subtype=fmt.subtype,
+                    )
+                )
         except (AudioFormatError, sf.LibsndfileError, OSError) as exc:
             self._close_files()
             raise AudioFormatError(f"cannot record this stream: {exc}") from exc
@@ -119,6 +130,6 @@ class Recording:
         for f in self._files:
             try:
                 f.close()
-            except Exception as exc:  # noqa: BLE001 - finalise the others regardless
+            except Exception as exc:
                 log.error("could not finalise %s: %s", f.name, exc)
         self._files = []

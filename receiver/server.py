@@ -15,9 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
-
 from micwire.common.assembly import Depacketizer
 from micwire.common.audiofile import get_format
 from micwire.common.codecs import make_decoder
@@ -38,6 +35,8 @@ from micwire.common.protocol import (
 from micwire.receiver.playback import Playback
 from micwire.receiver.recording import Recording
 from micwire.sender.portaudio import resolve_device
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
 log = logging.getLogger("micwire.receiver")
 
@@ -75,11 +74,15 @@ class SessionReport:
         return self.samples / self.rate_hz if self.rate_hz else 0.0
 
     def summary(self) -> str:
-        text = (f"stream {self.stream!r} from {self.peer}: {self.outcome}; {self.seconds:.2f} s, "
-                f"{self.packets} packets, {self.gaps} gaps ({self.gap_samples} samples of silence)")
+        text = (
+            f"stream {self.stream!r} from {self.peer}: {self.outcome}; {self.seconds:.2f} s, "
+            f"{self.packets} packets, {self.gaps} gaps ({self.gap_samples} samples of silence)"
+        )
         if self.playback is not None:
-            text += (f", playback underruns {self.playback.underruns}"
-                     f" ({self.playback.underrun_samples} samples)")
+            text += (
+                f", playback underruns {self.playback.underruns}"
+                f" ({self.playback.underrun_samples} samples)"
+            )
         if self.paths:
             text += ", recorded to " + ", ".join(str(p) for p in self.paths)
         return text
@@ -93,19 +96,30 @@ class Session:
         self.params = hello.params
         self.name = sanitize_stream_name(hello.stream)
         self.depacketizer = Depacketizer(self.params, make_decoder(self.params))
-        self.report = SessionReport(self.name, peer, self.params.codec, self.params.rate_hz,
-                                    self.params.channels)
+        self.report = SessionReport(
+            self.name, peer, self.params.codec, self.params.rate_hz, self.params.channels
+        )
         self.recording: Recording | None = None
         if cfg.record_dir is not None:
             start = datetime.fromtimestamp(hello.start_time_us / 1e6, timezone.utc)
-            self.recording = Recording(cfg.record_dir, hello.stream, cfg.formats,
-                                       self.params.rate_hz, self.params.channels, start)
+            self.recording = Recording(
+                cfg.record_dir,
+                hello.stream,
+                cfg.formats,
+                self.params.rate_hz,
+                self.params.channels,
+                start,
+            )
             self.report.paths = list(self.recording.paths)
         self.playback: Playback | None = None
         if receiver.output_device is not None:
             try:
-                self.playback = Playback(receiver.output_device, self.params.rate_hz,
-                                         self.params.channels, cfg.latency_ms)
+                self.playback = Playback(
+                    receiver.output_device,
+                    self.params.rate_hz,
+                    self.params.channels,
+                    cfg.latency_ms,
+                )
             except DeviceError as exc:
                 log.warning("stream %r: playback off: %s", self.name, exc)
         self.position = 0
@@ -156,8 +170,14 @@ class Receiver:
         """Serve until ``stop`` is set; then close every stream and finalise its files."""
         cfg = self.config
         async with serve(
-            self._handle, cfg.host, cfg.port, compression=None, max_size=max_message_bytes(),
-            max_queue=64, open_timeout=cfg.hello_timeout_s, server_header="micwire",
+            self._handle,
+            cfg.host,
+            cfg.port,
+            compression=None,
+            max_size=max_message_bytes(),
+            max_queue=64,
+            open_timeout=cfg.hello_timeout_s,
+            server_header="micwire",
         ) as server:
             self.port = int(server.sockets[0].getsockname()[1])
             shown = cfg.host or "0.0.0.0"
@@ -184,8 +204,11 @@ class Receiver:
                     break
             else:
                 code = ws.close_code
-                report.outcome = "sender closed without end-of-stream" if code == 1000 else (
-                    f"connection closed ({code})")
+                report.outcome = (
+                    "sender closed without end-of-stream"
+                    if code == 1000
+                    else (f"connection closed ({code})")
+                )
         except ConnectionClosed as exc:
             report.outcome = f"connection lost ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
         except ProtocolError as exc:
@@ -199,7 +222,7 @@ class Receiver:
             self.sessions.discard(session)
             try:
                 await session.close()
-            except Exception as exc:  # noqa: BLE001 - one stream's failure stays its own
+            except Exception as exc:
                 log.error("stream %r: could not finalise: %s", session.name, exc)
             self.reports.append(report)
             log.info("%s", report.summary())
@@ -228,9 +251,16 @@ class Receiver:
             await session.close()
             return None
         p = hello.params
-        log.info("stream %r from %s: %s, %d Hz, %d ch, %g ms frames%s", session.name, peer,
-                 p.codec, p.rate_hz, p.channels, p.frame_ms,
-                 f" -> {', '.join(str(x) for x in session.report.paths)}" if session.recording else "")
+        log.info(
+            "stream %r from %s: %s, %d Hz, %d ch, %g ms frames%s",
+            session.name,
+            peer,
+            p.codec,
+            p.rate_hz,
+            p.channels,
+            p.frame_ms,
+            f" -> {', '.join(str(x) for x in session.report.paths)}" if session.recording else "",
+        )
         return session
 
     async def _refuse(self, ws: ServerConnection, peer: str, reason: str) -> None:

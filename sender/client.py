@@ -17,14 +17,19 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-
 from micwire.common.codecs import make_encoder
 from micwire.common.errors import ParameterError, ProtocolError, RefusedError, TransportError
 from micwire.common.framing import Framer, Packetizer
-from micwire.common.protocol import Hello, Packet, Refuse, StreamParams, max_message_bytes, parse_reply
+from micwire.common.protocol import (
+    Hello,
+    Packet,
+    Refuse,
+    StreamParams,
+    parse_reply,
+)
 from micwire.sender.sources import DropOldestQueue, Source, open_source
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 log = logging.getLogger("micwire.sender")
 SOFTWARE = "micwire/0.1.0"
@@ -50,7 +55,9 @@ class SenderConfig:
     clock_scale: float = 1.0
 
     def params(self) -> StreamParams:
-        return StreamParams(self.codec, self.rate_hz, self.channels, self.frame_ms, self.bitrate).check()
+        return StreamParams(
+            self.codec, self.rate_hz, self.channels, self.frame_ms, self.bitrate
+        ).check()
 
 
 @dataclass
@@ -69,11 +76,15 @@ class SenderReport:
         return self.samples_captured / self.rate_hz if self.rate_hz else 0.0
 
     def summary(self) -> str:
-        text = (f"sent {self.packets_sent} packets, {self.seconds:.2f} s of audio "
-                f"({self.samples_captured} samples)")
+        text = (
+            f"sent {self.packets_sent} packets, {self.seconds:.2f} s of audio "
+            f"({self.samples_captured} samples)"
+        )
         if self.dropped_samples or self.dropped_packets:
-            text += (f"; LOST {self.dropped_samples} samples before encoding and "
-                     f"{self.dropped_packets} packets before sending (recorded as silence)")
+            text += (
+                f"; LOST {self.dropped_samples} samples before encoding and "
+                f"{self.dropped_packets} packets before sending (recorded as silence)"
+            )
         else:
             text += ", nothing lost"
         if self.input_overflows:  # the OS/driver lost input before PortAudio handed it over
@@ -92,7 +103,11 @@ class Sender:
         self.params = StreamParams(**{**self.params.__dict__, "pre_skip": self.encoder.pre_skip})
         frame = self.params.frame_samples
         self.source = source or open_source(
-            config.source, config.device, config.rate_hz, config.channels, frame,
+            config.source,
+            config.device,
+            config.rate_hz,
+            config.channels,
+            frame,
             config.clock_scale,
         )
         self.report = SenderReport(rate_hz=config.rate_hz)
@@ -104,7 +119,6 @@ class Sender:
         self.source.stop()
 
     async def run(self) -> SenderReport:
-        cfg = self.config
         async with self._connect() as ws:
             await self._handshake(ws)
             sending = asyncio.create_task(self._send(ws))
@@ -125,12 +139,18 @@ class Sender:
         url = self.config.url
         try:
             ws = await connect(
-                url, compression=None, max_size=2**16, write_limit=2**15,
-                open_timeout=self.config.connect_timeout_s, user_agent_header=SOFTWARE,
+                url,
+                compression=None,
+                max_size=2**16,
+                write_limit=2**15,
+                open_timeout=self.config.connect_timeout_s,
+                user_agent_header=SOFTWARE,
                 proxy=None,
             )
         except InvalidURI as exc:
-            raise ParameterError(f"bad receiver URL {url!r}: use ws://HOST:PORT or wss://HOST:PORT") from exc
+            raise ParameterError(
+                f"bad receiver URL {url!r}: use ws://HOST:PORT or wss://HOST:PORT"
+            ) from exc
         except (OSError, asyncio.TimeoutError) as exc:
             why = getattr(exc, "strerror", None) or str(exc) or "no answer"
             raise TransportError(
@@ -164,8 +184,9 @@ class Sender:
 
     async def _capture(self, sending: asyncio.Task[None]) -> None:
         cfg = self.config
-        framer = Framer(self.params.frame_samples, cfg.channels, cfg.rate_hz,
-                        fill_gaps=cfg.codec != "pcm")
+        framer = Framer(
+            self.params.frame_samples, cfg.channels, cfg.rate_hz, fill_gaps=cfg.codec != "pcm"
+        )
         packetizer = Packetizer(self.encoder)
         limit = round(cfg.duration_s * cfg.rate_hz) if cfg.duration_s else None
         last_time = time.time()
@@ -174,12 +195,20 @@ class Sender:
                 if sending.done():  # the link broke; stop capturing
                     break
                 if block.position == 0:  # logged once audio really flows
-                    log.info("sending %r from %s to %s (%s, %d Hz, %d ch, %g ms frames)",
-                             cfg.name, self.source.description, cfg.url, cfg.codec, cfg.rate_hz,
-                             cfg.channels, cfg.frame_ms)
+                    log.info(
+                        "sending %r from %s to %s (%s, %d Hz, %d ch, %g ms frames)",
+                        cfg.name,
+                        self.source.description,
+                        cfg.url,
+                        cfg.codec,
+                        cfg.rate_hz,
+                        cfg.channels,
+                        cfg.frame_ms,
+                    )
                 if limit is not None and block.end >= limit:
-                    block = type(block)(block.position, block.samples[: limit - block.position],
-                                        block.capture_time)
+                    block = type(block)(
+                        block.position, block.samples[: limit - block.position], block.capture_time
+                    )
                 self.report.samples_captured = block.end
                 last_time = block.capture_time + len(block.samples) / cfg.rate_hz
                 for chunk in framer.push(block):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from micwire.common.errors import DeviceError
 
@@ -20,7 +20,7 @@ def sounddevice() -> ModuleType:
         import sounddevice as sd
     except OSError as exc:  # sounddevice raises OSError when libportaudio is not found
         raise DeviceError(f"PortAudio library not found: {INSTALL_HINT}") from exc
-    return sd
+    return cast(ModuleType, sd)
 
 
 def resolve_device(spec: str | int | None, kind: Kind) -> int:

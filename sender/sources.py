@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
-
 from micwire.common.errors import AudioFormatError, DeviceError, ParameterError
 from micwire.common.framing import Block
 from micwire.sender.portaudio import device_info, resolve_device, sounddevice
@@ -104,7 +104,11 @@ class DeviceSource(Source):
     """
 
     def __init__(
-        self, device: str | None, rate_hz: int, channels: int, block_samples: int,
+        self,
+        device: str | None,
+        rate_hz: int,
+        channels: int,
+        block_samples: int,
         queue_s: float = 5.0,
     ) -> None:
         super().__init__(rate_hz, channels)
@@ -122,8 +126,9 @@ class DeviceSource(Source):
         sd = sounddevice()
         loop = asyncio.get_running_loop()
         stop = self._stop
-        queue: DropOldestQueue[Block] = DropOldestQueue(self.queue_samples,
-                                                        lambda b: len(b.samples))
+        queue: DropOldestQueue[Block] = DropOldestQueue(
+            self.queue_samples, lambda b: len(b.samples)
+        )
         position = 0
 
         def deliver(samples: Samples, capture_time: float, overflow: bool) -> None:
@@ -137,22 +142,26 @@ class DeviceSource(Source):
 
         def callback(indata: Any, frames: int, _time: Any, status: Any) -> None:
             # PortAudio thread: copy and hand off, nothing else; never raise
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop closed while the stream winds down
                 loop.call_soon_threadsafe(
                     deliver, indata.copy(), time.time() - frames / rate, bool(status.input_overflow)
                 )
-            except RuntimeError:  # loop closed while the stream winds down
-                pass
 
         try:
             stream = sd.InputStream(
-                device=self.device, samplerate=self.rate_hz, channels=self.channels,
-                dtype="int16", blocksize=0, latency="low",  # whatever the host API gives
-                callback=callback, dither_off=True,
+                device=self.device,
+                samplerate=self.rate_hz,
+                channels=self.channels,
+                dtype="int16",
+                blocksize=0,
+                latency="low",  # whatever the host API gives
+                callback=callback,
+                dither_off=True,
             )
         except sd.PortAudioError as exc:
-            raise DeviceError(f"cannot open {self.description} at {self.rate_hz} Hz, "
-                              f"{self.channels} ch: {exc}") from exc
+            raise DeviceError(
+                f"cannot open {self.description} at {self.rate_hz} Hz, {self.channels} ch: {exc}"
+            ) from exc
         stop_task = asyncio.ensure_future(stop.wait())
         stop_task.add_done_callback(lambda _: queue.close())
         try:
@@ -188,10 +197,8 @@ class PacedSource(Source):
             due = start_mono + (position + len(samples)) / self.rate_hz * self.clock_scale
             delay = due - time.monotonic()
             if delay > 0:
-                try:
+                with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
-                except asyncio.TimeoutError:
-                    pass
                 if stop.is_set():
                     return
             yield Block(position, samples, start_wall + position / self.rate_hz)
@@ -203,10 +210,19 @@ class PacedSource(Source):
 class ToneSource(PacedSource):
     """A sine tone at ``frequency_hz``, -12 dBFS, the same on every channel."""
 
-    def __init__(self, frequency_hz: float, rate_hz: int, channels: int, block_samples: int,
-                 clock_scale: float = 1.0, amplitude: float = 0.25):
+    def __init__(
+        self,
+        frequency_hz: float,
+        rate_hz: int,
+        channels: int,
+        block_samples: int,
+        clock_scale: float = 1.0,
+        amplitude: float = 0.25,
+    ):
         if not 0 < frequency_hz < rate_hz / 2:
-            raise ParameterError(f"tone frequency must be in 0..{rate_hz // 2} Hz, got {frequency_hz:g}")
+            raise ParameterError(
+                f"tone frequency must be in 0..{rate_hz // 2} Hz, got {frequency_hz:g}"
+            )
         super().__init__(rate_hz, channels, block_samples, clock_scale)
         self.frequency_hz = frequency_hz
         self.amplitude = amplitude
@@ -223,8 +239,9 @@ class ToneSource(PacedSource):
 class FileSource(PacedSource):
     """Any file soundfile reads, converted to the stream's rate (soxr) and channel count."""
 
-    def __init__(self, path: str, rate_hz: int, channels: int, block_samples: int,
-                 clock_scale: float = 1.0):
+    def __init__(
+        self, path: str, rate_hz: int, channels: int, block_samples: int, clock_scale: float = 1.0
+    ):
         import soundfile as sf
 
         super().__init__(rate_hz, channels, block_samples, clock_scale)
@@ -249,7 +266,7 @@ class FileSource(PacedSource):
         if have == self.channels:
             return data
         if self.channels == 1:  # downmix to mono
-            return data.mean(axis=1, keepdims=True).astype(data.dtype)
+            return cast(npt.NDArray[Any], data.mean(axis=1, keepdims=True).astype(data.dtype))
         return data[:, np.arange(self.channels) % have]
 
     def _fill(self, n: int) -> None:
@@ -284,7 +301,11 @@ def parse_source(spec: str | None) -> tuple[str, str]:
 
 
 def open_source(
-    spec: str | None, device: str | None, rate_hz: int, channels: int, block_samples: int,
+    spec: str | None,
+    device: str | None,
+    rate_hz: int,
+    channels: int,
+    block_samples: int,
     clock_scale: float = 1.0,
 ) -> Source:
     kind, arg = parse_source(spec)

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from micwire.common.assembly import MAX_GAP_S, Depacketizer
 from micwire.common.codecs import make_decoder
 from micwire.common.errors import FrameError
@@ -47,7 +46,7 @@ def test_going_backwards_is_an_error() -> None:
 
 def test_a_hostile_jump_is_refused_before_it_costs_memory() -> None:
     d = depacketizer()
-    with pytest.raises(FrameError, match="jumps .* s ahead"):
+    with pytest.raises(FrameError, match=r"jumps .* s ahead"):
         d.push(pcm_packet(0, (MAX_GAP_S + 1) * 8000))
     with pytest.raises(FrameError, match="jumps"):
         depacketizer().push(pcm_packet(0, 2**63))

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from micwire.common.codecs import OpusEncoder, make_decoder, make_encoder
 from micwire.common.errors import CodecError, FrameError, ParameterError
 from micwire.common.protocol import StreamParams
@@ -40,8 +39,9 @@ def test_opus_every_frame_size_and_application(frame_ms: float, application: str
     decoder = make_decoder(params)
     n = params.frame_samples
     signal = tone(n * 40)
-    out = np.concatenate([decoder.decode(encoder.encode(signal[i : i + n]))
-                          for i in range(0, len(signal), n)])
+    out = np.concatenate(
+        [decoder.decode(encoder.encode(signal[i : i + n])) for i in range(0, len(signal), n)]
+    )
     assert out.shape == signal.shape
     d = encoder.pre_skip
     # after the codec delay the decoded tone lines up with the input
@@ -100,5 +100,6 @@ def test_missing_libopus_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch)
     from micwire.common.errors import CodecUnavailableError
 
     monkeypatch.setitem(sys.modules, "opuslib", None)  # what a failed libopus load looks like
-    with pytest.raises(CodecUnavailableError, match="apt-get install libopus0.*or use --codec pcm"):
+    hint = r"apt-get install libopus0.*or use --codec pcm"
+    with pytest.raises(CodecUnavailableError, match=hint):
         make_encoder(StreamParams("opus"))

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from micwire.common.assembly import Depacketizer
 from micwire.common.codecs import make_decoder, make_encoder
 from micwire.common.framing import Block, Framer, Packetizer
@@ -66,12 +65,14 @@ def test_framer_refuses_overlaps_and_bad_shapes() -> None:
         Framer(0, 1, 1000)
 
 
-def send_and_receive(params: StreamParams, signal: np.ndarray, sizes: list[int]) -> tuple[
-        list[Packet], np.ndarray]:
+def send_and_receive(
+    params: StreamParams, signal: np.ndarray, sizes: list[int]
+) -> tuple[list[Packet], np.ndarray]:
     encoder = make_encoder(params)
     params = StreamParams(**{**params.__dict__, "pre_skip": encoder.pre_skip})
-    framer = Framer(params.frame_samples, params.channels, params.rate_hz,
-                    fill_gaps=params.codec == "opus")
+    framer = Framer(
+        params.frame_samples, params.channels, params.rate_hz, fill_gaps=params.codec == "opus"
+    )
     packetizer = Packetizer(encoder)
     packets = []
     for block in blocks_of(signal, sizes):

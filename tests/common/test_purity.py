@@ -11,7 +11,8 @@ def test_common_imports_no_io_modules() -> None:
         "import sys, micwire.common.protocol, micwire.common.codecs, micwire.common.framing, "
         "micwire.common.assembly, micwire.common.jitter, micwire.common.levels, "
         "micwire.common.names, micwire.common.audiofile\n"
-        "bad = [m for m in ('asyncio', 'socket', 'sounddevice', 'websockets') if m in sys.modules]\n"
+        "io = ('asyncio', 'socket', 'sounddevice', 'websockets')\n"
+        "bad = [m for m in io if m in sys.modules]\n"
         "print(','.join(bad))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

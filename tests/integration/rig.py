@@ -13,6 +13,7 @@ See ../shared/TESTRIG.md for the background.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -50,13 +51,16 @@ def jack_server(tmp_path: Path) -> Iterator[str]:
     log = open(tmp_path / "jackd.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         ["jackd", "-n", name, "-d", "dummy", "-r", str(RATE), "-p", str(PERIOD)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + seconds(10)
         while True:
-            probe = subprocess.run(["jack_lsp", "-s", name], capture_output=True, text=True,
-                                   env=env)
+            probe = subprocess.run(
+                ["jack_lsp", "-s", name], capture_output=True, text=True, env=env
+            )
             if probe.returncode == 0 and "system:playback_1" in probe.stdout:
                 break
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -117,8 +121,10 @@ class Probe:
 
     def ports(self, *, is_input: bool) -> list[str]:
         """Audio ports of other clients (not `system`, not the probe)."""
-        names = [p.name for p in self.client.get_ports(is_audio=True, is_input=is_input,
-                                                        is_output=not is_input)]
+        names = [
+            p.name
+            for p in self.client.get_ports(is_audio=True, is_input=is_input, is_output=not is_input)
+        ]
         return [n for n in names if not n.startswith(("system:", "probe:"))]
 
     def wait_port(self, *, is_input: bool, timeout: float) -> str:
@@ -139,7 +145,7 @@ def write_alsa_config(tmp_path: Path, capture_raw: Path) -> Path:
     conf.write_text(
         f'pcm.virtmic {{ type file; slave.pcm "nullpcm"; file "/dev/null"; '
         f'infile "{capture_raw}"; format "raw" }}\n'
-        'pcm.nullpcm { type null }\n'
+        "pcm.nullpcm { type null }\n"
     )
     return conf
 
@@ -151,7 +157,9 @@ class Micwire:
         self.args = args
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "micwire.receiver.cli", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             env={**os.environ, "JACK_NO_START_SERVER": "1", **(env or {})},
         )
         self.lines: list[str] = []
@@ -181,13 +189,12 @@ class Micwire:
                     return m
             checked = len(self.lines)
             left = deadline - time.monotonic()
-            if left <= 0 or (self.proc.poll() is not None and self._new.empty()
-                             and not self._reader.is_alive()):
+            if left <= 0 or (
+                self.proc.poll() is not None and self._new.empty() and not self._reader.is_alive()
+            ):
                 raise AssertionError(f"no line matching {pattern!r}; log:\n" + self.log)
-            try:
+            with contextlib.suppress(queue.Empty):
                 self._new.get(timeout=min(left, 0.2))
-            except queue.Empty:
-                pass
 
     @property
     def log(self) -> str:

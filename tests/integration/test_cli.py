@@ -27,13 +27,17 @@ def assert_one_line_error(cli: Micwire, *fragments: str) -> None:
 
 def test_unreachable_receiver() -> None:
     cli = run("send", "ws://127.0.0.1:9", "--source", "tone:440")
-    assert_one_line_error(cli, "cannot reach the receiver at ws://127.0.0.1:9",
-                          "is `micwire receive` running there?")
+    assert_one_line_error(
+        cli, "cannot reach the receiver at ws://127.0.0.1:9", "is `micwire receive` running there?"
+    )
 
 
 def test_bad_url() -> None:
-    assert_one_line_error(run("send", "http//nope", "--source", "tone:440"),
-                          "bad receiver URL 'http//nope'", "ws://HOST:PORT")
+    assert_one_line_error(
+        run("send", "http//nope", "--source", "tone:440"),
+        "bad receiver URL 'http//nope'",
+        "ws://HOST:PORT",
+    )
 
 
 def test_unknown_device_says_how_to_list_devices() -> None:
@@ -42,11 +46,14 @@ def test_unknown_device_says_how_to_list_devices() -> None:
 
 
 def test_out_of_range_option() -> None:
-    assert_one_line_error(run("send", "ws://x:1", "--source", "tone:440", "--codec", "opus",
-                              "--rate", "44100"), "Opus cannot run at 44100 Hz")
+    assert_one_line_error(
+        run("send", "ws://x:1", "--source", "tone:440", "--codec", "opus", "--rate", "44100"),
+        "Opus cannot run at 44100 Hz",
+    )
     assert_one_line_error(run("send", "ws://x:1", "--source", "bogus"), "use tone:HZ or file:PATH")
-    assert_one_line_error(run("send", "ws://x:1", "--source", "file:/nonexistent.wav"),
-                          "cannot read audio file")
+    assert_one_line_error(
+        run("send", "ws://x:1", "--source", "file:/nonexistent.wav"), "cannot read audio file"
+    )
 
 
 def test_usage_errors_exit_2() -> None:
@@ -62,8 +69,20 @@ def test_debug_shows_the_traceback() -> None:
 def test_receiver_refusal_reaches_the_sender(tmp_path: Path) -> None:
     rx, port = receiver("--no-play")
     try:
-        cli = run("send", f"ws://127.0.0.1:{port}", "--source", "tone:440", "--rate", "8000",
-                  "--frame-ms", "2.5", "--channels", "8", "--name", "x" * 300)
+        cli = run(
+            "send",
+            f"ws://127.0.0.1:{port}",
+            "--source",
+            "tone:440",
+            "--rate",
+            "8000",
+            "--frame-ms",
+            "2.5",
+            "--channels",
+            "8",
+            "--name",
+            "x" * 300,
+        )
         assert_one_line_error(cli, "the receiver refused the stream", "stream name must be")
     finally:
         rx.signal(signal.SIGTERM)
@@ -91,14 +110,24 @@ def test_sigterm_on_the_receiver_closes_files_and_exits_0(tmp_path: Path) -> Non
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_on_the_sender_finishes_the_stream_and_exits_0(tmp_path: Path, sig: int) -> None:
     rx, port = receiver("--record", str(tmp_path), "--no-play")
-    tx = Micwire("send", f"ws://127.0.0.1:{port}", "--source", "tone:440", "--name", "stopped",
-                 "--codec", "opus")
+    tx = Micwire(
+        "send",
+        f"ws://127.0.0.1:{port}",
+        "--source",
+        "tone:440",
+        "--name",
+        "stopped",
+        "--codec",
+        "opus",
+    )
     try:
         rx.wait_for("stream 'stopped' from")
         time.sleep(seconds(1.0))
         tx.signal(sig)
         assert tx.wait() == 0, tx.log
-        summary = tx.wait_for(r"sent \d+ packets, [\d.]+ s of audio \((\d+) samples\), nothing lost")
+        summary = tx.wait_for(
+            r"sent \d+ packets, [\d.]+ s of audio \((\d+) samples\), nothing lost"
+        )
         rx.wait_for("stream 'stopped' .*: complete")
     finally:
         rx.signal(signal.SIGINT)

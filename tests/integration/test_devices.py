@@ -12,8 +12,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rig import RATE, Micwire, Probe, best_lag, jack_server, read_single, receiver, seconds, \
-    write_alsa_config
+from rig import (
+    RATE,
+    Micwire,
+    Probe,
+    best_lag,
+    jack_server,
+    read_single,
+    receiver,
+    seconds,
+    write_alsa_config,
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +44,27 @@ def captured_samples(sender_log: str) -> int:
     return int(match.group(1))
 
 
-def run_through_jack(jack: str, tmp_path: Path, codec: str, *extra: str) -> tuple[
-        np.ndarray, np.ndarray, Path, str, str]:
+def run_through_jack(
+    jack: str, tmp_path: Path, codec: str, *extra: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     env = {"JACK_DEFAULT_SERVER": jack}
     rec = tmp_path / "rec"
     rx, port = receiver("--record", str(rec), "--output-device", "system", env=env)
     probe = Probe(jack)
     tx = None
     try:
-        tx = Micwire("send", f"ws://127.0.0.1:{port}", "--name", f"jack-{codec}", "--device",
-                     "system", "--codec", codec, *extra, env=env)
+        tx = Micwire(
+            "send",
+            f"ws://127.0.0.1:{port}",
+            "--name",
+            f"jack-{codec}",
+            "--device",
+            "system",
+            "--codec",
+            codec,
+            *extra,
+            env=env,
+        )
         rx.wait_for(r"stream 'jack-.*' from")
         probe.client.connect(probe.out, probe.wait_port(is_input=True, timeout=seconds(10)))
         probe.client.connect(probe.wait_port(is_input=False, timeout=seconds(10)), probe.inp)
@@ -64,15 +84,13 @@ def run_through_jack(jack: str, tmp_path: Path, codec: str, *extra: str) -> tupl
         rc = rx.wait()
         probe.close()
     assert rc == 0, rx.log
-    played_out = probe.recording()
-    data, rate, path = read_single(rec, f"jack-{codec}-*.wav")
+    data, rate, _ = read_single(rec, f"jack-{codec}-*.wav")
     assert rate == RATE
-    return signal_in, played_out, path, tx.log, rx.log
+    return signal_in, probe.recording(), data, tx.log
 
 
 def test_pcm_end_to_end_through_real_devices(jack: str, tmp_path: Path) -> None:
-    signal_in, played_out, path, tx_log, _ = run_through_jack(jack, tmp_path, "pcm")
-    data, _, _ = read_single(path.parent, path.name)
+    signal_in, played_out, data, tx_log = run_through_jack(jack, tmp_path, "pcm")
     assert len(data) == captured_samples(tx_log)
     assert "nothing lost" in tx_log
     # the recording holds the probe signal: PortAudio's float->int16 step is the only change
@@ -81,14 +99,14 @@ def test_pcm_end_to_end_through_real_devices(jack: str, tmp_path: Path) -> None:
     assert peak > 0.9999, (peak, tx_log)
     assert np.max(np.abs(data[lag : lag + len(want), 0] - want)) <= 1.0
     # ...and the receiver played it live, intact
-    heard_lag, heard_peak = best_lag(signal_in, played_out.astype(float))
+    _, heard_peak = best_lag(signal_in, played_out.astype(float))
     assert heard_peak > 0.999
 
 
 def test_opus_end_to_end_through_real_devices(jack: str, tmp_path: Path) -> None:
-    signal_in, played_out, path, tx_log, _ = run_through_jack(jack, tmp_path, "opus", "--bitrate",
-                                                         "128000")
-    data, _, _ = read_single(path.parent, path.name)
+    signal_in, played_out, data, tx_log = run_through_jack(
+        jack, tmp_path, "opus", "--bitrate", "128000"
+    )
     assert len(data) == captured_samples(tx_log)
     _, peak = best_lag(signal_in * 32768, data[:, 0].astype(float))
     assert peak > 0.95, (peak, tx_log)
@@ -108,13 +126,24 @@ def test_alsa_virtual_mic_is_recorded_sample_for_sample(tmp_path: Path) -> None:
     source = np.random.default_rng(9).integers(-30000, 30000, n, dtype=np.int16)
     raw = tmp_path / "mic.raw"
     raw.write_bytes(source.astype("<i2").tobytes())
-    env = {"ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{write_alsa_config(tmp_path, raw)}",
-           "JACK_NO_START_SERVER": "1"}
+    env = {
+        "ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{write_alsa_config(tmp_path, raw)}",
+        "JACK_NO_START_SERVER": "1",
+    }
     rec = tmp_path / "rec"
     rx, port = receiver("--record", str(rec), "--no-play")
     try:
-        tx = Micwire("send", f"ws://127.0.0.1:{port}", "--name", "virtmic", "--device", "virtmic",
-                     "--duration", str(n / RATE), env=env)
+        tx = Micwire(
+            "send",
+            f"ws://127.0.0.1:{port}",
+            "--name",
+            "virtmic",
+            "--device",
+            "virtmic",
+            "--duration",
+            str(n / RATE),
+            env=env,
+        )
         assert tx.wait(seconds(30)) == 0, tx.log
         assert "nothing lost" in tx.log
         rx.wait_for("stream 'virtmic'.*: complete")

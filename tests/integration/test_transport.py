@@ -13,14 +13,13 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
-from rig import best_lag, read_single
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
-
 from micwire.common.errors import RefusedError, TransportError
 from micwire.common.protocol import HEADER, Hello, Packet, StreamParams
 from micwire.receiver.server import Receiver, ReceiverConfig
 from micwire.sender.client import Sender, SenderConfig
+from rig import best_lag, read_single
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 
 @asynccontextmanager
@@ -37,7 +36,9 @@ async def running_receiver(**settings: Any) -> AsyncIterator[tuple[Receiver, str
         await task
 
 
-def noise_file(path: Path, n: int, rate: int = 48000, channels: int = 1, seed: int = 0) -> np.ndarray:
+def noise_file(
+    path: Path, n: int, rate: int = 48000, channels: int = 1, seed: int = 0
+) -> np.ndarray:
     data = np.random.default_rng(seed).integers(-20000, 20000, (n, channels), dtype=np.int16)
     sf.write(str(path), data, rate, subtype="PCM_16")
     return data
@@ -54,8 +55,15 @@ def test_pcm_recording_equals_the_source_sample_for_sample(tmp_path: Path) -> No
 
     async def main() -> Any:
         async with running_receiver(record_dir=rec, formats=("wav", "flac", "mp3")) as (rx, url):
-            sent = await Sender(SenderConfig(url, name="exact", source=f"file:{tmp_path/'src.wav'}",
-                                             channels=2, frame_ms=10.0)).run()
+            sent = await Sender(
+                SenderConfig(
+                    url,
+                    name="exact",
+                    source=f"file:{tmp_path / 'src.wav'}",
+                    channels=2,
+                    frame_ms=10.0,
+                )
+            ).run()
         return sent, rx.reports
 
     sent, reports = asyncio.run(main())
@@ -77,8 +85,15 @@ def test_opus_recording_matches_the_source_and_has_its_exact_duration(tmp_path: 
 
     async def main() -> None:
         async with running_receiver(record_dir=rec) as (_rx, url):
-            await Sender(SenderConfig(url, name="op", source=f"file:{tmp_path/'chirp.wav'}",
-                                      codec="opus", bitrate=96000)).run()
+            await Sender(
+                SenderConfig(
+                    url,
+                    name="op",
+                    source=f"file:{tmp_path / 'chirp.wav'}",
+                    codec="opus",
+                    bitrate=96000,
+                )
+            ).run()
 
     asyncio.run(main())
     data, rate, _ = read_single(rec, "op-*.wav")
@@ -95,7 +110,7 @@ def test_file_source_at_another_rate_is_resampled(tmp_path: Path) -> None:
 
     async def main() -> None:
         async with running_receiver(record_dir=rec) as (_rx, url):
-            await Sender(SenderConfig(url, name="rs", source=f"file:{tmp_path/'44k.wav'}")).run()
+            await Sender(SenderConfig(url, name="rs", source=f"file:{tmp_path / '44k.wav'}")).run()
 
     asyncio.run(main())
     data, rate, _ = read_single(rec, "rs-*.wav")
@@ -113,10 +128,12 @@ def test_many_senders_at_once_each_get_their_own_exact_file(tmp_path: Path) -> N
 
     async def main() -> None:
         async with running_receiver(record_dir=rec) as (_rx, url):
-            await asyncio.gather(*(
-                Sender(SenderConfig(url, name=name, source=f"file:{tmp_path / name}.wav")).run()
-                for name in sources
-            ))
+            await asyncio.gather(
+                *(
+                    Sender(SenderConfig(url, name=name, source=f"file:{tmp_path / name}.wav")).run()
+                    for name in sources
+                )
+            )
 
     asyncio.run(main())
     for name, source in sources.items():
@@ -147,8 +164,11 @@ def test_duration_is_exact(tmp_path: Path) -> None:
 
     async def main() -> None:
         async with running_receiver(record_dir=rec, formats=("wav", "mp3")) as (_rx, url):
-            await Sender(SenderConfig(url, name="d", source="tone:1000", duration_s=1.25,
-                                      codec="opus", frame_ms=40.0)).run()
+            await Sender(
+                SenderConfig(
+                    url, name="d", source="tone:1000", duration_s=1.25, codec="opus", frame_ms=40.0
+                )
+            ).run()
 
     asyncio.run(main())
     data, _, _ = read_single(rec, "d-*.wav")
@@ -162,8 +182,9 @@ def test_a_traversal_name_lands_inside_the_record_directory(tmp_path: Path) -> N
 
     async def main() -> str | None:
         async with running_receiver(record_dir=rec) as (_rx, url):
-            sent = await Sender(SenderConfig(url, name="../../x", source="tone:440",
-                                             duration_s=0.1)).run()
+            sent = await Sender(
+                SenderConfig(url, name="../../x", source="tone:440", duration_s=0.1)
+            ).run()
         return sent.recording
 
     recording = asyncio.run(main())
@@ -177,10 +198,12 @@ def test_same_name_twice_never_overwrites(tmp_path: Path) -> None:
 
     async def main() -> None:
         async with running_receiver(record_dir=rec) as (_rx, url):
-            await asyncio.gather(*(
-                Sender(SenderConfig(url, name="twin", source="tone:440", duration_s=0.2)).run()
-                for _ in range(2)
-            ))
+            await asyncio.gather(
+                *(
+                    Sender(SenderConfig(url, name="twin", source="tone:440", duration_s=0.2)).run()
+                    for _ in range(2)
+                )
+            )
 
     asyncio.run(main())
     assert len(list(rec.glob("twin-*.wav"))) == 2
@@ -227,8 +250,9 @@ BAD_CONNECTIONS: list[tuple[str, tuple[Any, ...], int, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("what", "messages", "code", "reason"), BAD_CONNECTIONS,
-                         ids=[b[0] for b in BAD_CONNECTIONS])
+@pytest.mark.parametrize(
+    ("what", "messages", "code", "reason"), BAD_CONNECTIONS, ids=[b[0] for b in BAD_CONNECTIONS]
+)
 def test_bad_connections_are_closed_with_a_clear_code_and_reason(
     tmp_path: Path, what: str, messages: tuple[Any, ...], code: int, reason: str
 ) -> None:
@@ -246,10 +270,9 @@ def test_bad_connections_are_closed_with_a_clear_code_and_reason(
 
 def test_no_hello_in_time_is_refused(tmp_path: Path) -> None:
     async def main() -> tuple[int | None, str]:
-        async with running_receiver(hello_timeout_s=0.3) as (_rx, url):
-            async with connect(url) as ws:
-                await ws.wait_closed()
-                return ws.close_code, ws.close_reason
+        async with running_receiver(hello_timeout_s=0.3) as (_rx, url), connect(url) as ws:
+            await ws.wait_closed()
+            return ws.close_code, ws.close_reason
 
     assert asyncio.run(main()) == (1008, "no hello within 0.3 s")
 
@@ -281,8 +304,9 @@ def test_hostile_traffic_does_not_disturb_a_good_stream(tmp_path: Path) -> None:
 
     async def main() -> Any:
         async with running_receiver(record_dir=rec) as (rx, url):
-            good = asyncio.create_task(Sender(SenderConfig(
-                url, name="good", source=f"file:{tmp_path/'good.wav'}")).run())
+            good = asyncio.create_task(
+                Sender(SenderConfig(url, name="good", source=f"file:{tmp_path / 'good.wav'}")).run()
+            )
             results = await asyncio.gather(*(attack(url, 60) for _ in range(4)))
             sent = await good
         return sent, results, rx.reports
@@ -301,8 +325,11 @@ def test_sender_reports_unreachable_receiver() -> None:
     async def main() -> None:
         await Sender(SenderConfig("ws://127.0.0.1:9", source="tone:440")).run()
 
-    with pytest.raises(TransportError, match=r"cannot reach the receiver at ws://127.0.0.1:9 .*"
-                                             r"is `micwire receive` running there\?"):
+    with pytest.raises(
+        TransportError,
+        match=r"cannot reach the receiver at ws://127.0.0.1:9 .*"
+        r"is `micwire receive` running there\?",
+    ):
         asyncio.run(main())
 
 
