@@ -13,6 +13,7 @@ not know micwire::
     ├── CodecError (RuntimeError)         an encoder or decoder failed
     │   └── CodecUnavailableError         libopus is not installed
     ├── DeviceError (RuntimeError)        PortAudio missing, unknown device, stream failure
+    ├── StorageError (OSError)            a recording cannot be created or written
     └── TransportError (ConnectionError)  receiver unreachable, refused us, or went away
         └── RefusedError                  the receiver answered the hello with a refusal
 
@@ -57,6 +58,10 @@ class CodecUnavailableError(CodecError):
 
 class DeviceError(MicwireError, RuntimeError):
     """PortAudio is missing, a device does not exist, or a stream could not run."""
+
+
+class StorageError(MicwireError, OSError):
+    """A recording cannot be created or written (permissions, disk full, ...)."""
 
 
 class TransportError(MicwireError, ConnectionError):

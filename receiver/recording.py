@@ -20,7 +20,7 @@ import numpy as np
 import soundfile as sf
 from micwire.common.assembly import Segment
 from micwire.common.audiofile import get_format
-from micwire.common.errors import AudioFormatError
+from micwire.common.errors import AudioFormatError, StorageError
 from micwire.common.names import recording_filename
 
 log = logging.getLogger("micwire.receiver")
@@ -56,8 +56,8 @@ class Recording:
         self.paths: list[Path] = []
         self._files: list[sf.SoundFile] = []
         self.samples_written = 0
-        directory.mkdir(parents=True, exist_ok=True)
         try:
+            directory.mkdir(parents=True, exist_ok=True)
             for name in formats:
                 fmt = get_format(name)
                 fmt.check(rate_hz, channels)
@@ -73,9 +73,12 @@ class Recording:
                         subtype=fmt.subtype,
                     )
                 )
-        except (AudioFormatError, sf.LibsndfileError, OSError) as exc:
+        except AudioFormatError as exc:
             self._close_files()
             raise AudioFormatError(f"cannot record this stream: {exc}") from exc
+        except (sf.LibsndfileError, OSError) as exc:
+            self._close_files()
+            raise StorageError(f"cannot record this stream: {exc}") from exc
         self._queue: asyncio.Queue[Segment | None] = asyncio.Queue(queue_segments)
         self._writer = asyncio.create_task(self._write_loop())
         self._last_flush = time.monotonic()

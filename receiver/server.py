@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,7 +19,7 @@ from pathlib import Path
 from micwire.common.assembly import Depacketizer
 from micwire.common.audiofile import get_format
 from micwire.common.codecs import make_decoder
-from micwire.common.errors import DeviceError, MicwireError, ProtocolError
+from micwire.common.errors import DeviceError, MicwireError, ProtocolError, StorageError
 from micwire.common.jitter import JitterStats
 from micwire.common.names import sanitize_stream_name
 from micwire.common.protocol import (
@@ -154,6 +155,15 @@ class Receiver:
         self.config = config
         for name in config.formats:
             get_format(name)
+        if config.record_dir is not None:
+            try:
+                config.record_dir.mkdir(parents=True, exist_ok=True)
+                probe = tempfile.NamedTemporaryFile(dir=config.record_dir)  # noqa: SIM115
+                probe.close()
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot record to {config.record_dir}: {exc.strerror or exc}"
+                ) from exc
         self.output_device: int | None = None
         if config.play:
             try:

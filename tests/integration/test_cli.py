@@ -144,3 +144,17 @@ def test_demo_runs_without_a_sound_card(tmp_path: Path) -> None:
         for ext in ("wav", "mp3"):
             data, rate, _ = read_single(tmp_path, f"{name}-*.{ext}")
             assert rate == 48000 and abs(len(data) - 48000) <= (0 if ext == "wav" else 1152)
+
+
+def test_receiver_startup_errors_are_one_line(tmp_path: Path) -> None:
+    assert_one_line_error(
+        run("receive", "--output-device", "no such speaker"),
+        "output device",
+        "`micwire devices` lists them",
+    )
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert_one_line_error(
+        run("receive", "--record", str(blocker / "sub"), "--no-play"),
+        f"cannot record to {blocker / 'sub'}",
+    )
