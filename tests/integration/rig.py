@@ -43,14 +43,14 @@ PERIOD = 1024  # tests want no xruns on a loaded 2-core machine; the latency ben
 
 
 @contextmanager
-def jack_server(tmp_path: Path) -> Iterator[str]:
+def jack_server(tmp_path: Path, period: int = PERIOD) -> Iterator[str]:
     # short: libjack crashes (malloc assertion) on some longer server names
     name = f"mw{os.getpid() % 100000}{time.monotonic_ns() % 1000}"
     # JACK_NO_START_SERVER: a client started before the server is up must not spawn its own
     env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1", "JACK_NO_START_SERVER": "1"}
     log = open(tmp_path / "jackd.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        ["jackd", "-n", name, "-d", "dummy", "-r", str(RATE), "-p", str(PERIOD)],
+        ["jackd", "-n", name, "-d", "dummy", "-r", str(RATE), "-p", str(period)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -1,0 +1,137 @@
+"""Mouth-to-ear latency of micwire on one JACK clock, the way a listener hears it.
+
+A JACK server with the dummy driver (48 kHz, 256-frame periods = 5.33 ms, like a sound card)
+runs a receiver and a sender as separate processes, on real PortAudio streams. A probe
+client plays a short chirp every 0.5 s into the sender's capture port and records the
+receiver's playback port in the same process callback, so both ends share one clock and
+each burst's delay is exact to a sample (found by cross-correlation).
+
+    .venv/bin/python bench/latency.py [--seconds 60] [--json results.json]
+
+Prints p50/p95/max latency, bursts heard, and the receiver's glitch counters for each
+configuration. Not a test: nothing here passes or fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
+from rig import Micwire, Probe, jack_server, receiver  # noqa: E402
+
+RATE = 48000
+PERIOD = 256
+BURST_EVERY = RATE // 2
+
+
+@dataclass
+class Config:
+    name: str
+    send: tuple[str, ...]
+    receive: tuple[str, ...] = ()
+
+
+CONFIGS = [
+    Config("pcm, 2.5 ms frames, 5 ms buffer", ("--codec", "pcm", "--frame-ms", "2.5"),
+           ("--latency-ms", "5")),
+    Config("opus 10 ms, lowdelay, 10 ms buffer",
+           ("--codec", "opus", "--frame-ms", "10", "--application", "lowdelay",
+            "--bitrate", "64000"), ("--latency-ms", "10")),
+    Config("defaults (no latency flags)", ()),
+]
+
+
+@dataclass
+class Result:
+    config: str
+    bursts: int
+    heard: int
+    p50_ms: float
+    p95_ms: float
+    max_ms: float
+    receiver_summary: str
+
+
+def chirp() -> np.ndarray:
+    n = int(0.02 * RATE)  # 20 ms, 500 Hz -> 8 kHz
+    t = np.arange(n) / RATE
+    return (0.5 * np.sin(2 * np.pi * (500 * t + (7500 / 0.04) * t * t)) * np.hanning(n)).astype(
+        np.float32
+    )
+
+
+def measure(server: str, config: Config, seconds: float, workdir: Path) -> Result:
+    env = {"JACK_DEFAULT_SERVER": server}
+    rx, port = receiver("--output-device", "system", *config.receive, env=env)
+    probe = Probe(server)
+    tx = Micwire("send", f"ws://127.0.0.1:{port}", "--name", "bench", "--device", "system",
+                 *config.send, env=env)
+    try:
+        tx.wait_for(r"sending 'bench' from device")
+        probe.client.connect(probe.out, probe.wait_port(is_input=True, timeout=10))
+        probe.client.connect(probe.wait_port(is_input=False, timeout=10), probe.inp)
+        time.sleep(1.0)  # let the jitter buffer settle before measuring
+        burst = chirp()
+        count = int(seconds * RATE / BURST_EVERY)
+        train = np.zeros(count * BURST_EVERY, np.float32)
+        for k in range(count):
+            train[k * BURST_EVERY : k * BURST_EVERY + len(burst)] = burst
+        probe.play(train)
+        probe.wait_played(seconds + 10)
+        time.sleep(1.0)
+    finally:
+        tx.signal(signal.SIGINT)
+        tx.wait()
+        rx.signal(signal.SIGINT)
+        rx.wait()
+        recorded = probe.recording()
+        start = probe.played_at_frame or 0
+        probe.close()
+    summary = next((line for line in rx.lines if "stream 'bench'" in line and "; " in line), "")
+    latencies = []
+    for k in range(count):
+        at = start + k * BURST_EVERY
+        window = recorded[at : at + BURST_EVERY]
+        if len(window) < len(burst):
+            break
+        corr = np.correlate(window, burst, mode="valid")
+        lag = int(np.argmax(corr))
+        seg = window[lag : lag + len(burst)]
+        peak = float(np.dot(seg, burst) / (np.linalg.norm(seg) * np.linalg.norm(burst) + 1e-12))
+        if peak > 0.8:
+            latencies.append(lag / RATE * 1000)
+    lat = np.array(latencies) if latencies else np.array([np.nan])
+    return Result(config.name, count, len(latencies), float(np.percentile(lat, 50)),
+                  float(np.percentile(lat, 95)), float(np.max(lat)), summary)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="measuring time per config")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp, jack_server(Path(tmp), period=PERIOD) as server:
+        for config in CONFIGS:
+            results.append(measure(server, config, args.seconds, Path(tmp)))
+            r = results[-1]
+            print(f"{r.config:40s} p50 {r.p50_ms:6.1f} ms  p95 {r.p95_ms:6.1f} ms  "
+                  f"max {r.max_ms:6.1f} ms  heard {r.heard}/{r.bursts}", flush=True)
+            glitches = re.search(r"playback underruns.*?\)", r.receiver_summary)
+            print(f"{'':40s} receiver: {glitches.group(0) if glitches else r.receiver_summary}")
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
+
+
+if __name__ == "__main__":
+    main()
