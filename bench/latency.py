@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
-from rig import Micwire, Probe, jack_server, receiver  # noqa: E402
+from rig import Micwire, Probe, jack_server, receiver
 
 RATE = 48000
 PERIOD = 256
@@ -42,11 +42,16 @@ class Config:
 
 
 CONFIGS = [
-    Config("pcm, 2.5 ms frames, 5 ms buffer", ("--codec", "pcm", "--frame-ms", "2.5"),
-           ("--latency-ms", "5")),
-    Config("opus 10 ms, lowdelay, 10 ms buffer",
-           ("--codec", "opus", "--frame-ms", "10", "--application", "lowdelay",
-            "--bitrate", "64000"), ("--latency-ms", "10")),
+    Config(
+        "pcm, 2.5 ms frames, 5 ms buffer",
+        ("--codec", "pcm", "--frame-ms", "2.5"),
+        ("--latency-ms", "5"),
+    ),
+    Config(
+        "opus 10 ms, lowdelay, 10 ms buffer",
+        ("--codec", "opus", "--frame-ms", "10", "--application", "lowdelay", "--bitrate", "64000"),
+        ("--latency-ms", "10"),
+    ),
     Config("defaults (no latency flags)", ()),
 ]
 
@@ -74,8 +79,16 @@ def measure(server: str, config: Config, seconds: float, workdir: Path) -> Resul
     env = {"JACK_DEFAULT_SERVER": server}
     rx, port = receiver("--output-device", "system", *config.receive, env=env)
     probe = Probe(server)
-    tx = Micwire("send", f"ws://127.0.0.1:{port}", "--name", "bench", "--device", "system",
-                 *config.send, env=env)
+    tx = Micwire(
+        "send",
+        f"ws://127.0.0.1:{port}",
+        "--name",
+        "bench",
+        "--device",
+        "system",
+        *config.send,
+        env=env,
+    )
     try:
         tx.wait_for(r"sending 'bench' from device")
         probe.client.connect(probe.out, probe.wait_port(is_input=True, timeout=10))
@@ -111,8 +124,15 @@ def measure(server: str, config: Config, seconds: float, workdir: Path) -> Resul
         if peak > 0.8:
             latencies.append(lag / RATE * 1000)
     lat = np.array(latencies) if latencies else np.array([np.nan])
-    return Result(config.name, count, len(latencies), float(np.percentile(lat, 50)),
-                  float(np.percentile(lat, 95)), float(np.max(lat)), summary)
+    return Result(
+        config.name,
+        count,
+        len(latencies),
+        float(np.percentile(lat, 50)),
+        float(np.percentile(lat, 95)),
+        float(np.max(lat)),
+        summary,
+    )
 
 
 def main() -> None:
@@ -125,8 +145,11 @@ def main() -> None:
         for config in CONFIGS:
             results.append(measure(server, config, args.seconds, Path(tmp)))
             r = results[-1]
-            print(f"{r.config:40s} p50 {r.p50_ms:6.1f} ms  p95 {r.p95_ms:6.1f} ms  "
-                  f"max {r.max_ms:6.1f} ms  heard {r.heard}/{r.bursts}", flush=True)
+            print(
+                f"{r.config:40s} p50 {r.p50_ms:6.1f} ms  p95 {r.p95_ms:6.1f} ms  "
+                f"max {r.max_ms:6.1f} ms  heard {r.heard}/{r.bursts}",
+                flush=True,
+            )
             glitches = re.search(r"playback underruns.*?\)", r.receiver_summary)
             print(f"{'':40s} receiver: {glitches.group(0) if glitches else r.receiver_summary}")
     if args.json:

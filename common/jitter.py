@@ -1,18 +1,34 @@
-"""Jitter buffer for live playback (pure, single-threaded; the caller adds locking).
+"""Adaptive jitter buffer for live playback (pure and single-threaded; callers lock).
 
-Frames are pushed with their timeline position (``timestamp`` in samples) as they arrive
-from the network; the audio device pulls fixed-size blocks at its own pace. Playback starts
-once ``target_samples`` are buffered. When the buffer runs dry the device gets silence, the
-underrun is counted and the buffer fills back to the target before playing again. A jump
-in timestamps (samples the sender never delivered) is played as silence and counted as
-lost. Depth above ``max_samples`` (the receiver stalled, or the sender's clock runs fast)
-is cut back to the target by dropping the oldest audio, counted as ``overflow_samples``:
-live listening stays live. None of this affects recordings, which are written from the
-packets directly.
+Frames are pushed with their place on the stream timeline (``timestamp``, in samples) and
+their arrival time; the audio device pulls fixed-size blocks at its own pace. The buffer
+keeps a *read position* on the timeline and plays what is there:
+
+- **Start**: playback starts once ``target`` samples are buffered.
+- **Adaptive target**: the target is ``floor`` (the user's ``--latency-ms``) plus what the
+  measured arrival jitter needs: the spread of ``arrival_time - timestamp / rate`` over the
+  last ``window_s`` seconds, plus one device block for each underrun in that window (at
+  most four). It rises at once when jitter rises and falls back when the window forgets a
+  burst, so one bad moment never ratchets latency up for good.
+- **Late vs lost**: a *gap* in timestamps with later audio already here is a lost frame: at
+  its deadline it is concealed and skipped, so it never stalls playback, and if it turns up
+  afterwards it is dropped as *late*. An empty buffer (nothing newer has arrived, the
+  network is just slow) is an *underrun*: the block is concealed, and the read position
+  waits for the audio (latency grows by that much instead of audio being thrown away).
+- **Catching up**: depth above ``target + max_excess`` (after a long stall, or a sender
+  whose clock runs fast) is cut back to the target by skipping the oldest audio, counted in
+  ``skipped_samples``. Smaller excess is left to the drift controller (``drift.py``), which
+  plays slightly faster until the depth is back at the target, with no audible seam.
+- **Concealment**: a missing stretch fades out what was playing over ``fade`` samples, and
+  audio that resumes after it fades in, so a dropout is a soft gap, not a click. Callers may
+  push codec concealment (Opus PLC) for known gaps themselves.
+
+Recordings never go through this buffer; they are written from the packets directly.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from dataclasses import dataclass
 
@@ -24,89 +40,194 @@ Samples = npt.NDArray[np.int16]
 
 @dataclass
 class JitterStats:
-    underruns: int = 0
-    underrun_samples: int = 0
-    late_packets: int = 0
-    lost_samples: int = 0
-    overflow_samples: int = 0
+    underruns: int = 0  # times the buffer ran dry while playing
+    underrun_samples: int = 0  # samples concealed because nothing had arrived
+    late_packets: int = 0  # frames that arrived after their deadline (dropped)
+    late_samples: int = 0
+    lost_samples: int = 0  # samples skipped at a gap (never arrived in time)
+    skipped_samples: int = 0  # audio dropped to catch up with the present
+    concealed_samples: int = 0  # underrun + lost samples played as concealment
 
 
 class JitterBuffer:
-    def __init__(self, channels: int, target_samples: int, max_samples: int) -> None:
-        if channels < 1 or not 0 <= target_samples < max_samples:
-            raise ValueError("need channels >= 1 and 0 <= target_samples < max_samples")
+    def __init__(
+        self,
+        channels: int,
+        rate_hz: int,
+        floor_samples: int,
+        max_samples: int,
+        window_s: float = 10.0,
+        max_excess_samples: int | None = None,
+        fade_samples: int | None = None,
+    ) -> None:
+        if channels < 1 or rate_hz < 1 or not 0 <= floor_samples < max_samples:
+            raise ValueError("need channels, rate >= 1 and 0 <= floor_samples < max_samples")
         self.channels = channels
-        self.target_samples = target_samples
+        self.rate_hz = rate_hz
+        self.floor_samples = floor_samples
         self.max_samples = max_samples
+        self.window_s = window_s
+        self.max_excess_samples = max_excess_samples or rate_hz // 10
+        self.fade_samples = fade_samples if fade_samples is not None else rate_hz // 500  # 2 ms
         self.stats = JitterStats()
-        self._chunks: deque[Samples] = deque()
-        self._head = 0  # samples of _chunks[0] already played
-        self._depth = 0
-        self._write_pos: int | None = None
+        self._starts: list[int] = []  # chunk timestamps, sorted
+        self._chunks: list[Samples] = []
+        self._read: int | None = None  # timeline position of the next sample to play
+        self._end = 0  # end of the newest audio pushed
+        # sliding-window min and max of (arrival, transit): monotonic deques, O(1) amortised
+        self._low: deque[tuple[float, float]] = deque()
+        self._high: deque[tuple[float, float]] = deque()
+        self._jitter_samples = 0
+        self._block = 0  # largest device block seen
+        self._underrun_times: deque[float] = deque()
+        self._now = 0.0  # latest arrival time seen
+        self._last = np.zeros((1, channels), np.int16)  # last sample played (for fades)
+        self._fade_in = False
         self.playing = False
         self.ended = False
 
+    # --- state -------------------------------------------------------------------------
     @property
     def depth_samples(self) -> int:
-        return self._depth
+        """Audio buffered ahead of the read position (gaps included)."""
+        if self._read is None:
+            return self._end - self._starts[0] if self._starts else 0
+        return max(0, self._end - self._read)
 
-    def push(self, timestamp: int, samples: Samples) -> None:
-        """Add a frame that starts at ``timestamp`` on the stream timeline."""
-        if self._write_pos is None:
-            self._write_pos = timestamp
-        if timestamp < self._write_pos:
-            self.stats.late_packets += 1  # overlaps audio already queued or played
+    @property
+    def target_samples(self) -> int:
+        while self._underrun_times and self._underrun_times[0] < self._now - self.window_s:
+            self._underrun_times.popleft()
+        bump = self._block * min(4, len(self._underrun_times))
+        return min(self.floor_samples + self._jitter_samples + bump, self.max_samples - 1)
+
+    @property
+    def jitter_samples(self) -> int:
+        return self._jitter_samples
+
+    # --- input -------------------------------------------------------------------------
+    def push(self, timestamp: int, samples: Samples, arrival_s: float) -> None:
+        """Add a frame that starts at ``timestamp``; ``arrival_s`` is a monotonic clock."""
+        n = len(samples)
+        if n == 0:
             return
-        gap = timestamp - self._write_pos
-        if gap:
-            self.stats.lost_samples += gap
-            self._append(np.zeros((min(gap, self.max_samples), self.channels), np.int16))
-        self._append(samples)
-        self._write_pos = timestamp + len(samples)
-        if self._depth > self.max_samples:
-            self.stats.overflow_samples += self._discard(self._depth - self.target_samples)
+        self._observe(timestamp, arrival_s)
+        if self._read is not None and timestamp < self._read:
+            if timestamp + n <= self._read:
+                self.stats.late_packets += 1
+                self.stats.late_samples += n
+                return
+            samples = samples[self._read - timestamp :]  # the part still in time
+            timestamp = self._read
+        i = bisect.bisect_left(self._starts, timestamp)
+        overlaps_prev = i > 0 and self._starts[i - 1] + len(self._chunks[i - 1]) > timestamp
+        overlaps_next = i < len(self._starts) and self._starts[i] < timestamp + len(samples)
+        if overlaps_prev or overlaps_next:  # a duplicate: keep what came first
+            self.stats.late_packets += 1
+            return
+        self._starts.insert(i, timestamp)
+        self._chunks.insert(i, samples)
+        self._end = max(self._end, timestamp + len(samples))
+        excess = self.depth_samples - self.target_samples
+        if self._read is not None and excess > self.max_excess_samples:
+            self._skip(excess)
 
     def finish(self) -> None:
-        """No more frames will come: play out what is left without waiting for the target."""
+        """No more frames will come: play out what is left, then silence (no underruns)."""
         self.ended = True
 
+    def _observe(self, timestamp: int, arrival_s: float) -> None:
+        """Arrival jitter: spread of (arrival - media time) over the window."""
+        self._now = max(self._now, arrival_s)
+        transit = arrival_s - timestamp / self.rate_hz
+        horizon = arrival_s - self.window_s
+        for window, keep in ((self._low, float.__lt__), (self._high, float.__gt__)):
+            while window and not keep(window[-1][1], transit):
+                window.pop()
+            window.append((arrival_s, transit))
+            while window[0][0] < horizon:
+                window.popleft()
+        self._jitter_samples = round((self._high[0][1] - self._low[0][1]) * self.rate_hz)
+
+    # --- output ------------------------------------------------------------------------
     def pull(self, n: int) -> Samples:
-        """The next ``n`` samples for the device; silence where there is nothing to play."""
+        """The next ``n`` samples for the device."""
+        self._block = max(self._block, n)
         out = np.zeros((n, self.channels), dtype=np.int16)
         if not self.playing:
-            if self._depth == 0 or (self._depth < self.target_samples and not self.ended):
+            if not self._starts:
+                return out
+            if self._read is None:
+                self._read = self._starts[0]
+            if self.depth_samples < self.target_samples and not self.ended:
                 return out
             self.playing = True
+        assert self._read is not None
         filled = 0
-        while filled < n and self._chunks:
-            chunk = self._chunks[0]
-            take = min(n - filled, len(chunk) - self._head)
-            out[filled : filled + take] = chunk[self._head : self._head + take]
-            filled += take
-            self._consume(take)
-        if filled < n:
-            self.playing = False
+        while filled < n:
+            chunk_index = bisect.bisect_right(self._starts, self._read) - 1
+            if chunk_index >= 0:
+                start, chunk = self._starts[chunk_index], self._chunks[chunk_index]
+                offset = self._read - start
+                if offset < len(chunk):  # audio is here: play it
+                    take = min(n - filled, len(chunk) - offset)
+                    out[filled : filled + take] = chunk[offset : offset + take]
+                    if self._fade_in:
+                        self._fade_up(out[filled : filled + take])
+                    filled += take
+                    self._read += take
+                    self._last = out[filled - 1 : filled].copy()
+                    continue
+            following = chunk_index + 1
+            if following < len(self._starts):  # a gap with later audio here: lost, skip it
+                missing = min(n - filled, self._starts[following] - self._read)
+                self._conceal(out[filled : filled + missing])
+                self.stats.lost_samples += missing
+                filled += missing
+                self._read += missing
+                continue
+            # nothing newer has arrived: underrun; wait here for the audio
+            missing = n - filled
+            self._conceal(out[filled:])
             if not self.ended:
                 self.stats.underruns += 1
-                self.stats.underrun_samples += n - filled
+                self.stats.underrun_samples += missing
+                self._underrun_times.append(self._now)
+            self.playing = False
+            break
+        self._forget()
         return out
 
-    def _append(self, samples: Samples) -> None:
-        if len(samples):
-            self._chunks.append(samples)
-            self._depth += len(samples)
+    def _conceal(self, out: Samples) -> None:
+        """Fill a missing stretch: fade the last sample played to zero (no click)."""
+        if not self.ended:
+            self.stats.concealed_samples += len(out)
+        if not self._fade_in and np.any(self._last):
+            fade = min(len(out), self.fade_samples)
+            if fade:
+                ramp = np.linspace(1.0, 0.0, fade, endpoint=False)[:, None]
+                out[:fade] = np.rint(self._last.astype(np.float32) * ramp).astype(np.int16)
+        self._fade_in = True
+        self._last = np.zeros_like(self._last)
 
-    def _consume(self, n: int) -> None:
-        self._head += n
-        self._depth -= n
-        if self._head == len(self._chunks[0]):
-            self._chunks.popleft()
-            self._head = 0
+    def _fade_up(self, block: Samples) -> None:
+        """Audio resuming after a gap starts from silence, not with a step."""
+        fade = min(len(block), self.fade_samples)
+        ramp = np.linspace(0.0, 1.0, fade, endpoint=False)[:, None]
+        block[:fade] = np.rint(block[:fade].astype(np.float32) * ramp).astype(np.int16)
+        self._fade_in = False
 
-    def _discard(self, n: int) -> int:
-        dropped = 0
-        while dropped < n and self._chunks:
-            take = min(n - dropped, len(self._chunks[0]) - self._head)
-            self._consume(take)
-            dropped += take
-        return dropped
+    def _skip(self, n: int) -> None:
+        """Drop ``n`` samples of the oldest audio to catch up with the present."""
+        assert self._read is not None
+        self.stats.skipped_samples += n
+        self._read += n
+        self._fade_in = True
+        self._forget()
+
+    def _forget(self) -> None:
+        """Drop chunks that lie wholly before the read position."""
+        assert self._read is not None
+        while self._starts and self._starts[0] + len(self._chunks[0]) <= self._read:
+            self._starts.pop(0)
+            self._chunks.pop(0)

@@ -29,3 +29,26 @@ def rms_dbfs(samples: npt.NDArray[np.int16]) -> float:
     if samples.size == 0:
         return SILENCE_DBFS
     return _dbfs(math.sqrt(float(np.mean(np.square(samples.astype(np.float64))))))
+
+
+class LevelMeter:
+    """Peak and RMS over everything added since the last :meth:`read`."""
+
+    def __init__(self) -> None:
+        self._peak = 0
+        self._sum_squares = 0.0
+        self._count = 0
+
+    def add(self, samples: npt.NDArray[np.int16]) -> None:
+        if samples.size:
+            wide = samples.astype(np.int32)
+            self._peak = max(self._peak, int(np.max(np.abs(wide))))
+            self._sum_squares += float(np.sum(np.square(wide, dtype=np.float64)))
+            self._count += samples.size
+
+    def read(self) -> tuple[float, float]:
+        """(peak dBFS, RMS dBFS) since the last read; then start over."""
+        rms = math.sqrt(self._sum_squares / self._count) if self._count else 0.0
+        result = (_dbfs(float(self._peak)), _dbfs(rms))
+        self.__init__()  # type: ignore[misc]
+        return result

@@ -92,8 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     rx.add_argument(
         "--latency-ms",
         type=_positive(float),
-        default=40.0,
-        help="jitter buffer target for live playback (default 40)",
+        default=20.0,
+        help="live playback buffer floor; measured jitter adds to it (default 20)",
+    )
+    rx.add_argument(
+        "--stats-json",
+        type=Path,
+        metavar="FILE",
+        help="append one JSON line per stream per second: buffer, jitter, late/lost/"
+        "concealed, drift, latency, levels",
     )
 
     tx = sub.add_parser("send", help="capture audio and send it to a receiver")
@@ -124,6 +131,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="Opus application (default audio)",
     )
     tx.add_argument("--duration", type=_positive(float), metavar="S", help="stop after S seconds")
+    tx.add_argument(
+        "--fec", action="store_true", help="Opus in-band forward error correction (costs bitrate)"
+    )
+    tx.add_argument(
+        "--expected-loss",
+        type=int,
+        default=10,
+        metavar="PCT",
+        help="packet loss the Opus FEC plans for, in %% (default 10)",
+    )
+    # testing aid: run the tone/file pacing clock this many ppm fast (+) or slow (-)
+    tx.add_argument("--clock-ppm", type=float, default=0.0, help=argparse.SUPPRESS)
 
     sub.add_parser("devices", help="list audio devices")
 
@@ -158,6 +177,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
             play=args.play,
             output_device=args.output_device,
             latency_ms=args.latency_ms,
+            stats_json=args.stats_json,
         )
     )
     _run_until_signal(receiver.run)
@@ -178,6 +198,9 @@ def cmd_send(args: argparse.Namespace) -> int:
         bitrate=args.bitrate,
         application=args.application,
         duration_s=args.duration,
+        fec=args.fec,
+        expected_loss_pct=args.expected_loss,
+        clock_scale=1 / (1 + args.clock_ppm * 1e-6),
     )
     if args.name:
         config.name = args.name

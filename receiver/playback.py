@@ -1,20 +1,28 @@
-"""Live playback of one stream through a PortAudio OutputStream, fed by a jitter buffer.
+"""Live playback of one stream through a PortAudio OutputStream.
 
-The event loop pushes decoded audio into the :class:`~micwire.common.jitter.JitterBuffer`;
-the PortAudio callback pulls exactly what the device asks for. Both go through one lock
-held only for a copy. Underruns play silence and are counted by the buffer.
+The event loop pushes decoded audio into the adaptive
+:class:`~micwire.common.jitter.JitterBuffer`; the PortAudio callback pulls what the device
+asks for through a :class:`~micwire.common.drift.FractionalResampler` whose ratio the
+:class:`~micwire.common.drift.DriftController` sets from the buffer depth, so the sender's
+and the sound card's clocks can differ without the buffer filling up or running dry. The
+lock is held only to move samples in and out of the buffer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
+from micwire.common.drift import DriftController, FractionalResampler
 from micwire.common.errors import DeviceError
 from micwire.common.jitter import JitterBuffer
 from micwire.sender.portaudio import device_info, sounddevice
+
+MAX_BUFFER_S = 2.0
 
 
 class Playback:
@@ -23,10 +31,15 @@ class Playback:
         info = device_info(device)
         self.channels = channels
         self.out_channels = min(channels, int(info["max_output_channels"]))
-        target = round(rate_hz * latency_ms / 1000)
-        self.buffer = JitterBuffer(channels, target, max_samples=target + rate_hz // 2)
-        self._lock = threading.Lock()
         self.rate_hz = rate_hz
+        self.buffer = JitterBuffer(
+            channels, rate_hz, round(rate_hz * latency_ms / 1000), int(rate_hz * MAX_BUFFER_S)
+        )
+        self.drift = DriftController(rate_hz)
+        self._resampler = FractionalResampler(channels)
+        self._lock = threading.Lock()
+        self.device_underflows = 0
+        self.output_latency_s = 0.0
         try:
             self._stream = sd.OutputStream(
                 device=device,
@@ -37,23 +50,48 @@ class Playback:
                 callback=self._callback,
                 dither_off=True,
             )
+            self.output_latency_s = float(self._stream.latency)
             self._stream.start()
         except sd.PortAudioError as exc:
             raise DeviceError(
                 f"cannot play {rate_hz} Hz, {channels} ch on {info['name']!r}: {exc}"
             ) from exc
 
-    def _callback(self, outdata: Any, frames: int, _time: Any, _status: Any) -> None:
+    def _callback(self, outdata: Any, frames: int, _time: Any, status: Any) -> None:
+        # PortAudio thread: never raise, never wait long
         with self._lock:
-            samples = self.buffer.pull(frames)
+            if self.buffer.playing:
+                ratio = self.drift.update(
+                    self.buffer.depth_samples, self.buffer.target_samples, frames / self.rate_hz
+                )
+            else:
+                ratio = 1.0
+            block = self.buffer.pull(self._resampler.needed(frames, ratio))
+        samples = self._resampler.process(block, frames, ratio)
         if self.out_channels == self.channels:
             outdata[:] = samples
         else:  # fewer device channels than the stream has: play the mono mix
             outdata[:] = samples.mean(axis=1, keepdims=True, dtype=np.float32).astype(np.int16)
+        self.device_underflows += bool(status.output_underflow)
 
     def push(self, timestamp: int, samples: Any) -> None:
+        now = time.monotonic()
         with self._lock:
-            self.buffer.push(timestamp, samples)
+            self.buffer.push(timestamp, samples, now)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Live figures for stats: depth, target, jitter, drift, counters."""
+        with self._lock:
+            rate = self.rate_hz / 1000
+            return {
+                "buffer_ms": round(self.buffer.depth_samples / rate, 1),
+                "target_ms": round(self.buffer.target_samples / rate, 1),
+                "jitter_ms": round(self.buffer.jitter_samples / rate, 1),
+                "drift_ppm": round(self.drift.drift_ppm, 1),
+                "correction_ppm": round(self.drift.ppm, 1),
+                "device_underflows": self.device_underflows,
+                **asdict(self.buffer.stats),
+            }
 
     async def close(self, drain: bool = True) -> None:
         """Play out what is buffered (bounded by its own length), then close the device."""

@@ -9,18 +9,22 @@ the server or another stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from micwire.common.assembly import Depacketizer
 from micwire.common.audiofile import get_format
 from micwire.common.codecs import make_decoder
 from micwire.common.errors import DeviceError, MicwireError, ProtocolError, StorageError
-from micwire.common.jitter import JitterStats
+from micwire.common.levels import LevelMeter
 from micwire.common.names import sanitize_stream_name
 from micwire.common.protocol import (
     CLOSE_INTERNAL_ERROR,
@@ -50,9 +54,12 @@ class ReceiverConfig:
     formats: tuple[str, ...] = ("wav",)
     play: bool = True
     output_device: str | None = None
-    latency_ms: float = 40.0
+    latency_ms: float = 20.0
     hello_timeout_s: float = 10.0
     max_streams: int = 16
+    #: Write one JSON object per stream per ``stats_interval_s`` to this file.
+    stats_json: Path | None = None
+    stats_interval_s: float = 1.0
 
 
 @dataclass
@@ -67,7 +74,7 @@ class SessionReport:
     samples: int = 0
     gaps: int = 0
     gap_samples: int = 0
-    playback: JitterStats | None = None
+    playback: dict[str, Any] | None = None
     outcome: str = "open"
 
     @property
@@ -80,9 +87,10 @@ class SessionReport:
             f"{self.packets} packets, {self.gaps} gaps ({self.gap_samples} samples of silence)"
         )
         if self.playback is not None:
+            p = self.playback
             text += (
-                f", playback underruns {self.playback.underruns}"
-                f" ({self.playback.underrun_samples} samples)"
+                f"; playback: {p['underruns']} underruns, {p['concealed_samples']} samples "
+                f"concealed, {p['late_packets']} late, drift {p['drift_ppm']:+.0f} ppm"
             )
         if self.paths:
             text += ", recorded to " + ", ".join(str(p) for p in self.paths)
@@ -124,8 +132,41 @@ class Session:
             except DeviceError as exc:
                 log.warning("stream %r: playback off: %s", self.name, exc)
         self.position = 0
+        self.peer = peer
+        self.levels = LevelMeter()
+        self.started = time.monotonic()
+        self.network_ms = 0.0  # arrival minus capture time of the newest packet
+        self.last_capture_us = 0
+
+    def stats(self) -> dict[str, Any]:
+        """One line of live figures (``--stats-json``)."""
+        d = self.depacketizer.stats
+        peak, rms = self.levels.read()
+        line: dict[str, Any] = {
+            "time": round(time.time(), 3),
+            "stream": self.name,
+            "peer": self.peer,
+            "codec": self.params.codec,
+            "seconds": round(d.samples / self.params.rate_hz, 3),
+            "packets": d.packets,
+            "gaps": d.gaps,
+            "gap_samples": d.gap_samples,
+            "peak_dbfs": round(peak, 1),
+            "rms_dbfs": round(rms, 1),
+            # capture (sender clock) to arrival (receiver clock): meaningful when the two
+            # clocks are synchronised (NTP), as they are on one machine
+            "network_ms": round(self.network_ms, 1),
+        }
+        if self.playback is not None:
+            line.update(self.playback.snapshot())
+            line["latency_ms"] = round(
+                self.network_ms + line["buffer_ms"] + self.playback.output_latency_s * 1000, 1
+            )
+        return line
 
     async def on_packet(self, packet: Packet) -> None:
+        if packet.capture_time_us:
+            self.network_ms = time.time() * 1000 - packet.capture_time_us / 1000
         for segment in self.depacketizer.push(packet):
             if self.recording is not None:
                 await self.recording.write(segment)
@@ -134,6 +175,7 @@ class Session:
             else:
                 if self.playback is not None:
                     self.playback.push(self.position, segment)
+                self.levels.add(segment)
                 self.position += len(segment)
 
     async def close(self) -> SessionReport:
@@ -143,7 +185,7 @@ class Session:
         finally:
             if self.playback is not None:
                 await self.playback.close(drain=True)
-                self.report.playback = self.playback.buffer.stats
+                self.report.playback = self.playback.snapshot()
             stats = self.depacketizer.stats
             self.report.packets, self.report.samples = stats.packets, stats.samples
             self.report.gaps, self.report.gap_samples = stats.gaps, stats.gap_samples
@@ -194,9 +236,23 @@ class Receiver:
             log.info("listening on ws://%s:%d", shown, self.port)
             if ready is not None:
                 ready(self.port)
+            stats = asyncio.create_task(self._report_stats(stop))
             await stop.wait()
+            await stats
             log.info("stopping: closing %d stream(s)", len(self.sessions))
         # leaving `serve` closed every connection (1001) and waited for their handlers
+
+    async def _report_stats(self, stop: asyncio.Event) -> None:
+        """Every interval: one JSON line per live stream to ``--stats-json``."""
+        path = self.config.stats_json
+        if path is None:
+            return
+        with open(path, "a", buffering=1) as out:
+            while not stop.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.config.stats_interval_s)
+                for session in list(self.sessions):
+                    out.write(json.dumps(session.stats()) + "\n")
 
     async def _handle(self, ws: ServerConnection) -> None:
         host, port = ws.remote_address[:2]

@@ -47,6 +47,8 @@ class SenderConfig:
     frame_ms: float = 20.0
     bitrate: int = 32000
     application: str = "audio"
+    fec: bool = False
+    expected_loss_pct: int = 10
     duration_s: float | None = None
     #: Seconds of audio the packet queue holds while the network is slow.
     queue_s: float = 10.0
@@ -99,7 +101,9 @@ class Sender:
         if config.duration_s is not None and not config.duration_s > 0:
             raise ParameterError(f"--duration must be positive, got {config.duration_s:g}")
         # fail fast, before connecting: codec library, device, file
-        self.encoder = make_encoder(self.params, config.application)
+        self.encoder = make_encoder(
+            self.params, config.application, config.fec, config.expected_loss_pct
+        )
         self.params = StreamParams(**{**self.params.__dict__, "pre_skip": self.encoder.pre_skip})
         frame = self.params.frame_samples
         self.source = source or open_source(

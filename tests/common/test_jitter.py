@@ -4,74 +4,122 @@ import numpy as np
 import pytest
 from micwire.common.jitter import JitterBuffer
 
+RATE = 1000  # 1 sample = 1 ms keeps the arithmetic readable
+
 
 def ramp(start: int, n: int) -> np.ndarray:
     return np.arange(start, start + n, dtype=np.int16)[:, None]
 
 
+def buffer(floor: int = 0, **kw: int) -> JitterBuffer:
+    kw.setdefault("fade_samples", 0)
+    return JitterBuffer(1, RATE, floor, max_samples=kw.pop("max_samples", 5000), **kw)
+
+
 def test_waits_for_the_target_then_plays_in_order() -> None:
-    jb = JitterBuffer(1, target_samples=300, max_samples=5000)
-    jb.push(0, ramp(0, 200))
+    jb = buffer(floor=300)
+    jb.push(0, ramp(0, 200), 0.0)
     assert not np.any(jb.pull(100)) and not jb.playing  # pre-buffering is not an underrun
-    jb.push(200, ramp(200, 200))
+    jb.push(200, ramp(200, 200), 0.2)
     out = np.concatenate([jb.pull(150), jb.pull(150)])
     assert np.array_equal(out, ramp(0, 300))
-    assert jb.depth_samples == 100 and jb.stats.underruns == 0
+    assert jb.stats.underruns == 0 and jb.depth_samples == 100
 
 
-def test_underrun_plays_silence_counts_and_rebuffers() -> None:
-    jb = JitterBuffer(1, target_samples=100, max_samples=5000)
-    jb.push(0, ramp(1, 100))
+def test_target_follows_arrival_jitter_and_forgets_it() -> None:
+    jb = buffer(floor=20, window_s=10.0)
+    for k in range(10):  # steady: one 10 ms frame every 10 ms
+        jb.push(10 * k, ramp(0, 10), k * 0.010)
+    assert jb.jitter_samples == 0
+    assert jb.target_samples == 20  # floor + jitter
+    jb.push(100, ramp(0, 10), 0.100 + 0.080)  # one frame 80 ms late
+    assert jb.jitter_samples == 80 and jb.target_samples == 100
+    for k in range(11, 2100):  # 20 s of calm later the burst is out of the window
+        jb.push(10 * k, ramp(0, 10), k * 0.010 + 0.080)
+    assert jb.jitter_samples == 0
+
+
+def test_underrun_conceals_waits_and_loses_nothing() -> None:
+    jb = buffer()
+    jb.push(0, ramp(1, 100), 0.0)
     out = jb.pull(150)
     assert np.array_equal(out[:100], ramp(1, 100)) and not np.any(out[100:])
     assert (jb.stats.underruns, jb.stats.underrun_samples) == (1, 50)
-    jb.push(100, ramp(101, 50))
-    assert not np.any(jb.pull(10))  # below target again: wait
-    jb.push(150, ramp(151, 60))
-    assert np.array_equal(jb.pull(10), ramp(101, 10))
+    assert jb.target_samples == 150  # one device block more after an underrun
+    jb.push(100, ramp(101, 100), 0.1)  # the slow audio arrives: it is played, not dropped
+    jb.push(200, ramp(201, 100), 0.2)
+    assert np.array_equal(jb.pull(50), ramp(101, 50))
+    assert jb.stats.late_packets == 0
+    jb.push(300, ramp(0, 10), 11.0)  # ten calm seconds later the bump is forgotten
+    assert jb.target_samples == 0
 
 
-def test_a_timestamp_jump_plays_as_counted_silence() -> None:
-    jb = JitterBuffer(1, target_samples=0, max_samples=5000)
-    jb.push(0, ramp(1, 10))
-    jb.push(30, ramp(31, 10))
+def test_a_gap_is_skipped_at_its_deadline_and_a_straggler_is_late() -> None:
+    jb = buffer()
+    jb.push(0, ramp(1, 10), 0.0)
+    jb.push(30, ramp(31, 10), 0.03)
     out = jb.pull(40)
     assert np.array_equal(out[:10], ramp(1, 10)) and not np.any(out[10:30])
-    assert np.array_equal(out[30:], ramp(31, 10)) and jb.stats.lost_samples == 20
+    assert np.array_equal(out[30:], ramp(31, 10))
+    assert jb.stats.lost_samples == 20 and jb.stats.underruns == 0
+    jb.push(10, ramp(11, 20), 0.05)  # the lost frame turns up after its deadline
+    assert (jb.stats.late_packets, jb.stats.late_samples) == (1, 20)
 
 
-def test_a_huge_jump_is_bounded_by_the_buffer_size() -> None:
-    jb = JitterBuffer(1, target_samples=10, max_samples=100)
-    jb.push(0, ramp(0, 10))
-    jb.push(10**9, ramp(0, 10))
-    assert jb.depth_samples <= 100 and jb.stats.lost_samples == 10**9 - 10
+def test_reordered_frames_play_in_timestamp_order() -> None:
+    jb = buffer()
+    jb.push(20, ramp(21, 10), 0.0)
+    jb.push(0, ramp(1, 10), 0.0)
+    jb.push(10, ramp(11, 10), 0.0)
+    assert np.array_equal(jb.pull(30), ramp(1, 30))
 
 
-def test_late_packets_are_dropped_and_counted() -> None:
-    jb = JitterBuffer(1, target_samples=0, max_samples=5000)
-    jb.push(0, ramp(0, 100))
-    jb.push(50, ramp(0, 10))
-    assert jb.stats.late_packets == 1 and jb.depth_samples == 100
+def test_a_partly_late_frame_keeps_its_timely_part_and_duplicates_are_dropped() -> None:
+    jb = buffer()
+    jb.push(0, ramp(0, 10), 0.0)
+    jb.pull(15)  # plays 0..9, conceals 10..14 and waits at 10
+    jb.push(10, ramp(10, 20), 0.01)
+    jb.push(10, ramp(10, 20), 0.01)
+    assert jb.stats.late_packets == 1
+    assert np.array_equal(jb.pull(20), ramp(10, 20))
 
 
-def test_overflow_skips_to_the_present() -> None:
-    jb = JitterBuffer(1, target_samples=100, max_samples=300)
-    for i in range(4):
-        jb.push(100 * i, ramp(100 * i, 100))
-    assert jb.depth_samples == 100 and jb.stats.overflow_samples == 300
-    assert np.array_equal(jb.pull(100), ramp(300, 100))
+def test_far_too_deep_skips_to_the_present() -> None:
+    jb = buffer(floor=100, max_samples=1000, max_excess_samples=200)
+    jb.push(0, ramp(0, 100), 0.0)
+    jb.pull(10)
+    for i in range(1, 5):  # the receiver stalled: audio piles up, arriving on time
+        jb.push(100 * i, ramp(100 * i, 100), i * 0.1)
+    assert jb.stats.skipped_samples > 0
+    assert jb.depth_samples <= jb.target_samples + 200
 
 
 def test_finish_plays_out_the_rest_without_counting_underruns() -> None:
-    jb = JitterBuffer(2, target_samples=1000, max_samples=5000)
-    jb.push(0, np.ones((50, 2), np.int16))
+    jb = JitterBuffer(2, RATE, 1000, 5000, fade_samples=0)
+    jb.push(0, np.ones((50, 2), np.int16), 0.0)
     jb.finish()
     out = jb.pull(80)
     assert np.all(out[:50] == 1) and not np.any(out[50:]) and jb.stats.underruns == 0
 
 
+def test_dropouts_fade_instead_of_clicking() -> None:
+    jb = JitterBuffer(1, RATE, 0, 5000, fade_samples=4)
+    jb.push(0, np.full((10, 1), 1000, np.int16), 0.0)
+    out = jb.pull(16)[:, 0]
+    assert out[:10].tolist() == [1000] * 10
+    assert out[10:14].tolist() == [1000, 750, 500, 250] and not np.any(out[14:])
+    jb.push(10, np.full((20, 1), 1000, np.int16), 0.01)
+    assert jb.pull(6)[:, 0].tolist() == [0, 250, 500, 750, 1000, 1000]
+
+
+def test_empty_frames_and_empty_buffer() -> None:
+    jb = buffer()
+    jb.push(0, np.zeros((0, 1), np.int16), 0.0)
+    assert jb.depth_samples == 0 and not np.any(jb.pull(10))
+
+
 def test_rejects_bad_settings() -> None:
     with pytest.raises(ValueError):
-        JitterBuffer(0, 10, 100)
+        JitterBuffer(0, RATE, 10, 100)
     with pytest.raises(ValueError):
-        JitterBuffer(1, 100, 100)
+        JitterBuffer(1, RATE, 100, 100)

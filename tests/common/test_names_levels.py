@@ -43,3 +43,16 @@ def test_levels() -> None:
     assert rms_dbfs(square) == pytest.approx(0.0, abs=0.001)
     sine = np.rint(np.sin(np.linspace(0, 200 * np.pi, 48000)) * 32767).astype(np.int16)
     assert rms_dbfs(sine) == pytest.approx(-3.01, abs=0.02)
+
+
+def test_level_meter_matches_the_one_shot_functions_and_resets() -> None:
+    from micwire.common.levels import LevelMeter
+
+    sine = np.rint(np.sin(np.linspace(0, 200 * np.pi, 48000)) * 16384).astype(np.int16)
+    meter = LevelMeter()
+    meter.add(sine[:20000])
+    meter.add(sine[20000:])
+    meter.add(np.zeros(0, np.int16))
+    peak, rms = meter.read()
+    assert peak == pytest.approx(peak_dbfs(sine)) and rms == pytest.approx(rms_dbfs(sine))
+    assert meter.read() == (SILENCE_DBFS, SILENCE_DBFS)

@@ -38,6 +38,16 @@ def probe_signal(n: int, seed: int = 5) -> np.ndarray:
     return np.clip(np.round(x * 32768) / 32768, -0.9, 0.9)
 
 
+def heard_pieces(signal_in: np.ndarray, played_out: np.ndarray) -> list[float]:
+    """How well each 50 ms piece of the signal is found in what the receiver played.
+    Pieces, because drift compensation may play up to 2000 ppm fast or slow."""
+    piece = RATE // 20
+    return [
+        best_lag(signal_in[i : i + piece], played_out.astype(float))[1]
+        for i in range(0, len(signal_in) - piece + 1, piece)
+    ]
+
+
 def captured_samples(sender_log: str) -> int:
     match = re.search(r"s of audio \((\d+) samples\)", sender_log)
     assert match, sender_log
@@ -99,8 +109,7 @@ def test_pcm_end_to_end_through_real_devices(jack: str, tmp_path: Path) -> None:
     assert peak > 0.9999, (peak, tx_log)
     assert np.max(np.abs(data[lag : lag + len(want), 0] - want)) <= 1.0
     # ...and the receiver played it live, intact
-    _, heard_peak = best_lag(signal_in, played_out.astype(float))
-    assert heard_peak > 0.999
+    assert min(heard_pieces(signal_in, played_out)) > 0.98
 
 
 def test_opus_end_to_end_through_real_devices(jack: str, tmp_path: Path) -> None:
@@ -110,8 +119,8 @@ def test_opus_end_to_end_through_real_devices(jack: str, tmp_path: Path) -> None
     assert len(data) == captured_samples(tx_log)
     _, peak = best_lag(signal_in * 32768, data[:, 0].astype(float))
     assert peak > 0.95, (peak, tx_log)
-    _, heard_peak = best_lag(signal_in, played_out.astype(float))
-    assert heard_peak > 0.95
+    pieces = heard_pieces(signal_in, played_out)
+    assert min(pieces) > 0.8 and np.mean(pieces) > 0.95  # lossy: every piece there
 
 
 def test_devices_lists_the_jack_card(jack: str) -> None:
