@@ -5,11 +5,13 @@ their arrival time; the audio device pulls fixed-size blocks at its own pace. Th
 keeps a *read position* on the timeline and plays what is there:
 
 - **Start**: playback starts once ``target`` samples are buffered.
-- **Adaptive target**: the target is ``floor`` (the user's ``--latency-ms``) plus what the
-  measured arrival jitter needs: the spread of ``arrival_time - timestamp / rate`` over the
-  last ``window_s`` seconds, plus one device block for each underrun in that window (at
-  most four). It rises at once when jitter rises and falls back when the window forgets a
-  burst, so one bad moment never ratchets latency up for good.
+- **Adaptive target**: the target is ``floor`` (the user's ``--latency-ms``) or, if more,
+  what the measured arrival jitter needs: one device block and one frame (the depth
+  saw-tooths by both), plus the spread of ``arrival_time - timestamp / rate`` over the
+  last ``window_s`` seconds, plus one more block for each underrun in the last
+  ``underrun_memory_s`` (at most four). It rises at once when jitter
+  rises and falls back when the window forgets a burst, so one bad moment never ratchets
+  latency up for good.
 - **Late vs lost**: a *gap* in timestamps with later audio already here is a lost frame: at
   its deadline it is concealed and skipped, so it never stalls playback, and if it turns up
   afterwards it is dropped as *late*. An empty buffer (nothing newer has arrived, the
@@ -57,6 +59,7 @@ class JitterBuffer:
         floor_samples: int,
         max_samples: int,
         window_s: float = 10.0,
+        underrun_memory_s: float = 60.0,
         max_excess_samples: int | None = None,
         fade_samples: int | None = None,
     ) -> None:
@@ -67,6 +70,7 @@ class JitterBuffer:
         self.floor_samples = floor_samples
         self.max_samples = max_samples
         self.window_s = window_s
+        self.underrun_memory_s = underrun_memory_s
         self.max_excess_samples = max_excess_samples or rate_hz // 10
         self.fade_samples = fade_samples if fade_samples is not None else rate_hz // 500  # 2 ms
         self.stats = JitterStats()
@@ -79,10 +83,12 @@ class JitterBuffer:
         self._high: deque[tuple[float, float]] = deque()
         self._jitter_samples = 0
         self._block = 0  # largest device block seen
+        self._frame = 0  # largest frame pushed: the depth saw-tooths by that much
         self._underrun_times: deque[float] = deque()
         self._now = 0.0  # latest arrival time seen
         self._last = np.zeros((1, channels), np.int16)  # last sample played (for fades)
         self._fade_in = False
+        self._faded = 0
         self.playing = False
         self.ended = False
 
@@ -96,10 +102,11 @@ class JitterBuffer:
 
     @property
     def target_samples(self) -> int:
-        while self._underrun_times and self._underrun_times[0] < self._now - self.window_s:
+        while self._underrun_times and self._underrun_times[0] < self._now - self.underrun_memory_s:
             self._underrun_times.popleft()
         bump = self._block * min(4, len(self._underrun_times))
-        return min(self.floor_samples + self._jitter_samples + bump, self.max_samples - 1)
+        needed = self._block + self._frame + self._jitter_samples + bump
+        return min(max(self.floor_samples, needed), self.max_samples - 1)
 
     @property
     def jitter_samples(self) -> int:
@@ -111,6 +118,7 @@ class JitterBuffer:
         n = len(samples)
         if n == 0:
             return
+        self._frame = max(self._frame, n)
         self._observe(timestamp, arrival_s)
         if self._read is not None and timestamp < self._read:
             if timestamp + n <= self._read:
@@ -207,22 +215,25 @@ class JitterBuffer:
             if fade:
                 ramp = np.linspace(1.0, 0.0, fade, endpoint=False)[:, None]
                 out[:fade] = np.rint(self._last.astype(np.float32) * ramp).astype(np.int16)
-        self._fade_in = True
+        self._fade_in, self._faded = self.fade_samples > 0, 0
         self._last = np.zeros_like(self._last)
 
     def _fade_up(self, block: Samples) -> None:
         """Audio resuming after a gap starts from silence, not with a step."""
-        fade = min(len(block), self.fade_samples)
-        ramp = np.linspace(0.0, 1.0, fade, endpoint=False)[:, None]
-        block[:fade] = np.rint(block[:fade].astype(np.float32) * ramp).astype(np.int16)
-        self._fade_in = False
+        done = self._faded
+        n = min(len(block), self.fade_samples - done)
+        ramp = ((done + np.arange(n)) / self.fade_samples)[:, None]
+        block[:n] = np.rint(block[:n].astype(np.float32) * ramp).astype(np.int16)
+        self._faded += n
+        if self._faded >= self.fade_samples:
+            self._fade_in = False
 
     def _skip(self, n: int) -> None:
         """Drop ``n`` samples of the oldest audio to catch up with the present."""
         assert self._read is not None
         self.stats.skipped_samples += n
         self._read += n
-        self._fade_in = True
+        self._fade_in, self._faded = self.fade_samples > 0, 0
         self._forget()
 
     def _forget(self) -> None:

@@ -38,6 +38,7 @@ class Playback:
         self.drift = DriftController(rate_hz)
         self._resampler = FractionalResampler(channels)
         self._lock = threading.Lock()
+        self._played = 0
         self.device_underflows = 0
         self.output_latency_s = 0.0
         try:
@@ -62,10 +63,15 @@ class Playback:
         with self._lock:
             if self.buffer.playing:
                 ratio = self.drift.update(
-                    self.buffer.depth_samples, self.buffer.target_samples, frames / self.rate_hz
+                    time.monotonic(),
+                    self._played,
+                    self.buffer.depth_samples,
+                    self.buffer.target_samples,
+                    frames / self.rate_hz,
                 )
             else:
                 ratio = 1.0
+            self._played += frames
             block = self.buffer.pull(self._resampler.needed(frames, ratio))
         samples = self._resampler.process(block, frames, ratio)
         if self.out_channels == self.channels:
@@ -78,6 +84,7 @@ class Playback:
         now = time.monotonic()
         with self._lock:
             self.buffer.push(timestamp, samples, now)
+            self.drift.arrived(now, timestamp + len(samples))
 
     def snapshot(self) -> dict[str, Any]:
         """Live figures for stats: depth, target, jitter, drift, counters."""
@@ -87,6 +94,7 @@ class Playback:
                 "buffer_ms": round(self.buffer.depth_samples / rate, 1),
                 "target_ms": round(self.buffer.target_samples / rate, 1),
                 "jitter_ms": round(self.buffer.jitter_samples / rate, 1),
+                "depth_error_ms": round(self.drift.error_ms, 2),
                 "drift_ppm": round(self.drift.drift_ppm, 1),
                 "correction_ppm": round(self.drift.ppm, 1),
                 "device_underflows": self.device_underflows,

@@ -11,6 +11,12 @@ def ramp(start: int, n: int) -> np.ndarray:
     return np.arange(start, start + n, dtype=np.int16)[:, None]
 
 
+def feed(jb: JitterBuffer, start: int, n: int, frame: int = 10, delay_s: float = 0.0) -> None:
+    """Push ``ramp(start + 1, n)`` as frames arriving on time (+ ``delay_s``)."""
+    for ts in range(start, start + n, frame):
+        jb.push(ts, ramp(ts + 1, min(frame, start + n - ts)), ts / RATE + delay_s)
+
+
 def buffer(floor: int = 0, **kw: int) -> JitterBuffer:
     kw.setdefault("fade_samples", 0)
     return JitterBuffer(1, RATE, floor, max_samples=kw.pop("max_samples", 5000), **kw)
@@ -31,9 +37,11 @@ def test_target_follows_arrival_jitter_and_forgets_it() -> None:
     for k in range(10):  # steady: one 10 ms frame every 10 ms
         jb.push(10 * k, ramp(0, 10), k * 0.010)
     assert jb.jitter_samples == 0
-    assert jb.target_samples == 20  # floor + jitter
+    assert jb.target_samples == 20  # the floor: more than jitter needs
     jb.push(100, ramp(0, 10), 0.100 + 0.080)  # one frame 80 ms late
-    assert jb.jitter_samples == 80 and jb.target_samples == 100
+    assert jb.jitter_samples == 80 and jb.target_samples == 90  # jitter + a frame
+    jb.pull(5)
+    assert jb.target_samples == 95  # a device block more: it must be there before a pull
     for k in range(11, 2100):  # 20 s of calm later the burst is out of the window
         jb.push(10 * k, ramp(0, 10), k * 0.010 + 0.080)
     assert jb.jitter_samples == 0
@@ -41,23 +49,23 @@ def test_target_follows_arrival_jitter_and_forgets_it() -> None:
 
 def test_underrun_conceals_waits_and_loses_nothing() -> None:
     jb = buffer()
-    jb.push(0, ramp(1, 100), 0.0)
-    out = jb.pull(150)
-    assert np.array_equal(out[:100], ramp(1, 100)) and not np.any(out[100:])
-    assert (jb.stats.underruns, jb.stats.underrun_samples) == (1, 50)
-    assert jb.target_samples == 150  # one device block more after an underrun
-    jb.push(100, ramp(101, 100), 0.1)  # the slow audio arrives: it is played, not dropped
-    jb.push(200, ramp(201, 100), 0.2)
+    feed(jb, 0, 100, frame=25)
+    assert np.array_equal(jb.pull(50), ramp(1, 50))  # target: block 50 + frame 25
+    out = jb.pull(75)
+    assert np.array_equal(out[:50], ramp(51, 50)) and not np.any(out[50:])
+    assert (jb.stats.underruns, jb.stats.underrun_samples) == (1, 25)
+    assert jb.target_samples == 75 + 25 + 75  # one device block more after an underrun
+    feed(jb, 100, 300, frame=25, delay_s=0.05)  # the slow audio arrives: played, not dropped
     assert np.array_equal(jb.pull(50), ramp(101, 50))
     assert jb.stats.late_packets == 0
-    jb.push(300, ramp(0, 10), 11.0)  # ten calm seconds later the bump is forgotten
-    assert jb.target_samples == 0
+    jb.push(400, ramp(0, 10), 61.0)  # a calm minute later the bump is forgotten
+    assert jb.target_samples == 75 + 25
 
 
 def test_a_gap_is_skipped_at_its_deadline_and_a_straggler_is_late() -> None:
     jb = buffer()
     jb.push(0, ramp(1, 10), 0.0)
-    jb.push(30, ramp(31, 10), 0.03)
+    feed(jb, 30, 50)
     out = jb.pull(40)
     assert np.array_equal(out[:10], ramp(1, 10)) and not np.any(out[10:30])
     assert np.array_equal(out[30:], ramp(31, 10))
@@ -68,20 +76,25 @@ def test_a_gap_is_skipped_at_its_deadline_and_a_straggler_is_late() -> None:
 
 def test_reordered_frames_play_in_timestamp_order() -> None:
     jb = buffer()
-    jb.push(20, ramp(21, 10), 0.0)
-    jb.push(0, ramp(1, 10), 0.0)
-    jb.push(10, ramp(11, 10), 0.0)
+    jb.push(20, ramp(21, 10), 0.02)
+    jb.push(0, ramp(1, 10), 0.02)
+    jb.push(10, ramp(11, 10), 0.02)
+    feed(jb, 30, 60)
     assert np.array_equal(jb.pull(30), ramp(1, 30))
 
 
 def test_a_partly_late_frame_keeps_its_timely_part_and_duplicates_are_dropped() -> None:
     jb = buffer()
-    jb.push(0, ramp(0, 10), 0.0)
-    jb.pull(15)  # plays 0..9, conceals 10..14 and waits at 10
-    jb.push(10, ramp(10, 20), 0.01)
-    jb.push(10, ramp(10, 20), 0.01)
-    assert jb.stats.late_packets == 1
-    assert np.array_equal(jb.pull(20), ramp(10, 20))
+    jb.push(0, ramp(1, 10), 0.0)
+    feed(jb, 20, 10)  # 10..19 never came
+    jb.pull(20)  # plays 0..9, skips 10..19 at their deadline
+    jb.pull(10)  # plays 20..29
+    jb.push(15, ramp(16, 10), 0.015)  # wholly late
+    jb.push(25, ramp(26, 10), 0.025)  # partly late: 30..34 still in time
+    jb.push(30, ramp(31, 5), 0.030)  # a duplicate of what is queued
+    assert (jb.stats.late_packets, jb.stats.late_samples) == (2, 10)
+    feed(jb, 35, 100, frame=5)
+    assert np.array_equal(jb.pull(30), ramp(31, 30))
 
 
 def test_far_too_deep_skips_to_the_present() -> None:
@@ -104,11 +117,13 @@ def test_finish_plays_out_the_rest_without_counting_underruns() -> None:
 
 def test_dropouts_fade_instead_of_clicking() -> None:
     jb = JitterBuffer(1, RATE, 0, 5000, fade_samples=4)
-    jb.push(0, np.full((10, 1), 1000, np.int16), 0.0)
-    out = jb.pull(16)[:, 0]
-    assert out[:10].tolist() == [1000] * 10
-    assert out[10:14].tolist() == [1000, 750, 500, 250] and not np.any(out[14:])
-    jb.push(10, np.full((20, 1), 1000, np.int16), 0.01)
+    for ts in range(0, 10, 2):
+        jb.push(ts, np.full((2, 1), 1000, np.int16), ts / RATE)
+    jb.pull(4)
+    out = jb.pull(12)[:, 0]
+    assert out.tolist() == [1000] * 6 + [1000, 750, 500, 250, 0, 0]
+    for ts in range(10, 40, 2):
+        jb.push(ts, np.full((2, 1), 1000, np.int16), ts / RATE)
     assert jb.pull(6)[:, 0].tolist() == [0, 250, 500, 750, 1000, 1000]
 
 
