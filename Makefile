@@ -48,6 +48,10 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest tests/common $(PYTEST_ARGS)
 
+# latency benchmark on a JACK dummy server (prints p50/p95/max and glitches per config)
+bench: setup
+	$(BIN)/python bench/latency.py --seconds 60
+
 lint: setup
 	$(BIN)/pip install -q ruff mypy
 	$(BIN)/ruff check common sender receiver tests

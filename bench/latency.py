@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import signal
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -64,7 +64,16 @@ class Result:
     p50_ms: float
     p95_ms: float
     max_ms: float
-    receiver_summary: str
+    glitches: dict[str, int]  # receiver counters during the measurement
+    target_ms: float
+    drift_ppm: float
+
+
+def last_stats(path: Path) -> dict[str, Any]:
+    """The newest line the receiver wrote for the stream (they come once a second)."""
+    time.sleep(1.1)
+    lines = path.read_text().splitlines() if path.exists() else []
+    return json.loads(lines[-1]) if lines else {}
 
 
 def chirp() -> np.ndarray:
@@ -77,7 +86,10 @@ def chirp() -> np.ndarray:
 
 def measure(server: str, config: Config, seconds: float, workdir: Path) -> Result:
     env = {"JACK_DEFAULT_SERVER": server}
-    rx, port = receiver("--output-device", "system", *config.receive, env=env)
+    stats = workdir / f"stats-{len(config.name)}-{time.monotonic_ns()}.jsonl"
+    rx, port = receiver(
+        "--output-device", "system", "--stats-json", str(stats), *config.receive, env=env
+    )
     probe = Probe(server)
     tx = Micwire(
         "send",
@@ -99,9 +111,11 @@ def measure(server: str, config: Config, seconds: float, workdir: Path) -> Resul
         train = np.zeros(count * BURST_EVERY, np.float32)
         for k in range(count):
             train[k * BURST_EVERY : k * BURST_EVERY + len(burst)] = burst
+        before = last_stats(stats)
         probe.play(train)
         probe.wait_played(seconds + 10)
         time.sleep(1.0)
+        after = last_stats(stats)
     finally:
         tx.signal(signal.SIGINT)
         tx.wait()
@@ -110,7 +124,10 @@ def measure(server: str, config: Config, seconds: float, workdir: Path) -> Resul
         recorded = probe.recording()
         start = probe.played_at_frame or 0
         probe.close()
-    summary = next((line for line in rx.lines if "stream 'bench'" in line and "; " in line), "")
+    glitches = {
+        k: after.get(k, 0) - before.get(k, 0)
+        for k in ("underruns", "concealed_samples", "skipped_samples", "late_packets")
+    }
     latencies = []
     for k in range(count):
         at = start + k * BURST_EVERY
@@ -131,7 +148,9 @@ def measure(server: str, config: Config, seconds: float, workdir: Path) -> Resul
         float(np.percentile(lat, 50)),
         float(np.percentile(lat, 95)),
         float(np.max(lat)),
-        summary,
+        glitches,
+        after.get("target_ms", 0.0),
+        after.get("drift_ppm", 0.0),
     )
 
 
@@ -150,8 +169,12 @@ def main() -> None:
                 f"max {r.max_ms:6.1f} ms  heard {r.heard}/{r.bursts}",
                 flush=True,
             )
-            glitches = re.search(r"playback underruns.*?\)", r.receiver_summary)
-            print(f"{'':40s} receiver: {glitches.group(0) if glitches else r.receiver_summary}")
+            g = r.glitches
+            print(
+                f"{'':40s} glitches: {g['underruns']} underruns, {g['concealed_samples']} "
+                f"samples concealed, {g['skipped_samples']} skipped, {g['late_packets']} late; "
+                f"buffer target {r.target_ms:.1f} ms"
+            )
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
 
