@@ -96,6 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="live playback buffer floor; measured jitter adds to it (default 20)",
     )
     rx.add_argument(
+        "--token",
+        default=_env("token", None),
+        help="require senders to present this secret (or set MICWIRE_TOKEN)",
+    )
+    rx.add_argument("--cert", type=Path, help="TLS certificate chain (PEM): serve wss://")
+    rx.add_argument("--key", type=Path, help="TLS private key (PEM)")
+    rx.add_argument(
+        "--max-streams", type=_positive(int), default=16, help="streams at once (default 16)"
+    )
+    rx.add_argument(
         "--stats-json",
         type=Path,
         metavar="FILE",
@@ -131,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="Opus application (default audio)",
     )
     tx.add_argument("--duration", type=_positive(float), metavar="S", help="stop after S seconds")
+    tx.add_argument(
+        "--token", default=_env("token", None), help="the receiver's secret (or MICWIRE_TOKEN)"
+    )
+    tx.add_argument("--cafile", type=Path, help="CA certificate to trust for wss:// (PEM)")
     tx.add_argument(
         "--fec", action="store_true", help="Opus in-band forward error correction (costs bitrate)"
     )
@@ -178,6 +192,10 @@ def cmd_receive(args: argparse.Namespace) -> int:
             output_device=args.output_device,
             latency_ms=args.latency_ms,
             stats_json=args.stats_json,
+            token=args.token,
+            certfile=args.cert,
+            keyfile=args.key,
+            max_streams=args.max_streams,
         )
     )
     _run_until_signal(receiver.run)
@@ -201,6 +219,8 @@ def cmd_send(args: argparse.Namespace) -> int:
         fec=args.fec,
         expected_loss_pct=args.expected_loss,
         clock_scale=1 / (1 + args.clock_ppm * 1e-6),
+        token=args.token,
+        cafile=args.cafile,
     )
     if args.name:
         config.name = args.name

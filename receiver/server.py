@@ -10,20 +10,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
+import ssl
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 from micwire.common.assembly import Depacketizer
 from micwire.common.audiofile import get_format
 from micwire.common.codecs import make_decoder
-from micwire.common.errors import DeviceError, MicwireError, ProtocolError, StorageError
+from micwire.common.errors import (
+    DeviceError,
+    MicwireError,
+    ParameterError,
+    ProtocolError,
+    StorageError,
+)
 from micwire.common.levels import LevelMeter
 from micwire.common.names import sanitize_stream_name
 from micwire.common.protocol import (
@@ -42,6 +51,7 @@ from micwire.receiver.recording import Recording
 from micwire.sender.portaudio import resolve_device
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 log = logging.getLogger("micwire.receiver")
 
@@ -60,6 +70,11 @@ class ReceiverConfig:
     #: Write one JSON object per stream per ``stats_interval_s`` to this file.
     stats_json: Path | None = None
     stats_interval_s: float = 1.0
+    #: Shared secret senders must present as ``Authorization: Bearer <token>``.
+    token: str | None = None
+    #: TLS certificate chain and private key (PEM); both or neither.
+    certfile: Path | None = None
+    keyfile: Path | None = None
 
 
 @dataclass
@@ -100,7 +115,10 @@ class SessionReport:
 class Session:
     """One connected sender."""
 
-    def __init__(self, receiver: Receiver, hello: Hello, peer: str) -> None:
+    def __init__(
+        self, receiver: Receiver, hello: Hello, peer: str, ws: ServerConnection | None = None
+    ) -> None:
+        self.ws = ws
         cfg = receiver.config
         self.params = hello.params
         self.name = sanitize_stream_name(hello.stream)
@@ -118,6 +136,12 @@ class Session:
                 self.params.rate_hz,
                 self.params.channels,
                 start,
+                info={
+                    "codec": self.params.codec,
+                    "frame_ms": self.params.frame_ms,
+                    "peer": peer,
+                    "software": hello.software,
+                },
             )
             self.report.paths = list(self.recording.paths)
         self.playback: Playback | None = None
@@ -181,7 +205,7 @@ class Session:
     async def close(self) -> SessionReport:
         try:
             if self.recording is not None:
-                await self.recording.close()
+                await self.recording.close(self.report.outcome)
         finally:
             if self.playback is not None:
                 await self.playback.close(drain=True)
@@ -217,6 +241,15 @@ class Receiver:
         self.sessions: set[Session] = set()
         self.reports: list[SessionReport] = []
         self.port: int | None = None
+        self._ssl: ssl.SSLContext | None = None
+        if (config.certfile is None) != (config.keyfile is None):
+            raise ParameterError("TLS needs both --cert and --key")
+        if config.certfile is not None:
+            self._ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            try:
+                self._ssl.load_cert_chain(config.certfile, config.keyfile)
+            except (OSError, ssl.SSLError) as exc:
+                raise ParameterError(f"cannot load the TLS certificate or key: {exc}") from exc
 
     async def run(self, stop: asyncio.Event, ready: Callable[[int], None] | None = None) -> None:
         """Serve until ``stop`` is set; then close every stream and finalise its files."""
@@ -225,6 +258,8 @@ class Receiver:
             self._handle,
             cfg.host,
             cfg.port,
+            ssl=self._ssl,
+            process_request=self._authorize,
             compression=None,
             max_size=max_message_bytes(),
             max_queue=64,
@@ -233,7 +268,14 @@ class Receiver:
         ) as server:
             self.port = int(server.sockets[0].getsockname()[1])
             shown = cfg.host or "0.0.0.0"
-            log.info("listening on ws://%s:%d", shown, self.port)
+            scheme = "wss" if self._ssl else "ws"
+            log.info(
+                "listening on %s://%s:%d%s",
+                scheme,
+                shown,
+                self.port,
+                " (token required)" if cfg.token else "",
+            )
             if ready is not None:
                 ready(self.port)
             stats = asyncio.create_task(self._report_stats(stop))
@@ -241,6 +283,19 @@ class Receiver:
             await stats
             log.info("stopping: closing %d stream(s)", len(self.sessions))
         # leaving `serve` closed every connection (1001) and waited for their handlers
+
+    def _authorize(self, ws: ServerConnection, request: Request) -> Response | None:
+        """Answer HTTP 401 before the WebSocket upgrade unless the token matches."""
+        token = self.config.token
+        if token is None:
+            return None
+        offered = request.headers.get("Authorization", "")
+        if hmac.compare_digest(offered.encode(), f"Bearer {token}".encode()):
+            return None
+        log.warning("refused %s: missing or wrong token", ws.remote_address[0])
+        response = ws.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="micwire"'
+        return response
 
     async def _report_stats(self, stop: asyncio.Event) -> None:
         """Every interval: one JSON line per live stream to ``--stats-json``."""
@@ -301,7 +356,8 @@ class Receiver:
             hello = Hello.parse(text)
             if len(self.sessions) >= cfg.max_streams:
                 raise ProtocolError(f"receiver is full ({cfg.max_streams} streams)")
-            session = Session(self, hello, peer)
+            await self._replace_same_name(sanitize_stream_name(hello.stream), peer)
+            session = Session(self, hello, peer, ws)
         except asyncio.TimeoutError:
             await self._refuse(ws, peer, f"no hello within {cfg.hello_timeout_s:g} s")
             return None
@@ -328,6 +384,17 @@ class Receiver:
             f" -> {', '.join(str(x) for x in session.report.paths)}" if session.recording else "",
         )
         return session
+
+    async def _replace_same_name(self, name: str, peer: str) -> None:
+        """One live connection per stream name: a newer one replaces the older (a sender that
+        reconnects after a network failure must not wait for the dead link to time out)."""
+        for old in [s for s in self.sessions if s.name == name]:
+            log.warning("stream %r: %s replaces the connection from %s", name, peer, old.peer)
+            if old.ws is not None:
+                await old.ws.close(
+                    CLOSE_REFUSED,
+                    close_reason(f"replaced by a newer connection for stream {name!r}"),
+                )
 
     async def _refuse(self, ws: ServerConnection, peer: str, reason: str) -> None:
         log.warning("refused %s: %s", peer, reason)

@@ -13,8 +13,11 @@ import contextlib
 import logging
 import math
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 from micwire.common.codecs import make_encoder
@@ -29,7 +32,7 @@ from micwire.common.protocol import (
 )
 from micwire.sender.sources import DropOldestQueue, Source, open_source
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 log = logging.getLogger("micwire.sender")
 SOFTWARE = "micwire/0.1.0"
@@ -53,6 +56,10 @@ class SenderConfig:
     #: Seconds of audio the packet queue holds while the network is slow.
     queue_s: float = 10.0
     connect_timeout_s: float = 10.0
+    #: Shared secret for a receiver started with --token (sent as a Bearer token).
+    token: str | None = None
+    #: CA bundle to trust for wss:// (default: the system's trust store).
+    cafile: Path | None = None
     #: Scales the pacing clock of tone/file sources (tests of clock drift).
     clock_scale: float = 1.0
 
@@ -141,9 +148,20 @@ class Sender:
     @contextlib.asynccontextmanager
     async def _connect(self) -> Any:
         url = self.config.url
+        headers = {"Authorization": f"Bearer {self.config.token}"} if self.config.token else {}
+        tls: dict[str, Any] = {}  # websockets picks the system trust store for wss://
+        if self.config.cafile is not None:
+            if not url.startswith("wss://"):
+                raise ParameterError("--cafile is for wss:// URLs")
+            try:
+                tls["ssl"] = ssl.create_default_context(cafile=str(self.config.cafile))
+            except (OSError, ssl.SSLError) as exc:
+                raise ParameterError(f"cannot load --cafile {self.config.cafile}: {exc}") from exc
         try:
             ws = await connect(
                 url,
+                additional_headers=headers,
+                **tls,
                 compression=None,
                 max_size=2**16,
                 write_limit=2**15,
@@ -155,6 +173,18 @@ class Sender:
             raise ParameterError(
                 f"bad receiver URL {url!r}: use ws://HOST:PORT or wss://HOST:PORT"
             ) from exc
+        except ssl.SSLCertVerificationError as exc:
+            raise TransportError(
+                f"the receiver at {url} has a TLS certificate this machine does not trust "
+                f"({exc.verify_message}); pass its CA with --cafile"
+            ) from exc
+        except InvalidStatus as exc:
+            if exc.response.status_code == HTTPStatus.UNAUTHORIZED:
+                raise TransportError(
+                    f"the receiver at {url} wants a valid token (HTTP 401): "
+                    "pass --token or set MICWIRE_TOKEN"
+                ) from exc
+            raise TransportError(f"the receiver at {url} rejected the connection: {exc}") from exc
         except (OSError, asyncio.TimeoutError) as exc:
             why = getattr(exc, "strerror", None) or str(exc) or "no answer"
             raise TransportError(

@@ -188,8 +188,9 @@ def test_a_traversal_name_lands_inside_the_record_directory(tmp_path: Path) -> N
         return sent.recording
 
     recording = asyncio.run(main())
-    files = list(rec.iterdir())
-    assert len(files) == 1 and files[0].name.startswith("x-") and recording == files[0].name
+    files = sorted(rec.iterdir())
+    assert [f.suffix for f in files] == [".json", ".wav"]  # the recording and its sidecar
+    assert files[1].name.startswith("x-") and recording == files[1].name
     assert not list(tmp_path.glob("x-*")) and not list((tmp_path / "deep").glob("x-*"))
 
 
@@ -198,12 +199,10 @@ def test_same_name_twice_never_overwrites(tmp_path: Path) -> None:
 
     async def main() -> None:
         async with running_receiver(record_dir=rec) as (_rx, url):
-            await asyncio.gather(
-                *(
-                    Sender(SenderConfig(url, name="twin", source="tone:440", duration_s=0.2)).run()
-                    for _ in range(2)
-                )
-            )
+            for _ in range(2):  # within the same second: same time stamp in the name
+                await Sender(
+                    SenderConfig(url, name="twin", source="tone:440", duration_s=0.1)
+                ).run()
 
     asyncio.run(main())
     assert len(list(rec.glob("twin-*.wav"))) == 2
@@ -350,3 +349,128 @@ def test_receiver_shutdown_finalises_the_recording_and_tells_the_sender(tmp_path
     asyncio.run(main())
     data, rate, _ = read_single(rec, "cut-*.wav")
     assert rate == 48000 and 0.7 * 48000 < len(data) < 1.3 * 48000
+
+
+def test_a_token_is_checked_before_the_websocket_upgrade(tmp_path: Path) -> None:
+    from websockets.exceptions import InvalidStatus
+
+    async def main() -> None:
+        async with running_receiver(record_dir=tmp_path, token="s3cret") as (_rx, url):
+            for token in (None, "wrong", "s3cret!"):
+                with pytest.raises(TransportError, match=r"wants a valid token \(HTTP 401\)"):
+                    await Sender(SenderConfig(url, source="tone:440", token=token)).run()
+            with pytest.raises(InvalidStatus) as raw:  # a plain client: HTTP 401, no upgrade
+                await connect(url)
+            assert raw.value.response.status_code == 401
+            assert raw.value.response.headers["WWW-Authenticate"].startswith("Bearer")
+            await Sender(
+                SenderConfig(url, name="ok", source="tone:440", duration_s=0.2, token="s3cret")
+            ).run()
+
+    asyncio.run(main())
+    assert {p.name.split("-")[0] for p in tmp_path.iterdir()} == {"ok"}
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "micwire test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_tls_with_a_trusted_certificate_and_refusal_of_an_untrusted_one(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    rec = tmp_path / "rec"
+
+    async def main() -> None:
+        async with running_receiver(record_dir=rec, certfile=cert, keyfile=key) as (_rx, url):
+            wss = url.replace("ws://", "wss://")
+            with pytest.raises(
+                TransportError, match=r"does not trust .* pass its CA with --cafile"
+            ):
+                await Sender(SenderConfig(wss, source="tone:440")).run()
+            await Sender(
+                SenderConfig(wss, name="tls", source="tone:440", duration_s=0.3, cafile=cert)
+            ).run()
+
+    asyncio.run(main())
+    data, _, _ = read_single(rec, "tls-*.wav")
+    assert len(data) == 14400
+
+
+def test_sidecar_describes_the_recording_and_its_gaps(tmp_path: Path) -> None:
+    """A sender whose first 2 packets and 3 middle packets never made it (as a full send
+    queue would drop them): the recording keeps time with exact silence, listed in the
+    sidecar."""
+    rec = tmp_path / "rec"
+    params = StreamParams("pcm", 8000, 1, 20.0)
+
+    async def main() -> None:
+        async with running_receiver(record_dir=rec) as (_rx, url):
+            hello_text = Hello("gappy", params, 1_795_000_000_000_000, 0).serialize()
+            frames = [
+                Packet(i, 160 * i, 160, np.full(160, i, "<i2").tobytes()).serialize()
+                for i in (2, 3, 4, 8, 9)
+            ]
+            last = Packet(10, 1600, 0, b"", flags=1).serialize()
+            code, _, _ = await converse(url, hello_text, *frames, last)
+            assert code == 1000
+
+    asyncio.run(main())
+    data, _, path = read_single(rec, "gappy-*.wav")
+    assert len(data) == 1600 and not data[:320].any() and not data[800:1280].any()
+    assert data[320, 0] == 2 and data[1280, 0] == 8
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert sidecar["gaps"] == [{"at_sample": 0, "samples": 320}, {"at_sample": 800, "samples": 480}]
+    assert (sidecar["samples"], sidecar["rate_hz"], sidecar["codec"]) == (1600, 8000, "pcm")
+    assert sidecar["outcome"] == "complete" and sidecar["files"] == [path.name]
+    assert sidecar["start_utc"].startswith("2026-11-18T")
+
+
+def test_a_second_connection_with_the_same_name_replaces_the_first(tmp_path: Path) -> None:
+    async def main() -> list[str]:
+        async with running_receiver(record_dir=tmp_path) as (rx, url):
+            first = asyncio.create_task(
+                Sender(SenderConfig(url, name="dup", source="tone:440")).run()
+            )
+            await asyncio.sleep(0.5)
+            await Sender(SenderConfig(url, name="dup", source="tone:440", duration_s=0.2)).run()
+            with pytest.raises(TransportError, match="replaced by a newer connection"):
+                await first
+        return sorted(r.outcome for r in rx.reports)
+
+    outcomes = asyncio.run(main())
+    assert outcomes[0] == "complete" and outcomes[1].startswith("connection lost")
+    assert len(list(tmp_path.glob("dup-*.wav"))) == 2

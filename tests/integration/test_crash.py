@@ -1,0 +1,55 @@
+"""Fault injection on real processes: SIGKILL the receiver or the sender mid-stream."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from rig import Micwire, read_single, receiver, seconds
+
+
+@pytest.mark.parametrize("fmt", ["wav", "mp3"])
+def test_receiver_killed_with_sigkill_leaves_a_playable_file(tmp_path: Path, fmt: str) -> None:
+    rx, port = receiver("--record", str(tmp_path), "--format", fmt, "--no-play")
+    tx = Micwire("send", f"ws://127.0.0.1:{port}", "--source", "tone:440", "--name", "k9")
+    try:
+        rx.wait_for("stream 'k9' from")
+        started = time.monotonic()
+        time.sleep(seconds(3))
+        rx.proc.send_signal(signal.SIGKILL)
+        streamed_s = time.monotonic() - started
+        rx.wait()
+        assert tx.wait() == 1 and "receiver closed the connection" in tx.log
+    finally:
+        tx.kill()
+        rx.kill()
+    data, rate, path = read_single(tmp_path, f"k9-*.{fmt}")  # a player opens it
+    assert rate == 48000
+    assert len(data) >= (streamed_s - 1.0 - 0.3) * rate, (len(data) / rate, streamed_s)
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert sidecar["outcome"] == "recording"  # it never got to say it finished
+
+
+def test_sender_killed_with_sigkill_the_receiver_finalises(tmp_path: Path) -> None:
+    rx, port = receiver("--record", str(tmp_path), "--format", "wav,mp3", "--no-play")
+    tx = Micwire("send", f"ws://127.0.0.1:{port}", "--source", "tone:440", "--name", "gone")
+    try:
+        rx.wait_for("stream 'gone' from")
+        time.sleep(seconds(1.5))
+        tx.proc.send_signal(signal.SIGKILL)
+        tx.wait()
+        rx.wait_for("stream 'gone' from .*: connection lost")
+    finally:
+        rx.signal(signal.SIGTERM)
+        assert rx.wait() == 0
+    data, _, path = read_single(tmp_path, "gone-*.wav")
+    assert len(data) > 48000
+    info = sf.info(str(next(tmp_path.glob("gone-*.mp3"))))
+    assert abs(info.frames - len(data)) <= 1152
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert sidecar["outcome"].startswith("connection lost")
+    assert sidecar["samples"] == len(data)
