@@ -34,14 +34,17 @@ class AssemblyStats:
 
 
 class Depacketizer:
-    def __init__(self, params: StreamParams, decoder: Decoder) -> None:
+    def __init__(self, params: StreamParams, decoder: Decoder, origin: int | None = 0) -> None:
         self.params = params
         self.decoder = decoder
         self.stats = AssemblyStats()
         self.ended = False
+        #: Sequence number of the packet expected next (what a reconnecting sender resends from).
+        self.next_seq = 0
         self._skip = params.pre_skip
         self._last_ts: int | None = None
-        self._next_ts = 0
+        # origin None: the timeline starts at the first packet (a stream joined midway)
+        self._next_ts = origin if origin is not None else -1
         # Opus frames always span a whole frame of input, PCM frames exactly their samples
         self._whole_frames = params.codec != "pcm"
         self._max_gap = MAX_GAP_S * params.rate_hz
@@ -54,7 +57,9 @@ class Depacketizer:
         out: list[Segment] = []
         if self._last_ts is not None and packet.timestamp < self._last_ts:
             raise FrameError(f"timestamp went backwards ({packet.timestamp} after {self._last_ts})")
-        gap = packet.timestamp - self._next_ts  # the stream starts at timestamp 0
+        if self._next_ts < 0:
+            self._next_ts = packet.timestamp
+        gap = packet.timestamp - self._next_ts  # the stream starts at its origin (0)
         if gap > self._max_gap:
             raise FrameError(f"timestamp jumps {gap / self.params.rate_hz:.0f} s ahead")
         if gap > 0:
@@ -73,6 +78,7 @@ class Depacketizer:
         self._last_ts = packet.timestamp
         self._next_ts = max(self._next_ts, packet.timestamp + frame_span)
         self.stats.packets += 1
+        self.next_seq = (packet.seq + 1) & 0xFFFFFFFF
         self.stats.samples += sum(s if isinstance(s, int) else len(s) for s in out)
         self.ended = packet.last
         return out

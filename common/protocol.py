@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
@@ -38,6 +39,7 @@ MAX_CHANNELS_OPUS = 2  # a single Opus stream carries mono or stereo (RFC 6716 �
 MIN_BITRATE = 6000  # libopus' range, OPUS_SET_BITRATE
 MAX_BITRATE = 510_000
 MAX_STREAM_NAME = 200
+_STREAM_ID = re.compile(r"[A-Za-z0-9-]{0,64}")
 #: Upper bound for a hello message, in bytes of UTF-8.
 MAX_HELLO_BYTES = 4096
 #: An Opus packet of one frame is at most 1275 bytes (RFC 6716 §3.2.1); code 3 packets that
@@ -159,6 +161,10 @@ class Hello:
     sent_time_us: int
     software: str = ""
     version: int = PROTOCOL_VERSION
+    #: Identifies one capture run across reconnects (lets a receiver resume the stream).
+    stream_id: str = ""
+    #: This connection continues a stream whose earlier connection was lost.
+    resuming: bool = False
 
     TYPE: ClassVar[str] = "hello"
 
@@ -178,6 +184,8 @@ class Hello:
                 "start_time_us": self.start_time_us,
                 "sent_time_us": self.sent_time_us,
                 "software": self.software,
+                "stream_id": self.stream_id,
+                "resuming": self.resuming,
             }
         )
 
@@ -208,7 +216,11 @@ class Hello:
         if not (0 <= start < 2**63 and 0 <= sent < 2**63):
             raise HelloError("clock fields must be non-negative µs since the Unix epoch")
         software = _field(obj, "software", str, "")[:100]
-        return cls(stream, params, start, sent, software, version)
+        stream_id = _field(obj, "stream_id", str, "")
+        if not _STREAM_ID.fullmatch(stream_id):
+            raise HelloError("stream_id must be 0..64 letters, digits or dashes")
+        resuming = obj.get("resuming", False) is True
+        return cls(stream, params, start, sent, software, version, stream_id, resuming)
 
 
 @dataclass(frozen=True)
@@ -218,6 +230,9 @@ class Accept:
     stream: str
     recording: str | None = None
     version: int = PROTOCOL_VERSION
+    #: The receiver already has this stream up to (not including) this sequence number:
+    #: the sender resends from its spool starting there. None: a new stream.
+    resume_seq: int | None = None
 
     TYPE: ClassVar[str] = "accept"
 
@@ -228,6 +243,7 @@ class Accept:
                 "protocol": self.version,
                 "stream": self.stream,
                 "recording": self.recording,
+                "resume_seq": self.resume_seq,
             }
         )
 
@@ -252,10 +268,12 @@ def parse_reply(text: str | bytes) -> Accept | Refuse:
         return Refuse(str(obj.get("reason", "no reason given"))[:500])
     if kind == Accept.TYPE:
         recording = obj.get("recording")
+        resume = obj.get("resume_seq")
         return Accept(
             stream=_field(obj, "stream", str),
             recording=recording if isinstance(recording, str) else None,
             version=_field(obj, "protocol", int),
+            resume_seq=resume if type(resume) is int and 0 <= resume < 2**32 else None,
         )
     raise HelloError(f"reply must be accept or refuse, got type {kind!r:.40}")
 

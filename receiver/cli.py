@@ -146,6 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tx.add_argument("--cafile", type=Path, help="CA certificate to trust for wss:// (PEM)")
     tx.add_argument(
+        "--spool-s",
+        type=_positive(float),
+        default=120.0,
+        metavar="S",
+        help="seconds of audio kept to resend after a reconnect (default 120)",
+    )
+    tx.add_argument(
+        "--reconnect",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="reconnect after a network failure, resending what was lost (default on)",
+    )
+    tx.add_argument(
         "--fec", action="store_true", help="Opus in-band forward error correction (costs bitrate)"
     )
     tx.add_argument(
@@ -221,6 +234,9 @@ def cmd_send(args: argparse.Namespace) -> int:
         clock_scale=1 / (1 + args.clock_ppm * 1e-6),
         token=args.token,
         cafile=args.cafile,
+        spool_s=args.spool_s,
+        reconnect=args.reconnect,
+        reconnect_timeout_s=args.spool_s,
     )
     if args.name:
         config.name = args.name

@@ -67,6 +67,9 @@ class ReceiverConfig:
     latency_ms: float = 20.0
     hello_timeout_s: float = 10.0
     max_streams: int = 16
+    #: How long a stream whose connection broke stays open for its sender to come back
+    #: (same stream_id): the recording then continues in the same file, gap-free.
+    resume_grace_s: float = 60.0
     #: Write one JSON object per stream per ``stats_interval_s`` to this file.
     stats_json: Path | None = None
     stats_interval_s: float = 1.0
@@ -91,6 +94,7 @@ class SessionReport:
     gap_samples: int = 0
     playback: dict[str, Any] | None = None
     outcome: str = "open"
+    reconnects: int = 0
 
     @property
     def seconds(self) -> float:
@@ -116,13 +120,21 @@ class Session:
     """One connected sender."""
 
     def __init__(
-        self, receiver: Receiver, hello: Hello, peer: str, ws: ServerConnection | None = None
+        self,
+        receiver: Receiver,
+        hello: Hello,
+        peer: str,
+        ws: ServerConnection | None = None,
+        origin: int | None = 0,
     ) -> None:
         self.ws = ws
+        self.stream_id = hello.stream_id
+        self.detached = asyncio.Event()  # set when its connection's handler is done with it
+        self.expiry: asyncio.Task[None] | None = None
         cfg = receiver.config
         self.params = hello.params
         self.name = sanitize_stream_name(hello.stream)
-        self.depacketizer = Depacketizer(self.params, make_decoder(self.params))
+        self.depacketizer = Depacketizer(self.params, make_decoder(self.params), origin)
         self.report = SessionReport(
             self.name, peer, self.params.codec, self.params.rate_hz, self.params.channels
         )
@@ -239,6 +251,8 @@ class Receiver:
                     raise
                 log.warning("playback off: %s (use --no-play to silence this)", exc)
         self.sessions: set[Session] = set()
+        self.parked: dict[str, Session] = {}  # by stream_id: waiting for their sender
+        self._stopping = False
         self.reports: list[SessionReport] = []
         self.port: int | None = None
         self._ssl: ssl.SSLContext | None = None
@@ -280,9 +294,12 @@ class Receiver:
                 ready(self.port)
             stats = asyncio.create_task(self._report_stats(stop))
             await stop.wait()
+            self._stopping = True
             await stats
             log.info("stopping: closing %d stream(s)", len(self.sessions))
         # leaving `serve` closed every connection (1001) and waited for their handlers
+        for session in list(self.parked.values()):
+            await self._finish(session)
 
     def _authorize(self, ws: ServerConnection, request: Request) -> Response | None:
         """Answer HTTP 401 before the WebSocket upgrade unless the token matches."""
@@ -341,12 +358,44 @@ class Receiver:
             await ws.close(CLOSE_INTERNAL_ERROR, close_reason(str(exc)))
         finally:
             self.sessions.discard(session)
-            try:
-                await session.close()
-            except Exception as exc:
-                log.error("stream %r: could not finalise: %s", session.name, exc)
-            self.reports.append(report)
-            log.info("%s", report.summary())
+            lost = report.outcome.startswith("connection lost")
+            if lost and session.stream_id and not self._stopping:
+                self._park(session)
+            else:
+                await self._finish(session)
+            session.detached.set()
+
+    def _park(self, session: Session) -> None:
+        """Keep a broken stream's recording open for its sender to reconnect."""
+        session.ws = None
+        self.parked[session.stream_id] = session
+        grace = self.config.resume_grace_s
+        log.warning(
+            "stream %r: %s; keeping it open %g s for the sender to come back",
+            session.name,
+            session.report.outcome,
+            grace,
+        )
+
+        async def expire() -> None:
+            await asyncio.sleep(grace)
+            if self.parked.get(session.stream_id) is session:
+                await self._finish(session)
+
+        session.expiry = asyncio.create_task(expire())
+
+    async def _finish(self, session: Session) -> None:
+        """Finalise a stream for good: files, sidecar, report."""
+        if self.parked.get(session.stream_id) is session:
+            del self.parked[session.stream_id]
+        if session.expiry is not None and session.expiry is not asyncio.current_task():
+            session.expiry.cancel()
+        try:
+            await session.close()
+        except Exception as exc:
+            log.error("stream %r: could not finalise: %s", session.name, exc)
+        self.reports.append(session.report)
+        log.info("%s", session.report.summary())
 
     async def _open_session(self, ws: ServerConnection, peer: str) -> Session | None:
         """Read and check the hello; answer it; return the session or None if refused."""
@@ -357,7 +406,7 @@ class Receiver:
             if len(self.sessions) >= cfg.max_streams:
                 raise ProtocolError(f"receiver is full ({cfg.max_streams} streams)")
             await self._replace_same_name(sanitize_stream_name(hello.stream), peer)
-            session = Session(self, hello, peer, ws)
+            session, resume_seq = await self._resume_or_start(hello, peer, ws)
         except asyncio.TimeoutError:
             await self._refuse(ws, peer, f"no hello within {cfg.hello_timeout_s:g} s")
             return None
@@ -368,9 +417,12 @@ class Receiver:
             return None
         try:
             recording = session.recording.paths[0].name if session.recording else None
-            await ws.send(Accept(session.name, recording).serialize())
+            await ws.send(Accept(session.name, recording, resume_seq=resume_seq).serialize())
         except ConnectionClosed:
-            await session.close()
+            if resume_seq is not None:
+                self._park(session)  # still waiting for its sender
+            else:
+                await session.close()
             return None
         p = hello.params
         log.info(
@@ -385,6 +437,32 @@ class Receiver:
         )
         return session
 
+    async def _resume_or_start(
+        self, hello: Hello, peer: str, ws: ServerConnection
+    ) -> tuple[Session, int | None]:
+        """A sender coming back (same stream_id, same parameters) continues its parked
+        stream: same recording, and it resends from the packet we lack. Otherwise a new
+        stream; one that says it is resuming but is unknown here (a restarted receiver)
+        starts its timeline at its first packet, in a new file."""
+        parked = self.parked.pop(hello.stream_id, None) if hello.stream_id else None
+        if parked is not None and parked.params == hello.params:
+            if parked.expiry is not None:
+                parked.expiry.cancel()
+            parked.ws, parked.peer = ws, peer
+            parked.report.reconnects += 1
+            parked.report.outcome = "open"
+            parked.detached = asyncio.Event()
+            log.info(
+                "stream %r: %s is back; resuming from packet %d",
+                parked.name,
+                peer,
+                parked.depacketizer.next_seq,
+            )
+            return parked, parked.depacketizer.next_seq
+        if parked is not None:
+            await self._finish(parked)
+        return Session(self, hello, peer, ws, None if hello.resuming else 0), None
+
     async def _replace_same_name(self, name: str, peer: str) -> None:
         """One live connection per stream name: a newer one replaces the older (a sender that
         reconnects after a network failure must not wait for the dead link to time out)."""
@@ -395,6 +473,8 @@ class Receiver:
                     CLOSE_REFUSED,
                     close_reason(f"replaced by a newer connection for stream {name!r}"),
                 )
+            with contextlib.suppress(asyncio.TimeoutError):  # let it park or finish first
+                await asyncio.wait_for(old.detached.wait(), 5.0)
 
     async def _refuse(self, ws: ServerConnection, peer: str, reason: str) -> None:
         log.warning("refused %s: %s", peer, reason)

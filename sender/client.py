@@ -12,9 +12,12 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
 import socket
 import ssl
 import time
+import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -24,6 +27,9 @@ from micwire.common.codecs import make_encoder
 from micwire.common.errors import ParameterError, ProtocolError, RefusedError, TransportError
 from micwire.common.framing import Framer, Packetizer
 from micwire.common.protocol import (
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_REFUSED,
+    CLOSE_TOO_BIG,
     Hello,
     Packet,
     Refuse,
@@ -53,8 +59,14 @@ class SenderConfig:
     fec: bool = False
     expected_loss_pct: int = 10
     duration_s: float | None = None
-    #: Seconds of audio the packet queue holds while the network is slow.
-    queue_s: float = 10.0
+    #: Seconds of audio kept for resending after a reconnect, and queued while the link is
+    #: down; beyond that the oldest is dropped (and recorded as silence).
+    spool_s: float = 120.0
+    #: Reconnect after a network failure (the receiver resumes the same recording).
+    reconnect: bool = True
+    reconnect_timeout_s: float = 120.0
+    #: Once stopped, how long to keep trying to deliver what is left.
+    finish_timeout_s: float = 10.0
     connect_timeout_s: float = 10.0
     #: Shared secret for a receiver started with --token (sent as a Bearer token).
     token: str | None = None
@@ -76,7 +88,9 @@ class SenderReport:
     packets_sent: int = 0
     samples_captured: int = 0
     dropped_samples: int = 0  # lost before encoding (capture queue full)
-    dropped_packets: int = 0  # lost before sending (network too slow for queue_s)
+    dropped_packets: int = 0  # lost before sending (link down longer than spool_s)
+    reconnects: int = 0
+    resent_packets: int = 0
     input_overflows: int = 0
     rate_hz: int = 0
 
@@ -96,6 +110,8 @@ class SenderReport:
             )
         else:
             text += ", nothing lost"
+        if self.reconnects:
+            text += f"; {self.reconnects} reconnects, {self.resent_packets} packets resent"
         if self.input_overflows:  # the OS/driver lost input before PortAudio handed it over
             text += f"; the input device reported {self.input_overflows} overflow(s)"
         return text
@@ -122,53 +138,73 @@ class Sender:
             config.clock_scale,
         )
         self.report = SenderReport(rate_hz=config.rate_hz)
-        queue_packets = max(8, math.ceil(config.queue_s * 1000 / config.frame_ms))
-        self._packets: DropOldestQueue[Packet] = DropOldestQueue(queue_packets)
+        spool_packets = max(8, math.ceil(config.spool_s * 1000 / config.frame_ms))
+        #: captured, not yet sent (grows while the link is down; oldest dropped past spool_s)
+        self._packets: DropOldestQueue[Packet] = DropOldestQueue(spool_packets)
+        #: sent, kept for resending after a reconnect
+        self._spool: deque[Packet] = deque(maxlen=spool_packets)
+        self.stream_id = uuid.uuid4().hex
+        self._start_us = 0
 
     def stop(self) -> None:
         """Finish the stream: the partial frame is sent, then the connection is closed."""
         self.source.stop()
 
     async def run(self) -> SenderReport:
-        async with self._connect() as ws:
-            await self._handshake(ws)
-            sending = asyncio.create_task(self._send(ws))
+        """Stream until the source ends or :meth:`stop`; reconnect through network failures."""
+        ws = await self._connect()
+        try:
+            resume = await self._handshake(ws, resuming=False)
+            capture = asyncio.create_task(self._capture())
             try:
-                await self._capture(sending)
+                while True:
+                    try:
+                        await self._send(ws, resume)
+                        break
+                    except ConnectionClosed as exc:
+                        if not self._may_reconnect(exc):
+                            raise TransportError(_closed_message(exc)) from exc
+                        log.warning("%s; reconnecting (still capturing)", _closed_message(exc))
+                        ws, resume = await self._reconnect(ws)
             finally:
-                self._packets.close()
-                await asyncio.wait([sending])
-            sending.result()  # re-raise a broken link
+                self.source.stop()
+                await asyncio.wait([capture])
+            capture.result()
+        finally:
             await ws.close()
         self.report.dropped_packets = self._packets.dropped_count
         self.report.dropped_samples = self.source.dropped_samples
         self.report.input_overflows = self.source.input_overflows
         return self.report
 
-    @contextlib.asynccontextmanager
-    async def _connect(self) -> Any:
+    def _connect_options(self) -> dict[str, Any]:
         url = self.config.url
-        headers = {"Authorization": f"Bearer {self.config.token}"} if self.config.token else {}
-        tls: dict[str, Any] = {}  # websockets picks the system trust store for wss://
-        if self.config.cafile is not None:
+        options: dict[str, Any] = {
+            "additional_headers": (
+                {"Authorization": f"Bearer {self.config.token}"} if self.config.token else {}
+            ),
+            # audio does not compress; small write buffers add no latency
+            "compression": None,
+            "max_size": 2**16,
+            "write_limit": 2**15,
+            "open_timeout": self.config.connect_timeout_s,
+            "user_agent_header": SOFTWARE,
+            "proxy": None,
+        }
+        if self.config.cafile is not None:  # otherwise the system trust store, for wss://
             if not url.startswith("wss://"):
                 raise ParameterError("--cafile is for wss:// URLs")
             try:
-                tls["ssl"] = ssl.create_default_context(cafile=str(self.config.cafile))
+                options["ssl"] = ssl.create_default_context(cafile=str(self.config.cafile))
             except (OSError, ssl.SSLError) as exc:
                 raise ParameterError(f"cannot load --cafile {self.config.cafile}: {exc}") from exc
+        return options
+
+    async def _connect(self) -> ClientConnection:
+        """Open a connection, turning every failure into one actionable TransportError."""
+        url = self.config.url
         try:
-            ws = await connect(
-                url,
-                additional_headers=headers,
-                **tls,
-                compression=None,
-                max_size=2**16,
-                write_limit=2**15,
-                open_timeout=self.config.connect_timeout_s,
-                user_agent_header=SOFTWARE,
-                proxy=None,
-            )
+            return await connect(url, **self._connect_options())
         except InvalidURI as exc:
             raise ParameterError(
                 f"bad receiver URL {url!r}: use ws://HOST:PORT or wss://HOST:PORT"
@@ -192,20 +228,69 @@ class Sender:
             ) from exc
         except InvalidHandshake as exc:
             raise TransportError(f"the receiver at {url} rejected the connection: {exc}") from exc
-        try:
-            yield ws
-        finally:
-            await ws.close()
 
-    async def _handshake(self, ws: ClientConnection) -> None:
+    def _may_reconnect(self, exc: ConnectionClosed) -> bool:
+        """Reconnect after a network failure or a receiver restart; not after the receiver
+        refused or replaced us, or closed us for a protocol error (retrying cannot help)."""
+        code = exc.rcvd.code if exc.rcvd else None
+        return self.config.reconnect and code not in (
+            CLOSE_PROTOCOL_ERROR,
+            CLOSE_REFUSED,
+            CLOSE_TOO_BIG,
+        )
+
+    async def _reconnect(self, old: ClientConnection) -> tuple[ClientConnection, int | None]:
+        """Exponential back-off with jitter, from 0.1 s up to 2 s between attempts (audio
+        cannot wait for the seconds a web client's back-off starts at). Gives up after
+        ``reconnect_timeout_s``, or ``finish_timeout_s`` once the stream has been stopped."""
+        await old.close()
+        started = time.monotonic()
+        delay = 0.1
+        while True:
+            limit = (
+                self.config.finish_timeout_s
+                if self.source.stopping
+                else self.config.reconnect_timeout_s
+            )
+            if time.monotonic() - started > limit:
+                undelivered = len(self._packets) * self.config.frame_ms / 1000
+                raise TransportError(
+                    f"lost the receiver at {self.config.url} and could not reconnect within "
+                    f"{limit:g} s; {undelivered:.1f} s of audio were not delivered"
+                )
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(2.0, delay * 2)
+            try:
+                ws = await self._connect()
+                resume = await self._handshake(ws, resuming=True)
+            except (TransportError, ConnectionClosed) as exc:
+                if isinstance(exc, RefusedError):
+                    raise
+                continue
+            self.report.reconnects += 1
+            log.info("reconnected to %s; resending from packet %s", self.config.url, resume)
+            return ws, resume
+
+    async def _handshake(self, ws: ClientConnection, resuming: bool) -> int | None:
+        """Send the hello; return the sequence number to resend from (None: start afresh)."""
         now_us = int(time.time() * 1e6)
-        hello = Hello(self.config.name, self.params, now_us, now_us, SOFTWARE)
+        hello = Hello(
+            self.config.name,
+            self.params,
+            self._start_us or now_us,
+            now_us,
+            SOFTWARE,
+            stream_id=self.stream_id,
+            resuming=resuming,
+        )
+        self._start_us = hello.start_time_us
         try:
             await ws.send(hello.serialize())
             text = await asyncio.wait_for(ws.recv(), self.config.connect_timeout_s)
         except ConnectionClosed as exc:
-            reason = exc.rcvd.reason if exc.rcvd else "no reason given"
-            raise RefusedError(reason) from exc
+            if exc.rcvd is not None and exc.rcvd.code == CLOSE_REFUSED:
+                raise RefusedError(exc.rcvd.reason or "no reason given") from exc
+            raise TransportError(_closed_message(exc)) from exc
         except asyncio.TimeoutError as exc:
             raise TransportError("the receiver did not answer the hello") from exc
         try:
@@ -215,8 +300,17 @@ class Sender:
         if isinstance(reply, Refuse):
             raise RefusedError(reply.reason)
         self.report.stream, self.report.recording = reply.stream, reply.recording
+        resume: int | None = reply.resume_seq
+        return resume
 
-    async def _capture(self, sending: asyncio.Task[None]) -> None:
+    async def _capture(self) -> None:
+        """Source -> framer -> packets, into the pending queue; independent of the link."""
+        try:
+            await self._capture_blocks()
+        finally:
+            self._packets.close()
+
+    async def _capture_blocks(self) -> None:
         cfg = self.config
         framer = Framer(
             self.params.frame_samples, cfg.channels, cfg.rate_hz, fill_gaps=cfg.codec != "pcm"
@@ -226,8 +320,6 @@ class Sender:
         last_time = time.time()
         async with contextlib.aclosing(self.source.blocks()) as blocks:
             async for block in blocks:
-                if sending.done():  # the link broke; stop capturing
-                    break
                 if block.position == 0:  # logged once audio really flows
                     log.info(
                         "sending %r from %s to %s (%s, %d Hz, %d ch, %g ms frames)",
@@ -257,12 +349,21 @@ class Sender:
         for packet in packetizer.finish(last_time):
             self._packets.put_nowait(packet)
 
-    async def _send(self, ws: ClientConnection) -> None:
-        while (packet := await self._packets.get()) is not None:
-            try:
+    async def _send(self, ws: ClientConnection, resume_seq: int | None) -> None:
+        """Resend what the receiver lacks from the spool, then send as packets come; close
+        the connection after the last one. A broken link raises ConnectionClosed."""
+        if resume_seq is not None:
+            backlog = [p for p in self._spool if (p.seq - resume_seq) % 2**32 < 2**31]
+            for packet in backlog:
                 await ws.send(packet.serialize())
-            except ConnectionClosed as exc:
-                self.source.stop()
-                reason = f": {exc.rcvd.reason}" if exc.rcvd and exc.rcvd.reason else ""
-                raise TransportError(f"the receiver closed the connection{reason}") from exc
+            self.report.resent_packets += len(backlog)
+        while (packet := await self._packets.get()) is not None:
+            self._spool.append(packet)  # kept until it is old: the link may drop it unseen
+            await ws.send(packet.serialize())
             self.report.packets_sent += 1
+        await ws.close()
+
+
+def _closed_message(exc: ConnectionClosed) -> str:
+    reason = f": {exc.rcvd.reason}" if exc.rcvd and exc.rcvd.reason else ""
+    return f"the receiver closed the connection{reason}"

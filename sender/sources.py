@@ -89,6 +89,10 @@ class Source(abc.ABC):
         """End the stream (call on the event loop's thread)."""
         self._stop.set()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     @abc.abstractmethod
     def blocks(self) -> AsyncIterator[Block]:
         """Blocks in timeline order until stopped or exhausted."""

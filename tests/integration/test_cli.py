@@ -91,7 +91,9 @@ def test_receiver_refusal_reaches_the_sender(tmp_path: Path) -> None:
 
 def test_sigterm_on_the_receiver_closes_files_and_exits_0(tmp_path: Path) -> None:
     rx, port = receiver("--record", str(tmp_path), "--format", "wav,mp3,flac", "--no-play")
-    tx = Micwire("send", f"ws://127.0.0.1:{port}", "--source", "tone:440", "--name", "live")
+    tx = Micwire(
+        "send", f"ws://127.0.0.1:{port}", "--source", "tone:440", "--name", "live", "--no-reconnect"
+    )
     try:
         rx.wait_for("stream 'live' from")
         time.sleep(seconds(1.5))

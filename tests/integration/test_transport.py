@@ -343,7 +343,7 @@ def test_receiver_shutdown_finalises_the_recording_and_tells_the_sender(tmp_path
         url = f"ws://127.0.0.1:{await ready}"
         asyncio.get_running_loop().call_later(1.0, stop.set)
         with pytest.raises(TransportError, match="receiver closed the connection"):
-            await Sender(SenderConfig(url, name="cut", source="tone:440")).run()
+            await Sender(SenderConfig(url, name="cut", source="tone:440", reconnect=False)).run()
         await serving
 
     asyncio.run(main())
@@ -474,3 +474,70 @@ def test_a_second_connection_with_the_same_name_replaces_the_first(tmp_path: Pat
     outcomes = asyncio.run(main())
     assert outcomes[0] == "complete" and outcomes[1].startswith("connection lost")
     assert len(list(tmp_path.glob("dup-*.wav"))) == 2
+
+
+@pytest.mark.parametrize("codec", ["pcm", "opus"])
+def test_connection_cuts_lose_nothing_from_the_recording(tmp_path: Path, codec: str) -> None:
+    """The link drops three times mid-stream (reset, no close): the sender keeps capturing,
+    reconnects, the receiver resumes the same file and the sender resends what it lacks."""
+    from proxy import ImpairmentProxy
+
+    source = noise_file(tmp_path / "src.wav", 5 * 48000 + 11) if codec == "pcm" else None
+    if codec == "opus":
+        sf.write(str(tmp_path / "src.wav"), chirp(5 * 48000 + 11), 48000)
+    rec = tmp_path / "rec"
+
+    async def main() -> Any:
+        async with (
+            running_receiver(record_dir=rec) as (rx, url),
+            ImpairmentProxy(int(url.rsplit(":", 1)[1])) as proxy,
+        ):
+            sender = Sender(
+                SenderConfig(
+                    proxy.url, name="blips", codec=codec, source=f"file:{tmp_path / 'src.wav'}"
+                )
+            )
+            task = asyncio.create_task(sender.run())
+            for wait in (1.0, 1.2, 1.3):  # cuts at about 1.0, 2.2 and 3.5 s
+                await asyncio.sleep(wait)
+                proxy.cut()
+            sent = await task
+        return sent, rx.reports, proxy.connections
+
+    sent, reports, connections = asyncio.run(main())
+    assert sent.reconnects == 3 and connections == 4 and sent.dropped_packets == 0
+    assert len(reports) == 1 and reports[0].reconnects == 3 and reports[0].outcome == "complete"
+    assert reports[0].gap_samples == 0
+    data, _, _ = read_single(rec, "blips-*.wav")
+    if codec == "pcm":
+        assert np.array_equal(data, source)
+    else:
+        assert len(data) == 5 * 48000 + 11
+        _, peak = best_lag(
+            chirp(5 * 48000 + 11)[4800:-4800].astype(float), data[:, 0].astype(float)
+        )
+        assert peak > 0.9
+
+
+def test_stopped_while_the_receiver_is_gone_gives_up_and_says_so(tmp_path: Path) -> None:
+    async def main() -> None:
+        receiver = Receiver(
+            ReceiverConfig(host="127.0.0.1", port=0, play=False, record_dir=tmp_path)
+        )
+        stop = asyncio.Event()
+        ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        serving = asyncio.create_task(receiver.run(stop, ready.set_result))
+        url = f"ws://127.0.0.1:{await ready}"
+        sender = Sender(SenderConfig(url, name="orphan", source="tone:440", finish_timeout_s=1.0))
+        task = asyncio.create_task(sender.run())
+        await asyncio.sleep(0.8)
+        stop.set()
+        await serving
+        await asyncio.sleep(0.5)  # the sender is retrying now
+        sender.stop()
+        with pytest.raises(
+            TransportError, match=r"could not reconnect within 1 s; .* not delivered"
+        ):
+            await task
+
+    asyncio.run(main())

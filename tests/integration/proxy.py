@@ -1,0 +1,73 @@
+"""A TCP proxy for network fault injection between sender and receiver (127.0.0.1 only).
+
+It forwards bytes both ways and can, on command: ``cut()`` every connection (abrupt reset,
+no WebSocket close, like a dropped Wi-Fi link), ``stall(s)`` all forwarding for a while,
+and add ``delay_s`` (+ random ``jitter_s``) to every chunk it forwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+
+
+class ImpairmentProxy:
+    def __init__(self, target_port: int, delay_s: float = 0.0, jitter_s: float = 0.0) -> None:
+        self.target_port = target_port
+        self.delay_s = delay_s
+        self.jitter_s = jitter_s
+        self.port = 0
+        self.connections = 0
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._open = asyncio.Event()
+        self._open.set()
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> ImpairmentProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        self.cut()
+        await self._server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def cut(self) -> None:
+        """Reset every open connection, both sides, without any goodbye."""
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def stall(self, seconds: float) -> None:
+        """Forward nothing, either way, for ``seconds``."""
+        self._open.clear()
+        await asyncio.sleep(seconds)
+        self._open.set()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, ConnectionError):
+            while data := await reader.read(65536):
+                await self._open.wait()
+                if self.delay_s or self.jitter_s:
+                    await asyncio.sleep(self.delay_s + random.uniform(0, self.jitter_s))
+                writer.write(data)
+                await writer.drain()
+        writer.transport.abort()
+        self._writers.discard(writer)
