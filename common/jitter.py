@@ -7,11 +7,12 @@ keeps a *read position* on the timeline and plays what is there:
 - **Start**: playback starts once ``target`` samples are buffered.
 - **Adaptive target**: the target is ``floor`` (the user's ``--latency-ms``) or, if more,
   what the measured arrival jitter needs: one device block and one frame (the depth
-  saw-tooths by both), plus the spread of ``arrival_time - timestamp / rate`` over the
-  last ``window_s`` seconds, plus one more block for each underrun in the last
-  ``underrun_memory_s`` (at most four). It rises at once when jitter
-  rises and falls back when the window forgets a burst, so one bad moment never ratchets
-  latency up for good.
+  saw-tooths by both), plus the spread (95th percentile minus minimum) of
+  ``arrival_time - timestamp / rate`` over the last ``window_s`` seconds, plus one more
+  block for each underrun in the last ``underrun_memory_s`` (at most four). A single
+  stall (a few % of the window) does not raise it at all; sustained jitter raises it at
+  once, and it falls back when the window forgets a rough patch, so late packets never
+  ratchet latency up for good.
 - **Late vs lost**: a *gap* in timestamps with later audio already here is a lost frame: at
   its deadline it is concealed and skipped, so it never stalls playback, and if it turns up
   afterwards it is dropped as *late*. An empty buffer (nothing newer has arrived, the
@@ -60,6 +61,7 @@ class JitterBuffer:
         max_samples: int,
         window_s: float = 10.0,
         underrun_memory_s: float = 60.0,
+        percentile: float = 95.0,
         max_excess_samples: int | None = None,
         fade_samples: int | None = None,
     ) -> None:
@@ -71,6 +73,7 @@ class JitterBuffer:
         self.max_samples = max_samples
         self.window_s = window_s
         self.underrun_memory_s = underrun_memory_s
+        self.percentile = percentile
         self.max_excess_samples = max_excess_samples or rate_hz // 10
         self.fade_samples = fade_samples if fade_samples is not None else rate_hz // 500  # 2 ms
         self.stats = JitterStats()
@@ -78,10 +81,12 @@ class JitterBuffer:
         self._chunks: list[Samples] = []
         self._read: int | None = None  # timeline position of the next sample to play
         self._end = 0  # end of the newest audio pushed
-        # sliding-window min and max of (arrival, transit): monotonic deques, O(1) amortised
+        # sliding window of (arrival, transit); min kept in a monotonic deque (O(1) amortised)
+        self._transits: deque[tuple[float, float]] = deque()
         self._low: deque[tuple[float, float]] = deque()
-        self._high: deque[tuple[float, float]] = deque()
+        self._next_estimate = 0.0
         self._jitter_samples = 0
+        self._jitter_s = 0.0
         self._block = 0  # largest device block seen
         self._frame = 0  # largest frame pushed: the depth saw-tooths by that much
         self._underrun_times: deque[float] = deque()
@@ -149,13 +154,21 @@ class JitterBuffer:
         self._now = max(self._now, arrival_s)
         transit = arrival_s - timestamp / self.rate_hz
         horizon = arrival_s - self.window_s
-        for window, keep in ((self._low, float.__lt__), (self._high, float.__gt__)):
-            while window and not keep(window[-1][1], transit):
-                window.pop()
-            window.append((arrival_s, transit))
-            while window[0][0] < horizon:
-                window.popleft()
-        self._jitter_samples = round((self._high[0][1] - self._low[0][1]) * self.rate_hz)
+        self._transits.append((arrival_s, transit))
+        while self._transits[0][0] < horizon:
+            self._transits.popleft()
+        while self._low and self._low[-1][1] >= transit:
+            self._low.pop()
+        self._low.append((arrival_s, transit))
+        while self._low[0][0] < horizon:
+            self._low.popleft()
+        # the 95th percentile, not the maximum: one stall (a few % of the window) must not
+        # hold the latency up for the whole window; recomputed at most every 50 ms
+        if arrival_s >= self._next_estimate or transit - self._low[0][1] > self._jitter_s:
+            self._next_estimate = arrival_s + 0.05
+            values = np.fromiter((t for _, t in self._transits), float, len(self._transits))
+            self._jitter_s = float(np.percentile(values, self.percentile)) - self._low[0][1]
+            self._jitter_samples = round(self._jitter_s * self.rate_hz)
 
     # --- output ------------------------------------------------------------------------
     def pull(self, n: int) -> Samples:

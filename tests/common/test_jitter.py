@@ -34,16 +34,24 @@ def test_waits_for_the_target_then_plays_in_order() -> None:
 
 def test_target_follows_arrival_jitter_and_forgets_it() -> None:
     jb = buffer(floor=20, window_s=10.0)
-    for k in range(10):  # steady: one 10 ms frame every 10 ms
+    for k in range(100):  # steady: one 10 ms frame every 10 ms
         jb.push(10 * k, ramp(0, 10), k * 0.010)
     assert jb.jitter_samples == 0
     assert jb.target_samples == 20  # the floor: more than jitter needs
-    jb.push(100, ramp(0, 10), 0.100 + 0.080)  # one frame 80 ms late
+    for k in range(100, 120):  # then a rough patch: every other frame 80 ms late
+        jb.push(10 * k, ramp(0, 10), k * 0.010 + 0.080 * (k % 2))
     assert jb.jitter_samples == 80 and jb.target_samples == 90  # jitter + a frame
     jb.pull(5)
     assert jb.target_samples == 95  # a device block more: it must be there before a pull
-    for k in range(11, 2100):  # 20 s of calm later the burst is out of the window
+    for k in range(120, 2200):  # 20 s of calm later the rough patch is out of the window
         jb.push(10 * k, ramp(0, 10), k * 0.010 + 0.080)
+    assert jb.jitter_samples == 0
+
+
+def test_one_stall_does_not_hold_latency_up() -> None:
+    jb = buffer(window_s=10.0)
+    for k in range(1000):  # one frame in 1000 comes 400 ms late
+        jb.push(10 * k, ramp(0, 10), k * 0.010 + (0.4 if k == 500 else 0.0))
     assert jb.jitter_samples == 0
 
 

@@ -71,3 +71,31 @@ class ImpairmentProxy:
                 await writer.drain()
         writer.transport.abort()
         self._writers.discard(writer)
+
+
+class ProxyThread:
+    """An :class:`ImpairmentProxy` on its own event loop thread, for synchronous tests."""
+
+    def __init__(self, target_port: int) -> None:
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self.proxy = ImpairmentProxy(target_port)
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.proxy.__aenter__(), self.loop).result(10)
+
+    @property
+    def url(self) -> str:
+        return self.proxy.url
+
+    def cut(self) -> None:
+        self.loop.call_soon_threadsafe(self.proxy.cut)
+
+    def stall(self, seconds: float) -> None:
+        asyncio.run_coroutine_threadsafe(self.proxy.stall(seconds), self.loop).result(seconds + 5)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.proxy.__aexit__(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)

@@ -217,3 +217,42 @@ def test_clock_drift_is_compensated_without_dropping_or_repeating(
         errors = [x["depth_error_ms"] for x in settled]
         assert max(abs(e) for e in errors) < 60.0, (name, errors)
         assert max(abs(e) for e in errors[-5:]) < 4.0, (name, errors)
+
+
+def test_live_playback_rides_out_a_stall_and_a_reset(jack: str, tmp_path: Path) -> None:
+    """Through the impairment proxy, on a real output device: a 400 ms network stall and
+    then a connection reset. Playback conceals and recovers (counted), the sender
+    reconnects, and the recording still holds every sample."""
+    from proxy import ProxyThread
+
+    env = {"JACK_DEFAULT_SERVER": jack}
+    stats = tmp_path / "stats.jsonl"
+    rec = tmp_path / "rec"
+    rx, port = receiver(
+        "--output-device", "system", "--record", str(rec), "--stats-json", str(stats), env=env
+    )
+    proxy = ProxyThread(port)
+    tx = Micwire(
+        "send", proxy.url, "--name", "rough", "--source", "tone:440", "--duration", "6", env=env
+    )
+    try:
+        tx.wait_for("sending 'rough'")
+        time.sleep(seconds(2))
+        proxy.stall(0.4)
+        time.sleep(seconds(1.5))
+        proxy.cut()
+        assert tx.wait(seconds(30)) == 0, tx.log
+        assert "1 reconnects" in tx.log and "nothing lost" in tx.log
+        rx.wait_for(r"stream 'rough' from .*: complete")
+    finally:
+        tx.kill()
+        rx.signal(signal.SIGINT)
+        rx.wait()
+        proxy.close()
+    data, _, path = read_single(rec, "rough-*.wav")
+    t = np.arange(6 * RATE) / RATE
+    assert np.array_equal(data[:, 0], np.rint(np.sin(2 * np.pi * 440 * t) * 0.25 * 32767))
+    assert json.loads(path.with_suffix(".json").read_text())["gaps"] == []
+    last = [json.loads(line) for line in stats.read_text().splitlines()][-1]
+    assert last["underruns"] >= 1 and last["concealed_samples"] > 0  # the stall was heard...
+    assert last["underruns"] <= 4  # ...as a dropout or two, not a stutter
