@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
 from micwire.common.codecs import Decoder
 from micwire.common.errors import FrameError
 from micwire.common.protocol import Packet, StreamParams
@@ -34,7 +35,16 @@ class AssemblyStats:
 
 
 class Depacketizer:
-    def __init__(self, params: StreamParams, decoder: Decoder, origin: int | None = 0) -> None:
+    def __init__(
+        self,
+        params: StreamParams,
+        decoder: Decoder,
+        origin: int | None = 0,
+        conceal_frames: int = 0,
+    ) -> None:
+        #: For live playback: stand in for up to this many lost frames with the codec's
+        #: concealment (Opus PLC, or FEC from the next packet) instead of silence.
+        self.conceal_frames = conceal_frames
         self.params = params
         self.decoder = decoder
         self.stats = AssemblyStats()
@@ -63,7 +73,7 @@ class Depacketizer:
         if gap > self._max_gap:
             raise FrameError(f"timestamp jumps {gap / self.params.rate_hz:.0f} s ahead")
         if gap > 0:
-            out.append(gap)
+            out += self._fill(gap, packet.payload)
             self.stats.gaps += 1
             self.stats.gap_samples += gap
         frame = self.decoder.decode(packet.payload)
@@ -81,4 +91,15 @@ class Depacketizer:
         self.next_seq = (packet.seq + 1) & 0xFFFFFFFF
         self.stats.samples += sum(s if isinstance(s, int) else len(s) for s in out)
         self.ended = packet.last
+        return out
+
+    def _fill(self, gap: int, next_payload: bytes) -> list[Segment]:
+        """What stands in for ``gap`` missing samples: silence (recordings), or for the
+        last ``conceal_frames`` whole frames the codec's concealment (live playback)."""
+        frame = self.params.frame_samples
+        concealed = min(self.conceal_frames, gap // frame) if self.decoder.can_conceal else 0
+        out: list[Segment] = [gap - concealed * frame] if gap > concealed * frame else []
+        for k in range(concealed):
+            last = k == concealed - 1  # the frame just before this packet: FEC can rebuild it
+            out.append(self.decoder.conceal(next_payload if last else None))
         return out

@@ -21,6 +21,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 import soundfile as sf
+
 from micwire.common.errors import AudioFormatError
 
 MAX_CHANNELS = 8

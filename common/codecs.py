@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from micwire.common.errors import CodecError, CodecUnavailableError, FrameError, ParameterError
 from micwire.common.protocol import StreamParams
 
@@ -49,6 +50,14 @@ class Decoder(abc.ABC):
     @abc.abstractmethod
     def decode(self, payload: bytes) -> Frame:
         """Decode a payload to ``(n, channels)`` int16, or raise FrameError."""
+
+    #: The codec can stand in for a lost frame (:meth:`conceal`).
+    can_conceal = False
+
+    def conceal(self, next_payload: bytes | None = None) -> Frame:
+        """A stand-in for one lost frame. ``next_payload``, the packet after the loss, may
+        carry forward error correction."""
+        return np.zeros((self.params.frame_samples, self.params.channels), np.int16)
 
 
 def _check_frame(frame: Frame, params: StreamParams) -> None:
@@ -147,8 +156,20 @@ class OpusDecoder(Decoder):
         self._decoder = opuslib.Decoder(params.rate_hz, params.channels)
 
     def decode(self, payload: bytes) -> Frame:
+        return self._decode(payload, _OPUS_MAX_DECODE, fec=False)
+
+    can_conceal = True
+
+    def conceal(self, next_payload: bytes | None = None) -> Frame:
+        """Opus packet-loss concealment (a zero-length packet, RFC 6716 §4.4), or the lost
+        frame rebuilt from the in-band FEC data of the packet after it (§2.1.7)."""
+        if next_payload:
+            return self._decode(next_payload, self.params.frame_samples, fec=True)
+        return self._decode(b"", self.params.frame_samples, fec=False)
+
+    def _decode(self, payload: bytes, max_samples: int, fec: bool) -> Frame:
         try:
-            pcm = self._decoder.decode(payload, _OPUS_MAX_DECODE)
+            pcm = self._decoder.decode(payload, max_samples, decode_fec=fec)
         except self._error as exc:
             raise FrameError(f"undecodable Opus packet: {exc}") from exc
         frame = np.frombuffer(pcm, dtype=_PCM_DTYPE).reshape(-1, self.params.channels)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
+
 from micwire.common.codecs import Encoder
 from micwire.common.protocol import FLAG_LAST, Packet
 

@@ -106,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-streams", type=_positive(int), default=16, help="streams at once (default 16)"
     )
     rx.add_argument(
+        "--live",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show live per-stream figures in the terminal (default: when it is a terminal)",
+    )
+    rx.add_argument(
         "--stats-json",
         type=Path,
         metavar="FILE",
@@ -195,6 +201,14 @@ def _run_until_signal(main: Callable[[asyncio.Event], Any]) -> Any:
 def cmd_receive(args: argparse.Namespace) -> int:
     from micwire.receiver.server import Receiver, ReceiverConfig
 
+    live = sys.stderr.isatty() if args.live is None else args.live
+    display = None
+    if live:
+        from micwire.receiver.display import LiveDisplay
+
+        display = LiveDisplay()
+        root = logging.getLogger()
+        root.handlers[:] = [display.logging_handler()]
     receiver = Receiver(
         ReceiverConfig(
             host=args.host,
@@ -209,9 +223,14 @@ def cmd_receive(args: argparse.Namespace) -> int:
             certfile=args.cert,
             keyfile=args.key,
             max_streams=args.max_streams,
+            on_stats=display.update if display else None,
         )
     )
-    _run_until_signal(receiver.run)
+    if display is None:
+        _run_until_signal(receiver.run)
+    else:
+        with display:
+            _run_until_signal(receiver.run)
     return 0
 
 

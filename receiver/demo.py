@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 import soundfile as sf
+
 from micwire.receiver.server import Receiver, ReceiverConfig
 from micwire.sender.client import Sender, SenderConfig
 

@@ -17,6 +17,7 @@ from dataclasses import asdict
 from typing import Any
 
 import numpy as np
+
 from micwire.common.drift import DriftController, FractionalResampler
 from micwire.common.errors import DeviceError
 from micwire.common.jitter import JitterBuffer

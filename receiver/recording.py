@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
+
 from micwire.common.assembly import Segment
 from micwire.common.audiofile import get_format
 from micwire.common.errors import AudioFormatError, StorageError

@@ -23,6 +23,10 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
 from micwire.common.assembly import Depacketizer
 from micwire.common.audiofile import get_format
 from micwire.common.codecs import make_decoder
@@ -49,11 +53,10 @@ from micwire.common.protocol import (
 from micwire.receiver.playback import Playback
 from micwire.receiver.recording import Recording
 from micwire.sender.portaudio import resolve_device
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
 
 log = logging.getLogger("micwire.receiver")
+#: Lost frames played as codec concealment before live playback falls back to a fade.
+LIVE_CONCEAL_FRAMES = 5
 
 
 @dataclass
@@ -70,6 +73,8 @@ class ReceiverConfig:
     #: How long a stream whose connection broke stays open for its sender to come back
     #: (same stream_id): the recording then continues in the same file, gap-free.
     resume_grace_s: float = 60.0
+    #: Called with every stream's live figures once per ``stats_interval_s``.
+    on_stats: Callable[[list[dict[str, Any]]], None] | None = None
     #: Write one JSON object per stream per ``stats_interval_s`` to this file.
     stats_json: Path | None = None
     stats_interval_s: float = 1.0
@@ -167,6 +172,11 @@ class Session:
                 )
             except DeviceError as exc:
                 log.warning("stream %r: playback off: %s", self.name, exc)
+        self.live: Depacketizer | None = None
+        if self.playback is not None and self.depacketizer.decoder.can_conceal:
+            self.live = Depacketizer(
+                self.params, make_decoder(self.params), origin, conceal_frames=LIVE_CONCEAL_FRAMES
+            )
         self.position = 0
         self.peer = peer
         self.levels = LevelMeter()
@@ -203,15 +213,21 @@ class Session:
     async def on_packet(self, packet: Packet) -> None:
         if packet.capture_time_us:
             self.network_ms = time.time() * 1000 - packet.capture_time_us / 1000
-        for segment in self.depacketizer.push(packet):
+        segments = self.depacketizer.push(packet)
+        # live playback of a codec with concealment decodes separately, so a lost frame is
+        # played as PLC/FEC audio while the recording keeps exact silence
+        live = self.live.push(packet) if self.live is not None else segments
+        for segment in segments:
             if self.recording is not None:
                 await self.recording.write(segment)
+            if not isinstance(segment, int):
+                self.levels.add(segment)
+        for segment in live:
             if isinstance(segment, int):
-                self.position += segment  # the jitter buffer sees the jump and plays silence
+                self.position += segment  # the jitter buffer sees the jump, fades, conceals
             else:
                 if self.playback is not None:
                     self.playback.push(self.position, segment)
-                self.levels.add(segment)
                 self.position += len(segment)
 
     async def close(self) -> SessionReport:
@@ -315,16 +331,21 @@ class Receiver:
         return response
 
     async def _report_stats(self, stop: asyncio.Event) -> None:
-        """Every interval: one JSON line per live stream to ``--stats-json``."""
-        path = self.config.stats_json
-        if path is None:
+        """Every interval: the live figures of every stream, as JSON lines to
+        ``--stats-json`` and to the ``on_stats`` callback (the terminal display)."""
+        path, show = self.config.stats_json, self.config.on_stats
+        if path is None and show is None:
             return
-        with open(path, "a", buffering=1) as out:
+        with contextlib.ExitStack() as stack:
+            out = stack.enter_context(open(path, "a", buffering=1)) if path else None
             while not stop.is_set():
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.config.stats_interval_s)
-                for session in list(self.sessions):
-                    out.write(json.dumps(session.stats()) + "\n")
+                lines = [session.stats() for session in list(self.sessions)]
+                if out is not None:
+                    out.writelines(json.dumps(line) + "\n" for line in lines)
+                if show is not None:
+                    show(lines)
 
     async def _handle(self, ws: ServerConnection) -> None:
         host, port = ws.remote_address[:2]

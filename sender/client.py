@@ -23,6 +23,9 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
 from micwire.common.codecs import make_encoder
 from micwire.common.errors import ParameterError, ProtocolError, RefusedError, TransportError
 from micwire.common.framing import Framer, Packetizer
@@ -37,8 +40,6 @@ from micwire.common.protocol import (
     parse_reply,
 )
 from micwire.sender.sources import DropOldestQueue, Source, open_source
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 log = logging.getLogger("micwire.sender")
 SOFTWARE = "micwire/0.1.0"

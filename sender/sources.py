@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
+
 from micwire.common.errors import AudioFormatError, DeviceError, ParameterError
 from micwire.common.framing import Block
 from micwire.sender.portaudio import device_info, resolve_device, sounddevice

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from micwire.common.assembly import MAX_GAP_S, Depacketizer
 from micwire.common.codecs import make_decoder
 from micwire.common.errors import FrameError
@@ -72,3 +73,34 @@ def test_opus_claim_beyond_the_decoded_frame_is_an_error() -> None:
     payload = make_encoder(params).encode(np.zeros((960, 1), np.int16))
     with pytest.raises(FrameError, match="claims 960 samples but decodes to 648"):
         depacketizer(params).push(Packet(0, 0, 960, payload))
+
+
+def test_live_concealment_stands_in_for_lost_opus_frames() -> None:
+    from micwire.common.codecs import make_encoder
+    from micwire.common.framing import Block, Framer, Packetizer
+
+    params = StreamParams("opus", 48000, 1, 20.0)
+    encoder = make_encoder(params, "voip", fec=True, expected_loss_pct=20)
+    params = StreamParams("opus", 48000, 1, 20.0, pre_skip=encoder.pre_skip)
+    t = np.arange(48000) / 48000
+    tone = np.rint(np.sin(2 * np.pi * 300 * t) * 12000).astype(np.int16)[:, None]
+    framer, packetizer = Framer(960, 1, 48000), Packetizer(encoder)
+    packets = [p for c in framer.push(Block(0, tone, 0.0)) for p in packetizer.packets(c)]
+    kept = packets[:20] + packets[23:]  # three frames lost
+    recording = Depacketizer(params, make_decoder(params))
+    live = Depacketizer(params, make_decoder(params), conceal_frames=5)
+    rec = [s for p in kept for s in recording.push(p)]
+    out = [s for p in kept for s in live.push(p)]
+    assert [s for s in rec if isinstance(s, int)] == [2880]  # the recording: exact silence
+    stand_ins = [s for s in out if not isinstance(s, int)]
+    assert sum(len(s) for s in stand_ins) == sum(
+        s if isinstance(s, int) else len(s) for s in rec
+    )  # same timeline length
+    lost = np.concatenate(stand_ins)[20 * 960 - encoder.pre_skip :][:2880, 0]
+    assert np.sqrt(np.mean(lost.astype(float) ** 2)) > 2000  # concealed, not silent
+
+
+def test_pcm_has_no_concealment_and_keeps_silence() -> None:
+    d = Depacketizer(PCM, make_decoder(PCM), conceal_frames=5)
+    d.push(pcm_packet(0, 0))
+    assert d.push(pcm_packet(3, 480))[0] == 320

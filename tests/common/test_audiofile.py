@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+
 from micwire.common import from_bytes, read, to_bytes, write
 from micwire.common.audiofile import as_frames
 from micwire.common.errors import AudioFormatError

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from micwire.common.codecs import OpusEncoder, make_decoder, make_encoder
 from micwire.common.errors import CodecError, FrameError, ParameterError
 from micwire.common.protocol import StreamParams

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from micwire.common.assembly import Depacketizer
 from micwire.common.codecs import make_decoder, make_encoder
 from micwire.common.framing import Block, Framer, Packetizer

@@ -10,6 +10,7 @@ import json
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from micwire.common.assembly import Depacketizer
 from micwire.common.codecs import make_decoder
 from micwire.common.errors import ParameterError, ProtocolError

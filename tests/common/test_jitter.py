@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from micwire.common.jitter import JitterBuffer
 
 RATE = 1000  # 1 sample = 1 ms keeps the arithmetic readable

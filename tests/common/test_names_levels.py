@@ -4,6 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
+
 from micwire.common.levels import SILENCE_DBFS, peak_dbfs, rms_dbfs
 from micwire.common.names import recording_filename, sanitize_stream_name
 

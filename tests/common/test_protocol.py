@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from micwire.common.errors import FrameError, HelloError, ParameterError, ProtocolError
 from micwire.common.protocol import (
     FLAG_LAST,

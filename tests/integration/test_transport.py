@@ -13,13 +13,14 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
+from rig import best_lag, read_single
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
 from micwire.common.errors import RefusedError, TransportError
 from micwire.common.protocol import HEADER, Hello, Packet, StreamParams
 from micwire.receiver.server import Receiver, ReceiverConfig
 from micwire.sender.client import Sender, SenderConfig
-from rig import best_lag, read_single
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 
 @asynccontextmanager

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from rich.console import Console
+
+from micwire.receiver.display import LiveDisplay
+
+
+def render(streams: list[dict[str, object]]) -> str:
+    console = Console(record=True, width=160)
+    console.print(LiveDisplay._table(streams))
+    return console.export_text()
+
+
+def test_live_table_shows_what_a_listener_watches() -> None:
+    playing = {
+        "stream": "kitchen",
+        "codec": "opus",
+        "seconds": 12.3,
+        "peak_dbfs": -6.2,
+        "rms_dbfs": -20.4,
+        "gaps": 1,
+        "buffer_ms": 31.0,
+        "target_ms": 30.0,
+        "jitter_ms": 2.5,
+        "latency_ms": 41.0,
+        "drift_ppm": -212.0,
+        "underruns": 2,
+        "late_packets": 0,
+        "concealed_samples": 480,
+    }
+    recording_only = {
+        "stream": "hall",
+        "codec": "pcm",
+        "seconds": 3.0,
+        "peak_dbfs": -120.0,
+        "rms_dbfs": -120.0,
+        "gaps": 0,
+    }
+    text = render([playing, recording_only])
+    assert "kitchen" in text and "-6 / -20" in text and "31/30 ms" in text
+    assert "41 ms" in text and "-212 ppm" in text and "2 u / 0 late / 480 conc" in text
+    assert "hall" in text and "—" in text
+    assert "waiting for senders" in render([])
