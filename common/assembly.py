@@ -41,7 +41,12 @@ class Depacketizer:
         decoder: Decoder,
         origin: int | None = 0,
         conceal_frames: int = 0,
+        resume_at: int | None = None,
     ) -> None:
+        #: Continue a stream recorded in an earlier part up to this timeline position: the
+        #: first packets are resent from before it; what they hold before it is dropped.
+        self.resume_at = resume_at
+        self._trim = 0
         #: For live playback: stand in for up to this many lost frames with the codec's
         #: concealment (Opus PLC, or FEC from the next packet) instead of silence.
         self.conceal_frames = conceal_frames
@@ -67,6 +72,8 @@ class Depacketizer:
         out: list[Segment] = []
         if self._last_ts is not None and packet.timestamp < self._last_ts:
             raise FrameError(f"timestamp went backwards ({packet.timestamp} after {self._last_ts})")
+        if self.resume_at is not None and self._last_ts is None:
+            self._start_resumed(packet)
         if self._next_ts < 0:
             self._next_ts = packet.timestamp
         gap = packet.timestamp - self._next_ts  # the stream starts at its origin (0)
@@ -82,8 +89,12 @@ class Depacketizer:
             frame, self._skip = frame[skip:], self._skip - skip
         if len(frame) < packet.samples:
             raise FrameError(f"packet claims {packet.samples} samples but decodes to {len(frame)}")
-        if packet.samples:
-            out.append(frame[: packet.samples])
+        kept = frame[: packet.samples]
+        if self._trim:
+            drop = min(self._trim, len(kept))
+            kept, self._trim = kept[drop:], self._trim - drop
+        if len(kept):
+            out.append(kept)
         frame_span = self.params.frame_samples if self._whole_frames else packet.samples
         self._last_ts = packet.timestamp
         self._next_ts = max(self._next_ts, packet.timestamp + frame_span)
@@ -92,6 +103,20 @@ class Depacketizer:
         self.stats.samples += sum(s if isinstance(s, int) else len(s) for s in out)
         self.ended = packet.last
         return out
+
+    def _start_resumed(self, packet: Packet) -> None:
+        """First packet of a resumed part: line its decoded audio up with ``resume_at``.
+        (Mid-stream, an Opus packet's decoded samples start ``pre_skip`` before its
+        timestamp; the decoder's initial delay was paid in the earlier part.)"""
+        assert self.resume_at is not None
+        self._skip = 0
+        delay = self.params.pre_skip if self._whole_frames else 0
+        start = packet.timestamp - delay  # timeline position of its first decoded sample
+        self._next_ts = packet.timestamp
+        if start < self.resume_at:
+            self._trim = self.resume_at - start
+        else:  # the sender no longer has what followed: gap-exact silence
+            self._next_ts -= start - self.resume_at
 
     def _fill(self, gap: int, next_payload: bytes) -> list[Segment]:
         """What stands in for ``gap`` missing samples: silence (recordings), or for the

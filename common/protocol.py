@@ -233,6 +233,9 @@ class Accept:
     #: The receiver already has this stream up to (not including) this sequence number:
     #: the sender resends from its spool starting there. None: a new stream.
     resume_seq: int | None = None
+    #: A restarted receiver has the stream's recording up to (not including) this timeline
+    #: position, from an earlier run: the sender resends every packet that reaches past it.
+    resume_timestamp: int | None = None
 
     TYPE: ClassVar[str] = "accept"
 
@@ -244,6 +247,7 @@ class Accept:
                 "stream": self.stream,
                 "recording": self.recording,
                 "resume_seq": self.resume_seq,
+                "resume_timestamp": self.resume_timestamp,
             }
         )
 
@@ -269,11 +273,13 @@ def parse_reply(text: str | bytes) -> Accept | Refuse:
     if kind == Accept.TYPE:
         recording = obj.get("recording")
         resume = obj.get("resume_seq")
+        position = obj.get("resume_timestamp")
         return Accept(
             stream=_field(obj, "stream", str),
             recording=recording if isinstance(recording, str) else None,
             version=_field(obj, "protocol", int),
             resume_seq=resume if type(resume) is int and 0 <= resume < 2**32 else None,
+            resume_timestamp=position if type(position) is int and 0 <= position < 2**63 else None,
         )
     raise HelloError(f"reply must be accept or refuse, got type {kind!r:.40}")
 

@@ -13,6 +13,7 @@ SIGKILL leaves files a player opens, missing at most the last second. A sidecar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -46,6 +47,11 @@ def _create_unique(directory: Path, filename: str) -> Path:
     raise FileExistsError(f"too many recordings named {filename} in {directory}")
 
 
+def _part_of(sidecar: dict[str, Any]) -> dict[str, Any]:
+    keys = ("files", "origin", "samples", "gaps", "outcome")
+    return {k: sidecar[k] for k in keys if k in sidecar}
+
+
 _SFC_SET_UPDATE_HEADER_AUTO = 0x1061  # sndfile.h
 _SFC_SET_BITRATE_MODE = 0x1305
 _SF_BITRATE_MODE_CONSTANT = 0
@@ -76,6 +82,7 @@ class Recording:
         start: datetime,
         queue_segments: int = 500,
         info: dict[str, Any] | None = None,
+        previous_sidecar: Path | None = None,
     ) -> None:
         self.channels = channels
         self.gaps: list[dict[str, int]] = []
@@ -108,7 +115,14 @@ class Recording:
         except (sf.LibsndfileError, OSError) as exc:
             self._close_files()
             raise StorageError(f"cannot record this stream: {exc}") from exc
-        self.sidecar = self.paths[0].with_suffix(".json")
+        # a stream resumed after a receiver restart continues in a new part, listed in the
+        # sidecar of its first part
+        self.sidecar = previous_sidecar or self.paths[0].with_suffix(".json")
+        self._earlier_parts: list[dict[str, Any]] = []
+        if previous_sidecar is not None:
+            with contextlib.suppress(OSError, ValueError):
+                old = json.loads(previous_sidecar.read_text())
+                self._earlier_parts = old.get("parts") or [_part_of(old)]
         self._info = {
             "stream": stream,
             "start_utc": start.isoformat(),
@@ -146,6 +160,7 @@ class Recording:
             "gaps": self.gaps,
             "outcome": self.outcome,
         }
+        data["parts"] = [*self._earlier_parts, _part_of(data)]
         temporary = self.sidecar.with_suffix(".json.tmp")
         temporary.write_text(json.dumps(data, indent=1) + "\n")
         os.replace(temporary, self.sidecar)  # never a half-written sidecar

@@ -23,6 +23,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+import soundfile as sf
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -131,7 +132,11 @@ class Session:
         peer: str,
         ws: ServerConnection | None = None,
         origin: int | None = 0,
+        previous: tuple[Path, int] | None = None,
     ) -> None:
+        # previous: (sidecar, position) of this stream's earlier part, from a receiver that
+        # was restarted; this part continues the timeline from that position
+        resume_at = previous[1] if previous else None
         self.ws = ws
         self.stream_id = hello.stream_id
         self.detached = asyncio.Event()  # set when its connection's handler is done with it
@@ -139,7 +144,9 @@ class Session:
         cfg = receiver.config
         self.params = hello.params
         self.name = sanitize_stream_name(hello.stream)
-        self.depacketizer = Depacketizer(self.params, make_decoder(self.params), origin)
+        self.depacketizer = Depacketizer(
+            self.params, make_decoder(self.params), origin, resume_at=resume_at
+        )
         self.report = SessionReport(
             self.name, peer, self.params.codec, self.params.rate_hz, self.params.channels
         )
@@ -158,7 +165,10 @@ class Session:
                     "frame_ms": self.params.frame_ms,
                     "peer": peer,
                     "software": hello.software,
+                    "stream_id": hello.stream_id,
+                    "origin": resume_at or 0,
                 },
+                previous_sidecar=previous[0] if previous else None,
             )
             self.report.paths = list(self.recording.paths)
         self.playback: Playback | None = None
@@ -175,7 +185,11 @@ class Session:
         self.live: Depacketizer | None = None
         if self.playback is not None and self.depacketizer.decoder.can_conceal:
             self.live = Depacketizer(
-                self.params, make_decoder(self.params), origin, conceal_frames=LIVE_CONCEAL_FRAMES
+                self.params,
+                make_decoder(self.params),
+                origin,
+                conceal_frames=LIVE_CONCEAL_FRAMES,
+                resume_at=resume_at,
             )
         self.position = 0
         self.peer = peer
@@ -427,7 +441,7 @@ class Receiver:
             if len(self.sessions) >= cfg.max_streams:
                 raise ProtocolError(f"receiver is full ({cfg.max_streams} streams)")
             await self._replace_same_name(sanitize_stream_name(hello.stream), peer)
-            session, resume_seq = await self._resume_or_start(hello, peer, ws)
+            session, resume_seq, resume_timestamp = await self._resume_or_start(hello, peer, ws)
         except asyncio.TimeoutError:
             await self._refuse(ws, peer, f"no hello within {cfg.hello_timeout_s:g} s")
             return None
@@ -438,7 +452,10 @@ class Receiver:
             return None
         try:
             recording = session.recording.paths[0].name if session.recording else None
-            await ws.send(Accept(session.name, recording, resume_seq=resume_seq).serialize())
+            accept = Accept(
+                session.name, recording, resume_seq=resume_seq, resume_timestamp=resume_timestamp
+            )
+            await ws.send(accept.serialize())
         except ConnectionClosed:
             if resume_seq is not None:
                 self._park(session)  # still waiting for its sender
@@ -460,7 +477,7 @@ class Receiver:
 
     async def _resume_or_start(
         self, hello: Hello, peer: str, ws: ServerConnection
-    ) -> tuple[Session, int | None]:
+    ) -> tuple[Session, int | None, int | None]:
         """A sender coming back (same stream_id, same parameters) continues its parked
         stream: same recording, and it resends from the packet we lack. Otherwise a new
         stream; one that says it is resuming but is unknown here (a restarted receiver)
@@ -479,10 +496,55 @@ class Receiver:
                 peer,
                 parked.depacketizer.next_seq,
             )
-            return parked, parked.depacketizer.next_seq
+            return parked, parked.depacketizer.next_seq, None
         if parked is not None:
             await self._finish(parked)
-        return Session(self, hello, peer, ws, None if hello.resuming else 0), None
+        previous = self._previous_part(hello)
+        if previous is not None:
+            log.info(
+                "stream %r: continuing %s from sample %d in a new part",
+                hello.stream,
+                previous[0].name,
+                previous[1],
+            )
+            return Session(self, hello, peer, ws, previous=previous), None, previous[1]
+        return Session(self, hello, peer, ws, None if hello.resuming else 0), None, None
+
+    def _previous_part(self, hello: Hello) -> tuple[Path, int] | None:
+        """After a restart: this stream's latest sidecar in the record directory, and the
+        timeline position its recording reaches (the WAV header is kept current, so the
+        file itself says exactly how far it got)."""
+        directory = self.config.record_dir
+        if directory is None or not hello.stream_id or not hello.resuming:
+            return None
+        if hello.params.codec != "pcm":
+            # a fresh Opus decoder fed mid-stream packets makes loud artefacts for many
+            # frames (measured), so Opus resumes in a fresh part instead (see README)
+            return None
+        found: list[tuple[float, Path, dict[str, Any]]] = []
+        for path in directory.glob("*.json"):
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            p = hello.params
+            same = (
+                data.get("stream_id"),
+                data.get("codec"),
+                data.get("rate_hz"),
+                data.get("channels"),
+            ) == (hello.stream_id, p.codec, p.rate_hz, p.channels)
+            if same and isinstance(data, dict):
+                found.append((path.stat().st_mtime, path, data))
+        if not found:
+            return None
+        _, path, data = max(found, key=lambda item: item[0])
+        samples = int(data.get("samples", 0))
+        wav = [name for name in data.get("files", []) if str(name).endswith(".wav")]
+        if wav:
+            with contextlib.suppress(RuntimeError, OSError):
+                samples = int(sf.info(str(directory / wav[0])).frames)
+        return path, int(data.get("origin", 0)) + samples
 
     async def _replace_same_name(self, name: str, peer: str) -> None:
         """One live connection per stream name: a newer one replaces the older (a sender that

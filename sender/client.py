@@ -33,6 +33,7 @@ from micwire.common.protocol import (
     CLOSE_PROTOCOL_ERROR,
     CLOSE_REFUSED,
     CLOSE_TOO_BIG,
+    Accept,
     Hello,
     Packet,
     Refuse,
@@ -240,7 +241,7 @@ class Sender:
             CLOSE_TOO_BIG,
         )
 
-    async def _reconnect(self, old: ClientConnection) -> tuple[ClientConnection, int | None]:
+    async def _reconnect(self, old: ClientConnection) -> tuple[ClientConnection, Accept]:
         """Exponential back-off with jitter, from 0.1 s up to 2 s between attempts (audio
         cannot wait for the seconds a web client's back-off starts at). Gives up after
         ``reconnect_timeout_s``, or ``finish_timeout_s`` once the stream has been stopped."""
@@ -269,11 +270,11 @@ class Sender:
                     raise
                 continue
             self.report.reconnects += 1
-            log.info("reconnected to %s; resending from packet %s", self.config.url, resume)
+            log.info("reconnected to %s", self.config.url)
             return ws, resume
 
-    async def _handshake(self, ws: ClientConnection, resuming: bool) -> int | None:
-        """Send the hello; return the sequence number to resend from (None: start afresh)."""
+    async def _handshake(self, ws: ClientConnection, resuming: bool) -> Accept:
+        """Send the hello; return the receiver's answer (it says what to resend, if any)."""
         now_us = int(time.time() * 1e6)
         hello = Hello(
             self.config.name,
@@ -301,8 +302,7 @@ class Sender:
         if isinstance(reply, Refuse):
             raise RefusedError(reply.reason)
         self.report.stream, self.report.recording = reply.stream, reply.recording
-        resume: int | None = reply.resume_seq
-        return resume
+        return reply
 
     async def _capture(self) -> None:
         """Source -> framer -> packets, into the pending queue; independent of the link."""
@@ -350,19 +350,30 @@ class Sender:
         for packet in packetizer.finish(last_time):
             self._packets.put_nowait(packet)
 
-    async def _send(self, ws: ClientConnection, resume_seq: int | None) -> None:
+    async def _send(self, ws: ClientConnection, accept: Accept) -> None:
         """Resend what the receiver lacks from the spool, then send as packets come; close
         the connection after the last one. A broken link raises ConnectionClosed."""
-        if resume_seq is not None:
-            backlog = [p for p in self._spool if (p.seq - resume_seq) % 2**32 < 2**31]
-            for packet in backlog:
-                await ws.send(packet.serialize())
-            self.report.resent_packets += len(backlog)
+        for packet in self._backlog(accept):
+            await ws.send(packet.serialize())
+            self.report.resent_packets += 1
         while (packet := await self._packets.get()) is not None:
             self._spool.append(packet)  # kept until it is old: the link may drop it unseen
             await ws.send(packet.serialize())
             self.report.packets_sent += 1
         await ws.close()
+
+    def _backlog(self, accept: Accept) -> list[Packet]:
+        """Spooled packets the receiver lacks: from a sequence number (it kept the stream
+        open), or every packet reaching past a timeline position (it was restarted and has
+        the recording up to there). The receiver trims any overlap."""
+        if accept.resume_seq is not None:
+            first = accept.resume_seq
+            return [p for p in self._spool if (p.seq - first) % 2**32 < 2**31]
+        if accept.resume_timestamp is not None:
+            # a packet's decoded audio ends at its timestamp + frame - pre_skip
+            reach = self.params.frame_samples - self.params.pre_skip
+            return [p for p in self._spool if p.timestamp + reach > accept.resume_timestamp]
+        return []
 
 
 def _closed_message(exc: ConnectionClosed) -> str:

@@ -126,3 +126,24 @@ def test_packetizer_refuses_use_after_finish_and_going_back() -> None:
     packetizer.finish(0.0)
     with pytest.raises(ValueError, match="finished"):
         packetizer.packets(FrameChunk(40, noise(20), 0.0))
+
+
+@pytest.mark.parametrize("cut", [4800, 4801, 20000])
+def test_a_resumed_part_continues_exactly_where_the_first_stopped(cut: int) -> None:
+    """A receiver restarted after writing ``cut`` samples: the sender resends the packets
+    that reach past it, the new part drops what they hold before it."""
+    signal = np.random.default_rng(4).integers(-9000, 9000, (48000, 1), dtype=np.int16)
+    params = StreamParams("pcm", 48000, 1, 20.0)
+    packets, whole = send_and_receive(params, signal, [256] * 400)
+    resent = [p for p in packets if p.timestamp + 960 > cut]  # as the sender's backlog
+    part2 = Depacketizer(params, make_decoder(params), resume_at=cut)
+    segments = [s for p in resent for s in part2.push(p)]
+    joined = np.concatenate([whole[:cut], *[s for s in segments if not isinstance(s, int)]])
+    assert np.array_equal(joined, signal)
+
+
+def test_a_resumed_part_records_silence_for_what_the_sender_no_longer_has() -> None:
+    params = StreamParams("pcm", 8000, 1, 20.0)
+    part = Depacketizer(params, make_decoder(params), resume_at=1000)
+    segments = part.push(Packet(10, 1600, 160, b"\0\1" * 160))
+    assert segments[0] == 600 and len(segments[1]) == 160
