@@ -11,6 +11,7 @@ lock is held only to move samples in and out of the buffer.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from dataclasses import asdict
@@ -24,6 +25,8 @@ from micwire.common.jitter import JitterBuffer
 from micwire.sender.portaudio import device_info, sounddevice
 
 MAX_BUFFER_S = 2.0
+CLOSE_TIMEOUT_S = 5.0
+log = logging.getLogger("micwire.receiver")
 
 
 class Playback:
@@ -111,4 +114,17 @@ class Playback:
             deadline = asyncio.get_running_loop().time() + left_s + 0.5
             while self.buffer.depth_samples and asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.01)
-        await asyncio.to_thread(self._stream.close)
+        # closing can block while a sound server is stalled: never let that hold up the
+        # receiver's exit (a daemon thread does not keep the process alive)
+        closed = threading.Event()
+
+        def close() -> None:
+            self._stream.close()
+            closed.set()
+
+        threading.Thread(target=close, daemon=True, name="close-output").start()
+        for _ in range(int(CLOSE_TIMEOUT_S / 0.01)):
+            if closed.is_set():
+                return
+            await asyncio.sleep(0.01)
+        log.warning("the output device did not close within %g s; going on", CLOSE_TIMEOUT_S)
