@@ -6,8 +6,8 @@ keeps a *read position* on the timeline and plays what is there:
 
 - **Start**: playback starts once ``target`` samples are buffered.
 - **Adaptive target**: the target is ``floor`` (the user's ``--latency-ms``) or, if more,
-  what the measured arrival jitter needs: one device block and one frame (the depth
-  saw-tooths by both), plus the spread (95th percentile minus minimum) of
+  what the measured arrival jitter needs: one device block and half a frame (the depth
+  saw-tooths by a frame around the mean the drift controller holds), plus the spread (95th percentile minus minimum) of
   ``arrival_time - timestamp / rate`` over the last ``window_s`` seconds, plus one more
   block for each underrun in the last ``underrun_memory_s`` (at most four). A single
   stall (a few % of the window) does not raise it at all; sustained jitter raises it at
@@ -110,7 +110,9 @@ class JitterBuffer:
         while self._underrun_times and self._underrun_times[0] < self._now - self.underrun_memory_s:
             self._underrun_times.popleft()
         bump = self._block * min(4, len(self._underrun_times))
-        needed = self._block + self._frame + self._jitter_samples + bump
+        # the drift controller holds the *mean* depth at the target, and arriving frames
+        # saw-tooth it by a frame: half a frame above one block keeps its low point clear
+        needed = self._block + self._frame // 2 + self._jitter_samples + bump
         return min(max(self.floor_samples, needed), self.max_samples - 1)
 
     @property

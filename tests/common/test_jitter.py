@@ -41,9 +41,9 @@ def test_target_follows_arrival_jitter_and_forgets_it() -> None:
     assert jb.target_samples == 20  # the floor: more than jitter needs
     for k in range(100, 120):  # then a rough patch: every other frame 80 ms late
         jb.push(10 * k, ramp(0, 10), k * 0.010 + 0.080 * (k % 2))
-    assert jb.jitter_samples == 80 and jb.target_samples == 90  # jitter + a frame
+    assert jb.jitter_samples == 80 and jb.target_samples == 85  # jitter + half a frame
     jb.pull(5)
-    assert jb.target_samples == 95  # a device block more: it must be there before a pull
+    assert jb.target_samples == 90  # a device block more: it must be there before a pull
     for k in range(120, 2200):  # 20 s of calm later the rough patch is out of the window
         jb.push(10 * k, ramp(0, 10), k * 0.010 + 0.080)
     assert jb.jitter_samples == 0
@@ -59,16 +59,16 @@ def test_one_stall_does_not_hold_latency_up() -> None:
 def test_underrun_conceals_waits_and_loses_nothing() -> None:
     jb = buffer()
     feed(jb, 0, 100, frame=25)
-    assert np.array_equal(jb.pull(50), ramp(1, 50))  # target: block 50 + frame 25
+    assert np.array_equal(jb.pull(50), ramp(1, 50))  # target: block 50 + half a frame
     out = jb.pull(75)
     assert np.array_equal(out[:50], ramp(51, 50)) and not np.any(out[50:])
     assert (jb.stats.underruns, jb.stats.underrun_samples) == (1, 25)
-    assert jb.target_samples == 75 + 25 + 75  # one device block more after an underrun
+    assert jb.target_samples == 75 + 12 + 75  # one device block more after an underrun
     feed(jb, 100, 300, frame=25, delay_s=0.05)  # the slow audio arrives: played, not dropped
     assert np.array_equal(jb.pull(50), ramp(101, 50))
     assert jb.stats.late_packets == 0
     jb.push(400, ramp(0, 10), 61.0)  # a calm minute later the bump is forgotten
-    assert jb.target_samples == 75 + 25
+    assert jb.target_samples == 75 + 12
 
 
 def test_a_gap_is_skipped_at_its_deadline_and_a_straggler_is_late() -> None:
