@@ -76,11 +76,11 @@ class ImpairmentProxy:
 class ProxyThread:
     """An :class:`ImpairmentProxy` on its own event loop thread, for synchronous tests."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, delay_s: float = 0.0, jitter_s: float = 0.0) -> None:
         import threading
 
         self.loop = asyncio.new_event_loop()
-        self.proxy = ImpairmentProxy(target_port)
+        self.proxy = ImpairmentProxy(target_port, delay_s, jitter_s)
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self.proxy.__aenter__(), self.loop).result(10)

@@ -256,3 +256,39 @@ def test_live_playback_rides_out_a_stall_and_a_reset(jack: str, tmp_path: Path) 
     last = [json.loads(line) for line in stats.read_text().splitlines()][-1]
     assert last["underruns"] >= 1 and last["concealed_samples"] > 0  # the stall was heard...
     assert last["underruns"] <= 4  # ...as a dropout or two, not a stutter
+
+
+def test_the_buffer_grows_to_cover_network_jitter(jack: str, tmp_path: Path) -> None:
+    """Through the impairment proxy adding 0..30 ms of random delay to every write: the
+    jitter buffer measures it, raises its target to cover it, and plays on with at most
+    the few underruns it takes to learn; the recording is untouched."""
+    from proxy import ProxyThread
+
+    env = {"JACK_DEFAULT_SERVER": jack}
+    stats = tmp_path / "stats.jsonl"
+    rec = tmp_path / "rec"
+    rx, port = receiver(
+        "--output-device", "system", "--record", str(rec), "--stats-json", str(stats), env=env
+    )
+    proxy = ProxyThread(port, delay_s=0.005, jitter_s=0.030)
+    tx = Micwire(
+        "send", proxy.url, "--name", "shaky", "--source", "tone:440", "--duration", "8", env=env
+    )
+    try:
+        assert tx.wait(seconds(40)) == 0, tx.log
+        rx.wait_for(r"stream 'shaky' from .*: complete")
+    finally:
+        tx.kill()
+        rx.signal(signal.SIGINT)
+        rx.wait()
+        proxy.close()
+    data, _, _ = read_single(rec, "shaky-*.wav")
+    t = np.arange(8 * RATE) / RATE
+    assert np.array_equal(data[:, 0], np.rint(np.sin(2 * np.pi * 440 * t) * 0.25 * 32767))
+    lines = [json.loads(line) for line in stats.read_text().splitlines()]
+    late = lines[len(lines) // 2 :]
+    assert min(x["jitter_ms"] for x in late) >= 15  # it saw the jitter...
+    assert min(x["target_ms"] for x in late) >= 20 + 15  # ...and covers it
+    first, last = late[0], late[-1]
+    assert last["underruns"] - first["underruns"] == 0  # no glitches once it had learned
+    assert last["late_packets"] == 0 and last["skipped_samples"] == 0
