@@ -249,3 +249,9 @@ def read_single(directory: Path, pattern: str) -> tuple[Any, int, Path]:
     assert len(found) == 1, f"expected one {pattern} in {directory}, found {found}"
     data, rate = sf.read(str(found[0]), dtype="int16", always_2d=True)
     return data, rate, found[0]
+
+
+def expected_tone(n: int, hz: float = 440.0, rate: int = RATE) -> np.ndarray:
+    """What ``--source tone:HZ`` sends: a sine at -12 dBFS, sample for sample."""
+    t = np.arange(n) / rate
+    return np.rint(np.sin(2 * np.pi * hz * t) * 0.25 * 32767).astype(np.int16)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
-from rig import best_lag, read_single
+from rig import best_lag, expected_tone, read_single
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -155,8 +155,7 @@ def test_stopping_the_sender_sends_the_partial_frame_and_ends_cleanly(tmp_path: 
     sent, reports = asyncio.run(main())
     data, _, _ = read_single(rec, "ctrl-c-*.wav")
     assert len(data) == sent.samples_captured > 0
-    t = np.arange(len(data)) / 48000
-    assert np.array_equal(data[:, 0], np.rint(np.sin(2 * np.pi * 440 * t) * 0.25 * 32767))
+    assert np.array_equal(data[:, 0], expected_tone(len(data)))
     assert reports[0].outcome == "complete"
 
 
