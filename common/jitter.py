@@ -7,8 +7,9 @@ keeps a *read position* on the timeline and plays what is there:
 - **Start**: playback starts once ``target`` samples are buffered.
 - **Adaptive target**: the target is ``floor`` (the user's ``--latency-ms``) or, if more,
   what the measured arrival jitter needs: one device block and half a frame (the depth
-  saw-tooths by a frame around the mean the drift controller holds), plus the spread (95th percentile minus minimum) of
-  ``arrival_time - timestamp / rate`` over the last ``window_s`` seconds, plus one more
+  saw-tooths by a frame around the mean the drift controller holds), plus the spread
+  (95th percentile minus minimum) of ``arrival_time - timestamp / rate`` over the last
+  ``window_s`` seconds, plus one more
   block for each underrun in the last ``underrun_memory_s`` (at most four). A single
   stall (a few % of the window) does not raise it at all; sustained jitter raises it at
   once, and it falls back when the window forgets a rough patch, so late packets never

@@ -35,6 +35,9 @@ class LevelMeter:
     """Peak and RMS over everything added since the last :meth:`read`."""
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self._peak = 0
         self._sum_squares = 0.0
         self._count = 0
@@ -50,5 +53,5 @@ class LevelMeter:
         """(peak dBFS, RMS dBFS) since the last read; then start over."""
         rms = math.sqrt(self._sum_squares / self._count) if self._count else 0.0
         result = (_dbfs(float(self._peak)), _dbfs(rms))
-        self.__init__()  # type: ignore[misc]
+        self._reset()
         return result
