@@ -58,8 +58,8 @@ KNOWN_FLAGS = FLAG_LAST
 
 def max_message_bytes() -> int:
     """The largest binary message any valid stream can produce (largest PCM frame)."""
-    samples = int(MAX_RATE_HZ * max(FRAME_DURATIONS_MS) / 1000)
-    return HEADER.size + samples * MAX_CHANNELS_PCM * 2
+    largest = StreamParams("pcm", MAX_RATE_HZ, MAX_CHANNELS_PCM, max(FRAME_DURATIONS_MS))
+    return HEADER.size + largest.max_payload_bytes
 
 
 @dataclass(frozen=True)

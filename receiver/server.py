@@ -196,7 +196,6 @@ class Session:
         self.levels = LevelMeter()
         self.started = time.monotonic()
         self.network_ms = 0.0  # arrival minus capture time of the newest packet
-        self.last_capture_us = 0
 
     def stats(self) -> dict[str, Any]:
         """One line of live figures (``--stats-json``)."""

@@ -9,7 +9,10 @@ import re
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -222,40 +225,71 @@ def test_clock_drift_is_compensated_without_dropping_or_repeating(
         assert max(abs(e) for e in errors[-5:]) < 4.0, (name, errors)
 
 
-def test_live_playback_rides_out_a_stall_and_a_reset(jack: str, tmp_path: Path) -> None:
-    """Through the impairment proxy, on a real output device: a 400 ms network stall and
-    then a connection reset. Playback conceals and recovers (counted), the sender
-    reconnects, and the recording still holds every sample."""
+@dataclass
+class ProxiedStream:
+    tx: Micwire
+    proxy: Any
+    recording: np.ndarray  # filled in when the stream has ended
+    sidecar: dict[str, Any]
+    stats: list[dict[str, Any]]
+
+
+@contextmanager
+def tone_through_proxy(
+    jack: str, tmp_path: Path, name: str, duration_s: int, **impairment: float
+) -> Iterator[ProxiedStream]:
+    """A tone sender -> impairment proxy -> receiver playing on the JACK card, recording and
+    writing stats. The body impairs the link and waits for the sender; afterwards the
+    recording, its sidecar and the stats lines are in the yielded object."""
     from proxy import ProxyThread
 
     env = {"JACK_DEFAULT_SERVER": jack}
-    stats = tmp_path / "stats.jsonl"
-    rec = tmp_path / "rec"
+    stats, rec = tmp_path / "stats.jsonl", tmp_path / "rec"
     rx, port = receiver(
         "--output-device", "system", "--record", str(rec), "--stats-json", str(stats), env=env
     )
-    proxy = ProxyThread(port)
+    proxy = ProxyThread(port, **impairment)
     tx = Micwire(
-        "send", proxy.url, "--name", "rough", "--source", "tone:440", "--duration", "6", env=env
+        "send",
+        proxy.url,
+        "--name",
+        name,
+        "--source",
+        "tone:440",
+        "--duration",
+        str(duration_s),
+        env=env,
     )
+    stream = ProxiedStream(tx, proxy, np.zeros(0), {}, [])
     try:
-        tx.wait_for("sending 'rough'")
-        time.sleep(seconds(2))
-        proxy.stall(0.4)
-        time.sleep(seconds(1.5))
-        proxy.cut()
-        assert tx.wait(seconds(30)) == 0, tx.log
-        assert "1 reconnects" in tx.log and "nothing lost" in tx.log
-        rx.wait_for(r"stream 'rough' from .*: complete")
+        yield stream
+        rx.wait_for(rf"stream '{name}' from .*: complete")
     finally:
         tx.kill()
         rx.signal(signal.SIGINT)
         rx.wait()
         proxy.close()
-    data, _, path = read_single(rec, "rough-*.wav")
-    assert np.array_equal(data[:, 0], expected_tone(6 * RATE))
-    assert json.loads(path.with_suffix(".json").read_text())["gaps"] == []
-    last = [json.loads(line) for line in stats.read_text().splitlines()][-1]
+    data, _, path = read_single(rec, f"{name}-*.wav")
+    stream.recording = data[:, 0]
+    stream.sidecar = json.loads(path.with_suffix(".json").read_text())
+    stream.stats = [json.loads(line) for line in stats.read_text().splitlines()]
+
+
+def test_live_playback_rides_out_a_stall_and_a_reset(jack: str, tmp_path: Path) -> None:
+    """Through the impairment proxy, on a real output device: a 400 ms network stall and
+    then a connection reset. Playback conceals and recovers (counted), the sender
+    reconnects, and the recording still holds every sample."""
+    with tone_through_proxy(jack, tmp_path, "rough", 6) as stream:
+        stream.tx.wait_for("sending 'rough'")
+        time.sleep(seconds(2))
+        stream.proxy.stall(0.4)
+        time.sleep(seconds(1.5))
+        stream.proxy.cut()
+        assert stream.tx.wait(seconds(30)) == 0, stream.tx.log
+        assert "1 reconnects" in stream.tx.log and "nothing lost" in stream.tx.log
+    assert np.array_equal(stream.recording, expected_tone(6 * RATE))
+    assert stream.sidecar["gaps"] == []
+    last = stream.stats[-1]
     assert last["underruns"] >= 1 and last["concealed_samples"] > 0  # the stall was heard...
     assert last["underruns"] <= 4  # ...as a dropout or two, not a stutter
 
@@ -264,30 +298,10 @@ def test_the_buffer_grows_to_cover_network_jitter(jack: str, tmp_path: Path) -> 
     """Through the impairment proxy adding 0..30 ms of random delay to every write: the
     jitter buffer measures it, raises its target to cover it, and plays on with at most
     the few underruns it takes to learn; the recording is untouched."""
-    from proxy import ProxyThread
-
-    env = {"JACK_DEFAULT_SERVER": jack}
-    stats = tmp_path / "stats.jsonl"
-    rec = tmp_path / "rec"
-    rx, port = receiver(
-        "--output-device", "system", "--record", str(rec), "--stats-json", str(stats), env=env
-    )
-    proxy = ProxyThread(port, delay_s=0.005, jitter_s=0.030)
-    tx = Micwire(
-        "send", proxy.url, "--name", "shaky", "--source", "tone:440", "--duration", "8", env=env
-    )
-    try:
-        assert tx.wait(seconds(40)) == 0, tx.log
-        rx.wait_for(r"stream 'shaky' from .*: complete")
-    finally:
-        tx.kill()
-        rx.signal(signal.SIGINT)
-        rx.wait()
-        proxy.close()
-    data, _, _ = read_single(rec, "shaky-*.wav")
-    assert np.array_equal(data[:, 0], expected_tone(8 * RATE))
-    lines = [json.loads(line) for line in stats.read_text().splitlines()]
-    late = lines[len(lines) // 2 :]
+    with tone_through_proxy(jack, tmp_path, "shaky", 8, delay_s=0.005, jitter_s=0.030) as stream:
+        assert stream.tx.wait(seconds(40)) == 0, stream.tx.log
+    assert np.array_equal(stream.recording, expected_tone(8 * RATE))
+    late = stream.stats[len(stream.stats) // 2 :]
     assert min(x["jitter_ms"] for x in late) >= 15  # it saw the jitter...
     assert min(x["target_ms"] for x in late) >= 20 + 15  # ...and covers it
     first, last = late[0], late[-1]
