@@ -158,10 +158,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="measuring time per config")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--only", metavar="TEXT", help="run only the configurations whose name contains TEXT"
+    )
     args = parser.parse_args()
+    configs = [c for c in CONFIGS if not args.only or args.only in c.name]
     results = []
     with tempfile.TemporaryDirectory() as tmp, jack_server(Path(tmp), period=PERIOD) as server:
-        for config in CONFIGS:
+        for config in configs:
             results.append(measure(server, config, args.seconds, Path(tmp)))
             r = results[-1]
             print(

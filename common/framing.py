@@ -11,6 +11,10 @@ timestamps on the wire tell the receiver exactly how long the gap is. With
 ``fill_gaps=True`` (used for Opus, whose frames must stay whole and back to back) it fills
 the gap with silence instead.
 
+With ``partial=True`` (used for PCM, whose packets may be short) nothing is held back: the
+rest of each block leaves as a short frame at once instead of waiting for the next block,
+so a sample never waits a whole capture period longer than the one it came in.
+
 :class:`Packetizer` turns frames into wire packets: sequence numbers, flags, and the
 ``samples`` field that tells the receiver how much decoded audio each packet contributes
 once the codec's delay (pre-skip) is taken off the front of the stream.
@@ -53,11 +57,19 @@ class FrameChunk:
 
 class Framer:
     def __init__(
-        self, frame_samples: int, channels: int, rate_hz: int, fill_gaps: bool = False
+        self,
+        frame_samples: int,
+        channels: int,
+        rate_hz: int,
+        fill_gaps: bool = False,
+        partial: bool = False,
     ) -> None:
         if frame_samples < 1 or channels < 1 or rate_hz < 1:
             raise ValueError("frame_samples, channels and rate_hz must be positive")
+        if fill_gaps and partial:
+            raise ValueError("fill_gaps is for whole frames; partial frames need no filling")
         self.fill_gaps = fill_gaps
+        self.partial = partial
         self.frame_samples = frame_samples
         self.channels = channels
         self.rate_hz = rate_hz
@@ -103,6 +115,8 @@ class Framer:
                 self._start = block.position + offset
                 self._start_time = block.capture_time + offset / self.rate_hz
         self._next = block.end
+        if self.partial and self._fill:
+            frames.append(self._take())
         return frames
 
     def flush(self) -> FrameChunk | None:

@@ -4,21 +4,36 @@ Frames are pushed with their place on the stream timeline (``timestamp``, in sam
 their arrival time; the audio device pulls fixed-size blocks at its own pace. The buffer
 keeps a *read position* on the timeline and plays what is there:
 
-- **Start**: playback starts once ``target`` samples are buffered.
+- **Start**: playback starts once ``target`` samples are buffered and the stream has
+  settled (``settle_s`` after its first packet: connection set-up and first-write costs
+  are not jitter, so they are left out of the statistics), ``target`` behind the newest
+  audio: what piled up before is passed over, counted in ``start_skipped_samples``, so a
+  stream starts live instead of late.
 - **Adaptive target**: the target is ``floor`` (the user's ``--latency-ms``) or, if more,
-  what the measured arrival jitter needs: one device block and half a frame (the depth
-  saw-tooths by a frame around the mean the drift controller holds), plus the spread
-  (95th percentile minus minimum) of ``arrival_time - timestamp / rate`` over the last
-  ``window_s`` seconds, plus one more
-  block for each underrun in the last ``underrun_memory_s`` (at most four). A single
-  stall (a few % of the window) does not raise it at all; sustained jitter raises it at
-  once, and it falls back when the window forgets a rough patch, so late packets never
-  ratchet latency up for good.
+  what the measured arrival jitter needs. A sample must be here when the device block
+  that holds it is pulled, so the target is one device block plus how much later than
+  usual audio arrives: the 95th percentile of each packet's transit
+  (``arrival_time - timestamp / rate``) over the last ``window_s`` seconds, minus the
+  median *staleness* of the buffer seen by the device (``now - end_of_newest_audio / rate``
+  at each pull). Measuring against what the device sees, not against the fastest packet,
+  keeps packets that arrive together (one capture block cut into several) or in step
+  with the device clock (one sound server) from counting as jitter; with regular frames
+  and unrelated clocks it comes to half a frame. Without staleness samples (pulls that
+  give no time) half a frame above the fastest transit stands in. Each underrun in the
+  last ``underrun_memory_s`` adds what it was short (at most four blocks in all): when
+  audio arrives in step with the device, missing the deadline by one sample or by most
+  of a block both mean the buffer must hold one more period. A single
+  stall (a few % of the window) does not raise the target at all; sustained jitter
+  raises it at once, and it falls back when the window forgets a rough patch, so late
+  packets never ratchet latency up for good.
 - **Late vs lost**: a *gap* in timestamps with later audio already here is a lost frame: at
   its deadline it is concealed and skipped, so it never stalls playback, and if it turns up
   afterwards it is dropped as *late*. An empty buffer (nothing newer has arrived, the
   network is just slow) is an *underrun*: the block is concealed, and the read position
-  waits for the audio (latency grows by that much instead of audio being thrown away).
+  waits for the audio. Once ``target`` is buffered again playback resumes from there, or,
+  if more than that piled up meanwhile (a long stall), ``target`` behind the newest audio,
+  the rest counted in ``skipped_samples``: the dropout is heard once, and playback is not
+  left running late for the drift controller to work off over many seconds.
 - **Catching up**: depth above ``target + max_excess`` (after a long stall, or a sender
   whose clock runs fast) is cut back to the target by skipping the oldest audio, counted in
   ``skipped_samples``. Smaller excess is left to the drift controller (``drift.py``), which
@@ -50,6 +65,7 @@ class JitterStats:
     late_samples: int = 0
     lost_samples: int = 0  # samples skipped at a gap (never arrived in time)
     skipped_samples: int = 0  # audio dropped to catch up with the present
+    start_skipped_samples: int = 0  # audio that arrived before playback began, passed over
     concealed_samples: int = 0  # underrun + lost samples played as concealment
 
 
@@ -65,6 +81,7 @@ class JitterBuffer:
         percentile: float = 95.0,
         max_excess_samples: int | None = None,
         fade_samples: int | None = None,
+        settle_s: float = 0.0,
     ) -> None:
         if channels < 1 or rate_hz < 1 or not 0 <= floor_samples < max_samples:
             raise ValueError("need channels, rate >= 1 and 0 <= floor_samples < max_samples")
@@ -77,6 +94,8 @@ class JitterBuffer:
         self.percentile = percentile
         self.max_excess_samples = max_excess_samples or rate_hz // 10
         self.fade_samples = fade_samples if fade_samples is not None else rate_hz // 500  # 2 ms
+        self.settle_s = settle_s
+        self._first_arrival: float | None = None
         self.stats = JitterStats()
         self._starts: list[int] = []  # chunk timestamps, sorted
         self._chunks: list[Samples] = []
@@ -88,14 +107,18 @@ class JitterBuffer:
         self._next_estimate = 0.0
         self._jitter_samples = 0
         self._jitter_s = 0.0
+        self._need_samples = 0  # transit p95 above what the device usually sees
+        # (pull time, staleness) samples: how old the newest audio is when the device pulls
+        self._stale: deque[tuple[float, float]] = deque(maxlen=1 << 15)
         self._block = 0  # largest device block seen
         self._frame = 0  # largest frame pushed: the depth saw-tooths by that much
-        self._underrun_times: deque[float] = deque()
+        self._underruns: deque[tuple[float, int]] = deque()  # (time, samples short)
         self._now = 0.0  # latest arrival time seen
         self._last = np.zeros((1, channels), np.int16)  # last sample played (for fades)
         self._fade_in = False
         self._faded = 0
         self.playing = False
+        self.started = False  # has played at all
         self.ended = False
 
     # --- state -------------------------------------------------------------------------
@@ -108,12 +131,10 @@ class JitterBuffer:
 
     @property
     def target_samples(self) -> int:
-        while self._underrun_times and self._underrun_times[0] < self._now - self.underrun_memory_s:
-            self._underrun_times.popleft()
-        bump = self._block * min(4, len(self._underrun_times))
-        # the drift controller holds the *mean* depth at the target, and arriving frames
-        # saw-tooth it by a frame: half a frame above one block keeps its low point clear
-        needed = self._block + self._frame // 2 + self._jitter_samples + bump
+        while self._underruns and self._underruns[0][0] < self._now - self.underrun_memory_s:
+            self._underruns.popleft()
+        bump = min(4 * self._block, sum(short for _, short in self._underruns))
+        needed = self._block + max(0, self._need_samples) + bump
         return min(max(self.floor_samples, needed), self.max_samples - 1)
 
     @property
@@ -145,16 +166,24 @@ class JitterBuffer:
         self._chunks.insert(i, samples)
         self._end = max(self._end, timestamp + len(samples))
         excess = self.depth_samples - self.target_samples
-        if self._read is not None and excess > self.max_excess_samples:
+        if self.playing and excess > self.max_excess_samples:
             self._skip(excess)
 
     def finish(self) -> None:
         """No more frames will come: play out what is left, then silence (no underruns)."""
         self.ended = True
 
+    @property
+    def _settling(self) -> bool:
+        return self._first_arrival is None or self._now - self._first_arrival < self.settle_s
+
     def _observe(self, timestamp: int, arrival_s: float) -> None:
         """Arrival jitter: spread of (arrival - media time) over the window."""
         self._now = max(self._now, arrival_s)
+        if self._first_arrival is None:
+            self._first_arrival = arrival_s
+        if self._settling:  # connection set-up and first-write costs are not jitter
+            return
         transit = arrival_s - timestamp / self.rate_hz
         horizon = arrival_s - self.window_s
         self._transits.append((arrival_s, transit))
@@ -170,22 +199,35 @@ class JitterBuffer:
         if arrival_s >= self._next_estimate or transit - self._low[0][1] > self._jitter_s:
             self._next_estimate = arrival_s + 0.05
             values = np.fromiter((t for _, t in self._transits), float, len(self._transits))
-            self._jitter_s = float(np.percentile(values, self.percentile)) - self._low[0][1]
+            high = float(np.percentile(values, self.percentile))
+            self._jitter_s = high - self._low[0][1]
             self._jitter_samples = round(self._jitter_s * self.rate_hz)
+            while self._stale and self._stale[0][0] < horizon:
+                self._stale.popleft()
+            if self._stale:
+                stale = np.fromiter((v for _, v in self._stale), float, len(self._stale))
+                self._need_samples = round((high - float(np.median(stale))) * self.rate_hz)
+            else:  # no pull times: regular frames leave the newest audio half a frame old
+                self._need_samples = self._jitter_samples + self._frame // 2
 
     # --- output ------------------------------------------------------------------------
-    def pull(self, n: int) -> Samples:
-        """The next ``n`` samples for the device."""
+    def pull(self, n: int, now_s: float | None = None) -> Samples:
+        """The next ``n`` samples for the device; ``now_s`` (the same monotonic clock as
+        arrivals) lets the buffer see how old its newest audio is at each pull."""
         self._block = max(self._block, n)
+        if now_s is not None and self._end and not self.ended:
+            self._stale.append((now_s, now_s - self._end / self.rate_hz))
         out = np.zeros((n, self.channels), dtype=np.int16)
         if not self.playing:
             if not self._starts:
                 return out
             if self._read is None:
                 self._read = self._starts[0]
-            if self.depth_samples < self.target_samples and not self.ended:
-                return out
-            self.playing = True
+            if not self.ended:
+                if self._settling or self.depth_samples < self.target_samples:
+                    return out
+                self._start_live()
+            self.playing = self.started = True
         assert self._read is not None
         filled = 0
         while filled < n:
@@ -216,7 +258,7 @@ class JitterBuffer:
             if not self.ended:
                 self.stats.underruns += 1
                 self.stats.underrun_samples += missing
-                self._underrun_times.append(self._now)
+                self._underruns.append((self._now, missing))
             self.playing = False
             break
         self._forget()
@@ -243,6 +285,19 @@ class JitterBuffer:
         self._faded += n
         if self._faded >= self.fade_samples:
             self._fade_in = False
+
+    def _start_live(self) -> None:
+        """(Re)start ``target`` behind the newest audio; what piled up is passed over."""
+        assert self._read is not None
+        late = self.depth_samples - self.target_samples
+        if late > 0:
+            if not self.started:
+                self.stats.start_skipped_samples += late
+            else:
+                self.stats.skipped_samples += late
+            self._read += late
+            self._fade_in, self._faded = self.fade_samples > 0, 0
+            self._forget()
 
     def _skip(self, n: int) -> None:
         """Drop ``n`` samples of the oldest audio to catch up with the present."""

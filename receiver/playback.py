@@ -25,6 +25,7 @@ from micwire.common.jitter import JitterBuffer
 from micwire.sender.portaudio import device_info, sounddevice
 
 MAX_BUFFER_S = 2.0
+SETTLE_S = 0.25  # a stream's first moments (connection set-up, first writes) are not jitter
 CLOSE_TIMEOUT_S = 5.0
 log = logging.getLogger("micwire.receiver")
 
@@ -37,7 +38,11 @@ class Playback:
         self.out_channels = min(channels, int(info["max_output_channels"]))
         self.rate_hz = rate_hz
         self.buffer = JitterBuffer(
-            channels, rate_hz, round(rate_hz * latency_ms / 1000), int(rate_hz * MAX_BUFFER_S)
+            channels,
+            rate_hz,
+            round(rate_hz * latency_ms / 1000),
+            int(rate_hz * MAX_BUFFER_S),
+            settle_s=SETTLE_S,
         )
         self.drift = DriftController(rate_hz)
         self._resampler = FractionalResampler(channels)
@@ -64,10 +69,11 @@ class Playback:
 
     def _callback(self, outdata: Any, frames: int, _time: Any, status: Any) -> None:
         # PortAudio thread: never raise, never wait long
+        now = time.monotonic()
         with self._lock:
             if self.buffer.playing:
                 ratio = self.drift.update(
-                    time.monotonic(),
+                    now,
                     self._played,
                     self.buffer.depth_samples,
                     self.buffer.target_samples,
@@ -76,7 +82,7 @@ class Playback:
             else:
                 ratio = 1.0
             self._played += frames
-            block = self.buffer.pull(self._resampler.needed(frames, ratio))
+            block = self.buffer.pull(self._resampler.needed(frames, ratio), now)
         samples = self._resampler.process(block, frames, ratio)
         if self.out_channels == self.channels:
             outdata[:] = samples

@@ -313,8 +313,10 @@ class Sender:
 
     async def _capture_blocks(self) -> None:
         cfg = self.config
+        # Opus frames must be whole and back to back; PCM leaves with each capture block
+        pcm = cfg.codec == "pcm"
         framer = Framer(
-            self.params.frame_samples, cfg.channels, cfg.rate_hz, fill_gaps=cfg.codec != "pcm"
+            self.params.frame_samples, cfg.channels, cfg.rate_hz, fill_gaps=not pcm, partial=pcm
         )
         packetizer = Packetizer(self.encoder)
         limit = round(cfg.duration_s * cfg.rate_hz) if cfg.duration_s else None

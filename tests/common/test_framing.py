@@ -55,6 +55,22 @@ def test_framer_can_fill_gaps_with_silence() -> None:
     assert framer.gap_samples == 250
 
 
+def test_partial_framer_holds_nothing_back_for_the_next_block() -> None:
+    signal = noise(1000)
+    framer = Framer(120, 1, 48000, partial=True)
+    chunks = [framer.push(b) for b in blocks_of(signal, [256] * 4)]
+    assert [[(c.timestamp, len(c.samples)) for c in block] for block in chunks] == [
+        [(0, 120), (120, 120), (240, 16)],
+        [(256, 120), (376, 120), (496, 16)],
+        [(512, 120), (632, 120), (752, 16)],
+        [(768, 120), (888, 112)],  # 1000 samples in all
+    ]
+    assert np.array_equal(np.concatenate([c.samples for b in chunks for c in b]), signal)
+    assert framer.flush() is None
+    with pytest.raises(ValueError, match="fill_gaps"):
+        Framer(120, 1, 48000, fill_gaps=True, partial=True)
+
+
 def test_framer_refuses_overlaps_and_bad_shapes() -> None:
     framer = Framer(100, 1, 1000)
     framer.push(Block(0, noise(50), 0.0))

@@ -27,10 +27,10 @@ def test_waits_for_the_target_then_plays_in_order() -> None:
     jb = buffer(floor=300)
     jb.push(0, ramp(0, 200), 0.0)
     assert not np.any(jb.pull(100)) and not jb.playing  # pre-buffering is not an underrun
-    jb.push(200, ramp(200, 200), 0.2)
+    jb.push(200, ramp(200, 100), 0.2)
     out = np.concatenate([jb.pull(150), jb.pull(150)])
     assert np.array_equal(out, ramp(0, 300))
-    assert jb.stats.underruns == 0 and jb.depth_samples == 100
+    assert jb.stats.underruns == 0 and jb.stats.start_skipped_samples == 0
 
 
 def test_target_follows_arrival_jitter_and_forgets_it() -> None:
@@ -49,6 +49,23 @@ def test_target_follows_arrival_jitter_and_forgets_it() -> None:
     assert jb.jitter_samples == 0
 
 
+def test_blocks_cut_into_packets_and_in_step_with_the_device_are_not_jitter() -> None:
+    """A sender's 10-sample capture blocks leave as 4 + 4 + 2 sample packets that arrive
+    together 1 ms after each block; the device pulls 10 samples 5 ms after each arrival."""
+    jb = buffer()
+    for k in range(1500):  # 15 s: longer than the 10 s window
+        arrival = (k + 1) / 100 + 0.001
+        for start, n in ((0, 4), (4, 4), (8, 2)):
+            jb.push(10 * k + start, ramp(10 * k + start, n), arrival)
+        jb.pull(10, arrival + 0.005)
+    # the packets' own transit spreads by 8 ms, but the first sample of a block is 11 ms
+    # old when it arrives and the device finds the newest audio 6 ms old: a block + 5 ms
+    # (the old rule, a block + half a frame + the spread, asked for 10 + 2 + 8)
+    assert jb.jitter_samples == 8
+    assert jb.target_samples == 10 + 5
+    assert jb.stats.underruns == 0
+
+
 def test_one_stall_does_not_hold_latency_up() -> None:
     jb = buffer(window_s=10.0)
     for k in range(1000):  # one frame in 1000 comes 400 ms late
@@ -57,22 +74,60 @@ def test_one_stall_does_not_hold_latency_up() -> None:
 
 
 def test_underrun_conceals_waits_and_loses_nothing() -> None:
-    jb = buffer()
+    jb = buffer(floor=100)
     feed(jb, 0, 100, frame=25)
-    assert np.array_equal(jb.pull(50), ramp(1, 50))  # target: block 50 + half a frame
+    assert np.array_equal(jb.pull(50), ramp(1, 50))  # target: the floor
     out = jb.pull(75)
     assert np.array_equal(out[:50], ramp(51, 50)) and not np.any(out[50:])
     assert (jb.stats.underruns, jb.stats.underrun_samples) == (1, 25)
-    assert jb.target_samples == 75 + 12 + 75  # one device block more after an underrun
-    feed(jb, 100, 300, frame=25, delay_s=0.05)  # the slow audio arrives: played, not dropped
-    assert np.array_equal(jb.pull(50), ramp(101, 50))
-    assert jb.stats.late_packets == 0
-    jb.push(400, ramp(0, 10), 61.0)  # a calm minute later the bump is forgotten
-    assert jb.target_samples == 75 + 12
+    assert jb.target_samples == 75 + 12 + 25  # plus what the underrun was short
+    feed(jb, 100, 100, frame=25)  # the slow audio: short of the new target
+    assert not np.any(jb.pull(50)) and jb.stats.underruns == 1  # waiting, not a new underrun
+    feed(jb, 200, 12)
+    assert np.array_equal(jb.pull(50), ramp(101, 50))  # played from where it stopped
+    assert jb.stats.late_packets == jb.stats.skipped_samples == 0
+    jb.push(300, ramp(0, 10), 61.0)  # a calm minute later the bump is forgotten
+    assert jb.target_samples == 100
+
+
+def test_after_a_long_dropout_playback_resumes_live() -> None:
+    jb = buffer(floor=100)
+    feed(jb, 0, 100)
+    jb.pull(50)
+    jb.pull(100)  # runs dry 50 short: target block 100 + half a frame 5 + 50
+    feed(jb, 100, 400)  # a stall's worth arrives at once
+    assert np.array_equal(jb.pull(10), ramp(346, 10))  # 155 behind the newest, not 400
+    assert jb.stats.skipped_samples == 245 and jb.depth_samples == 145
+
+
+def test_underruns_raise_the_target_by_what_they_were_short_up_to_four_blocks() -> None:
+    jb = buffer()
+    jb.pull(100)
+    end = 0
+    for _ in range(6):  # audio comes in fits: enough to start, then nothing until it runs dry
+        while jb.depth_samples < jb.target_samples:
+            jb.push(end, ramp(end, 10), end / RATE)
+            end += 10
+        underruns = jb.stats.underruns
+        while jb.stats.underruns == underruns:
+            jb.pull(100)
+    short = jb.stats.underrun_samples
+    assert 100 * 4 < short < 100 * 6  # each was short by up to a block
+    assert jb.target_samples == 100 + 5 + 4 * 100  # block + half a frame + at most 4 blocks
+
+
+def test_playback_starts_live_after_a_burst() -> None:
+    jb = buffer(fade_samples=4)
+    jb.pull(20)  # the device runs before any audio: silence, no underrun
+    feed(jb, 0, 100)  # a sender's first 100 ms come in one go
+    out = jb.pull(20)  # target: block 20 + half a frame; the older 75 are passed over
+    assert np.array_equal(out[4:], ramp(80, 16)) and out[0, 0] < 76  # faded in
+    assert (jb.stats.start_skipped_samples, jb.stats.skipped_samples) == (75, 0)
+    assert jb.depth_samples == 5 and jb.stats.underruns == 0
 
 
 def test_a_gap_is_skipped_at_its_deadline_and_a_straggler_is_late() -> None:
-    jb = buffer()
+    jb = buffer(floor=80)  # all of it: playback starts at the first frame
     jb.push(0, ramp(1, 10), 0.0)
     feed(jb, 30, 50)
     out = jb.pull(40)
@@ -84,7 +139,7 @@ def test_a_gap_is_skipped_at_its_deadline_and_a_straggler_is_late() -> None:
 
 
 def test_reordered_frames_play_in_timestamp_order() -> None:
-    jb = buffer()
+    jb = buffer(floor=90)
     jb.push(20, ramp(21, 10), 0.02)
     jb.push(0, ramp(1, 10), 0.02)
     jb.push(10, ramp(11, 10), 0.02)
@@ -93,7 +148,7 @@ def test_reordered_frames_play_in_timestamp_order() -> None:
 
 
 def test_a_partly_late_frame_keeps_its_timely_part_and_duplicates_are_dropped() -> None:
-    jb = buffer()
+    jb = buffer(floor=30)  # all of it: playback starts at the first frame
     jb.push(0, ramp(1, 10), 0.0)
     feed(jb, 20, 10)  # 10..19 never came
     jb.pull(20)  # plays 0..9, skips 10..19 at their deadline
@@ -125,7 +180,7 @@ def test_finish_plays_out_the_rest_without_counting_underruns() -> None:
 
 
 def test_dropouts_fade_instead_of_clicking() -> None:
-    jb = JitterBuffer(1, RATE, 0, 5000, fade_samples=4)
+    jb = JitterBuffer(1, RATE, 10, 5000, fade_samples=4)
     for ts in range(0, 10, 2):
         jb.push(ts, np.full((2, 1), 1000, np.int16), ts / RATE)
     jb.pull(4)
@@ -147,3 +202,17 @@ def test_rejects_bad_settings() -> None:
         JitterBuffer(0, RATE, 10, 100)
     with pytest.raises(ValueError):
         JitterBuffer(1, RATE, 100, 100)
+
+
+def test_a_streams_first_moments_are_not_jitter() -> None:
+    jb = buffer(settle_s=0.25)
+    jb.push(0, ramp(1, 10), 0.0)
+    jb.push(10, ramp(11, 10), 0.08)  # the receiver was busy opening files
+    jb.pull(10)
+    assert not jb.playing  # still settling
+    for k in range(2, 40):
+        jb.push(10 * k, ramp(10 * k + 1, 10), 0.01 * k)
+    assert jb.jitter_samples == 0 and jb.playing is False
+    out = jb.pull(10)
+    assert jb.playing and np.array_equal(out, ramp(386, 10))  # 15 behind the newest (400)
+    assert jb.stats.start_skipped_samples == 385
