@@ -5,8 +5,9 @@ their arrival time; the audio device pulls fixed-size blocks at its own pace. Th
 keeps a *read position* on the timeline and plays what is there:
 
 - **Start**: playback starts once ``target`` samples are buffered and the stream has
-  settled (``settle_s`` after its first packet: connection set-up and first-write costs
-  are not jitter, so they are left out of the statistics), ``target`` behind the newest
+  settled and been measured (the first ``settle_s`` after its first packet hold
+  connection set-up and first-write costs, not jitter, so they are left out of the
+  statistics; the next ``settle_s`` fill them), ``target`` behind the newest
   audio: what piled up before is passed over, counted in ``start_skipped_samples``, so a
   stream starts live instead of late.
 - **Adaptive target**: the target is ``floor`` (the user's ``--latency-ms``) or, if more,
@@ -14,18 +15,18 @@ keeps a *read position* on the timeline and plays what is there:
   that holds it is pulled, so the target is one device block plus how much later than
   usual audio arrives: the 95th percentile of each packet's transit
   (``arrival_time - timestamp / rate``) over the last ``window_s`` seconds, minus the
-  median *staleness* of the buffer seen by the device (``now - end_of_newest_audio / rate``
-  at each pull). Measuring against what the device sees, not against the fastest packet,
-  keeps packets that arrive together (one capture block cut into several) or in step
-  with the device clock (one sound server) from counting as jitter; with regular frames
-  and unrelated clocks it comes to half a frame. Without staleness samples (pulls that
-  give no time) half a frame above the fastest transit stands in. Each underrun in the
-  last ``underrun_memory_s`` adds what it was short (at most four blocks in all): when
-  audio arrives in step with the device, missing the deadline by one sample or by most
-  of a block both mean the buffer must hold one more period. A single
-  stall (a few % of the window) does not raise the target at all; sustained jitter
-  raises it at once, and it falls back when the window forgets a rough patch, so late
-  packets never ratchet latency up for good.
+  median *staleness* of the buffer seen by the device (``now - end_of_newest_audio /
+  rate`` at each pull) over the last ``stale_window_s``. Measuring against what the
+  device sees, not against the fastest packet, keeps packets that arrive together (one
+  capture block cut into several) or in step with the device clock (one sound server)
+  from counting as jitter; with regular frames and unrelated clocks it comes to half a
+  frame. Without staleness samples (pulls that give no time) half a frame above the
+  fastest transit stands in. Each underrun in the last ``underrun_memory_s`` adds what
+  it was short (at most four blocks in all): when audio arrives in step with the device,
+  missing the deadline by one sample or by most of a block both mean the buffer must
+  hold one more period. A single stall (a few % of the window) does not raise the
+  target at all; sustained jitter raises it within 50 ms, and it falls back when the
+  window forgets a rough patch, so late packets never ratchet latency up for good.
 - **Late vs lost**: a *gap* in timestamps with later audio already here is a lost frame: at
   its deadline it is concealed and skipped, so it never stalls playback, and if it turns up
   afterwards it is dropped as *late*. An empty buffer (nothing newer has arrived, the
@@ -34,10 +35,14 @@ keeps a *read position* on the timeline and plays what is there:
   if more than that piled up meanwhile (a long stall), ``target`` behind the newest audio,
   the rest counted in ``skipped_samples``: the dropout is heard once, and playback is not
   left running late for the drift controller to work off over many seconds.
-- **Catching up**: depth above ``target + max_excess`` (after a long stall, or a sender
-  whose clock runs fast) is cut back to the target by skipping the oldest audio, counted in
-  ``skipped_samples``. Smaller excess is left to the drift controller (``drift.py``), which
-  plays slightly faster until the depth is back at the target, with no audible seam.
+- **Catching up**: depth above ``target + max_excess`` (a sender whose clock runs fast, a
+  receiver that stalled) is cut back to the target at once by skipping the oldest audio.
+  Excess that stays is trimmed too: if the depth never came within a device block (and
+  at least ``trim_min``) of the target for ``trim_window_s`` of playback, nothing in that
+  time needed it, and the lowest depth is brought down to the target with a cross-fade.
+  Both are counted in ``skipped_samples``. Smaller excess is left to the drift controller
+  (``drift.py``), which plays slightly faster until the depth is back at the target, with
+  no audible seam.
 - **Concealment**: a missing stretch fades out what was playing over ``fade`` samples, and
   audio that resumes after it fades in, so a dropout is a soft gap, not a click. Callers may
   push codec concealment (Opus PLC) for known gaps themselves.
@@ -82,6 +87,9 @@ class JitterBuffer:
         max_excess_samples: int | None = None,
         fade_samples: int | None = None,
         settle_s: float = 0.0,
+        stale_window_s: float = 1.0,
+        trim_window_s: float = 1.0,
+        trim_min_s: float = 0.005,
     ) -> None:
         if channels < 1 or rate_hz < 1 or not 0 <= floor_samples < max_samples:
             raise ValueError("need channels, rate >= 1 and 0 <= floor_samples < max_samples")
@@ -95,6 +103,11 @@ class JitterBuffer:
         self.max_excess_samples = max_excess_samples or rate_hz // 10
         self.fade_samples = fade_samples if fade_samples is not None else rate_hz // 500  # 2 ms
         self.settle_s = settle_s
+        self.stale_window_s = stale_window_s
+        self.trim_window_samples = max(1, round(trim_window_s * rate_hz))
+        self.trim_min_samples = round(trim_min_s * rate_hz)
+        self._lowest = 0  # lowest depth at a pull in this trim window
+        self._window_pulled = 0  # samples pulled in this trim window
         self._first_arrival: float | None = None
         self.stats = JitterStats()
         self._starts: list[int] = []  # chunk timestamps, sorted
@@ -175,7 +188,15 @@ class JitterBuffer:
 
     @property
     def _settling(self) -> bool:
+        """The stream's first ``settle_s``: left out of the statistics."""
         return self._first_arrival is None or self._now - self._first_arrival < self.settle_s
+
+    @property
+    def _measured(self) -> bool:
+        """Another ``settle_s`` of statistics after settling: enough to start playing on."""
+        return self._first_arrival is not None and (
+            self._now - self._first_arrival >= 2 * self.settle_s
+        )
 
     def _observe(self, timestamp: int, arrival_s: float) -> None:
         """Arrival jitter: spread of (arrival - media time) over the window."""
@@ -195,14 +216,19 @@ class JitterBuffer:
         while self._low[0][0] < horizon:
             self._low.popleft()
         # the 95th percentile, not the maximum: one stall (a few % of the window) must not
-        # hold the latency up for the whole window; recomputed at most every 50 ms
-        if arrival_s >= self._next_estimate or transit - self._low[0][1] > self._jitter_s:
+        # hold the latency up for the whole window. Recomputed at most every 50 ms (arrival
+        # time): never per packet, or a receiver that falls behind would spend the time
+        # it lacks recomputing the jitter its own lateness makes
+        if arrival_s >= self._next_estimate:
             self._next_estimate = arrival_s + 0.05
             values = np.fromiter((t for _, t in self._transits), float, len(self._transits))
             high = float(np.percentile(values, self.percentile))
             self._jitter_s = high - self._low[0][1]
             self._jitter_samples = round(self._jitter_s * self.rate_hz)
-            while self._stale and self._stale[0][0] < horizon:
+            # the device's view over a short window: if the stream's timeline slips against
+            # the local clock, transit and staleness move together, and the reference must
+            # follow as fast as the 95th percentile does
+            while self._stale and self._stale[0][0] < arrival_s - self.stale_window_s:
                 self._stale.popleft()
             if self._stale:
                 stale = np.fromiter((v for _, v in self._stale), float, len(self._stale))
@@ -224,11 +250,13 @@ class JitterBuffer:
             if self._read is None:
                 self._read = self._starts[0]
             if not self.ended:
-                if self._settling or self.depth_samples < self.target_samples:
+                if not self._measured or self.depth_samples < self.target_samples:
                     return out
                 self._start_live()
             self.playing = self.started = True
+            self._lowest, self._window_pulled = self.depth_samples, 0
         assert self._read is not None
+        crossfade = self._trim_unneeded(n)
         filled = 0
         while filled < n:
             chunk_index = bisect.bisect_right(self._starts, self._read) - 1
@@ -261,7 +289,41 @@ class JitterBuffer:
                 self._underruns.append((self._now, missing))
             self.playing = False
             break
+        if crossfade is not None:  # what was playing fades out as the present fades in
+            k = len(crossfade)
+            down = (1.0 - np.arange(k) / k)[:, None]
+            mixed = out[:k] + crossfade.astype(np.float32) * down
+            out[:k] = np.clip(np.rint(mixed), -32768, 32767).astype(np.int16)
         self._forget()
+        return out
+
+    def _trim_unneeded(self, n: int) -> Samples | None:
+        """Once per trim window: cut excess depth no pull in the window needed. Returns
+        the audio that would have played next, to cross-fade from (or None)."""
+        self._lowest = min(self._lowest, self.depth_samples)
+        self._window_pulled += n
+        if self._window_pulled < self.trim_window_samples:
+            return None
+        excess = self._lowest - self.target_samples
+        before = None
+        if excess > max(self._block, self.trim_min_samples):
+            before = self._peek(min(self.fade_samples, n))
+            self._skip(excess)
+        self._lowest, self._window_pulled = self.depth_samples, 0
+        return before
+
+    def _peek(self, n: int) -> Samples:
+        """The next ``n`` samples at the read position, without playing them (zeros where
+        nothing has arrived)."""
+        assert self._read is not None
+        out = np.zeros((n, self.channels), dtype=np.int16)
+        i = max(0, bisect.bisect_right(self._starts, self._read) - 1)
+        for start, chunk in zip(self._starts[i:], self._chunks[i:], strict=True):
+            lo, hi = max(start, self._read), min(start + len(chunk), self._read + n)
+            if lo >= self._read + n:
+                break
+            if lo < hi:
+                out[lo - self._read : hi - self._read] = chunk[lo - start : hi - start]
         return out
 
     def _conceal(self, out: Samples) -> None:

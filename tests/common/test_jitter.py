@@ -208,11 +208,46 @@ def test_a_streams_first_moments_are_not_jitter() -> None:
     jb = buffer(settle_s=0.25)
     jb.push(0, ramp(1, 10), 0.0)
     jb.push(10, ramp(11, 10), 0.08)  # the receiver was busy opening files
-    jb.pull(10)
-    assert not jb.playing  # still settling
     for k in range(2, 40):
         jb.push(10 * k, ramp(10 * k + 1, 10), 0.01 * k)
-    assert jb.jitter_samples == 0 and jb.playing is False
+        jb.pull(10)
+        assert not jb.playing  # settling, then measuring
+    assert jb.jitter_samples == 0
+    for k in range(40, 51):
+        jb.push(10 * k, ramp(10 * k + 1, 10), 0.01 * k)
     out = jb.pull(10)
-    assert jb.playing and np.array_equal(out, ramp(386, 10))  # 15 behind the newest (400)
-    assert jb.stats.start_skipped_samples == 385
+    assert jb.playing and np.array_equal(out, ramp(496, 10))  # 15 behind the newest (510)
+    assert jb.stats.start_skipped_samples == 495
+
+
+def test_excess_no_pull_needed_for_a_second_is_trimmed() -> None:
+    jb = JitterBuffer(1, RATE, 0, 5000, fade_samples=4, max_excess_samples=1000)
+    level = np.full((10, 1), 1000, np.int16)
+    outs = []
+    for k in range(300):  # one frame in and one block out every 10 ms...
+        jb.push(10 * k, level, 0.01 * k)
+        if not 100 <= k < 120:  # ...except that the device stalled for 200 ms
+            outs.append(jb.pull(10))
+        if k == 125:
+            assert jb.depth_samples > jb.target_samples + 150  # 200 ms too deep
+    out = np.concatenate(outs)[:, 0]
+    assert 150 < jb.stats.skipped_samples <= 200  # the unneeded 200 ms went in one cut...
+    assert jb.depth_samples <= jb.target_samples  # ...back to the target
+    assert np.flatnonzero(out != 1000).tolist() == list(range(14))  # before the start, fade-in
+    assert jb.stats.underruns == 0  # and then level audio stays level, across the cut
+
+
+def test_a_trim_cross_fades_from_what_was_playing() -> None:
+    jb = JitterBuffer(
+        1, RATE, 50, 5000, fade_samples=4, max_excess_samples=5000, trim_window_s=0.02
+    )
+    jb.push(0, np.full((60, 1), 1000, np.int16), 0.0)
+    first = jb.pull(10)  # starts 50 behind the newest, fading in
+    for k in range(100):
+        jb.push(60 + 10 * k, np.full((10, 1), -1000, np.int16), 0.0)
+    out = np.concatenate([first, *(jb.pull(10) for _ in range(4))])[:, 0]
+    assert out[:4].tolist() == [0, 250, 500, 750]
+    assert out[4:30].tolist() == [1000] * 26  # the depth was needed at the first pulls...
+    assert out[30:34].tolist() == [1000, 500, 0, -500]  # ...then 960 unneeded are cut
+    assert np.all(out[34:] == -1000)
+    assert jb.stats.skipped_samples == 1020 - 50  # the lowest depth in the window - target
