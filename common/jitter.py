@@ -4,12 +4,11 @@ Frames are pushed with their place on the stream timeline (``timestamp``, in sam
 their arrival time; the audio device pulls fixed-size blocks at its own pace. The buffer
 keeps a *read position* on the timeline and plays what is there:
 
-- **Start**: playback starts once ``target`` samples are buffered and the stream has
-  settled and been measured (the first ``settle_s`` after its first packet hold
-  connection set-up and first-write costs, not jitter, so they are left out of the
-  statistics; the next ``settle_s`` fill them), ``target`` behind the newest
-  audio: what piled up before is passed over, counted in ``start_skipped_samples``, so a
-  stream starts live instead of late.
+- **Start**: playback starts once ``target`` samples are buffered, ``target`` behind the
+  newest audio: what piled up before is passed over, counted in
+  ``start_skipped_samples``, so a stream starts live instead of late. Until the first
+  estimate the target allows a packet's worth of lateness; the stream's first
+  ``settle_s`` (connection set-up, first writes) is left out of the statistics.
 - **Adaptive target**: the target is ``floor`` (the user's ``--latency-ms``) or, if more,
   what the measured arrival jitter needs. A sample must be here when the device block
   that holds it is pulled, so the target is one device block plus how much later than
@@ -22,9 +21,8 @@ keeps a *read position* on the timeline and plays what is there:
   from counting as jitter; with regular frames and unrelated clocks it comes to half a
   frame. Without staleness samples (pulls that give no time) half a frame above the
   fastest transit stands in. Each underrun in the last ``underrun_memory_s`` adds what
-  it was short (at most four blocks in all): when audio arrives in step with the device,
-  missing the deadline by one sample or by most of a block both mean the buffer must
-  hold one more period. A single stall (a few % of the window) does not raise the
+  it was short, and at least half a device block (at most four blocks in all). A single
+  stall (a few % of the window) does not raise the
   target at all; sustained jitter raises it within 50 ms, and it falls back when the
   window forgets a rough patch, so late packets never ratchet latency up for good.
 - **Late vs lost**: a *gap* in timestamps with later audio already here is a lost frame: at
@@ -120,7 +118,7 @@ class JitterBuffer:
         self._next_estimate = 0.0
         self._jitter_samples = 0
         self._jitter_s = 0.0
-        self._need_samples = 0  # transit p95 above what the device usually sees
+        self._need_samples: int | None = None  # transit p95 over what the device usually sees
         # (pull time, staleness) samples: how old the newest audio is when the device pulls
         self._stale: deque[tuple[float, float]] = deque(maxlen=1 << 15)
         self._block = 0  # largest device block seen
@@ -146,8 +144,14 @@ class JitterBuffer:
     def target_samples(self) -> int:
         while self._underruns and self._underruns[0][0] < self._now - self.underrun_memory_s:
             self._underruns.popleft()
-        bump = min(4 * self._block, sum(short for _, short in self._underruns))
-        needed = self._block + max(0, self._need_samples) + bump
+        # an underrun raises the target by what it was short, and by at least half a block:
+        # if audio arrives in step with the device, being short by a sample or by a block
+        # both mean the buffer must hold about one more period
+        bumps = sum(max(short, self._block // 2) for _, short in self._underruns)
+        bump = min(4 * self._block, bumps)
+        # until the first estimate, allow a packet's worth of lateness
+        need = self._need_samples if self._need_samples is not None else self._frame
+        needed = self._block + max(0, need) + bump
         return min(max(self.floor_samples, needed), self.max_samples - 1)
 
     @property
@@ -190,13 +194,6 @@ class JitterBuffer:
     def _settling(self) -> bool:
         """The stream's first ``settle_s``: left out of the statistics."""
         return self._first_arrival is None or self._now - self._first_arrival < self.settle_s
-
-    @property
-    def _measured(self) -> bool:
-        """Another ``settle_s`` of statistics after settling: enough to start playing on."""
-        return self._first_arrival is not None and (
-            self._now - self._first_arrival >= 2 * self.settle_s
-        )
 
     def _observe(self, timestamp: int, arrival_s: float) -> None:
         """Arrival jitter: spread of (arrival - media time) over the window."""
@@ -250,7 +247,7 @@ class JitterBuffer:
             if self._read is None:
                 self._read = self._starts[0]
             if not self.ended:
-                if not self._measured or self.depth_samples < self.target_samples:
+                if self.depth_samples < self.target_samples:
                     return out
                 self._start_live()
             self.playing = self.started = True
@@ -297,6 +294,11 @@ class JitterBuffer:
         self._forget()
         return out
 
+    @property
+    def _trim_threshold(self) -> int:
+        """Excess smaller than this is left to the drift controller."""
+        return max(self._block, self.trim_min_samples)
+
     def _trim_unneeded(self, n: int) -> Samples | None:
         """Once per trim window: cut excess depth no pull in the window needed. Returns
         the audio that would have played next, to cross-fade from (or None)."""
@@ -306,7 +308,7 @@ class JitterBuffer:
             return None
         excess = self._lowest - self.target_samples
         before = None
-        if excess > max(self._block, self.trim_min_samples):
+        if excess > self._trim_threshold:
             before = self._peek(min(self.fade_samples, n))
             self._skip(excess)
         self._lowest, self._window_pulled = self.depth_samples, 0
@@ -349,17 +351,18 @@ class JitterBuffer:
             self._fade_in = False
 
     def _start_live(self) -> None:
-        """(Re)start ``target`` behind the newest audio; what piled up is passed over."""
+        """Start ``target`` behind the newest audio; what piled up is passed over. On a
+        restart after an underrun only a pile-up worth trimming is (a long stall's)."""
         assert self._read is not None
         late = self.depth_samples - self.target_samples
-        if late > 0:
-            if not self.started:
+        if not self.started:
+            if late > 0:
                 self.stats.start_skipped_samples += late
-            else:
-                self.stats.skipped_samples += late
-            self._read += late
-            self._fade_in, self._faded = self.fade_samples > 0, 0
-            self._forget()
+                self._read += late
+                self._fade_in, self._faded = self.fade_samples > 0, 0
+                self._forget()
+        elif late > self._trim_threshold:
+            self._skip(late)
 
     def _skip(self, n: int) -> None:
         """Drop ``n`` samples of the oldest audio to catch up with the present."""
