@@ -10,9 +10,10 @@ keeps a *read position* on the timeline and plays what is there:
   estimate the target allows a packet's worth of lateness; the stream's first
   ``settle_s`` (connection set-up, first writes) is left out of the statistics.
 - **Adaptive target**: the target is ``floor`` (the user's ``--latency-ms``) or, if more,
-  what the measured arrival jitter needs. A sample must be here when the device block
-  that holds it is pulled, so the target is one device block plus how much later than
-  usual audio arrives: the 95th percentile of each packet's transit
+  what the measured arrival jitter needs, and at least two device blocks (a device that
+  ran a cycle late catches up with two pulls in a row). A sample must be here when the
+  device block that holds it is pulled, so the target is one device block plus how much
+  later than usual audio arrives: the 95th percentile of each packet's transit
   (``arrival_time - timestamp / rate``) over the last ``window_s`` seconds, minus the
   median *staleness* of the buffer seen by the device (``now - end_of_newest_audio /
   rate`` at each pull) over the last ``stale_window_s``. Measuring against what the
@@ -151,7 +152,9 @@ class JitterBuffer:
         bump = min(4 * self._block, bumps)
         # until the first estimate, allow a packet's worth of lateness
         need = self._need_samples if self._need_samples is not None else self._frame
-        needed = self._block + max(0, need) + bump
+        # double buffering: a device that ran a cycle late catches up with two pulls in a
+        # row, and audio that arrived in between must not be needed by the second
+        needed = max(2 * self._block, self._block + max(0, need)) + bump
         return min(max(self.floor_samples, needed), self.max_samples - 1)
 
     @property

@@ -59,10 +59,11 @@ def test_blocks_cut_into_packets_and_in_step_with_the_device_are_not_jitter() ->
             jb.push(10 * k + start, ramp(10 * k + start, n), arrival)
         jb.pull(10, arrival + 0.005)
     # the packets' own transit spreads by 8 ms, but the first sample of a block is 11 ms
-    # old when it arrives and the device finds the newest audio 6 ms old: a block + 5 ms
-    # (the old rule, a block + half a frame + the spread, asked for 10 + 2 + 8)
+    # old when it arrives and the device finds the newest audio 6 ms old: a block + 5 ms,
+    # less than the two blocks a device catching up needs (a block + half a frame + the
+    # spread would have asked for 10 + 2 + 8)
     assert jb.jitter_samples == 8
-    assert jb.target_samples == 10 + 5
+    assert jb._need_samples == 5 and jb.target_samples == 2 * 10
     assert jb.stats.underruns == 0
 
 
@@ -80,24 +81,24 @@ def test_underrun_conceals_waits_and_loses_nothing() -> None:
     out = jb.pull(75)
     assert np.array_equal(out[:50], ramp(51, 50)) and not np.any(out[50:])
     assert (jb.stats.underruns, jb.stats.underrun_samples) == (1, 25)
-    assert jb.target_samples == 75 + 12 + 37  # an underrun adds half a block at least
+    assert jb.target_samples == 2 * 75 + 37  # an underrun adds half a block at least
     feed(jb, 100, 100, frame=25)  # the slow audio: short of the new target
     assert not np.any(jb.pull(50)) and jb.stats.underruns == 1  # waiting, not a new underrun
-    feed(jb, 200, 24)
+    feed(jb, 200, 87)
     assert np.array_equal(jb.pull(50), ramp(101, 50))  # played from where it stopped
     assert jb.stats.late_packets == jb.stats.skipped_samples == 0
     jb.push(300, ramp(0, 10), 61.0)  # a calm minute later the bump is forgotten
-    assert jb.target_samples == 100
+    assert jb.target_samples == 2 * 75
 
 
 def test_after_a_long_dropout_playback_resumes_live() -> None:
     jb = buffer(floor=100)
     feed(jb, 0, 100)
     jb.pull(50)
-    jb.pull(100)  # runs dry 50 short: target block 100 + half a frame 5 + 50
+    jb.pull(100)  # runs dry 50 short: target two blocks + 50
     feed(jb, 100, 400)  # a stall's worth arrives at once
-    assert np.array_equal(jb.pull(10), ramp(346, 10))  # 155 behind the newest, not 400
-    assert jb.stats.skipped_samples == 245 and jb.depth_samples == 145
+    assert np.array_equal(jb.pull(10), ramp(251, 10))  # 250 behind the newest, not 400
+    assert jb.stats.skipped_samples == 150 and jb.depth_samples == 240
 
 
 def test_underruns_raise_the_target_by_what_they_were_short_up_to_four_blocks() -> None:
@@ -112,18 +113,18 @@ def test_underruns_raise_the_target_by_what_they_were_short_up_to_four_blocks() 
         while jb.stats.underruns == underruns:
             jb.pull(100)
     short = jb.stats.underrun_samples
-    assert 100 * 4 < short < 100 * 6  # each was short by up to a block
-    assert jb.target_samples == 100 + 5 + 4 * 100  # block + half a frame + at most 4 blocks
+    assert 100 * 4 < short <= 100 * 6  # each was short by up to a block
+    assert jb.target_samples == 2 * 100 + 4 * 100  # two blocks + at most 4 blocks
 
 
 def test_playback_starts_live_after_a_burst() -> None:
     jb = buffer(fade_samples=4)
     jb.pull(20)  # the device runs before any audio: silence, no underrun
     feed(jb, 0, 100)  # a sender's first 100 ms come in one go
-    out = jb.pull(20)  # target: block 20 + half a frame; the older 75 are passed over
-    assert np.array_equal(out[4:], ramp(80, 16)) and out[0, 0] < 76  # faded in
-    assert (jb.stats.start_skipped_samples, jb.stats.skipped_samples) == (75, 0)
-    assert jb.depth_samples == 5 and jb.stats.underruns == 0
+    out = jb.pull(20)  # target: two blocks; the older 60 are passed over
+    assert np.array_equal(out[4:], ramp(65, 16)) and out[0, 0] < 61  # faded in
+    assert (jb.stats.start_skipped_samples, jb.stats.skipped_samples) == (60, 0)
+    assert jb.depth_samples == 20 and jb.stats.underruns == 0
 
 
 def test_a_gap_is_skipped_at_its_deadline_and_a_straggler_is_late() -> None:
@@ -151,7 +152,8 @@ def test_a_partly_late_frame_keeps_its_timely_part_and_duplicates_are_dropped() 
     jb = buffer(floor=30)  # all of it: playback starts at the first frame
     jb.push(0, ramp(1, 10), 0.0)
     feed(jb, 20, 10)  # 10..19 never came
-    jb.pull(20)  # plays 0..9, skips 10..19 at their deadline
+    jb.pull(10)  # plays 0..9
+    jb.pull(10)  # skips 10..19 at their deadline
     jb.pull(10)  # plays 20..29
     jb.push(15, ramp(16, 10), 0.015)  # wholly late
     jb.push(25, ramp(26, 10), 0.025)  # partly late: 30..34 still in time
@@ -228,7 +230,7 @@ def test_excess_no_pull_needed_for_a_second_is_trimmed() -> None:
     out = np.concatenate(outs)[:, 0]
     assert 150 < jb.stats.skipped_samples <= 200  # the unneeded 200 ms went in one cut...
     assert jb.depth_samples <= jb.target_samples  # ...back to the target
-    assert np.flatnonzero(out != 1000).tolist() == list(range(14))  # before the start, fade-in
+    assert np.flatnonzero(out != 1000).tolist() == list(range(10))  # silence before the start
     assert jb.stats.underruns == 0  # and then level audio stays level, across the cut
 
 
