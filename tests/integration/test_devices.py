@@ -85,6 +85,9 @@ def run_through_jack(
         probe.client.connect(probe.wait_port(is_input=False, timeout=seconds(10)), probe.inp)
         # ports exist from Pa_OpenStream on, but carry audio only once the stream runs
         tx.wait_for(r"sending 'jack-\w+' from device")
+        # live playback starts at its target behind the newest audio, passing over what
+        # piled up while the output stream started (the recording keeps it): play after
+        time.sleep(seconds(0.3))
         signal_in = probe_signal(RATE * 2)
         probe.play(signal_in)
         probe.wait_played(seconds(10))
