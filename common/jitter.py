@@ -237,10 +237,11 @@ class JitterBuffer:
                 self._need_samples = self._jitter_samples + self._frame // 2
 
     # --- output ------------------------------------------------------------------------
-    def pull(self, n: int, now_s: float | None = None) -> Samples:
+    def pull(self, n: int, now_s: float | None = None, block: int | None = None) -> Samples:
         """The next ``n`` samples for the device; ``now_s`` (the same monotonic clock as
-        arrivals) lets the buffer see how old its newest audio is at each pull."""
-        self._block = max(self._block, n)
+        arrivals) lets the buffer see how old its newest audio is at each pull; ``block``
+        is the device's block when a resampler asks for a few samples more or fewer."""
+        self._block = max(self._block, block or n)
         if now_s is not None and self._end and not self.ended:
             self._stale.append((now_s, now_s - self._end / self.rate_hz))
         out = np.zeros((n, self.channels), dtype=np.int16)

@@ -82,7 +82,7 @@ class Playback:
             else:
                 ratio = 1.0
             self._played += frames
-            block = self.buffer.pull(self._resampler.needed(frames, ratio), now)
+            block = self.buffer.pull(self._resampler.needed(frames, ratio), now, frames)
         samples = self._resampler.process(block, frames, ratio)
         if self.out_channels == self.channels:
             outdata[:] = samples

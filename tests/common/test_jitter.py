@@ -248,3 +248,10 @@ def test_a_trim_cross_fades_from_what_was_playing() -> None:
     assert out[30:34].tolist() == [1000, 500, 0, -500]  # ...then 960 unneeded are cut
     assert np.all(out[34:] == -1000)
     assert jb.stats.skipped_samples == 1020 - 50  # the lowest depth in the window - target
+
+
+def test_a_resampler_asking_for_a_few_more_does_not_make_the_block_bigger() -> None:
+    jb = buffer()
+    feed(jb, 0, 1000)
+    jb.pull(259, block=256)
+    assert jb.target_samples == 2 * 256 and jb.stats.underruns == 0
