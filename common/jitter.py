@@ -59,6 +59,7 @@ import numpy as np
 import numpy.typing as npt
 
 Samples = npt.NDArray[np.int16]
+DOUBLE_BUFFER_MARGIN_S = 0.00025
 
 
 @dataclass
@@ -105,6 +106,7 @@ class JitterBuffer:
         self.stale_window_s = stale_window_s
         self.trim_window_samples = max(1, round(trim_window_s * rate_hz))
         self.trim_min_samples = round(trim_min_s * rate_hz)
+        self._margin = round(DOUBLE_BUFFER_MARGIN_S * rate_hz)
         self._lowest = 0  # lowest depth at a pull in this trim window
         self._window_pulled = 0  # samples pulled in this trim window
         self._first_arrival: float | None = None
@@ -153,8 +155,11 @@ class JitterBuffer:
         # until the first estimate, allow a packet's worth of lateness
         need = self._need_samples if self._need_samples is not None else self._frame
         # double buffering: a device that ran a cycle late catches up with two pulls in a
-        # row, and audio that arrived in between must not be needed by the second
-        needed = max(2 * self._block, self._block + max(0, need)) + bump
+        # row, and audio that arrived in between must not be needed by the second. A hair
+        # more than two blocks, or the drift controller's small swings would make every
+        # other pull need the newest block's first samples after all
+        double = 2 * self._block + self._margin
+        needed = max(double, self._block + max(0, need)) + bump
         return min(max(self.floor_samples, needed), self.max_samples - 1)
 
     @property
