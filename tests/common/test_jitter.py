@@ -252,7 +252,8 @@ def test_a_trim_cross_fades_from_what_was_playing() -> None:
 
 def test_a_resampler_asking_for_a_few_more_does_not_make_the_block_bigger() -> None:
     jb = JitterBuffer(1, 48000, 0, 48000)
-    jb.push(0, ramp(0, 1000), 0.0)
+    for ts in range(0, 1000, 100):
+        jb.push(ts, ramp(ts, 100), ts / 48000)
     jb.pull(259, block=256)
     # two blocks, and a quarter of a millisecond so that swings of the drift controller
     # never make a pull reach into the newest block
