@@ -10,11 +10,12 @@ keeps a *read position* on the timeline and plays what is there:
   estimate the target allows a packet's worth of lateness; the stream's first
   ``settle_s`` (connection set-up, first writes) is left out of the statistics.
 - **Adaptive target**: the target is ``floor`` (the user's ``--latency-ms``) or, if more,
-  what the measured arrival jitter needs, and at least two device blocks (a device that
-  ran a cycle late catches up with two pulls in a row). A sample must be here when the
-  device block that holds it is pulled, so the target is one device block plus how much
-  later than usual audio arrives: the 95th percentile of each packet's transit
-  (``arrival_time - timestamp / rate``) over the last ``window_s`` seconds, minus the
+  what the measured arrival jitter needs, and at least two device blocks and a quarter
+  millisecond (a device that ran a cycle late catches up with two pulls in a row). A
+  sample must be here when the device block that holds it is pulled, so the target is
+  one device block plus how much later than usual audio arrives: the 95th percentile of
+  each packet's transit (``arrival_time - timestamp / rate``) over the last ``window_s``
+  seconds, minus the
   median *staleness* of the buffer seen by the device (``now - end_of_newest_audio /
   rate`` at each pull) over the last ``stale_window_s``. Measuring against what the
   device sees, not against the fastest packet, keeps packets that arrive together (one
@@ -23,17 +24,18 @@ keeps a *read position* on the timeline and plays what is there:
   frame. Without staleness samples (pulls that give no time) half a frame above the
   fastest transit stands in. Each underrun in the last ``underrun_memory_s`` adds what
   it was short, and at least half a device block (at most four blocks in all). A single
-  stall (a few % of the window) does not raise the
-  target at all; sustained jitter raises it within 50 ms, and it falls back when the
-  window forgets a rough patch, so late packets never ratchet latency up for good.
+  stall (a few % of the window) does not raise the target at all; sustained jitter
+  raises it within 50 ms, and it falls back when the window forgets a rough patch, so
+  late packets never ratchet latency up for good.
 - **Late vs lost**: a *gap* in timestamps with later audio already here is a lost frame: at
   its deadline it is concealed and skipped, so it never stalls playback, and if it turns up
   afterwards it is dropped as *late*. An empty buffer (nothing newer has arrived, the
   network is just slow) is an *underrun*: the block is concealed, and the read position
   waits for the audio. Once ``target`` is buffered again playback resumes from there, or,
-  if more than that piled up meanwhile (a long stall), ``target`` behind the newest audio,
-  the rest counted in ``skipped_samples``: the dropout is heard once, and playback is not
-  left running late for the drift controller to work off over many seconds.
+  if a block (and ``trim_min``) more than that piled up meanwhile (a long stall),
+  ``target`` behind the newest audio, the rest counted in ``skipped_samples``: the
+  dropout is heard once, and playback is not left running late for the drift controller
+  to work off over many seconds.
 - **Catching up**: depth above ``target + max_excess`` (a sender whose clock runs fast, a
   receiver that stalled) is cut back to the target at once by skipping the oldest audio.
   Excess that stays is trimmed too: if the depth never came within a device block (and
