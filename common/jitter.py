@@ -11,22 +11,21 @@ keeps a *read position* on the timeline and plays what is there:
   ``settle_s`` (connection set-up, first writes) is left out of the statistics.
 - **Adaptive target**: the target is ``floor`` (the user's ``--latency-ms``) or, if more,
   what the measured arrival jitter needs, and at least two device blocks and a quarter
-  millisecond (a device that ran a cycle late catches up with two pulls in a row). A
-  sample must be here when the device block that holds it is pulled, so the target is
-  one device block plus how much later than usual audio arrives: the 95th percentile of
-  each packet's transit (``arrival_time - timestamp / rate``) over the last ``window_s``
-  seconds, minus the
-  median *staleness* of the buffer seen by the device (``now - end_of_newest_audio /
-  rate`` at each pull) over the last ``stale_window_s``. Measuring against what the
-  device sees, not against the fastest packet, keeps packets that arrive together (one
-  capture block cut into several) or in step with the device clock (one sound server)
-  from counting as jitter; with regular frames and unrelated clocks it comes to half a
-  frame. Without staleness samples (pulls that give no time) half a frame above the
-  fastest transit stands in. Each underrun in the last ``underrun_memory_s`` adds what
-  it was short, and at least half a device block (at most four blocks in all). A single
-  stall (a few % of the window) does not raise the target at all; sustained jitter
-  raises it within 50 ms, and it falls back when the window forgets a rough patch, so
-  late packets never ratchet latency up for good.
+  millisecond (a device that ran a cycle late catches up with two pulls in a row). A sample
+  must be here when the device block that holds it is pulled, so the target is one device
+  block plus how much later than usual audio arrives: the 95th percentile of each packet's
+  transit (``arrival_time - timestamp / rate``) over the last ``window_s`` seconds, minus
+  the median *staleness* of the buffer seen by the device (``now - end_of_newest_audio /
+  rate`` at each pull) over the last ``stale_window_s``. Measuring against what the device
+  sees, not against the fastest packet, keeps packets that arrive together (one capture
+  block cut into several) or in step with the device clock (one sound server) from counting
+  as jitter; with regular frames and unrelated clocks it comes to half a frame. Without
+  staleness samples (pulls that give no time) half a frame above the fastest transit stands
+  in. Each underrun in the last ``underrun_memory_s`` adds what it was short, and at least
+  half a device block (at most four blocks in all). A single stall (a few % of the window)
+  does not raise the target at all; sustained jitter raises it within 50 ms, and it falls
+  back when the window forgets a rough patch, so late packets never ratchet latency up for
+  good.
 - **Late vs lost**: a *gap* in timestamps with later audio already here is a lost frame: at
   its deadline it is concealed and skipped, so it never stalls playback, and if it turns up
   afterwards it is dropped as *late*. An empty buffer (nothing newer has arrived, the
