@@ -126,7 +126,7 @@ class JitterBuffer:
         # (pull time, staleness) samples: how old the newest audio is when the device pulls
         self._stale: deque[tuple[float, float]] = deque(maxlen=1 << 15)
         self._block = 0  # largest device block seen
-        self._frame = 0  # largest frame pushed: the depth saw-tooths by that much
+        self._frame = 0  # largest frame pushed: the lateness allowed until the first estimate
         self._underruns: deque[tuple[float, int]] = deque()  # (time, samples short)
         self._now = 0.0  # latest arrival time seen
         self._last = np.zeros((1, channels), np.int16)  # last sample played (for fades)
@@ -363,21 +363,18 @@ class JitterBuffer:
     def _start_live(self) -> None:
         """Start ``target`` behind the newest audio; what piled up is passed over. On a
         restart after an underrun only a pile-up worth trimming is (a long stall's)."""
-        assert self._read is not None
         late = self.depth_samples - self.target_samples
-        if not self.started:
-            if late > 0:
-                self.stats.start_skipped_samples += late
-                self._read += late
-                self._fade_in, self._faded = self.fade_samples > 0, 0
-                self._forget()
-        elif late > self._trim_threshold:
+        if late > (self._trim_threshold if self.started else 0):
             self._skip(late)
 
     def _skip(self, n: int) -> None:
-        """Drop ``n`` samples of the oldest audio to catch up with the present."""
+        """Drop ``n`` samples of the oldest audio to catch up with the present (counted as
+        passed over at the start if playback has not started yet)."""
         assert self._read is not None
-        self.stats.skipped_samples += n
+        if self.started:
+            self.stats.skipped_samples += n
+        else:
+            self.stats.start_skipped_samples += n
         self._read += n
         self._fade_in, self._faded = self.fade_samples > 0, 0
         self._forget()
