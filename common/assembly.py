@@ -1,10 +1,17 @@
 """Rebuild a stream's sample timeline from its packets (the receiver's pure core).
 
-:class:`Depacketizer` checks each packet against the stream, decodes it, takes the codec
-delay (pre-skip) off the front of the stream, keeps ``packet.samples`` of each decoded frame
-and reports gaps in the timestamps as exact runs of silence. What comes out, written end to
-end, is the recording: for PCM it equals the samples the sender captured, sample for
-sample, with silence exactly where samples never arrived.
+:class:`Depacketizer` checks each packet of one connection against the stream, decodes it,
+takes the codec delay (pre-skip) off the front of the connection's codec stream, keeps
+``packet.samples`` of each decoded frame and reports gaps in the timestamps as exact runs
+of silence. What comes out, written end to end, is the recording: for PCM it equals the
+samples the sender captured, sample for sample, with silence exactly where samples never
+arrived.
+
+The timeline is the authority. Every connection is its own codec stream that continues
+the timeline at ``start`` (0 for a new stream, where the recording reaches for a resumed
+one): audio a packet holds before where the timeline has got to (a duplicate packet, an
+overlapping timestamp, a resend from before ``start``) is dropped and counted, never
+written twice; a timestamp that jumps ahead leaves exactly that much silence.
 """
 
 from __future__ import annotations
@@ -22,16 +29,24 @@ Samples = npt.NDArray[np.int16]
 #: A piece of the timeline: decoded samples, or a count of samples of silence (a gap).
 Segment = Samples | int
 
-#: Longest gap one packet may open, in seconds (bounds what a hostile timestamp can cost).
+#: Longest gap one packet may open, in seconds, whatever the caller's ``limit`` allows.
 MAX_GAP_S = 3600
+
+
+def segment_length(segment: Segment) -> int:
+    return segment if isinstance(segment, int) else len(segment)
 
 
 @dataclass
 class AssemblyStats:
     packets: int = 0
-    samples: int = 0  # samples on the timeline so far, gaps included
+    samples: int = 0  # samples this connection added to the timeline, gaps included
     gap_samples: int = 0
     gaps: int = 0
+    #: Packets whose audio the timeline already had (sent twice, or resent), dropped.
+    duplicate_packets: int = 0
+    #: Samples dropped because the timeline already had audio there.
+    overlap_samples: int = 0
 
 
 class Depacketizer:
@@ -39,14 +54,12 @@ class Depacketizer:
         self,
         params: StreamParams,
         decoder: Decoder,
-        origin: int | None = 0,
+        start: int | None = 0,
         conceal_frames: int = 0,
-        resume_at: int | None = None,
     ) -> None:
-        #: Continue a stream recorded in an earlier part up to this timeline position: the
-        #: first packets are resent from before it; what they hold before it is dropped.
-        self.resume_at = resume_at
-        self._trim = 0
+        #: Timeline position this connection continues from; None: wherever its first
+        #: packet starts (a resumed stream this receiver knows nothing of).
+        self.start = start
         #: For live playback: stand in for up to this many lost frames with the codec's
         #: concealment (Opus PLC, or FEC from the next packet) instead of silence.
         self.conceal_frames = conceal_frames
@@ -54,35 +67,51 @@ class Depacketizer:
         self.decoder = decoder
         self.stats = AssemblyStats()
         self.ended = False
-        #: Sequence number of the packet expected next (what a reconnecting sender resends from).
-        self.next_seq = 0
-        self._skip = params.pre_skip
+        self._skip = params.pre_skip  # codec delay still to drop from the decoded stream
         self._last_ts: int | None = None
-        # origin None: the timeline starts at the first packet (a stream joined midway)
-        self._next_ts = origin if origin is not None else -1
+        #: Timeline position of the next decoded sample (after pre-skip).
+        self._decoded = 0
+        #: Where the timeline has got to: everything before it has been output.
+        self.position = start if start is not None else 0
         # Opus frames always span a whole frame of input, PCM frames exactly their samples
         self._whole_frames = params.codec != "pcm"
-        self._max_gap = MAX_GAP_S * params.rate_hz
+        self._next_ts = 0  # where the next packet's timestamp is expected
 
-    def push(self, packet: Packet) -> list[Segment]:
-        """Check and decode one packet; return what it adds to the timeline, in order."""
+    def push(self, packet: Packet, limit: int | None = None) -> list[Segment]:
+        """Check and decode one packet; return what it adds to the timeline, in order.
+
+        ``limit``: the furthest timeline position the stream may reach now (the receiver's
+        wall-clock bound); a packet reaching past it is refused before it costs anything.
+        """
         if self.ended:
             raise FrameError("packet after the end-of-stream packet")
         packet.check(self.params)
-        out: list[Segment] = []
-        if self._last_ts is not None and packet.timestamp < self._last_ts:
-            raise FrameError(f"timestamp went backwards ({packet.timestamp} after {self._last_ts})")
-        if self.resume_at is not None and self._last_ts is None:
-            self._start_resumed(packet)
-        if self._next_ts < 0:
-            self._next_ts = packet.timestamp
-        gap = packet.timestamp - self._next_ts  # the stream starts at its origin (0)
-        if gap > self._max_gap:
+        ts = packet.timestamp
+        if self._last_ts is None:  # the codec stream of this connection starts here
+            if self.start is None:
+                self.start = self.position = ts
+            self._decoded = self._next_ts = min(ts, self.position)
+        elif ts < self._last_ts:
+            raise FrameError(f"timestamp went backwards ({ts} after {self._last_ts})")
+        if limit is not None and ts + packet.samples > limit:
+            ahead = (ts + packet.samples - limit) / self.params.rate_hz
+            raise FrameError(f"timestamp runs {ahead:.1f} s ahead of the stream's real time")
+        self._last_ts = ts
+        self.ended = packet.last
+        self.stats.packets += 1
+        if self._whole_frames and ts < self._next_ts:
+            # Opus from before where the codec stream is (sent twice, or overlapping): not
+            # decoded, which would put the decoder a frame out of step
+            self.stats.duplicate_packets += 1
+            self.stats.overlap_samples += packet.samples
+            return []
+        gap = ts - self._next_ts
+        if gap > MAX_GAP_S * self.params.rate_hz:
             raise FrameError(f"timestamp jumps {gap / self.params.rate_hz:.0f} s ahead")
-        if gap > 0:
-            out += self._fill(gap, packet.payload)
-            self.stats.gaps += 1
-            self.stats.gap_samples += gap
+        filler = self._fill(gap, packet.payload) if gap > 0 else []
+        self._decoded += max(0, gap)
+        span = self.params.frame_samples if self._whole_frames else packet.samples
+        self._next_ts = max(self._next_ts, ts + span)
         frame = self.decoder.decode(packet.payload)
         if self._skip:
             skip = min(self._skip, len(frame))
@@ -90,33 +119,38 @@ class Depacketizer:
         if len(frame) < packet.samples:
             raise FrameError(f"packet claims {packet.samples} samples but decodes to {len(frame)}")
         kept = frame[: packet.samples]
-        if self._trim:
-            drop = min(self._trim, len(kept))
-            kept, self._trim = kept[drop:], self._trim - drop
-        if len(kept):
-            out.append(kept)
-        frame_span = self.params.frame_samples if self._whole_frames else packet.samples
-        self._last_ts = packet.timestamp
-        self._next_ts = max(self._next_ts, packet.timestamp + frame_span)
-        self.stats.packets += 1
-        self.next_seq = (packet.seq + 1) & 0xFFFFFFFF
-        self.stats.samples += sum(s if isinstance(s, int) else len(s) for s in out)
-        self.ended = packet.last
+        # Opus audio continues the decoded stream; PCM sits exactly at its timestamp
+        at = self._decoded if self._whole_frames else ts
+        self._decoded = max(self._decoded, at + len(kept))
+        out = self._trim([*filler, kept], at - max(0, gap))
+        if packet.samples and not any(not isinstance(s, int) for s in out):
+            self.stats.duplicate_packets += 1
         return out
 
-    def _start_resumed(self, packet: Packet) -> None:
-        """First packet of a resumed part: line its decoded audio up with ``resume_at``.
-        (Mid-stream, an Opus packet's decoded samples start ``pre_skip`` before its
-        timestamp; the decoder's initial delay was paid in the earlier part.)"""
-        assert self.resume_at is not None
-        self._skip = 0
-        delay = self.params.pre_skip if self._whole_frames else 0
-        start = packet.timestamp - delay  # timeline position of its first decoded sample
-        self._next_ts = packet.timestamp
-        if start < self.resume_at:
-            self._trim = self.resume_at - start
-        else:  # the sender no longer has what followed: gap-exact silence
-            self._next_ts -= start - self.resume_at
+    def _trim(self, segments: list[Segment], at: int) -> list[Segment]:
+        """``segments`` lie end to end from timeline position ``at``: drop what is before
+        ``position`` (the timeline has it already; audio dropped is counted), return the
+        rest and advance ``position``."""
+        kept: list[Segment] = []
+        for segment in segments:
+            length = segment_length(segment)
+            before = min(length, max(0, self.position - at))
+            at += length
+            if before:
+                if isinstance(segment, int):
+                    segment -= before
+                else:
+                    self.stats.overlap_samples += before
+                    segment = segment[before:]
+            if not segment_length(segment):
+                continue
+            if isinstance(segment, int):
+                self.stats.gaps += 1
+                self.stats.gap_samples += segment
+            kept.append(segment)
+            self.stats.samples += segment_length(segment)
+            self.position = at
+        return kept
 
     def _fill(self, gap: int, next_payload: bytes) -> list[Segment]:
         """What stands in for ``gap`` missing samples: silence (recordings), or for the
@@ -128,3 +162,22 @@ class Depacketizer:
             last = k == concealed - 1  # the frame just before this packet: FEC can rebuild it
             out.append(self.decoder.conceal(next_payload if last else None))
         return out
+
+
+@dataclass(frozen=True)
+class RealTimeBound:
+    """How far a stream's timeline may have got by now: a sender cannot have captured
+    audio faster than real time. ``position`` is where the sender said its capture was at
+    receiver time ``time`` (s); from there the timeline may grow with the clock (plus
+    ``drift`` for clocks that disagree, and ``margin_s``). A packet past :meth:`limit` is
+    refused, so a few bytes can never demand hours of silence."""
+
+    rate_hz: int
+    position: int
+    time: float
+    margin_s: float = 2.0
+    drift: float = 1e-3
+
+    def limit(self, now: float) -> int:
+        elapsed = max(0.0, now - self.time)
+        return self.position + int(self.rate_hz * (elapsed * (1 + self.drift) + self.margin_s))

@@ -115,7 +115,9 @@ def _write(target: Any, array: Any, rate_hz: int, fmt: FileFormat) -> None:
         format=fmt.container,
         subtype=fmt.subtype,
     ) as f:
-        f.write(frames)
+        # libsndfile's MP3 encoder garbles int16 stereo (a byte count passed as a sample
+        # count); float input is exact
+        f.write(frames.astype(np.float32) / 32768.0 if fmt.name == "mp3" else frames)
 
 
 def to_bytes(array: Any, rate_hz: int, format: str = "wav") -> bytes:

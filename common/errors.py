@@ -69,8 +69,10 @@ class TransportError(MicwireError, ConnectionError):
 
 
 class RefusedError(TransportError):
-    """The receiver refused the stream; ``reason`` says why."""
+    """The receiver refused the stream; ``reason`` says why, ``retry`` whether it may
+    accept it later (full, or the name is in use)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, retry: bool = False) -> None:
         super().__init__(f"the receiver refused the stream: {reason}")
         self.reason = reason
+        self.retry = retry

@@ -142,7 +142,9 @@ class Packetizer:
     samples captured, no more, no fewer.
     """
 
-    def __init__(self, encoder: Encoder) -> None:
+    def __init__(self, encoder: Encoder, origin: int = 0) -> None:
+        """``origin``: the timeline position this codec stream starts at (0 for a new
+        stream; where the receiver's recording reaches when a connection resumes it)."""
         self.encoder = encoder
         self.frame_samples = encoder.params.frame_samples
         self.pre_skip = encoder.pre_skip
@@ -151,7 +153,7 @@ class Packetizer:
         self._encoded = 0  # samples fed to the encoder (frames are padded to full size)
         self._released = 0  # samples of real audio the receiver has been told to keep
         self._real = 0  # samples of real audio fed so far
-        self._next_ts = 0
+        self._next_ts = origin
         self.finished = False
 
     def packets(self, chunk: FrameChunk) -> list[Packet]:
@@ -161,7 +163,6 @@ class Packetizer:
         if chunk.timestamp < self._next_ts:
             raise ValueError(f"frame at {chunk.timestamp} goes back before {self._next_ts}")
         self._real += len(chunk.samples)
-        self._next_ts = chunk.timestamp + len(chunk.samples)
         return [self._packet(chunk.timestamp, chunk.samples, chunk.capture_time)]
 
     def finish(self, capture_time: float) -> list[Packet]:
@@ -177,6 +178,8 @@ class Packetizer:
         return out
 
     def _packet(self, timestamp: int, samples: Samples, capture_time: float) -> Packet:
+        # an Opus packet spans a whole frame of the timeline, padding included
+        self._next_ts = timestamp + (self.frame_samples if self._whole_frames else len(samples))
         payload = self.encoder.encode(samples)
         # Opus consumes whole frames (short ones are padded); PCM exactly what it is given
         self._encoded += self.frame_samples if self._whole_frames else len(samples)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import numpy as np
 import numpy.typing as npt
@@ -32,26 +33,34 @@ def rms_dbfs(samples: npt.NDArray[np.int16]) -> float:
 
 
 class LevelMeter:
-    """Peak and RMS over everything added since the last :meth:`read`."""
+    """Peak and RMS over the last ``window_s`` seconds of audio added.
 
-    def __init__(self) -> None:
-        self._reset()
+    Reading never resets anything, so any number of views (terminal table, stats lines,
+    metrics, web page) read the same meter without stealing from each other. Times are
+    the caller's clock, in seconds.
+    """
 
-    def _reset(self) -> None:
-        self._peak = 0
-        self._sum_squares = 0.0
-        self._count = 0
+    def __init__(self, window_s: float = 1.0) -> None:
+        self.window_s = window_s
+        # (time, peak, sum of squares, sample count) per chunk added
+        self._chunks: deque[tuple[float, int, float, int]] = deque()
 
-    def add(self, samples: npt.NDArray[np.int16]) -> None:
+    def add(self, samples: npt.NDArray[np.int16], now: float) -> None:
         if samples.size:
-            wide = samples.astype(np.int32)
-            self._peak = max(self._peak, int(np.max(np.abs(wide))))
-            self._sum_squares += float(np.sum(np.square(wide, dtype=np.float64)))
-            self._count += samples.size
+            flat = samples.ravel().astype(np.float64)
+            peak = int(max(-np.min(flat), np.max(flat)))
+            self._chunks.append((now, peak, float(np.dot(flat, flat)), flat.size))
+        while self._chunks and self._chunks[0][0] < now - self.window_s:
+            self._chunks.popleft()
 
-    def read(self) -> tuple[float, float]:
-        """(peak dBFS, RMS dBFS) since the last read; then start over."""
-        rms = math.sqrt(self._sum_squares / self._count) if self._count else 0.0
-        result = (_dbfs(float(self._peak)), _dbfs(rms))
-        self._reset()
-        return result
+    def read(self, now: float, window_s: float | None = None) -> tuple[float, float]:
+        """(peak dBFS, RMS dBFS) over the last ``window_s`` (default: the meter's window)."""
+        since = now - (self.window_s if window_s is None else window_s)
+        peak, total, count = 0, 0.0, 0
+        for at, chunk_peak, squares, n in self._chunks:
+            if at >= since:
+                peak = max(peak, chunk_peak)
+                total += squares
+                count += n
+        rms = math.sqrt(total / count) if count else 0.0
+        return _dbfs(float(peak)), _dbfs(rms)

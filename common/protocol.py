@@ -1,4 +1,4 @@
-"""The micwire wire protocol, version 1 (specified in docs/PROTOCOL.md).
+"""The micwire wire protocol, version 2 (specified in docs/PROTOCOL.md).
 
 One WebSocket connection carries one audio stream:
 
@@ -6,7 +6,9 @@ One WebSocket connection carries one audio stream:
 2. the receiver answers with a text message holding a JSON :class:`Accept` or
    :class:`Refuse` (after a refusal it closes the connection);
 3. the sender sends one binary message per codec frame: a fixed 24-byte header
-   (:data:`HEADER`) followed by the codec payload (:class:`Packet`).
+   (:data:`HEADER`) followed by the codec payload (:class:`Packet`);
+4. the receiver acknowledges what it has recorded with :class:`Ack` text messages, and
+   confirms the end of the stream with :class:`Done` before it closes (version 2).
 
 Everything here is pure: values in, values or :class:`~micwire.common.errors.ProtocolError`
 out. Parsers never trust their input; ``check`` methods validate against the stream's
@@ -24,7 +26,12 @@ from typing import Any, ClassVar, cast
 
 from micwire.common.errors import FrameError, HelloError, ParameterError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+#: Hello versions a receiver serves. Version 1 senders get no acknowledgements and cannot
+#: resume (they have no resume secret); everything else is the same.
+SUPPORTED_VERSIONS = (1, 2)
+#: The binary packet header's own version byte: unchanged since protocol version 1.
+PACKET_VERSION = 1
 
 #: Codecs this version of the protocol knows.
 CODECS = ("pcm", "opus")
@@ -40,6 +47,9 @@ MIN_BITRATE = 6000  # libopus' range, OPUS_SET_BITRATE
 MAX_BITRATE = 510_000
 MAX_STREAM_NAME = 200
 _STREAM_ID = re.compile(r"[A-Za-z0-9-]{0,64}")
+_SECRET = re.compile(r"[A-Za-z0-9_-]{0,128}")
+#: Clock fields stop at the end of year 9999 (what a calendar date can hold).
+MAX_TIME_US = 253_402_300_799_999_999
 #: Upper bound for a hello message, in bytes of UTF-8.
 MAX_HELLO_BYTES = 4096
 #: An Opus packet of one frame is at most 1275 bytes (RFC 6716 §3.2.1); code 3 packets that
@@ -165,6 +175,9 @@ class Hello:
     stream_id: str = ""
     #: This connection continues a stream whose earlier connection was lost.
     resuming: bool = False
+    #: The secret the receiver gave this stream in its accept; proves a resuming sender is
+    #: the stream's own (version 2).
+    resume_secret: str = ""
 
     TYPE: ClassVar[str] = "hello"
 
@@ -186,8 +199,14 @@ class Hello:
                 "software": self.software,
                 "stream_id": self.stream_id,
                 "resuming": self.resuming,
+                "resume_secret": self.resume_secret,
             }
         )
+
+    @property
+    def claimed_age_us(self) -> int:
+        """How long the sender says it has been capturing (on its own clock)."""
+        return max(0, self.sent_time_us - self.start_time_us)
 
     @classmethod
     def parse(cls, text: str | bytes) -> Hello:
@@ -196,9 +215,10 @@ class Hello:
         if obj.get("type") != cls.TYPE:
             raise HelloError(f"first message must be a hello, got type {obj.get('type')!r:.40}")
         version = _field(obj, "protocol", int)
-        if version != PROTOCOL_VERSION:
+        if version not in SUPPORTED_VERSIONS:
             raise HelloError(
-                f"unsupported protocol version {version} (this side speaks {PROTOCOL_VERSION})"
+                f"unsupported protocol version {version} (this side speaks "
+                f"{' and '.join(str(v) for v in SUPPORTED_VERSIONS)})"
             )
         stream = _field(obj, "stream", str)
         if not stream.strip() or len(stream) > MAX_STREAM_NAME:
@@ -213,14 +233,17 @@ class Hello:
         ).check()
         start = _field(obj, "start_time_us", int)
         sent = _field(obj, "sent_time_us", int)
-        if not (0 <= start < 2**63 and 0 <= sent < 2**63):
-            raise HelloError("clock fields must be non-negative µs since the Unix epoch")
+        if not (0 <= start <= MAX_TIME_US and 0 <= sent <= MAX_TIME_US):
+            raise HelloError("clock fields must be µs since the Unix epoch, before year 10000")
         software = _field(obj, "software", str, "")[:100]
         stream_id = _field(obj, "stream_id", str, "")
         if not _STREAM_ID.fullmatch(stream_id):
             raise HelloError("stream_id must be 0..64 letters, digits or dashes")
         resuming = obj.get("resuming", False) is True
-        return cls(stream, params, start, sent, software, version, stream_id, resuming)
+        secret = _field(obj, "resume_secret", str, "")
+        if not _SECRET.fullmatch(secret):
+            raise HelloError("resume_secret must be 0..128 letters, digits, '-' or '_'")
+        return cls(stream, params, start, sent, software, version, stream_id, resuming, secret)
 
 
 @dataclass(frozen=True)
@@ -230,12 +253,14 @@ class Accept:
     stream: str
     recording: str | None = None
     version: int = PROTOCOL_VERSION
-    #: The receiver already has this stream up to (not including) this sequence number:
-    #: the sender resends from its spool starting there. None: a new stream.
-    resume_seq: int | None = None
-    #: A restarted receiver has the stream's recording up to (not including) this timeline
-    #: position, from an earlier run: the sender resends every packet that reaches past it.
+    #: Where on the stream's timeline the sender starts this connection, in samples: 0 for a
+    #: new stream; on a resumed one, how far the receiver's recording reaches (the sender
+    #: sends everything from there, with a fresh encoder). None: the receiver knows nothing
+    #: of this stream; the sender starts from the oldest audio not yet acknowledged.
     resume_timestamp: int | None = None
+    #: A random secret for this stream: a sender presents it to resume the stream later, so
+    #: nobody else can take the stream over or add to its recording (version 2).
+    resume_secret: str | None = None
 
     TYPE: ClassVar[str] = "accept"
 
@@ -246,8 +271,8 @@ class Accept:
                 "protocol": self.version,
                 "stream": self.stream,
                 "recording": self.recording,
-                "resume_seq": self.resume_seq,
                 "resume_timestamp": self.resume_timestamp,
+                "resume_secret": self.resume_secret,
             }
         )
 
@@ -257,31 +282,88 @@ class Refuse:
     """Receiver's answer to a hello it will not serve; the connection closes after it."""
 
     reason: str
+    #: The refusal is for now, not for good (receiver full, the name is in use): the sender
+    #: may try again later. The close code is then 1013, else 1008.
+    retry: bool = False
 
     TYPE: ClassVar[str] = "refuse"
 
     def serialize(self) -> str:
-        return json.dumps({"type": self.TYPE, "reason": self.reason})
+        return json.dumps({"type": self.TYPE, "reason": self.reason, "retry": self.retry})
 
 
-def parse_reply(text: str | bytes) -> Accept | Refuse:
-    """Parse the receiver's answer to a hello."""
+@dataclass(frozen=True)
+class Ack:
+    """Receiver to sender, about once a second: the stream's recording holds everything
+    before timeline position ``timestamp`` (version 2)."""
+
+    timestamp: int
+
+    TYPE: ClassVar[str] = "ack"
+
+    def serialize(self) -> str:
+        return json.dumps({"type": self.TYPE, "timestamp": self.timestamp})
+
+
+@dataclass(frozen=True)
+class Done:
+    """Receiver to sender, after the packet with ``LAST``: the recording is finalised and
+    holds the stream up to ``timestamp``, of which ``gap_samples`` are silence standing in
+    for audio that never arrived (version 2). The receiver then closes with 1000."""
+
+    timestamp: int
+    gap_samples: int = 0
+    #: The recording's first file name, if the receiver records (files are created on the
+    #: first audio, so the accept cannot always name it).
+    recording: str | None = None
+
+    TYPE: ClassVar[str] = "done"
+
+    def serialize(self) -> str:
+        return json.dumps(
+            {
+                "type": self.TYPE,
+                "timestamp": self.timestamp,
+                "gap_samples": self.gap_samples,
+                "recording": self.recording,
+            }
+        )
+
+
+def _position(obj: dict[str, Any], key: str) -> int | None:
+    value = obj.get(key)
+    return value if type(value) is int and 0 <= value < 2**63 else None
+
+
+def parse_reply(text: str | bytes) -> Accept | Refuse | Ack | Done:
+    """Parse a message from the receiver: the answer to a hello, or an ack/done later."""
     obj = _load_object(text, "reply")
     kind = obj.get("type")
     if kind == Refuse.TYPE:
-        return Refuse(str(obj.get("reason", "no reason given"))[:500])
+        return Refuse(str(obj.get("reason", "no reason given"))[:500], obj.get("retry") is True)
     if kind == Accept.TYPE:
         recording = obj.get("recording")
-        resume = obj.get("resume_seq")
-        position = obj.get("resume_timestamp")
+        secret = obj.get("resume_secret")
         return Accept(
             stream=_field(obj, "stream", str),
             recording=recording if isinstance(recording, str) else None,
             version=_field(obj, "protocol", int),
-            resume_seq=resume if type(resume) is int and 0 <= resume < 2**32 else None,
-            resume_timestamp=position if type(position) is int and 0 <= position < 2**63 else None,
+            resume_timestamp=_position(obj, "resume_timestamp"),
+            resume_secret=secret if isinstance(secret, str) and _SECRET.fullmatch(secret) else None,
         )
-    raise HelloError(f"reply must be accept or refuse, got type {kind!r:.40}")
+    if kind in (Ack.TYPE, Done.TYPE):
+        timestamp = _position(obj, "timestamp")
+        if timestamp is None:
+            raise HelloError(f"{kind} lacks a timestamp")
+        if kind == Ack.TYPE:
+            return Ack(timestamp)
+        recording = obj.get("recording")
+        return Done(
+            timestamp,
+            _position(obj, "gap_samples") or 0,
+            recording if isinstance(recording, str) else None,
+        )
+    raise HelloError(f"unexpected message type {kind!r:.40} from the receiver")
 
 
 @dataclass(frozen=True)
@@ -297,7 +379,7 @@ class Packet:
     payload: bytes = field(repr=False)
     capture_time_us: int = 0
     flags: int = 0
-    version: int = PROTOCOL_VERSION
+    version: int = PACKET_VERSION
 
     @property
     def last(self) -> bool:
@@ -326,8 +408,8 @@ class Packet:
                 f"frame of {len(data)} bytes is shorter than the {HEADER.size}-byte header"
             )
         version, flags, samples, seq, timestamp, capture_time_us = HEADER.unpack_from(data)
-        if version != PROTOCOL_VERSION:
-            raise FrameError(f"frame has protocol version {version}, expected {PROTOCOL_VERSION}")
+        if version != PACKET_VERSION:
+            raise FrameError(f"frame has protocol version {version}, expected {PACKET_VERSION}")
         if flags & ~KNOWN_FLAGS:
             raise FrameError(f"frame has unknown flags 0x{flags:02x}")
         return cls(seq, timestamp, samples, bytes(data[HEADER.size :]), capture_time_us, flags)
@@ -355,9 +437,10 @@ class Packet:
 CLOSE_NORMAL = 1000  # stream ended
 CLOSE_GOING_AWAY = 1001  # receiver shutting down
 CLOSE_PROTOCOL_ERROR = 1002  # malformed or out-of-order binary frame
-CLOSE_REFUSED = 1008  # hello refused: bad or unsupported hello, limits, no hello in time
+CLOSE_REFUSED = 1008  # hello refused: bad or unsupported hello, no hello in time
 CLOSE_TOO_BIG = 1009  # message larger than any valid frame
 CLOSE_INTERNAL_ERROR = 1011  # the receiver failed (e.g. disk full)
+CLOSE_TRY_AGAIN = 1013  # not now: receiver full, stream name in use, no audio for too long
 #: RFC 6455 §5.5: a close frame's payload is at most 125 bytes, 2 of them the code.
 MAX_CLOSE_REASON_BYTES = 123
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from micwire.receiver.server import Receiver, ReceiverConfig
+from micwire.receiver.config import ReceiverConfig
+from micwire.receiver.server import Receiver
 
 __all__ = ["Receiver", "ReceiverConfig"]

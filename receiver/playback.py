@@ -19,21 +19,33 @@ from typing import Any
 
 import numpy as np
 
+from micwire.common.devices import INSTALL_HINT
 from micwire.common.drift import DriftController, FractionalResampler
 from micwire.common.errors import DeviceError
 from micwire.common.jitter import JitterBuffer
-from micwire.sender.portaudio import device_info, sounddevice
 
 MAX_BUFFER_S = 2.0
 SETTLE_S = 0.25  # a stream's first moments (connection set-up, first writes) are not jitter
 CLOSE_TIMEOUT_S = 5.0
+#: Buffered audio beyond the target that still counts as arriving in real time (the jitter
+#: buffer cuts back anything more at once: a pile-up, not a clock).
+STEADY_MARGIN_S = 0.1
 log = logging.getLogger("micwire.receiver")
+
+
+def sounddevice() -> Any:
+    """Import sounddevice, turning a missing PortAudio into a DeviceError with the fix."""
+    try:
+        import sounddevice as sd
+    except OSError as exc:  # sounddevice raises OSError when libportaudio is not found
+        raise DeviceError(f"PortAudio library not found: {INSTALL_HINT}") from exc
+    return sd
 
 
 class Playback:
     def __init__(self, device: int, rate_hz: int, channels: int, latency_ms: float) -> None:
         sd = sounddevice()
-        info = device_info(device)
+        info = sd.query_devices(device)
         self.channels = channels
         self.out_channels = min(channels, int(info["max_output_channels"]))
         self.rate_hz = rate_hz
@@ -45,10 +57,15 @@ class Playback:
             settle_s=SETTLE_S,
         )
         self.drift = DriftController(rate_hz)
+        self._steady_margin = int(STEADY_MARGIN_S * rate_hz)
         self._resampler = FractionalResampler(channels)
         self._lock = threading.Lock()
         self._played = 0
         self.device_underflows = 0
+        #: Callbacks that failed (played as silence, never raised into PortAudio, which
+        #: would stop the stream for good).
+        self.callback_errors = 0
+        self.last_callback_error = ""
         self.output_latency_s = 0.0
         try:
             self._stream = sd.OutputStream(
@@ -67,8 +84,17 @@ class Playback:
                 f"cannot play {rate_hz} Hz, {channels} ch on {info['name']!r}: {exc}"
             ) from exc
 
-    def _callback(self, outdata: Any, frames: int, _time: Any, status: Any) -> None:
-        # PortAudio thread: never raise, never wait long
+    def _callback(self, outdata: Any, frames: int, time_info: Any, status: Any) -> None:
+        # PortAudio thread: never raise (an exception stops the stream for good), never
+        # wait long
+        try:
+            self._fill(outdata, frames, status)
+        except Exception as exc:
+            outdata.fill(0)
+            self.callback_errors += 1
+            self.last_callback_error = f"{type(exc).__name__}: {exc}"
+
+    def _fill(self, outdata: Any, frames: int, status: Any) -> None:
         now = time.monotonic()
         with self._lock:
             if self.buffer.playing:
@@ -94,7 +120,12 @@ class Playback:
         now = time.monotonic()
         with self._lock:
             self.buffer.push(timestamp, samples, now)
-            self.drift.arrived(now, timestamp + len(samples))
+            # the sender's clock is measured on audio arriving as it is captured, not on a
+            # backlog (a connection's start, a resend after a reconnect): audio that piles
+            # up arrives late by definition and would bend the estimate
+            steady = self.buffer.target_samples + self._steady_margin
+            if self.buffer.playing and self.buffer.depth_samples <= steady:
+                self.drift.arrived(now, timestamp + len(samples))
 
     def snapshot(self) -> dict[str, Any]:
         """Live figures for stats: depth, target, jitter, drift, counters."""
@@ -108,6 +139,7 @@ class Playback:
                 "drift_ppm": round(self.drift.drift_ppm, 1),
                 "correction_ppm": round(self.drift.ppm, 1),
                 "device_underflows": self.device_underflows,
+                "callback_errors": self.callback_errors,
                 **asdict(self.buffer.stats),
             }
 

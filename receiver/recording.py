@@ -1,37 +1,94 @@
-"""Recording a stream to disk while it plays: WAV, MP3, FLAC or Ogg via soundfile.
+"""Recording a stream to disk while it plays: WAV, MP3, FLAC or Ogg.
 
-Writes happen off the event loop, in batches: the session hands segments to an
-``asyncio.Queue`` (bounded, so a slow disk slows the sender down through TCP rather than
-losing audio), and a writer task writes everything queued in one ``to_thread`` call.
-Crash safety: every file is flushed at least every second; WAV headers are rewritten on
-every write (libsndfile's ``SFC_SET_UPDATE_HEADER_AUTO``), so a receiver killed with
-SIGKILL leaves files a player opens, missing at most the last second. A sidecar
-``<name>.json`` beside the files says when the stream started, its format, every gap
-(where silence stands in for audio that never arrived), and whether it ended cleanly.
+Writes happen off the event loop, in batches: :meth:`Recording.write` only queues a
+segment; a writer task hands everything queued to a thread once about
+:data:`BATCH_S` of audio is waiting, or at least every :data:`FLUSH_INTERVAL_S`. A slow
+disk slows the sender down (through TCP) rather than losing audio: at most
+:data:`MAX_PENDING_S` waits in memory.
+
+Crash safety: every file is flushed at least every second. WAV is written as RF64 with
+libsndfile's auto-downgrade, so it is a plain WAV up to 4 GiB and RF64 beyond (a plain
+WAV header cannot count past 4 GiB), and its header is rewritten on every write
+(``SFC_SET_UPDATE_HEADER_AUTO``); MP3 is constant bitrate with a LAME tag kept current
+(:mod:`micwire.receiver.mp3`), so a file cut short still decodes aligned, to its length. A receiver killed with SIGKILL leaves files a player opens, missing at
+most the last second. The sidecar (:mod:`micwire.receiver.storage`) is rewritten each
+second with the counts.
+
+A write that fails (disk full, ...) is a :class:`~micwire.common.errors.StorageError`
+that says so; what was written is finalised and the sidecar says the recording failed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 import soundfile as sf
 
-from micwire.common.assembly import Segment
-from micwire.common.audiofile import get_format
+from micwire.common.assembly import Segment, segment_length
+from micwire.common.audiofile import FileFormat, get_format
 from micwire.common.errors import AudioFormatError, StorageError
 from micwire.common.names import recording_filename
+from micwire.receiver.mp3 import Mp3Writer
+from micwire.receiver.storage import PART_KEYS, storage_error, write_json
 
 log = logging.getLogger("micwire.receiver")
 FLUSH_INTERVAL_S = 1.0
+#: Audio gathered before a batch goes to the writer thread.
+BATCH_S = 0.2
+#: Audio waiting for a slow disk before the stream is slowed down.
+MAX_PENDING_S = 10.0
+#: Silence for a gap is written in pieces of this length (a long gap never means one huge
+#: allocation).
+GAP_PIECE_S = 1.0
+RECORDING_FORMATS = ("wav", "mp3", "flac", "ogg")
+
+_SFC_SET_UPDATE_HEADER_AUTO = 0x1061  # sndfile.h
+_SFC_RF64_AUTO_DOWNGRADE = 0x1210
+
+Samples = npt.NDArray[np.int16]
+
+
+class Writer(Protocol):
+    def write(self, samples: Samples) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class SoundfileWriter:
+    """A file written by libsndfile (through soundfile), made crash-safe."""
+
+    def __init__(self, path: Path, fmt: FileFormat, rate_hz: int, channels: int) -> None:
+        container = "RF64" if fmt.name == "wav" else fmt.container
+        self._file = sf.SoundFile(
+            path, "w", samplerate=rate_hz, channels=channels, format=container, subtype=fmt.subtype
+        )
+        if fmt.name == "wav":
+            try:
+                self._command(_SFC_RF64_AUTO_DOWNGRADE, 1)
+                self._command(_SFC_SET_UPDATE_HEADER_AUTO, 1)
+            except AttributeError:  # soundfile internals moved: the 1 s flush still bounds loss
+                log.warning("cannot keep WAV headers current with this soundfile version")
+
+    def _command(self, command: int, value: int) -> None:
+        sf._snd.sf_command(self._file._file, command, sf._ffi.NULL, value)
+
+    def write(self, samples: Samples) -> None:
+        self._file.write(samples)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def _create_unique(directory: Path, filename: str) -> Path:
@@ -47,31 +104,15 @@ def _create_unique(directory: Path, filename: str) -> Path:
     raise FileExistsError(f"too many recordings named {filename} in {directory}")
 
 
-def _part_of(sidecar: dict[str, Any]) -> dict[str, Any]:
-    keys = ("files", "origin", "samples", "gaps", "outcome")
-    return {k: sidecar[k] for k in keys if k in sidecar}
-
-
-_SFC_SET_UPDATE_HEADER_AUTO = 0x1061  # sndfile.h
-_SFC_SET_BITRATE_MODE = 0x1305
-_SF_BITRATE_MODE_CONSTANT = 0
-
-
-def _make_crash_safe(f: sf.SoundFile, container: str) -> None:
-    """WAV: libsndfile rewrites the header (data length) after every write. MP3: constant
-    bitrate, so a file cut short by a crash still tells decoders its true length (a VBR
-    file's length is only known from the header written at close)."""
-    try:
-        if container == "WAV":
-            sf._snd.sf_command(f._file, _SFC_SET_UPDATE_HEADER_AUTO, sf._ffi.NULL, 1)
-        elif container == "MP3":
-            mode = sf._ffi.new("int*", _SF_BITRATE_MODE_CONSTANT)
-            sf._snd.sf_command(f._file, _SFC_SET_BITRATE_MODE, mode, sf._ffi.sizeof("int"))
-    except AttributeError:  # soundfile internals moved: the 1 s flush still bounds the loss
-        log.warning("cannot make %s recordings crash-safe with this soundfile version", container)
+def open_writer(path: Path, fmt: FileFormat, rate_hz: int, channels: int) -> Writer:
+    if fmt.name == "mp3":  # LAME directly: gapless, crash-safe, cheaper (receiver/mp3.py)
+        return Mp3Writer(path, rate_hz, channels)
+    return SoundfileWriter(path, fmt, rate_hz, channels)
 
 
 class Recording:
+    """One part of a stream's recording: its files, and its entry in the sidecar."""
+
     def __init__(
         self,
         directory: Path,
@@ -80,129 +121,196 @@ class Recording:
         rate_hz: int,
         channels: int,
         start: datetime,
-        queue_segments: int = 500,
-        info: dict[str, Any] | None = None,
-        previous_sidecar: Path | None = None,
+        info: dict[str, Any],
+        origin: int = 0,
+        sidecar: Path | None = None,
+        earlier_parts: list[dict[str, Any]] | None = None,
     ) -> None:
+        """Blocking (creates files): call through :meth:`create`."""
+        self.rate_hz = rate_hz
         self.channels = channels
+        self.origin = origin
         self.gaps: list[dict[str, int]] = []
         self.outcome = "recording"
-        self.rate_hz = rate_hz
         self.paths: list[Path] = []
-        self._files: list[sf.SoundFile] = []
+        self._writers: list[Writer] = []
         self.samples_written = 0
+        #: Set when a write failed; every later write raises it.
+        self.failure: StorageError | None = None
         try:
-            directory.mkdir(parents=True, exist_ok=True)
             for name in formats:
                 fmt = get_format(name)
                 fmt.check(rate_hz, channels)
                 path = _create_unique(directory, recording_filename(stream, start, fmt.name))
                 self.paths.append(path)
-                self._files.append(
-                    sf.SoundFile(
-                        path,
-                        "w",
-                        samplerate=rate_hz,
-                        channels=channels,
-                        format=fmt.container,
-                        subtype=fmt.subtype,
-                    )
-                )
-                _make_crash_safe(self._files[-1], fmt.container)
+                self._writers.append(open_writer(path, fmt, rate_hz, channels))
         except AudioFormatError as exc:
-            self._close_files()
+            self._abandon()
             raise AudioFormatError(f"cannot record this stream: {exc}") from exc
         except (sf.LibsndfileError, OSError) as exc:
-            self._close_files()
-            raise StorageError(f"cannot record this stream: {exc}") from exc
-        # a stream resumed after a receiver restart continues in a new part, listed in the
-        # sidecar of its first part
-        self.sidecar = previous_sidecar or self.paths[0].with_suffix(".json")
-        self._earlier_parts: list[dict[str, Any]] = []
-        if previous_sidecar is not None:
-            with contextlib.suppress(OSError, ValueError):
-                old = json.loads(previous_sidecar.read_text())
-                self._earlier_parts = old.get("parts") or [_part_of(old)]
-        self._info = {
-            "stream": stream,
-            "start_utc": start.isoformat(),
-            "rate_hz": rate_hz,
-            "channels": channels,
-            "files": [p.name for p in self.paths],
-            **(info or {}),
-        }
-        self._write_sidecar()
-        self._queue: asyncio.Queue[Segment | None] = asyncio.Queue(queue_segments)
-        self._writer = asyncio.create_task(self._write_loop())
+            self._abandon()
+            raise storage_error(exc, f"creating a recording in {directory}") from exc
+        # a stream continued after a receiver restart is a new part of the first sidecar
+        self.sidecar = sidecar or self.paths[0].with_suffix(".json")
+        self._earlier_parts = earlier_parts or []
+        self._info = info
+        try:
+            self.write_sidecar()
+        except StorageError:
+            self._abandon()
+            raise
+        self._pending: list[Segment] = []
+        self._pending_samples = 0
+        self._batch_samples = max(1, int(BATCH_S * rate_hz))
+        self._max_pending = int(MAX_PENDING_S * rate_hz)
+        self._closing = False
         self._last_flush = time.monotonic()
 
+    @classmethod
+    async def create(cls, *args: Any, **kwargs: Any) -> Recording:
+        """Create the files off the event loop, then start writing."""
+        loop = asyncio.get_running_loop()
+        recording: Recording = await loop.run_in_executor(None, lambda: cls(*args, **kwargs))
+        recording._wake = asyncio.Event()
+        recording._drained = asyncio.Event()
+        recording._writer = loop.create_task(recording._write_loop())
+        return recording
+
+    @property
+    def end(self) -> int:
+        """Timeline position the files reach."""
+        return self.origin + self.samples_written
+
     async def write(self, segment: Segment) -> None:
-        if self._writer.done():
-            self._writer.result()  # surface a disk error to the session
-        await self._queue.put(segment)
+        """Queue a segment; waits only while a slow disk has a lot waiting already."""
+        if self.failure is not None:
+            raise self.failure
+        self._pending.append(segment)
+        self._pending_samples += segment_length(segment)
+        if self._pending_samples >= self._batch_samples:
+            self._wake.set()
+        while self._pending_samples > self._max_pending and self.failure is None:
+            self._drained.clear()
+            await self._drained.wait()
+        if self.failure is not None:
+            raise self.failure
 
     async def close(self, outcome: str = "complete") -> None:
         """Write what is queued, then finalise every file (headers, MP3 tail) and the sidecar."""
-        if not self._writer.done():
-            await self._queue.put(None)
+        self._closing = True
+        self._wake.set()
         try:
-            await self._writer
+            await asyncio.shield(self._writer)
+        except StorageError:
+            pass  # already recorded in self.failure
         finally:
+            if self.failure is not None:
+                outcome = f"failed: {self.failure}"
             self.outcome = outcome
-            await asyncio.to_thread(self._close_files)
-            self._write_sidecar()
+            await asyncio.to_thread(self._finalise)
+        if self.failure is not None:
+            raise self.failure
 
-    def _write_sidecar(self) -> None:
-        data = {
-            **self._info,
+    def _finalise(self) -> None:
+        self._close_files()
+        try:
+            self.write_sidecar()
+        except StorageError as exc:
+            log.error("%s", exc)
+
+    def part(self) -> dict[str, Any]:
+        return {
+            "files": [p.name for p in self.paths],
+            "origin": self.origin,
             "samples": self.samples_written,
-            "seconds": round(self.samples_written / self.rate_hz, 6),
             "gaps": self.gaps,
             "outcome": self.outcome,
         }
-        data["parts"] = [*self._earlier_parts, _part_of(data)]
-        temporary = self.sidecar.with_suffix(".json.tmp")
-        temporary.write_text(json.dumps(data, indent=1) + "\n")
-        os.replace(temporary, self.sidecar)  # never a half-written sidecar
+
+    def write_sidecar(self) -> None:
+        parts = [*self._earlier_parts, self.part()]
+        first = parts[0]["origin"]
+        gaps = [
+            {"at_sample": part["origin"] - first + gap["at_sample"], "samples": gap["samples"]}
+            for part in parts
+            for gap in part.get("gaps", [])
+        ]
+        samples = sum(part["samples"] for part in parts)
+        data = {
+            **self._info,
+            "rate_hz": self.rate_hz,
+            "channels": self.channels,
+            "files": [name for part in parts for name in part["files"]],
+            "origin": first,
+            "samples": samples,
+            "seconds": round(samples / self.rate_hz, 6),
+            "gaps": gaps,
+            "outcome": self.outcome,
+            "parts": [{k: part.get(k) for k in PART_KEYS} for part in parts],
+        }
+        write_json(self.sidecar, data)
 
     async def _write_loop(self) -> None:
+        """Hand batches to a thread; flush files and the sidecar every second."""
         while True:
-            batch = [await self._queue.get()]
-            while not self._queue.empty() and batch[-1] is not None:
-                batch.append(self._queue.get_nowait())
-            end = batch[-1] is None
-            segments = [s for s in batch if s is not None]
-            if segments:
-                await asyncio.to_thread(self._write_segments, segments)
-            if end:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL_S)
+            self._wake.clear()
+            batch, self._pending, self._pending_samples = self._pending, [], 0
+            self._drained.set()
+            flush = self._closing or time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S
+            if batch or flush:
+                try:
+                    await asyncio.to_thread(self._write_batch, batch, flush)
+                except StorageError as exc:
+                    self.failure = exc
+                    self._drained.set()
+                    raise
+                if flush:
+                    self._last_flush = time.monotonic()
+            if self._closing and not self._pending:
                 return
 
-    def _write_segments(self, segments: list[Segment]) -> None:
-        for segment in segments:
-            if isinstance(segment, int):  # a gap: exactly that much silence, in 1 s pieces
-                self.gaps.append({"at_sample": self.samples_written, "samples": segment})
-                left = segment
-                while left:
-                    n = min(left, self.rate_hz)
-                    self._write(np.zeros((n, self.channels), dtype=np.int16))
-                    left -= n
-            else:
-                self._write(segment)
-        if time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
-            for f in self._files:
-                f.flush()
-            self._write_sidecar()
-            self._last_flush = time.monotonic()
+    def _write_batch(self, segments: list[Segment], flush: bool) -> None:
+        try:
+            for segment in segments:
+                if isinstance(segment, int):  # a gap: exactly that much silence, in pieces
+                    self.gaps.append({"at_sample": self.samples_written, "samples": segment})
+                    piece = max(1, int(GAP_PIECE_S * self.rate_hz))
+                    silence = np.zeros((min(segment, piece), self.channels), dtype=np.int16)
+                    left = segment
+                    while left:
+                        n = min(left, piece)
+                        self._write(silence[:n])
+                        left -= n
+                else:
+                    self._write(segment)
+            if flush:
+                for writer in self._writers:
+                    writer.flush()
+        except StorageError:
+            raise
+        except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+            raise storage_error(exc, f"writing {self.paths[0].name}") from exc
+        if flush:
+            self.write_sidecar()
 
-    def _write(self, samples: Any) -> None:
-        for f in self._files:
-            f.write(samples)
+    def _write(self, samples: Samples) -> None:
+        for writer in self._writers:
+            writer.write(samples)
         self.samples_written += len(samples)
 
     def _close_files(self) -> None:
-        for f in self._files:
+        for writer, path in zip(self._writers, self.paths):
             try:
-                f.close()
+                writer.close()
             except Exception as exc:
-                log.error("could not finalise %s: %s", f.name, exc)
-        self._files = []
+                log.error("could not finalise %s: %s", path.name, exc)
+        self._writers = []
+
+    def _abandon(self) -> None:
+        """Creating the recording failed: remove what was made (empty files)."""
+        self._close_files()
+        for path in self.paths:
+            with contextlib.suppress(OSError):
+                path.unlink()

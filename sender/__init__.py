@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from micwire.sender.client import Sender, SenderConfig, SenderReport
+from micwire.sender.client import Sender
+from micwire.sender.config import SenderConfig, SenderReport
 
 __all__ = ["Sender", "SenderConfig", "SenderReport"]

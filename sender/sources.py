@@ -20,12 +20,21 @@ from typing import Any, Generic, TypeVar, cast
 import numpy as np
 import numpy.typing as npt
 
+from micwire.common.devices import INSTALL_HINT, resolve_device
 from micwire.common.errors import AudioFormatError, DeviceError, ParameterError
 from micwire.common.framing import Block
-from micwire.sender.portaudio import device_info, resolve_device, sounddevice
 
 T = TypeVar("T")
 Samples = npt.NDArray[np.int16]
+
+
+def sounddevice() -> Any:
+    """Import sounddevice, turning a missing PortAudio into a DeviceError with the fix."""
+    try:
+        import sounddevice as sd
+    except OSError as exc:  # sounddevice raises OSError when libportaudio is not found
+        raise DeviceError(f"PortAudio library not found: {INSTALL_HINT}") from exc
+    return sd
 
 
 class DropOldestQueue(Generic[T]):
@@ -117,8 +126,9 @@ class DeviceSource(Source):
         queue_s: float = 5.0,
     ) -> None:
         super().__init__(rate_hz, channels)
-        self.device = resolve_device(device, "input")
-        info = device_info(self.device)
+        sd = sounddevice()
+        self.device = resolve_device(sd, device, "input")
+        info = sd.query_devices(self.device)
         if info["max_input_channels"] < channels:
             raise DeviceError(
                 f"input device {info['name']!r} has {info['max_input_channels']} channels, "

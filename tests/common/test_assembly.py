@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from micwire.common.assembly import MAX_GAP_S, Depacketizer
+from micwire.common.assembly import MAX_GAP_S, Depacketizer, RealTimeBound
 from micwire.common.codecs import make_decoder
 from micwire.common.errors import FrameError
 from micwire.common.protocol import FLAG_LAST, Packet, StreamParams
@@ -104,3 +104,64 @@ def test_pcm_has_no_concealment_and_keeps_silence() -> None:
     d = Depacketizer(PCM, make_decoder(PCM), conceal_frames=5)
     d.push(pcm_packet(0, 0))
     assert d.push(pcm_packet(3, 480))[0] == 320
+
+
+def flat(segments: list[object]) -> np.ndarray:
+    out = [np.zeros((s, 1), np.int16) if isinstance(s, int) else s for s in segments]
+    return np.concatenate(out) if out else np.zeros((0, 1), np.int16)
+
+
+def test_a_packet_sent_twice_is_recorded_once() -> None:
+    d = depacketizer()
+    out = [s for p in (pcm_packet(0, 0, value=1), pcm_packet(0, 0, value=1)) for s in d.push(p)]
+    out += d.push(pcm_packet(1, 160, value=2))
+    assert len(flat(out)) == 320
+    assert (d.stats.duplicate_packets, d.stats.overlap_samples) == (1, 160)
+
+
+def test_overlapping_timestamps_keep_the_timeline() -> None:
+    """Timestamps 0, 80, 160 with 160-sample packets: 320 samples of timeline, not 480;
+    what the timeline already had is dropped and counted."""
+    d = depacketizer()
+    out = [s for i in range(3) for s in d.push(pcm_packet(i, 80 * i, value=i + 1))]
+    audio = flat(out)[:, 0]
+    assert len(audio) == 320 and d.position == 320
+    assert list(audio[[0, 159, 160, 239, 240]]) == [1, 1, 2, 2, 3]
+    assert d.stats.overlap_samples == 160 and d.stats.samples == 320
+
+
+def test_an_opus_packet_from_before_the_timeline_is_not_decoded() -> None:
+    from micwire.common.codecs import make_encoder
+
+    params = StreamParams("opus", 48000, 1, 20.0)
+    encoder = make_encoder(params)
+    params = StreamParams("opus", 48000, 1, 20.0, pre_skip=encoder.pre_skip)
+    tone = np.rint(np.sin(np.arange(960 * 3) / 10) * 8000).astype(np.int16)[:, None]
+    payloads = [encoder.encode(tone[k * 960 : (k + 1) * 960]) for k in range(3)]
+    d = depacketizer(params)
+    d.push(Packet(0, 0, 960 - encoder.pre_skip, payloads[0]))
+    d.push(Packet(1, 960, 960, payloads[1]))
+    assert d.push(Packet(1, 960, 960, payloads[1])) == []  # the same packet again
+    assert d.stats.duplicate_packets == 1
+    assert len(flat(d.push(Packet(2, 1920, 960, payloads[2])))) == 960
+
+
+def test_a_connection_continues_the_timeline_where_it_stands() -> None:
+    """start=1000: audio before it is dropped, a later first packet leaves exact silence."""
+    resent = Depacketizer(PCM, make_decoder(PCM), start=1000)
+    assert len(flat(resent.push(pcm_packet(0, 960)))) == 120  # 960..1120, 1000 on kept
+    later = Depacketizer(PCM, make_decoder(PCM), start=1000)
+    assert later.push(pcm_packet(0, 1600))[0] == 600
+    unknown = Depacketizer(PCM, make_decoder(PCM), start=None)  # starts at its first packet
+    assert len(flat(unknown.push(pcm_packet(0, 5000)))) == 160 and unknown.start == 5000
+
+
+def test_a_packet_ahead_of_real_time_is_refused_before_it_costs_anything() -> None:
+    bound = RealTimeBound(8000, position=0, time=100.0)  # a stream that just started
+    assert bound.limit(100.0) == 16000  # the 2 s margin
+    assert bound.limit(110.0) == pytest.approx(16000 + 80080, abs=1)  # 10 s on (+0.1 % drift)
+    d = depacketizer()
+    d.push(pcm_packet(0, 0), limit=bound.limit(100.0))
+    with pytest.raises(FrameError, match=r"runs 1\.0 s ahead of the stream's real time"):
+        d.push(pcm_packet(1, 16000 - 160 + 8000), limit=bound.limit(100.0))
+    assert bound.limit(50.0) == 16000  # a clock that went back gives no credit

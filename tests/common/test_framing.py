@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from micwire.common.assembly import Depacketizer
-from micwire.common.codecs import make_decoder, make_encoder
+from micwire.common.codecs import Encoder, make_decoder, make_encoder
 from micwire.common.framing import Block, Framer, Packetizer
 from micwire.common.protocol import Packet, StreamParams
 
@@ -152,7 +152,7 @@ def test_a_resumed_part_continues_exactly_where_the_first_stopped(cut: int) -> N
     params = StreamParams("pcm", 48000, 1, 20.0)
     packets, whole = send_and_receive(params, signal, [256] * 400)
     resent = [p for p in packets if p.timestamp + 960 > cut]  # as the sender's backlog
-    part2 = Depacketizer(params, make_decoder(params), resume_at=cut)
+    part2 = Depacketizer(params, make_decoder(params), start=cut)
     segments = [s for p in resent for s in part2.push(p)]
     joined = np.concatenate([whole[:cut], *[s for s in segments if not isinstance(s, int)]])
     assert np.array_equal(joined, signal)
@@ -160,6 +160,50 @@ def test_a_resumed_part_continues_exactly_where_the_first_stopped(cut: int) -> N
 
 def test_a_resumed_part_records_silence_for_what_the_sender_no_longer_has() -> None:
     params = StreamParams("pcm", 8000, 1, 20.0)
-    part = Depacketizer(params, make_decoder(params), resume_at=1000)
+    part = Depacketizer(params, make_decoder(params), start=1000)
     segments = part.push(Packet(10, 1600, 160, b"\0\1" * 160))
     assert segments[0] == 600 and len(segments[1]) == 160
+
+
+@pytest.mark.parametrize("frame_ms", [10.0, 20.0])
+@pytest.mark.parametrize("cut", [48000, 48000 + 123])
+def test_opus_resumes_gap_free_with_a_fresh_encoder(frame_ms: float, cut: int) -> None:
+    """The receiver lost the stream's codec state (restarted, or another part): the sender
+    encodes from where the recording ends with a fresh encoder; the new part starts there
+    with a fresh decoder. The parts together are exactly as long as the capture, aligned,
+    with no burst at the seam."""
+    t = np.arange(96000) / 48000
+    signal = np.rint(np.sin(2 * np.pi * (200 + 400 * t) * t) * 8000).astype(np.int16)[:, None]
+    params = StreamParams("opus", 48000, 1, frame_ms)
+    first_encoder = make_encoder(params)
+    params = StreamParams("opus", 48000, 1, frame_ms, pre_skip=first_encoder.pre_skip)
+
+    def part(encoder: Encoder, origin: int, end: int) -> np.ndarray:
+        framer = Framer(params.frame_samples, 1, 48000, fill_gaps=True)
+        packetizer = Packetizer(encoder, origin=origin)
+        packets = []
+        for block in blocks_of(signal[:end], [256] * 400):
+            if block.end <= origin:
+                continue
+            if block.position < origin:
+                block = Block(origin, block.samples[origin - block.position :], 0.0)
+            for chunk in framer.push(block):
+                packets += packetizer.packets(chunk)
+        if (tail := framer.flush()) is not None:
+            packets += packetizer.packets(tail)
+        packets += packetizer.finish(0.0)
+        receiver = Depacketizer(params, make_decoder(params), start=origin)
+        out = [s for p in packets for s in receiver.push(Packet.parse(p.serialize()))]
+        assert all(not isinstance(s, int) for s in out)
+        return np.concatenate(out)
+
+    first = part(first_encoder, 0, cut)
+    second = part(make_encoder(params), cut, len(signal))
+    assert (len(first), len(second)) == (cut, len(signal) - cut)
+    joined = np.concatenate([first, second])[:, 0].astype(float)
+    source = signal[:, 0].astype(float)
+    assert np.corrcoef(joined[2400:-2400], source[2400:-2400])[0, 1] > 0.85
+    seam = joined[cut - 960 : cut + 960]
+    assert np.max(np.abs(seam)) < 1.5 * 8000  # no burst where the second part begins
+    error = seam - source[cut - 960 : cut + 960]
+    assert np.sqrt(np.mean(error**2)) < 0.5 * np.sqrt(np.mean(source[cut - 960 : cut + 960] ** 2))

@@ -19,14 +19,22 @@ from micwire.common.names import recording_filename, sanitize_stream_name
         ("", "stream"),
         (".hidden", "hidden"),
         ("a\x00b\nc", "a_b_c"),
-        ("Café Müller", "Cafe_Muller"),
-        ("研究室", "stream"),
+        ("Café Müller", "Café_Müller"),
+        ("研究室", "研究室"),
+        ("кухня", "кухня"),
+        ("a\u202eb", "a_b"),  # a right-to-left override cannot disguise the name
         ("C:\\Windows\\x", "C_Windows_x"),
-        ("x" * 500, "x" * 64),
+        ("x" * 500, "x" * 120),
+        ("я" * 500, "я" * 60),  # 120 bytes of UTF-8, never half a character
     ],
 )
 def test_sanitised_names_stay_inside_the_directory(name: str, safe: str) -> None:
     assert sanitize_stream_name(name) == safe
+
+
+def test_names_that_differ_stay_apart_where_scripts_differ() -> None:
+    names = ["кухня", "спальня", "研究室", "会議室", "stream"]
+    assert len({sanitize_stream_name(n) for n in names}) == len(names)
 
 
 def test_recording_filename_uses_utc() -> None:
@@ -46,14 +54,19 @@ def test_levels() -> None:
     assert rms_dbfs(sine) == pytest.approx(-3.01, abs=0.02)
 
 
-def test_level_meter_matches_the_one_shot_functions_and_resets() -> None:
+def test_level_meter_reads_a_window_and_reading_steals_nothing() -> None:
     from micwire.common.levels import LevelMeter
 
     sine = np.rint(np.sin(np.linspace(0, 200 * np.pi, 48000)) * 16384).astype(np.int16)
-    meter = LevelMeter()
-    meter.add(sine[:20000])
-    meter.add(sine[20000:])
-    meter.add(np.zeros(0, np.int16))
-    peak, rms = meter.read()
+    meter = LevelMeter(window_s=1.0)
+    meter.add(sine[:20000], 10.0)
+    meter.add(sine[20000:], 10.4)
+    meter.add(np.zeros(0, np.int16), 10.5)
+    peak, rms = meter.read(10.5)
     assert peak == pytest.approx(peak_dbfs(sine)) and rms == pytest.approx(rms_dbfs(sine))
-    assert meter.read() == (SILENCE_DBFS, SILENCE_DBFS)
+    assert meter.read(10.5) == (peak, rms)  # a second view sees the same
+    assert meter.read(10.5, window_s=0.2) == pytest.approx(
+        (peak_dbfs(sine[20000:]), rms_dbfs(sine[20000:]))
+    )
+    meter.add(np.zeros(100, np.int16), 12.0)  # a second later: the tone has left the window
+    assert meter.read(12.0)[0] == SILENCE_DBFS

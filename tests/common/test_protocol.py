@@ -11,6 +11,8 @@ from micwire.common.protocol import (
     MAX_CLOSE_REASON_BYTES,
     MAX_HELLO_BYTES,
     Accept,
+    Ack,
+    Done,
     Hello,
     Packet,
     Refuse,
@@ -57,7 +59,7 @@ def test_integer_frame_ms_is_accepted() -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"protocol": 2}, "unsupported protocol version 2"),
+        ({"protocol": 3}, "unsupported protocol version 3 \\(this side speaks 1 and 2\\)"),
         ({"type": "hi"}, "first message must be a hello"),
         ({"rate_hz": 10_000_000}, "sample rate 10000000 Hz is out of range"),
         ({"rate_hz": 100}, "out of range"),
@@ -76,6 +78,9 @@ def test_integer_frame_ms_is_accepted() -> None:
         ({"stream": "x" * 201}, "stream name must be"),
         ({"pre_skip": -1}, "pre-skip"),
         ({"start_time_us": -5}, "clock fields"),
+        ({"start_time_us": 253_402_300_800_000_000}, "before year 10000"),  # year 10000
+        ({"resume_secret": "a/b"}, "resume_secret must be"),
+        ({"resume_secret": 5}, "must be str"),
     ],
 )
 def test_bad_hello_is_refused_with_the_reason(changes: dict[str, object], message: str) -> None:
@@ -111,14 +116,27 @@ def test_errors_are_both_micwire_and_builtin() -> None:
     assert issubclass(FrameError, ProtocolError)
 
 
+def test_version_1_hellos_are_still_served() -> None:
+    hello = Hello.parse(json.dumps(hello_dict(protocol=1)))
+    assert hello.version == 1 and hello.resume_secret == ""
+
+
 def test_replies_round_trip() -> None:
-    assert parse_reply(Accept("mic", "mic-x.wav").serialize()) == Accept("mic", "mic-x.wav")
-    assert parse_reply(Refuse("too many").serialize()) == Refuse("too many")
+    accept = Accept("mic", "mic-x.wav", resume_timestamp=480, resume_secret="s3-_x")
+    assert parse_reply(accept.serialize()) == accept
+    assert parse_reply(Refuse("too many", retry=True).serialize()) == Refuse("too many", True)
     assert parse_reply('{"type": "refuse"}') == Refuse("no reason given")
     assert parse_reply(
         '{"type": "accept", "stream": "a", "protocol": 1, "recording": 5}'
-    ) == Accept("a")
-    with pytest.raises(HelloError, match="accept or refuse"):
+    ) == Accept("a", version=1)
+    assert parse_reply(Ack(96000).serialize()) == Ack(96000)
+    assert parse_reply(Done(96000, 480, "a.wav").serialize()) == Done(96000, 480, "a.wav")
+    # a malformed secret or position is ignored, never trusted
+    odd = '{"type":"accept","stream":"a","protocol":2,"resume_secret":"a b","resume_timestamp":-1}'
+    assert parse_reply(odd) == Accept("a")
+    with pytest.raises(HelloError, match="ack lacks a timestamp"):
+        parse_reply('{"type": "ack", "timestamp": "1"}')
+    with pytest.raises(HelloError, match="unexpected message type 'what'"):
         parse_reply('{"type": "what"}')
 
 
@@ -146,7 +164,7 @@ def test_packet_seq_wraps_at_32_bits() -> None:
     ("data", "message"),
     [
         (b"\x01\x00", "shorter than the 24-byte header"),
-        (HEADER.pack(2, 0, 1, 0, 0, 0), "protocol version 2"),
+        (HEADER.pack(2, 0, 1, 0, 0, 0), "protocol version 2, expected 1"),
         (HEADER.pack(1, 0x80, 1, 0, 0, 0), "unknown flags 0x80"),
         ("text", "got a text message"),
     ],

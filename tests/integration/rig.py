@@ -151,12 +151,12 @@ def write_alsa_config(tmp_path: Path, capture_raw: Path) -> Path:
 
 
 class Micwire:
-    """``python -m micwire.receiver.cli ARGS`` in a subprocess; stderr collected by a thread."""
+    """``python -m micwire ARGS`` in a subprocess; stderr collected by a thread."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.args = args
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "micwire.receiver.cli", *args],
+            [sys.executable, "-m", "micwire", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from micwire.common.errors import RefusedError, TransportError
 from micwire.common.protocol import HEADER, Hello, Packet, StreamParams
 from micwire.receiver.server import Receiver, ReceiverConfig
-from micwire.sender.client import Sender, SenderConfig
+from micwire.sender import Sender, SenderConfig
 
 
 @asynccontextmanager
@@ -65,11 +65,11 @@ def test_pcm_recording_equals_the_source_sample_for_sample(tmp_path: Path) -> No
                     frame_ms=10.0,
                 )
             ).run()
-        return sent, rx.reports
+        return sent, rx.finished
 
     sent, reports = asyncio.run(main())
-    assert sent.samples_captured == len(source) and sent.dropped_packets == 0
-    assert reports[0].outcome == "complete" and reports[0].gap_samples == 0
+    assert sent.samples_captured == len(source) and sent.lost_samples == 0 and sent.confirmed == sent.samples_captured
+    assert reports[0].outcome == "complete" and reports[0].stats().gap_samples == 0
     for ext in ("wav", "flac"):
         data, rate, _ = read_single(rec, f"exact-*.{ext}")
         assert rate == 48000 and np.array_equal(data, source), ext
@@ -150,7 +150,7 @@ def test_stopping_the_sender_sends_the_partial_frame_and_ends_cleanly(tmp_path: 
             sender = Sender(SenderConfig(url, name="ctrl-c", source="tone:440", frame_ms=60.0))
             asyncio.get_running_loop().call_later(0.73, sender.stop)  # as Ctrl-C would
             sent = await sender.run()
-        return sent, rx.reports
+        return sent, rx.finished
 
     sent, reports = asyncio.run(main())
     data, _, _ = read_single(rec, "ctrl-c-*.wav")
@@ -276,28 +276,53 @@ def test_no_hello_in_time_is_refused(tmp_path: Path) -> None:
     assert asyncio.run(main()) == (1008, "no hello within 0.3 s")
 
 
-def test_a_full_receiver_refuses_with_the_reason() -> None:
-    async def main() -> None:
-        async with running_receiver(max_streams=1) as (_rx, url):
+def test_a_full_receiver_says_try_again_and_the_sender_gets_in_later(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Full is a refusal for now (1013, retry): a waiting sender keeps capturing, gets in
+    when a slot frees, and delivers everything it captured meanwhile."""
+
+    async def main() -> tuple[int | None, str, list[Any]]:
+        async with running_receiver(max_streams=1, record_dir=tmp_path) as (_rx, url):
             first = Sender(SenderConfig(url, name="a", source="tone:440", duration_s=1.0))
             task = asyncio.create_task(first.run())
             await asyncio.sleep(0.3)
-            with pytest.raises(RefusedError, match="receiver is full"):
-                await Sender(SenderConfig(url, name="b", source="tone:440", duration_s=0.1)).run()
+            raw = await converse(url, hello(stream="raw"))
+            second = await Sender(
+                SenderConfig(url, name="b", source="tone:440", duration_s=0.5)
+            ).run()
+            assert second.confirmed == second.samples_captured == 24000
             await task
+            return raw
 
-    asyncio.run(main())
+    code, reason, replies = asyncio.run(main())
+    assert (code, reason) == (1013, "receiver is full (1 streams)")
+    assert json.loads(replies[-1]) == {
+        "type": "refuse",
+        "reason": "receiver is full (1 streams)",
+        "retry": True,
+    }
+    assert "receiver is full (1 streams); trying again" in caplog.text
+    data, _, _ = read_single(tmp_path, "b-*.wav")
+    assert np.array_equal(data[:, 0], expected_tone(24000))
 
 
 def test_hostile_traffic_does_not_disturb_a_good_stream(tmp_path: Path) -> None:
     source = noise_file(tmp_path / "good.wav", 3 * 48000)
     rec = tmp_path / "rec"
 
-    async def attack(url: str, rounds: int) -> list[tuple[int | None, int]]:
+    async def attack(url: str, rounds: int, who: int) -> list[tuple[int | None, int]]:
         results = []
         for i in range(rounds):
             _what, messages, code, _reason = BAD_CONNECTIONS[i % len(BAD_CONNECTIONS)]
-            got, _, _ = await converse(url, *messages)
+            # a name of its own: a name in use would be refused for now (1013), by design
+            unique = [
+                m.replace('"stream": "bad"', f'"stream": "bad-{who}-{i}"')
+                if isinstance(m, str)
+                else m
+                for m in messages
+            ]
+            got, _, _ = await converse(url, *unique)
             results.append((got, code))
         return results
 
@@ -306,17 +331,17 @@ def test_hostile_traffic_does_not_disturb_a_good_stream(tmp_path: Path) -> None:
             good = asyncio.create_task(
                 Sender(SenderConfig(url, name="good", source=f"file:{tmp_path / 'good.wav'}")).run()
             )
-            results = await asyncio.gather(*(attack(url, 500) for _ in range(4)))
+            results = await asyncio.gather(*(attack(url, 500, k) for k in range(4)))
             sent = await good
-        return sent, results, rx.reports
+        return sent, results, rx.finished
 
     sent, results, reports = asyncio.run(main())
     closes = [r for batch in results for r in batch]
     assert len(closes) == 2000 and all(got == want for got, want in closes)
     data, _, _ = read_single(rec, "good-*.wav")
     assert np.array_equal(data, source)
-    assert sent.dropped_packets == 0
-    good = [r for r in reports if r.stream == "good"]
+    assert sent.lost_samples == 0 and sent.confirmed == sent.samples_captured
+    good = [r for r in reports if r.name == "good"]
     assert good[0].outcome == "complete"
 
 
@@ -459,21 +484,62 @@ def test_sidecar_describes_the_recording_and_its_gaps(tmp_path: Path) -> None:
     assert sidecar["start_utc"].startswith("2026-11-18T")
 
 
-def test_a_second_connection_with_the_same_name_replaces_the_first(tmp_path: Path) -> None:
-    async def main() -> list[str]:
-        async with running_receiver(record_dir=tmp_path) as (rx, url):
-            first = asyncio.create_task(
-                Sender(SenderConfig(url, name="dup", source="tone:440")).run()
-            )
-            await asyncio.sleep(0.5)
-            await Sender(SenderConfig(url, name="dup", source="tone:440", duration_s=0.2)).run()
-            with pytest.raises(TransportError, match="replaced by a newer connection"):
-                await first
-        return sorted(r.outcome for r in rx.reports)
+def test_nobody_can_take_over_a_live_stream_by_its_name_or_id(tmp_path: Path) -> None:
+    """A name in use is refused for now (1013), with or without the stream's id, with a
+    guessed secret too; the first stream is not disturbed. A second sender with that name
+    waits (capturing) and gets in when the first ends."""
 
-    outcomes = asyncio.run(main())
-    assert outcomes[0] == "complete" and outcomes[1].startswith("connection lost")
-    assert len(list(tmp_path.glob("dup-*.wav"))) == 2
+    async def main() -> list[tuple[int | None, str, list[Any]]]:
+        async with running_receiver(record_dir=tmp_path) as (_rx, url):
+            first = Sender(SenderConfig(url, name="dup", source="tone:440", duration_s=1.5))
+            task = asyncio.create_task(first.run())
+            await asyncio.sleep(0.5)
+            attempts = [
+                await converse(url, hello(stream="dup")),
+                await converse(url, hello(stream="dup", stream_id=first.stream_id)),
+                await converse(
+                    url,
+                    hello(
+                        stream="dup",
+                        stream_id=first.stream_id,
+                        resuming=True,
+                        resume_secret="guessed",
+                    ),
+                ),
+            ]
+            second = Sender(SenderConfig(url, name="dup", source="tone:440", duration_s=0.3))
+            sent = await second.run()
+            assert sent.confirmed == sent.samples_captured == 14400
+            sent_first = await task
+            assert sent_first.confirmed == sent_first.samples_captured == 72000
+            return attempts
+
+    for code, reason, _ in asyncio.run(main()):
+        assert code == 1013 and "stream name 'dup' is in use by another sender" in reason
+    lengths = sorted(len(sf.read(str(p))[0]) for p in tmp_path.glob("dup-*.wav"))
+    assert lengths == [14400, 72000]
+    sidecars = [json.loads(p.read_text()) for p in tmp_path.glob("dup-*.json")]
+    assert sorted(s["outcome"] for s in sidecars) == ["complete", "complete"]
+
+
+def test_names_are_identities_even_where_their_file_names_meet(tmp_path: Path) -> None:
+    """`a/b` and `a?b` (and names in other scripts) are different streams: both record,
+    to file names made unique."""
+
+    async def main() -> None:
+        async with running_receiver(record_dir=tmp_path) as (_rx, url):
+            senders = [
+                Sender(SenderConfig(url, name=name, source="tone:440", duration_s=0.5))
+                for name in ("a/b", "a?b", "кухня", "спальня")
+            ]
+            for sent in await asyncio.gather(*(s.run() for s in senders)):
+                assert sent.confirmed == sent.samples_captured == 24000
+
+    asyncio.run(main())
+    sidecars = {json.loads(p.read_text())["stream"]: p for p in tmp_path.glob("*.json")}
+    assert set(sidecars) == {"a/b", "a?b", "кухня", "спальня"}
+    assert sidecars["кухня"].name.startswith("кухня-")
+    assert len(list(tmp_path.glob("a_b-*.wav"))) == 2
 
 
 @pytest.mark.parametrize("codec", ["pcm", "opus"])
@@ -494,7 +560,11 @@ def test_connection_cuts_lose_nothing_from_the_recording(tmp_path: Path, codec: 
         ):
             sender = Sender(
                 SenderConfig(
-                    proxy.url, name="blips", codec=codec, source=f"file:{tmp_path / 'src.wav'}"
+                    proxy.url,
+                    name="blips",
+                    codec=codec,
+                    bitrate=96000,  # enough for the waveform to be compared
+                    source=f"file:{tmp_path / 'src.wav'}",
                 )
             )
             task = asyncio.create_task(sender.run())
@@ -502,21 +572,23 @@ def test_connection_cuts_lose_nothing_from_the_recording(tmp_path: Path, codec: 
                 await asyncio.sleep(wait)
                 proxy.cut()
             sent = await task
-        return sent, rx.reports, proxy.connections
+        return sent, rx.finished, proxy.connections
 
     sent, reports, connections = asyncio.run(main())
-    assert sent.reconnects == 3 and connections == 4 and sent.dropped_packets == 0
+    assert sent.reconnects == 3 and connections == 4 and sent.lost_samples == 0 and sent.confirmed == sent.samples_captured
     assert len(reports) == 1 and reports[0].reconnects == 3 and reports[0].outcome == "complete"
-    assert reports[0].gap_samples == 0
+    assert reports[0].stats().gap_samples == 0
     data, _, _ = read_single(rec, "blips-*.wav")
     if codec == "pcm":
         assert np.array_equal(data, source)
     else:
+        # every 100 ms in place and like the source: each reconnect started a fresh encoder
+        # where the recording ended, with no gap, no overlap and no burst at the seam
         assert len(data) == 5 * 48000 + 11
-        _, peak = best_lag(
-            chirp(5 * 48000 + 11)[4800:-4800].astype(float), data[:, 0].astype(float)
-        )
-        assert peak > 0.9
+        got, want = data[:, 0].astype(float), chirp(5 * 48000 + 11).astype(float)
+        for start in range(0, len(want) - 4800, 4800):
+            window = slice(start, start + 4800)
+            assert np.corrcoef(got[window], want[window])[0, 1] > 0.95, start / 48000
 
 
 def test_stopped_while_the_receiver_is_gone_gives_up_and_says_so(tmp_path: Path) -> None:
@@ -536,7 +608,8 @@ def test_stopped_while_the_receiver_is_gone_gives_up_and_says_so(tmp_path: Path)
         await asyncio.sleep(0.5)  # the sender is retrying now
         sender.stop()
         with pytest.raises(
-            TransportError, match=r"could not reconnect within 1 s; .* not delivered"
+            TransportError,
+            match=r"did not confirm the stream within 1 s; [\d.]+ s of audio may not have been",
         ):
             await task
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import soundfile as sf
 
-from micwire.receiver.server import Receiver, ReceiverConfig
-from micwire.sender.client import Sender, SenderConfig
+from micwire.receiver import Receiver, ReceiverConfig
+from micwire.sender import Sender, SenderConfig
 
 log = logging.getLogger("micwire")
 
@@ -40,19 +40,20 @@ async def run_demo(directory: Path, seconds: float, stop: asyncio.Event) -> int:
         sent = await asyncio.gather(*(s.run() for s in senders))
     finally:
         stopper.cancel()
-        while receiver.sessions:  # let the receiver finish writing what it got
+        while receiver.streams.live:  # let the receiver finish writing what it got
             await asyncio.sleep(0.02)
         stop.set()
         await serving
     print("\nmicwire demo: what was sent and what was recorded")
     for report in sent:
         print(f"  sender {report.stream!r}: {report.summary()}")
-    for got in receiver.reports:
+    for stream in receiver.finished:
+        got = stream.figures()
         print(
-            f"  receiver {got.stream!r} ({got.codec}): {got.outcome}, {got.seconds:.2f} s, "
+            f"  receiver {got.stream!r} ({got.codec}): {stream.outcome}, {got.seconds:.2f} s, "
             f"{got.packets} packets, {got.gap_samples} samples missing"
         )
-        for path in got.paths:
+        for path in stream.recording.paths if stream.recording else []:
             info = sf.info(str(path))
             print(
                 f"    {path}  {info.duration:.2f} s, {info.samplerate} Hz, {info.channels} ch, "

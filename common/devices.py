@@ -1,9 +1,12 @@
-"""PortAudio access shared by both sides: loading sounddevice, finding devices."""
+"""Finding a sound device by what a person types: an index, a name substring, or nothing.
+
+Pure: the caller passes the sounddevice module in (``sd``), so this module imports no
+PortAudio and both sides share one set of rules and messages.
+"""
 
 from __future__ import annotations
 
-from types import ModuleType
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from micwire.common.errors import DeviceError
 
@@ -12,49 +15,34 @@ INSTALL_HINT = (
     "install PortAudio (Debian/Ubuntu: `sudo apt-get install libportaudio2`, "
     "macOS: `brew install portaudio`)"
 )
+LIST_HINT = "`micwire devices` lists them"
 
 
-def sounddevice() -> ModuleType:
-    """Import sounddevice, turning a missing PortAudio into a DeviceError with the fix."""
-    try:
-        import sounddevice as sd
-    except OSError as exc:  # sounddevice raises OSError when libportaudio is not found
-        raise DeviceError(f"PortAudio library not found: {INSTALL_HINT}") from exc
-    return cast(ModuleType, sd)
-
-
-def resolve_device(spec: str | int | None, kind: Kind) -> int:
+def resolve_device(sd: Any, spec: str | int | None, kind: Kind) -> int:
     """Index of the device named by ``spec``: an index, a name substring, or None (default)."""
-    sd = sounddevice()
-    hint = "`micwire devices` lists them"
     try:
         if spec is None or spec == "":
             info: Any = sd.query_devices(kind=kind)
         elif isinstance(spec, int) or spec.strip().isdigit():
             info = sd.query_devices(int(spec))
             if info[f"max_{kind}_channels"] < 1:
-                raise DeviceError(f"device {spec} ({info['name']}) has no {kind} channels; {hint}")
+                raise DeviceError(
+                    f"device {spec} ({info['name']}) has no {kind} channels; {LIST_HINT}"
+                )
         else:
             info = sd.query_devices(spec, kind=kind)
     except sd.PortAudioError as exc:
         what = f"{kind} device {spec}" if spec not in (None, "") else f"default {kind} device"
-        raise DeviceError(f"no {what} ({exc.args[0] if exc.args else exc}); {hint}") from exc
+        raise DeviceError(f"no {what} ({exc.args[0] if exc.args else exc}); {LIST_HINT}") from exc
     except ValueError as exc:  # no match, several matches, or a bad index
-        raise DeviceError(f"no single {kind} device matches {spec!r}: {exc}; {hint}") from exc
+        raise DeviceError(f"no single {kind} device matches {spec!r}: {exc}; {LIST_HINT}") from exc
     return int(info["index"])
 
 
-def device_info(index: int) -> dict[str, Any]:
-    return dict(sounddevice().query_devices(index))
-
-
-def list_devices() -> str:
-    """The device table, as printed by ``micwire devices``."""
-    sd = sounddevice()
-    devices = sd.query_devices()
-    if len(devices) == 0:
+def describe_devices(devices: list[dict[str, Any]], hostapis: list[dict[str, Any]]) -> str:
+    """The device table, as ``micwire devices`` prints it."""
+    if not devices:
         return "no audio devices found (PortAudio sees no sound card or sound server)"
-    hostapis = sd.query_hostapis()
     lines = []
     for d in devices:
         api = hostapis[d["hostapi"]]["name"]

@@ -2,7 +2,8 @@
 
 A thin layer: it builds a config, runs it, and turns any :class:`MicwireError` into one line
 on stderr and exit status 1 (``--debug`` shows the traceback). Environment variables
-``MICWIRE_<OPTION>`` (e.g. ``MICWIRE_PORT``) give defaults for the options.
+``MICWIRE_<OPTION>`` (e.g. ``MICWIRE_PORT``) give defaults for the options; they go through
+the same converters as the flags, so a bad value gets the same one-line error.
 """
 
 from __future__ import annotations
@@ -17,26 +18,39 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from micwire.common.audiofile import FORMATS
+from micwire import __version__
 from micwire.common.errors import MicwireError
 from micwire.common.protocol import CODECS, FRAME_DURATIONS_MS
+from micwire.receiver.recording import RECORDING_FORMATS
 
 log = logging.getLogger("micwire")
 EXIT_ERROR = 1
 
 
 def _env(name: str, default: Any) -> Any:
+    """The default of an option: ``MICWIRE_<NAME>`` if set. A string default goes through
+    the option's ``type`` converter like a command-line value (argparse does that)."""
     return os.environ.get(f"MICWIRE_{name.upper()}", default)
 
 
 def _formats(text: str) -> tuple[str, ...]:
     names = tuple(f.strip().lower() for f in text.split(",") if f.strip())
-    bad = [f for f in names if f not in FORMATS]
+    bad = [f for f in names if f not in RECORDING_FORMATS]
     if bad or not names:
         raise argparse.ArgumentTypeError(
             f"unknown format {','.join(bad) or text!r}; use wav, mp3, flac, ogg (or a comma list)"
         )
     return names
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {value}")
+    return value
 
 
 def _positive(kind: type) -> Callable[[str], Any]:
@@ -57,13 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="micwire", description="Live microphone audio from one machine to another."
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--version", action="version", version=f"micwire {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     rx = sub.add_parser("receive", help="serve WebSocket streams: play them and record them")
     rx.add_argument(
         "--host", default=_env("host", None), help="address to listen on (default: all)"
     )
-    rx.add_argument("--port", type=int, default=int(_env("port", 8765)), help="port (default 8765)")
+    rx.add_argument("--port", type=_port, default=_env("port", "8765"), help="port (default 8765)")
     rx.add_argument(
         "--record",
         type=Path,
@@ -74,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     rx.add_argument(
         "--format",
         type=_formats,
-        default=_formats(_env("format", "wav")),
+        default=_env("format", "wav"),
         help="wav, mp3, flac or ogg; a comma list records several (default wav)",
     )
     rx.add_argument(
@@ -165,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="reconnect after a network failure, resending what was lost (default on)",
     )
     tx.add_argument(
+        "--finish-timeout",
+        type=_positive(float),
+        default=5.0,
+        metavar="S",
+        help="once stopped, wait at most S seconds for the receiver to confirm everything "
+        "(default 5); then say what was not delivered and exit 1",
+    )
+    tx.add_argument(
         "--fec", action="store_true", help="Opus in-band forward error correction (costs bitrate)"
     )
     tx.add_argument(
@@ -208,7 +231,7 @@ def _run_until_signal(main: Callable[[asyncio.Event], Any]) -> Any:
 
 
 def cmd_receive(args: argparse.Namespace) -> int:
-    from micwire.receiver.server import Receiver, ReceiverConfig
+    from micwire.receiver import Receiver, ReceiverConfig
 
     live = sys.stderr.isatty() if args.live is None else args.live
     display = None
@@ -244,7 +267,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from micwire.sender.client import Sender, SenderConfig
+    from micwire.sender import Sender, SenderConfig
 
     config = SenderConfig(
         url=args.url,
@@ -265,6 +288,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         spool_s=args.spool_s,
         reconnect=args.reconnect,
         reconnect_timeout_s=args.spool_s,
+        finish_timeout_s=args.finish_timeout,
     )
     if args.name:
         config.name = args.name
@@ -284,16 +308,29 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(_args: argparse.Namespace) -> int:
-    from micwire.sender.portaudio import list_devices
+    from micwire.common.devices import describe_devices
+    from micwire.sender.sources import sounddevice
 
-    print(list_devices())
+    sd = sounddevice()
+    print(describe_devices(list(sd.query_devices()), list(sd.query_hostapis())))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from micwire.receiver.demo import run_demo
+    from micwire.demo import run_demo
 
     return _run_until_signal(lambda stop: run_demo(args.dir, args.seconds, stop))  # type: ignore[no-any-return]
+
+
+def _one_line(record: logging.LogRecord) -> bool:
+    """Turn a record's traceback into its last line."""
+    if record.exc_info and record.exc_info[1] is not None:
+        exc = record.exc_info[1]
+        record.msg = f"{record.getMessage()}: {type(exc).__name__}: {exc}"
+        record.args = None
+        record.exc_info = None
+        record.exc_text = None
+    return True
 
 
 COMMANDS = {"receive": cmd_receive, "send": cmd_send, "devices": cmd_devices, "demo": cmd_demo}
@@ -307,7 +344,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     if not args.debug:
-        logging.getLogger("websockets").setLevel(logging.CRITICAL)
+        # websockets logs failed handshakes (port scanners, bad clients) with tracebacks:
+        # keep its errors, as one line each
+        websockets_log = logging.getLogger("websockets")
+        websockets_log.setLevel(logging.ERROR)
+        websockets_log.addFilter(_one_line)
     try:
         return int(COMMANDS[args.command](args))
     except MicwireError as exc:

@@ -1,0 +1,9 @@
+"""``python -m micwire``: the same as the ``micwire`` command."""
+
+from __future__ import annotations
+
+import sys
+
+from micwire.cli import main
+
+sys.exit(main())

@@ -1,0 +1,90 @@
+"""The sender's memory of what it captured, by timeline position, bounded in time.
+
+Capture appends :class:`~micwire.common.framing.Block` s as they come; whatever connection
+is up reads from any position it needs: the newest audio as it arrives, or, after a
+reconnect, everything from where the receiver's recording ends. Audio is kept as PCM, so a
+resumed connection can encode it afresh (an Opus encoder's state cannot be rewound).
+
+The bound is in samples (``capacity_samples``), whatever the size of the blocks a device
+delivers: when full, the oldest audio goes. Audio evicted before any connection read it is
+simply not there when asked for; the reader sees a later position and counts the loss.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from micwire.common.framing import Block
+
+
+class Spool:
+    def __init__(self, capacity_samples: int, rate_hz: int) -> None:
+        if capacity_samples < 1 or rate_hz < 1:
+            raise ValueError("a spool must hold at least one sample, at a positive rate")
+        self.capacity_samples = capacity_samples
+        self.rate_hz = rate_hz
+        self._blocks: deque[Block] = deque()
+        self._held = 0  # samples in _blocks
+        #: Position after the newest sample appended (gaps between blocks included).
+        self.end = 0
+        #: Capture is over: nothing more will be appended.
+        self.closed = False
+
+    @property
+    def start(self) -> int:
+        """Position of the oldest sample still held (``end`` when empty)."""
+        return self._blocks[0].position if self._blocks else self.end
+
+    def __len__(self) -> int:
+        """Samples held."""
+        return self._held
+
+    def append(self, block: Block) -> None:
+        """Add a block at or after ``end`` (a later position: samples lost in capture)."""
+        if block.position < self.end:
+            raise ValueError(f"block at {block.position} goes back before {self.end}")
+        if len(block.samples) == 0:
+            return
+        self._blocks.append(block)
+        self._held += len(block.samples)
+        self.end = block.end
+        while self._held > self.capacity_samples:
+            oldest = self._blocks[0]
+            excess = self._held - self.capacity_samples
+            if len(oldest.samples) <= excess:
+                self._blocks.popleft()
+                self._held -= len(oldest.samples)
+            else:  # keep the newest part of a large block
+                self._blocks[0] = self._tail(oldest, excess)
+                self._held -= excess
+
+    def read(self, position: int, max_samples: int | None = None) -> list[Block]:
+        """Blocks holding the audio from ``position`` on (cut to start there), at most
+        ``max_samples`` of it. What was evicted is not there: the first block may start
+        later than ``position``."""
+        out: list[Block] = []
+        budget = max_samples if max_samples is not None else self._held
+        index = len(self._blocks)
+        # the newest blocks are what a live connection reads: search from the right
+        while index > 0 and self._blocks[index - 1].end > position:
+            index -= 1
+        for k in range(index, len(self._blocks)):
+            if budget <= 0:
+                break
+            block = self._blocks[k]
+            if block.position < position:
+                block = self._tail(block, position - block.position)
+            if len(block.samples) > budget:
+                block = Block(block.position, block.samples[:budget], block.capture_time)
+            out.append(block)
+            budget -= len(block.samples)
+        return out
+
+    def close(self) -> None:
+        self.closed = True
+
+    def _tail(self, block: Block, skip: int) -> Block:
+        """``block`` without its first ``skip`` samples."""
+        return Block(
+            block.position + skip, block.samples[skip:], block.capture_time + skip / self.rate_hz
+        )

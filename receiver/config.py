@@ -1,0 +1,49 @@
+"""What a receiver is told to do."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class ReceiverConfig:
+    host: str | None = None  # None: every interface
+    port: int = 8765
+    record_dir: Path | None = None
+    formats: tuple[str, ...] = ("wav",)
+    play: bool = True
+    output_device: str | None = None
+    latency_ms: float = 20.0
+    #: A connection must send its hello within this time.
+    hello_timeout_s: float = 10.0
+    #: A connection that sends no audio for this long is closed (1013); a stream that had
+    #: audio is kept for its sender to resume, like a broken link.
+    idle_timeout_s: float = 30.0
+    max_streams: int = 16
+    #: Streams waiting for their sender to come back; beyond this the oldest is finalised.
+    #: None: as many as ``max_streams``.
+    max_parked: int | None = None
+    #: How long a stream whose connection broke stays open for its sender to come back
+    #: (with its resume secret): the recording then continues in the same file, gap-free.
+    resume_grace_s: float = 60.0
+    #: How much audio a new stream may bring that it captured before it connected (its
+    #: sender's backlog, e.g. after waiting for a free slot). A stream's timeline never
+    #: runs further ahead of the receiver's clock than that, plus a small margin.
+    max_backlog_s: float = 120.0
+    #: Called with every stream's live figures once per ``stats_interval_s``.
+    on_stats: Callable[[list[dict[str, Any]]], None] | None = None
+    #: Write one JSON object per stream per ``stats_interval_s`` to this file.
+    stats_json: Path | None = None
+    stats_interval_s: float = 1.0
+    #: Shared secret senders must present as ``Authorization: Bearer <token>``.
+    token: str | None = None
+    #: TLS certificate chain and private key (PEM); both or neither.
+    certfile: Path | None = None
+    keyfile: Path | None = None
+
+    @property
+    def parked_limit(self) -> int:
+        return self.max_parked if self.max_parked is not None else self.max_streams

@@ -1,0 +1,162 @@
+"""The sidecar JSON beside a stream's recordings, and finding it again after a restart.
+
+A sidecar says what the recording is (stream, format, start, peer), every gap (where
+silence stands in for audio that never arrived) and how each part ended. A stream that a
+restarted receiver continues gets a new part (new files) listed in the same sidecar, so
+the parts together hold the stream. The sidecar keeps a digest of the stream's resume
+secret, never the secret itself (the record directory may be shared for downloads).
+
+Sidecars are written atomically (a temporary file renamed over the old one), so a crash
+never leaves half a sidecar; when the disk is too full for the temporary file, the old
+one is overwritten in place if the new text fits, and otherwise left as it was. A file
+that is not a sidecar of ours (any other ``*.json``) is never read as one nor written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import hmac
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import soundfile as sf
+
+from micwire.common.errors import StorageError
+from micwire.common.names import sanitize_stream_name
+from micwire.common.protocol import StreamParams
+
+log = logging.getLogger("micwire.receiver")
+PART_KEYS = ("files", "origin", "samples", "gaps", "outcome")
+
+
+def secret_digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def storage_error(exc: BaseException, what: str) -> StorageError:
+    """One sentence for a failed write, naming the cause people can fix."""
+    code = getattr(exc, "errno", None)
+    text = str(exc)
+    if code == errno.ENOSPC or "No space left" in text:
+        why = "no space left on device"
+    elif code == errno.EDQUOT:
+        why = "disk quota exceeded"
+    elif code == errno.EFBIG or "too large" in text.lower():
+        why = "file too large for this file system"
+    elif code in (errno.EACCES, errno.EPERM):
+        why = "permission denied"
+    else:
+        why = getattr(exc, "strerror", None) or text or type(exc).__name__
+    return StorageError(f"{why} ({what})")
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Replace ``path`` with ``data`` atomically; see the module docstring for a full disk.
+    Raises StorageError if neither way works (the old file is then unchanged)."""
+    text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+        return
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        failure = exc
+    encoded = text.encode("utf-8")
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = -1
+    if 0 <= len(encoded) <= size:
+        try:  # rewriting blocks the file already has needs no free space
+            with open(path, "r+b") as f:
+                f.write(encoded + b" " * (size - len(encoded)))  # JSON allows the padding
+            return
+        except OSError as exc:
+            failure = exc
+    raise storage_error(failure, f"writing {path.name}") from failure
+
+
+@dataclass
+class Previous:
+    """A stream's recording from before a restart, which a resuming sender continues."""
+
+    sidecar: Path
+    data: dict[str, Any]
+    #: Timeline position its recording reaches (where the next part starts).
+    position: int
+
+
+def _valid(data: Any) -> bool:
+    """Does this look like one of our sidecars, with every field a resume relies on?"""
+    if not isinstance(data, dict):
+        return False
+    parts = data.get("parts")
+    return (
+        isinstance(data.get("stream"), str)
+        and isinstance(data.get("stream_id"), str)
+        and isinstance(data.get("resume_secret_sha256"), str)
+        and isinstance(parts, list)
+        and bool(parts)
+        and all(
+            isinstance(p, dict)
+            and isinstance(p.get("files"), list)
+            and type(p.get("origin")) is int
+            and type(p.get("samples")) is int
+            for p in parts
+        )
+    )
+
+
+def _part_end(directory: Path, part: dict[str, Any]) -> int:
+    """Where a part's recording reaches: the WAV header is kept current, so the file
+    itself says how far it got; otherwise the sidecar's count (at most a second old)."""
+    samples = int(part["samples"])
+    for name in part["files"]:
+        if isinstance(name, str) and name.endswith(".wav") and "/" not in name:
+            with contextlib.suppress(RuntimeError, OSError):
+                samples = int(sf.info(str(directory / name)).frames)
+            break
+    part["samples"] = samples
+    return int(part["origin"]) + samples
+
+
+def find_previous(
+    directory: Path, stream: str, stream_id: str, secret: str, params: StreamParams
+) -> Previous | None:
+    """The latest sidecar of this stream (same name, id, secret and format), if any.
+    Blocking: run it off the event loop. Looks only at files named after the stream."""
+    pattern = f"{sanitize_stream_name(stream)}-*.json"
+    digest = secret_digest(secret)
+    found: list[tuple[str, Path, dict[str, Any]]] = []
+    for path in directory.glob(pattern):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+        if not _valid(data):
+            continue
+        same = (
+            data["stream"] == stream
+            and data["stream_id"] == stream_id
+            and hmac.compare_digest(data["resume_secret_sha256"], digest)
+            and (data.get("codec"), data.get("rate_hz"), data.get("channels"))
+            == (params.codec, params.rate_hz, params.channels)
+        )
+        if same:
+            found.append((str(data.get("received_utc", "")), path, data))
+    if not found:
+        return None
+    _, path, data = max(found, key=lambda item: (item[0], item[1].name))
+    last = data["parts"][-1]
+    position = _part_end(directory, last)
+    if last.get("outcome") in (None, "recording"):
+        last["outcome"] = "interrupted (the receiver stopped)"
+    return Previous(path, data, position)

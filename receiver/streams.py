@@ -1,0 +1,522 @@
+"""The receiver's streams: who is live, who may come back, and who may take a name.
+
+A stream is known by its name exactly as sent. Its first connection gets a random resume
+secret in the accept; only a connection presenting that secret may continue the stream
+(after a broken link, a restart of the receiver, or to replace its own half-open
+connection). Anyone else asking for a name in use is refused for now (1013: try again
+later) with the reason.
+
+Limits: at most ``max_streams`` live streams (a proven resume always gets its own slot
+back), at most ``parked_limit`` streams waiting for their sender (the oldest is finalised
+to make room). A stream that never sent audio leaves nothing behind: files are created on
+its first audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from micwire import __version__
+from micwire.common.assembly import AssemblyStats, Depacketizer, RealTimeBound, Segment
+from micwire.common.codecs import make_decoder
+from micwire.common.errors import DeviceError, MicwireError, StorageError
+from micwire.common.levels import LevelMeter
+from micwire.common.protocol import Accept, Hello, Packet
+from micwire.common.stats import StreamFigures
+from micwire.receiver.config import ReceiverConfig
+from micwire.receiver.playback import Playback
+from micwire.receiver.recording import Recording
+from micwire.receiver.storage import Previous, find_previous, secret_digest, write_json
+
+log = logging.getLogger("micwire.receiver")
+#: Lost frames played as codec concealment before live playback falls back to a fade.
+LIVE_CONCEAL_FRAMES = 5
+#: How long a proven resume waits for the stream's old, half-open connection to let go.
+TAKEOVER_WAIT_S = 2.0
+
+
+class Refusal(MicwireError):
+    """A hello the receiver will not serve: for good (1008) or for now (1013)."""
+
+    def __init__(self, reason: str, retry: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry = retry
+
+
+class Attachment:
+    """What a stream needs from the connection currently carrying it."""
+
+    def __init__(self, abort: Callable[[], None]) -> None:
+        self.abort = abort
+        #: Another connection of the same stream took over; this one must leave it alone.
+        self.replaced = False
+        self.detached = asyncio.Event()
+        self.depacketizer: Depacketizer | None = None
+        self.live: Depacketizer | None = None
+
+
+class Stream:
+    """One stream across its connections: identity, recording, playback, figures."""
+
+    def __init__(
+        self,
+        config: ReceiverConfig,
+        hello: Hello,
+        peer: str,
+        secret: str,
+        origin: int | None,
+        bound: RealTimeBound,
+        previous: Previous | None = None,
+        output_device: int | None = None,
+    ) -> None:
+        self.config = config
+        self.name = hello.stream
+        self.params = hello.params
+        self.stream_id = hello.stream_id
+        self.protocol = hello.version
+        self.secret_sha256 = secret_digest(secret) if secret else ""
+        self.peer = peer
+        self.software = hello.software
+        self.start = datetime.fromtimestamp(hello.start_time_us / 1e6, timezone.utc)
+        self.received = datetime.now(timezone.utc)
+        #: Where the recording starts on the stream's timeline (None: at the first packet).
+        self.origin = origin
+        #: Where the timeline has got to (what the recording holds or has queued).
+        self.position = origin if origin is not None else 0
+        self.bound = bound
+        self.previous = previous
+        self.output_device = output_device
+        self.recording: Recording | None = None
+        self.playback: Playback | None = None
+        self.levels = LevelMeter()
+        self.totals = AssemblyStats()
+        self.state = "live"  # live, parked, ended
+        self.outcome = "open"
+        self.reconnects = 0
+        self.network_ms = 0.0  # arrival minus capture time of the newest packet
+        self.attachment: Attachment | None = None
+        self.expiry: asyncio.Task[None] | None = None
+        self.created = time.monotonic()
+        self.paths: list[str] = []
+        #: Live-playback figures of the last connection (kept once playback stops).
+        self.last_playback: dict[str, Any] | None = None
+        self._closing: asyncio.Future[None] | None = None
+
+    @property
+    def resumable(self) -> bool:
+        return bool(self.secret_sha256)
+
+    def proves(self, hello: Hello) -> bool:
+        """Is ``hello`` this stream's own sender coming back?"""
+        return (
+            hello.resuming
+            and bool(hello.resume_secret)
+            and self.resumable
+            and hmac.compare_digest(secret_digest(hello.resume_secret), self.secret_sha256)
+            and hello.stream_id == self.stream_id
+            and hello.params == self.params
+        )
+
+    @property
+    def has_audio(self) -> bool:
+        return self.recording is not None or self.totals.samples > 0 or (
+            self.attachment is not None
+            and self.attachment.depacketizer is not None
+            and self.attachment.depacketizer.stats.samples > 0
+        )
+
+    # --- connections ----------------------------------------------------------------------
+    def attach(self, attachment: Attachment) -> None:
+        """A connection now carries this stream: a fresh codec stream from ``position``."""
+        self.attachment = attachment
+        self.state = "live"
+        start = self.position if self.origin is not None else None
+        attachment.depacketizer = Depacketizer(self.params, make_decoder(self.params), start)
+        if self.output_device is not None and self.playback is None:
+            try:
+                self.playback = Playback(
+                    self.output_device,
+                    self.params.rate_hz,
+                    self.params.channels,
+                    self.config.latency_ms,
+                )
+            except DeviceError as exc:
+                self.output_device = None
+                log.warning("stream %r: playback off: %s", self.name, exc)
+        if self.playback is not None and attachment.depacketizer.decoder.can_conceal:
+            attachment.live = Depacketizer(
+                self.params, make_decoder(self.params), start, conceal_frames=LIVE_CONCEAL_FRAMES
+            )
+
+    def detach(self) -> None:
+        """The connection is done with the stream; keep its figures."""
+        attachment = self.attachment
+        if attachment is None:
+            return
+        if attachment.depacketizer is not None:
+            stats = attachment.depacketizer.stats
+            for name in vars(self.totals):
+                setattr(self.totals, name, getattr(self.totals, name) + getattr(stats, name))
+        self.attachment = None
+
+    def stats(self) -> AssemblyStats:
+        """Totals over every connection so far, the current one included."""
+        total = AssemblyStats(**vars(self.totals))
+        if self.attachment is not None and self.attachment.depacketizer is not None:
+            current = self.attachment.depacketizer.stats
+            for name in vars(total):
+                setattr(total, name, getattr(total, name) + getattr(current, name))
+        return total
+
+    async def on_packet(self, packet: Packet) -> None:
+        attachment = self.attachment
+        assert attachment is not None and attachment.depacketizer is not None
+        now = time.monotonic()
+        if packet.capture_time_us:
+            self.network_ms = time.time() * 1000 - packet.capture_time_us / 1000
+        depacketizer = attachment.depacketizer
+        segments = depacketizer.push(packet, self.bound.limit(now))
+        if self.origin is None:
+            self.origin = depacketizer.start
+        # live playback of a codec with concealment decodes separately, so a lost frame is
+        # played as PLC/FEC audio while the recording keeps exact silence
+        live = attachment.live.push(packet) if attachment.live is not None else segments
+        if segments:
+            await self._record(segments, now)
+        self.position = depacketizer.position
+        if self.playback is not None:
+            self._play(live, depacketizer.position)
+
+    async def _record(self, segments: list[Segment], now: float) -> None:
+        if self.recording is None and self.config.record_dir is not None:
+            self.recording = await self._open_recording()
+        for segment in segments:
+            if self.recording is not None:
+                await self.recording.write(segment)
+            if not isinstance(segment, int):
+                self.levels.add(segment, now)
+
+    def _play(self, live: list[Segment], end: int) -> None:
+        assert self.playback is not None
+        length = sum(s if isinstance(s, int) else len(s) for s in live)
+        at = end - length  # the live timeline ends where the recording's does
+        for segment in live:
+            if not isinstance(segment, int):
+                self.playback.push(at, segment)
+            at += segment if isinstance(segment, int) else len(segment)
+
+    async def _open_recording(self) -> Recording:
+        cfg = self.config
+        assert cfg.record_dir is not None and self.origin is not None
+        previous = self.previous
+        info = {
+            "stream": self.name,
+            "stream_id": self.stream_id,
+            "start_utc": self.start.isoformat(),
+            "received_utc": self.received.isoformat(),
+            "codec": self.params.codec,
+            "frame_ms": self.params.frame_ms,
+            "peer": self.peer,
+            "software": self.software,
+            "receiver": f"micwire/{__version__}",
+            "resume_secret_sha256": self.secret_sha256,
+            "clock_position": self.bound.position,
+            "clock_utc": time.time() - (time.monotonic() - self.bound.time),
+        }
+        if previous is not None:
+            info["received_utc"] = previous.data.get("received_utc", info["received_utc"])
+        recording = await Recording.create(
+            cfg.record_dir,
+            self.name,
+            cfg.formats,
+            self.params.rate_hz,
+            self.params.channels,
+            self.start,
+            info,
+            self.origin,
+            previous.sidecar if previous is not None else None,
+            previous.data["parts"] if previous is not None else None,
+        )
+        self.paths = [p.name for p in recording.paths]
+        log.info("stream %r: recording to %s", self.name, ", ".join(self.paths))
+        return recording
+
+    async def close(self, outcome: str) -> None:
+        """Finalise for good: files, sidecar, playback."""
+        self.state = "ended"
+        self.outcome = outcome
+        try:
+            if self.recording is not None:
+                await self.recording.close(outcome)
+            elif self.previous is not None:  # continued, but nothing new: the first part's
+                await asyncio.to_thread(self._close_previous, outcome)  # entry is updated
+        except StorageError as exc:
+            self.outcome = f"recording failed: {exc}"
+            raise
+        finally:
+            await self.stop_playback(drain=outcome == "complete")
+
+    def _close_previous(self, outcome: str) -> None:
+        assert self.previous is not None
+        data = self.previous.data
+        data["outcome"] = outcome
+        data["samples"] = sum(part["samples"] for part in data["parts"])
+        write_json(self.previous.sidecar, data)
+
+    async def stop_playback(self, drain: bool = False) -> None:
+        if self.playback is not None:
+            playback, self.playback = self.playback, None
+            self._closing = asyncio.ensure_future(playback.close(drain=drain))
+            await self._closing
+            self.last_playback = playback.snapshot()
+
+    async def settle(self) -> None:
+        """Wait until a sound device being closed is closed (before opening another)."""
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
+
+    def figures(self) -> StreamFigures:
+        now = time.monotonic()
+        stats = self.stats()
+        peak, rms = self.levels.read(now)
+        playback: dict[str, Any] = {}
+        if self.playback is not None:
+            playback = self.playback.snapshot()
+            playback["latency_ms"] = round(
+                self.network_ms + playback["buffer_ms"] + self.playback.output_latency_s * 1000, 1
+            )
+        return StreamFigures(
+            time=time.time(),
+            stream=self.name,
+            peer=self.peer,
+            codec=self.params.codec,
+            rate_hz=self.params.rate_hz,
+            channels=self.params.channels,
+            state=self.state,
+            seconds=stats.samples / self.params.rate_hz,
+            packets=stats.packets,
+            gaps=stats.gaps,
+            gap_samples=stats.gap_samples,
+            duplicate_packets=stats.duplicate_packets,
+            overlap_samples=stats.overlap_samples,
+            reconnects=self.reconnects,
+            peak_dbfs=peak,
+            rms_dbfs=rms,
+            network_ms=self.network_ms,
+            playback=playback,
+        )
+
+    def summary(self) -> str:
+        stats = self.stats()
+        seconds = stats.samples / self.params.rate_hz
+        text = (
+            f"stream {self.name!r} from {self.peer}: {self.outcome}; {seconds:.2f} s, "
+            f"{stats.packets} packets, {stats.gaps} gaps ({stats.gap_samples} samples of silence)"
+        )
+        if stats.duplicate_packets or stats.overlap_samples:
+            text += (
+                f", {stats.duplicate_packets} duplicate packets "
+                f"({stats.overlap_samples} samples already recorded, dropped)"
+            )
+        if self.reconnects:
+            text += f", {self.reconnects} reconnects"
+        if self.paths:
+            text += ", recorded to " + ", ".join(self.paths)
+        return text
+
+
+class Streams:
+    """Every stream the receiver knows: live and parked, by name."""
+
+    def __init__(
+        self,
+        config: ReceiverConfig,
+        output_device: int | None,
+        on_finished: Callable[[Stream], Awaitable[None]],
+    ) -> None:
+        self.config = config
+        self.output_device = output_device
+        self.live: dict[str, Stream] = {}
+        self.parked: dict[str, Stream] = {}
+        self._on_finished = on_finished
+        self._admitting: set[str] = set()  # names with a hello being answered
+        #: The receiver is shutting down: streams are finalised, not parked.
+        self.stopping = False
+
+    def __len__(self) -> int:
+        return len(self.live) + len(self.parked)
+
+    def all(self) -> list[Stream]:
+        return [*self.live.values(), *self.parked.values()]
+
+    async def admit(self, hello: Hello, peer: str, attachment: Attachment) -> Accept:
+        """Attach a connection to the stream its hello names: a new stream, or the
+        stream's own sender coming back. Raises Refusal."""
+        name = hello.stream
+        if name in self._admitting:
+            raise Refusal(f"stream name {name!r} is being taken by another connection", True)
+        self._admitting.add(name)
+        try:
+            stream = self.live.get(name) or self.parked.get(name)
+            if stream is not None:
+                if not stream.proves(hello):
+                    raise Refusal(
+                        f"stream name {name!r} is in use by another sender; pick another "
+                        "name, or retry when it ends",
+                        retry=True,
+                    )
+                await self._take_back(stream, peer)
+                accept_at: int | None = stream.position
+                secret: str | None = hello.resume_secret
+            else:
+                stream, accept_at, secret = await self._new(hello, peer)
+            await stream.settle()
+            stream.attach(attachment)
+            self.live[name] = stream
+            return Accept(
+                name,
+                stream.paths[0] if stream.paths else None,
+                resume_timestamp=accept_at,
+                resume_secret=secret,
+            )
+        finally:
+            self._admitting.discard(name)
+
+    async def _take_back(self, stream: Stream, peer: str) -> None:
+        """The stream's own sender is back: from parked, or replacing its own connection
+        (a half-open link the receiver has not noticed yet)."""
+        if stream.expiry is not None:
+            stream.expiry.cancel()
+            stream.expiry = None
+        old = stream.attachment
+        if old is not None:
+            log.warning("stream %r: %s replaces its own stale connection", stream.name, peer)
+            old.replaced = True
+            old.abort()  # no close handshake: the old link may be dead
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(old.detached.wait(), TAKEOVER_WAIT_S)
+            stream.detach()
+        self.parked.pop(stream.name, None)
+        stream.reconnects += 1
+        stream.peer = peer
+        stream.outcome = "open"
+        log.info("stream %r: %s is back; resuming at sample %d", stream.name, peer, stream.position)
+
+    async def _new(self, hello: Hello, peer: str) -> tuple[Stream, int | None, str | None]:
+        cfg = self.config
+        previous: Previous | None = None
+        proven = False
+        if hello.resuming and hello.resume_secret and cfg.record_dir is not None:
+            previous = await asyncio.to_thread(
+                find_previous,
+                cfg.record_dir,
+                hello.stream,
+                hello.stream_id,
+                hello.resume_secret,
+                hello.params,
+            )
+            proven = previous is not None
+        if not proven and len(self.live) >= cfg.max_streams:
+            raise Refusal(f"receiver is full ({cfg.max_streams} streams)", retry=True)
+        rate = hello.params.rate_hz
+        now = time.monotonic()
+        if previous is not None:
+            # the wall-clock bound carries over from the stream's first connection
+            data = previous.data
+            clock_position, clock_utc = data.get("clock_position"), data.get("clock_utc")
+            if type(clock_position) is int and isinstance(clock_utc, float):
+                since = max(0.0, time.time() - clock_utc)
+                bound = RealTimeBound(rate, clock_position + int(since * rate), now)
+            else:
+                bound = RealTimeBound(rate, previous.position, now)
+            origin: int | None = previous.position
+            log.info(
+                "stream %r: continuing %s from sample %d in a new part",
+                hello.stream,
+                previous.sidecar.name,
+                previous.position,
+            )
+        else:
+            claimed = int(hello.claimed_age_us * rate / 1_000_000)
+            bound = RealTimeBound(rate, claimed, now)
+            if hello.resuming:  # a stream this receiver knows nothing of: it starts anywhere
+                origin = None
+            else:  # a new stream brings at most max_backlog_s captured before it connected
+                origin = max(0, claimed - int(cfg.max_backlog_s * rate))
+        if previous is not None:  # the sender proved it owns the stream with its secret
+            secret: str | None = hello.resume_secret
+        else:  # version 1 senders cannot resume: no secret
+            secret = secrets.token_urlsafe(24) if hello.version >= 2 else None
+        stream = Stream(
+            cfg, hello, peer, secret or "", origin, bound, previous, self.output_device
+        )
+        return stream, origin, secret
+
+    async def release(self, stream: Stream, attachment: Attachment, outcome: str, lost: bool) -> None:
+        """A connection ended. Its stream is parked for its sender to come back (the link
+        was lost and the stream can be resumed), or finalised."""
+        try:
+            if attachment.replaced or stream.attachment is not attachment:
+                return  # another connection of the same stream carries on
+            stream.detach()
+            if stream.state == "ended":
+                return  # finished already (its last packet came)
+            if self.stopping:
+                await self.finish(stream, f"{outcome}; the receiver stopped")
+            elif lost and stream.resumable and stream.has_audio:
+                await self._park(stream, outcome)
+            else:
+                await self.finish(stream, outcome)
+        finally:
+            attachment.detached.set()
+
+    async def _park(self, stream: Stream, outcome: str) -> None:
+        # parked before anything is awaited: a sender coming back at once must find it
+        self.live.pop(stream.name, None)
+        self.parked[stream.name] = stream
+        stream.state = "parked"
+        stream.outcome = outcome
+        grace = self.config.resume_grace_s
+        log.warning(
+            "stream %r: %s; keeping it open %g s for the sender to come back",
+            stream.name,
+            outcome,
+            grace,
+        )
+
+        async def expire() -> None:
+            await asyncio.sleep(grace)
+            if self.parked.get(stream.name) is stream:
+                await self.finish(stream, stream.outcome)
+
+        stream.expiry = asyncio.create_task(expire())
+        await stream.stop_playback()  # a parked stream holds no sound device
+        while len(self.parked) > self.config.parked_limit:
+            oldest = next(iter(self.parked.values()))
+            log.warning("stream %r: too many streams waiting; finalising it", oldest.name)
+            await self.finish(oldest, oldest.outcome)
+
+    async def finish(self, stream: Stream, outcome: str) -> None:
+        """Finalise a stream for good: files, sidecar, report."""
+        if self.live.get(stream.name) is stream:
+            del self.live[stream.name]
+        if self.parked.get(stream.name) is stream:
+            del self.parked[stream.name]
+        if stream.expiry is not None and stream.expiry is not asyncio.current_task():
+            stream.expiry.cancel()
+        try:
+            await stream.close(outcome)
+        except MicwireError as exc:
+            log.error("stream %r: %s", stream.name, exc)
+        except Exception:
+            log.exception("stream %r: could not finalise", stream.name)
+        await self._on_finished(stream)

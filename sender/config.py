@@ -1,0 +1,103 @@
+"""What a sender is told to do (:class:`SenderConfig`) and what it did (:class:`SenderReport`)."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from micwire.common.protocol import StreamParams
+
+
+@dataclass
+class SenderConfig:
+    url: str
+    name: str = field(default_factory=socket.gethostname)
+    source: str | None = None  # "tone:HZ", "file:PATH", or None for a PortAudio device
+    device: str | None = None
+    codec: str = "pcm"
+    rate_hz: int = 48000
+    channels: int = 1
+    frame_ms: float = 20.0
+    bitrate: int = 32000
+    application: str = "audio"
+    fec: bool = False
+    expected_loss_pct: int = 10
+    duration_s: float | None = None
+    #: Seconds of audio kept for resending after a reconnect, and held while the link is
+    #: down; beyond that the oldest is dropped (and recorded as silence).
+    spool_s: float = 120.0
+    #: Reconnect after a network failure (the receiver resumes the same recording).
+    reconnect: bool = True
+    #: Give up when no connection could be made for this long (the spool is full by then).
+    reconnect_timeout_s: float = 120.0
+    #: Once stopped, how long to keep trying to deliver what is left and have the receiver
+    #: confirm it; then give up and say how much was not delivered.
+    finish_timeout_s: float = 5.0
+    connect_timeout_s: float = 10.0
+    #: How long to wait for the receiver's answer to a hello. Longer than the receiver
+    #: takes to replace a half-open connection of this stream (at most a few seconds).
+    reply_timeout_s: float = 15.0
+    #: Shared secret for a receiver started with --token (sent as a Bearer token).
+    token: str | None = None
+    #: CA bundle to trust for wss:// (default: the system's trust store).
+    cafile: Path | None = None
+    #: Scales the pacing clock of tone/file sources (tests of clock drift).
+    clock_scale: float = 1.0
+
+    def params(self) -> StreamParams:
+        return StreamParams(
+            self.codec, self.rate_hz, self.channels, self.frame_ms, self.bitrate
+        ).check()
+
+
+@dataclass
+class SenderReport:
+    stream: str = ""
+    recording: str | None = None
+    packets_sent: int = 0
+    samples_captured: int = 0
+    #: Lost before the spool: the capture queue overflowed (the machine was too busy).
+    dropped_samples: int = 0
+    #: Lost from the spool: the link was down longer than it holds (recorded as silence).
+    link_lost_samples: int = 0
+    #: Timeline position the receiver confirmed at the end (None: no confirmation).
+    confirmed: int | None = None
+    #: Latest position the receiver acknowledged while streaming.
+    acknowledged: int = 0
+    reconnects: int = 0
+    resent_samples: int = 0
+    input_overflows: int = 0
+    rate_hz: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return self.samples_captured / self.rate_hz if self.rate_hz else 0.0
+
+    @property
+    def lost_samples(self) -> int:
+        return self.dropped_samples + self.link_lost_samples
+
+    def summary(self) -> str:
+        text = (
+            f"sent {self.packets_sent} packets, {self.seconds:.2f} s of audio "
+            f"({self.samples_captured} samples)"
+        )
+        if self.lost_samples:
+            text += (
+                f"; LOST {self.dropped_samples} samples in capture and "
+                f"{self.link_lost_samples} while the link was down (recorded as silence)"
+            )
+        elif self.confirmed == self.samples_captured:
+            text += ", nothing lost (the receiver confirmed every sample)"
+        if self.confirmed is None:
+            undelivered = (self.samples_captured - self.acknowledged) / (self.rate_hz or 1)
+            text += f"; NOT CONFIRMED by the receiver: {undelivered:.2f} s may be missing"
+        if self.reconnects:
+            text += (
+                f"; {self.reconnects} reconnects, "
+                f"{self.resent_samples / (self.rate_hz or 1):.2f} s resent"
+            )
+        if self.input_overflows:  # the OS/driver lost input before PortAudio handed it over
+            text += f"; the input device reported {self.input_overflows} overflow(s)"
+        return text

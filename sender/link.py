@@ -1,0 +1,218 @@
+"""One connection to the receiver: open it, say hello, read what the receiver says back.
+
+Every failure becomes one :class:`~micwire.common.errors.TransportError` with a sentence
+a person can act on. The receiver's acknowledgements (version 2) arrive on the same
+connection; :class:`Link` keeps the latest and the final confirmation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import ssl
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import urlsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from micwire import __version__
+from micwire.common.errors import ParameterError, ProtocolError, RefusedError, TransportError
+from micwire.common.protocol import (
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_REFUSED,
+    CLOSE_TOO_BIG,
+    CLOSE_TRY_AGAIN,
+    Accept,
+    Ack,
+    Done,
+    Hello,
+    Refuse,
+    parse_reply,
+)
+from micwire.sender.config import SenderConfig
+
+log = logging.getLogger("micwire.sender")
+SOFTWARE = f"micwire/{__version__}"
+
+
+def closed_message(exc: ConnectionClosed) -> str:
+    reason = f": {exc.rcvd.reason}" if exc.rcvd and exc.rcvd.reason else ""
+    return f"the receiver closed the connection{reason}"
+
+
+def final_close(exc: ConnectionClosed) -> bool:
+    """The receiver closed us for a reason that retrying cannot fix (protocol error, a
+    refusal for good, a message too big)."""
+    code = exc.rcvd.code if exc.rcvd else None
+    return code in (CLOSE_PROTOCOL_ERROR, CLOSE_REFUSED, CLOSE_TOO_BIG)
+
+
+def _is_local(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def connect_options(config: SenderConfig) -> dict[str, Any]:
+    url = config.url
+    options: dict[str, Any] = {
+        "additional_headers": (
+            {"Authorization": f"Bearer {config.token}"} if config.token else {}
+        ),
+        # audio does not compress; small write buffers add no latency
+        "compression": None,
+        "max_size": 2**16,
+        "write_limit": 2**15,
+        "open_timeout": config.connect_timeout_s,
+        # a close handshake with a dead receiver must not hold up a reconnect
+        "close_timeout": 2.0,
+        "user_agent_header": SOFTWARE,
+        "proxy": None,
+    }
+    if config.cafile is not None:  # otherwise the system trust store, for wss://
+        if not url.startswith("wss://"):
+            raise ParameterError("--cafile is for wss:// URLs")
+        try:
+            options["ssl"] = ssl.create_default_context(cafile=str(config.cafile))
+        except (OSError, ssl.SSLError) as exc:
+            raise ParameterError(f"cannot load --cafile {config.cafile}: {exc}") from exc
+    return options
+
+
+def warn_about_plain_token(config: SenderConfig) -> None:
+    """A token sent over ws:// to another machine can be read by anyone on the way."""
+    parts = urlsplit(config.url)
+    if config.token and parts.scheme == "ws" and not _is_local(parts.hostname or ""):
+        log.warning(
+            "sending the token unencrypted to %s: anyone on the network can read it; "
+            "use wss:// (micwire receive --cert/--key)",
+            parts.hostname,
+        )
+
+
+async def open_connection(config: SenderConfig) -> ClientConnection:
+    """Open a connection, turning every failure into one actionable TransportError."""
+    url = config.url
+    try:
+        return await connect(url, **connect_options(config))
+    except InvalidURI as exc:
+        raise ParameterError(
+            f"bad receiver URL {url!r}: use ws://HOST:PORT or wss://HOST:PORT"
+        ) from exc
+    except ssl.SSLCertVerificationError as exc:
+        raise TransportError(
+            f"the receiver at {url} has a TLS certificate this machine does not trust "
+            f"({exc.verify_message}); pass its CA with --cafile"
+        ) from exc
+    except InvalidStatus as exc:
+        if exc.response.status_code == HTTPStatus.UNAUTHORIZED:
+            raise TransportError(
+                f"the receiver at {url} wants a valid token (HTTP 401): "
+                "pass --token or set MICWIRE_TOKEN"
+            ) from exc
+        raise TransportError(f"the receiver at {url} rejected the connection: {exc}") from exc
+    except (OSError, asyncio.TimeoutError) as exc:
+        why = getattr(exc, "strerror", None) or str(exc) or "no answer"
+        raise TransportError(
+            f"cannot reach the receiver at {url} ({why}); is `micwire receive` running there?"
+        ) from exc
+    except InvalidHandshake as exc:
+        raise TransportError(f"the receiver at {url} rejected the connection: {exc}") from exc
+
+
+class Link:
+    """An open connection whose hello was accepted."""
+
+    def __init__(self, ws: ClientConnection, accept: Accept) -> None:
+        self.ws = ws
+        self.accept = accept
+        #: Called when the connection is gone (the sender's wake-up: it may be waiting
+        #: for audio rather than sending).
+        self.on_lost: Callable[[], None] | None = None
+        #: The latest position the receiver acknowledged on this connection.
+        self.acknowledged = 0
+        self.done: asyncio.Future[Done] = asyncio.get_running_loop().create_future()
+        self._reader = asyncio.create_task(self._read())
+        self._reader.add_done_callback(lambda _: self.on_lost() if self.on_lost else None)
+
+    @classmethod
+    async def open(cls, config: SenderConfig, hello: Hello) -> Link:
+        ws = await open_connection(config)
+        try:
+            await ws.send(hello.serialize())
+            text = await asyncio.wait_for(ws.recv(), config.reply_timeout_s)
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd else None
+            if code in (CLOSE_REFUSED, CLOSE_TRY_AGAIN):
+                reason = exc.rcvd.reason if exc.rcvd else ""
+                raise RefusedError(reason or "no reason given", code == CLOSE_TRY_AGAIN) from exc
+            raise TransportError(closed_message(exc)) from exc
+        except asyncio.TimeoutError as exc:
+            ws.transport.abort()
+            raise TransportError("the receiver did not answer the hello") from exc
+        try:
+            reply = parse_reply(text)
+        except ProtocolError as exc:
+            ws.transport.abort()
+            raise TransportError(f"the receiver sent a bad reply: {exc}") from exc
+        if isinstance(reply, Refuse):
+            with contextlib.suppress(ConnectionClosed, asyncio.TimeoutError):
+                await asyncio.wait_for(ws.wait_closed(), 2.0)
+            raise RefusedError(reply.reason, reply.retry)
+        if not isinstance(reply, Accept):
+            ws.transport.abort()
+            raise TransportError(f"the receiver answered the hello with {reply.TYPE!r}")
+        return cls(ws, reply)
+
+    async def _read(self) -> None:
+        """Acknowledgements and the final confirmation; pings are answered by websockets
+        as long as messages are read."""
+        with contextlib.suppress(ConnectionClosed):
+            async for message in self.ws:
+                try:
+                    reply = parse_reply(message)
+                except ProtocolError as exc:
+                    log.debug("ignoring a message from the receiver: %s", exc)
+                    continue
+                if isinstance(reply, Ack):
+                    self.acknowledged = max(self.acknowledged, reply.timestamp)
+                elif isinstance(reply, Done) and not self.done.done():
+                    self.acknowledged = max(self.acknowledged, reply.timestamp)
+                    self.done.set_result(reply)
+
+    @property
+    def lost(self) -> bool:
+        """The connection is gone (read side ended)."""
+        return self._reader.done()
+
+    async def send(self, data: bytes) -> None:
+        await self.ws.send(data)
+
+    async def wait_done(self) -> Done:
+        """The receiver's confirmation after the last packet; ConnectionClosed if the
+        connection ends without it."""
+        await asyncio.wait([self.done, self._reader], return_when=asyncio.FIRST_COMPLETED)
+        if self.done.done():
+            return self.done.result()
+        await self.ws.wait_closed()
+        raise self.ws.protocol.close_exc
+
+    async def close(self) -> None:
+        with contextlib.suppress(ConnectionClosed, OSError):
+            await self.ws.close()
+        self._reader.cancel()
+
+    def abort(self) -> None:
+        """Drop the connection at once (no close handshake with a receiver that may not
+        be reading)."""
+        self.ws.transport.abort()
+        self._reader.cancel()
+

@@ -1,0 +1,71 @@
+"""The sender's spool: what it holds is bounded in samples, whatever the block size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from micwire.common.framing import Block
+from micwire.common.spool import Spool
+
+
+def blocks(n: int, size: int, start: int = 0) -> list[Block]:
+    return [
+        Block(start + k * size, np.full((size, 1), k % 1000, np.int16), 100.0 + (start + k * size) / 1000)
+        for k in range(n)
+    ]
+
+
+@pytest.mark.parametrize("size", [1, 64, 256, 960, 5000])
+def test_capacity_is_time_whatever_the_block_size(size: int) -> None:
+    """Two seconds at 1 kHz hold 2000 samples, with 64-sample device blocks as with 5000."""
+    spool = Spool(2000, 1000)
+    for block in blocks(40_000 // size, size):
+        spool.append(block)
+    assert len(spool) == 2000
+    assert spool.end - spool.start == 2000
+    assert sum(len(b.samples) for b in spool.read(0)) == 2000
+
+
+def test_read_from_any_position_cuts_blocks_exactly() -> None:
+    spool = Spool(10_000, 1000)
+    for block in blocks(10, 256):
+        spool.append(block)
+    got = spool.read(300)
+    assert got[0].position == 300 and got[0].capture_time == pytest.approx(100.3)
+    assert np.concatenate([b.samples for b in got]).shape == (2560 - 300, 1)
+    assert [b.position for b in spool.read(2559)] == [2559]
+    assert spool.read(2560) == []
+    limited = spool.read(0, max_samples=300)
+    assert sum(len(b.samples) for b in limited) == 300
+
+
+def test_what_was_evicted_is_simply_not_there() -> None:
+    spool = Spool(1000, 1000)
+    for block in blocks(10, 256):
+        spool.append(block)
+    assert spool.start == 2560 - 1000
+    first = spool.read(0)[0]
+    assert first.position == spool.start  # the reader sees the loss and counts it
+
+
+def test_capture_gaps_stay_gaps() -> None:
+    spool = Spool(10_000, 1000)
+    spool.append(Block(0, np.ones((100, 1), np.int16), 0.0))
+    spool.append(Block(500, np.ones((100, 1), np.int16), 0.5))  # 400 samples lost in capture
+    assert [b.position for b in spool.read(0)] == [0, 500]
+    assert [b.position for b in spool.read(150)] == [500]
+    assert spool.end == 600 and len(spool) == 200
+
+
+def test_order_is_enforced_and_empty_blocks_ignored() -> None:
+    spool = Spool(100, 1000)
+    spool.append(Block(0, np.zeros((10, 1), np.int16), 0.0))
+    spool.append(Block(10, np.zeros((0, 1), np.int16), 0.0))
+    with pytest.raises(ValueError, match="goes back"):
+        spool.append(Block(5, np.zeros((10, 1), np.int16), 0.0))
+    with pytest.raises(ValueError):
+        Spool(0, 1000)
+    assert not spool.closed
+    spool.close()
+    assert spool.closed

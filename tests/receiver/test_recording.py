@@ -1,0 +1,122 @@
+"""Recording files: long WAV recordings stay readable past 4 GiB (RF64), a full disk is
+said plainly and leaves nothing half-written, batched writes keep every sample."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from micwire.common.errors import StorageError
+from micwire.receiver.recording import Recording
+
+START = datetime(2026, 12, 3, 10, 0, 0, tzinfo=timezone.utc)
+
+
+async def record(directory: Path, segments: list[object], rate: int = 48000, channels: int = 1,
+                 formats: tuple[str, ...] = ("wav",)) -> Recording:
+    recording = await Recording.create(
+        directory, "take", formats, rate, channels, START, {"stream": "take"}
+    )
+    for segment in segments:
+        await recording.write(segment)  # type: ignore[arg-type]
+    await recording.close()
+    return recording
+
+
+def test_every_sample_and_gap_lands_in_order(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    pieces = [rng.integers(-9000, 9000, (n, 2), dtype=np.int16) for n in (1, 960, 4800, 17)]
+    segments: list[object] = [pieces[0], 480, pieces[1], pieces[2], 96000, pieces[3]]
+    recording = asyncio.run(record(tmp_path, segments, channels=2, formats=("wav", "flac")))
+    expected = np.concatenate(
+        [pieces[0], np.zeros((480, 2), np.int16), pieces[1], pieces[2],
+         np.zeros((96000, 2), np.int16), pieces[3]]
+    )
+    for path in recording.paths:
+        data, rate = sf.read(str(path), dtype="int16", always_2d=True)
+        assert rate == 48000 and np.array_equal(data, expected), path.suffix
+    sidecar = json.loads(recording.sidecar.read_text())
+    assert sidecar["samples"] == len(expected) and sidecar["outcome"] == "complete"
+    assert sidecar["gaps"] == [
+        {"at_sample": 1, "samples": 480},
+        {"at_sample": 1 + 480 + 960 + 4800, "samples": 96000},
+    ]
+
+
+def test_a_wav_past_4_gib_is_rf64_and_reads_to_its_end(tmp_path: Path) -> None:
+    """6.2 h of 48 kHz stereo is 4 GiB: a plain WAV header cannot count further. Here
+    192 kHz, 8 channels (3 MB/s): 1400 s of silence, then a marker, in one recording."""
+    rate, channels = 192000, 8
+    marker = np.full((1000, channels), 77, np.int16)
+    silence = 1400 * rate
+    if os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize < 6e9:
+        pytest.skip("needs 6 GB free for a 4.3 GB WAV")
+    recording = asyncio.run(record(tmp_path, [silence, marker], rate, channels))
+    path = recording.paths[0]
+    assert path.stat().st_size > 2**32
+    with open(path, "rb") as f:
+        assert f.read(4) == b"RF64"
+    info = sf.info(str(path))
+    assert info.frames == silence + 1000 and info.channels == channels
+    with sf.SoundFile(str(path)) as f:
+        f.seek(silence)
+        assert np.array_equal(f.read(1000, dtype="int16"), marker)
+    assert json.loads(recording.sidecar.read_text())["samples"] == silence + 1000
+    path.unlink()
+
+
+def test_a_short_wav_is_a_plain_wav(tmp_path: Path) -> None:
+    recording = asyncio.run(record(tmp_path, [np.ones((4800, 1), np.int16)]))
+    with open(recording.paths[0], "rb") as f:
+        header = f.read(12)
+    assert header[:4] == b"RIFF" and header[8:12] == b"WAVE"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB file system (tmpfs; needs root, as `make test` runs in CI)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_is_said_plainly_and_leaves_no_half_files(small_disk: Path) -> None:
+    async def fill() -> tuple[Recording, StorageError]:
+        recording = await Recording.create(
+            small_disk, "full", ("wav",), 48000, 1, START, {"stream": "full"}
+        )
+        block = np.ones((9600, 1), np.int16)
+        with pytest.raises(StorageError) as failure:
+            for _ in range(200):  # 3.8 MB into 1 MiB
+                await recording.write(block)
+                await asyncio.sleep(0.005)
+            await recording.close()
+        with pytest.raises(StorageError):
+            await recording.close()  # closing again says the same, finalises what it can
+        return recording, failure.value
+
+    recording, error = asyncio.run(fill())
+    assert "no space left on device" in str(error)
+    names = sorted(p.name for p in small_disk.iterdir())
+    assert not [n for n in names if n.endswith(".tmp")], names
+    sidecar = json.loads(recording.sidecar.read_text())
+    assert sidecar["outcome"].startswith("failed: no space left on device")
+    data, _ = sf.read(str(recording.paths[0]), dtype="int16")  # what fit is readable
+    assert len(data) > 48000 and np.all(data == 1)
