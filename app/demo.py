@@ -34,8 +34,13 @@ async def run_demo(directory: Path, seconds: float, stop: asyncio.Event) -> int:
             SenderConfig(url, name="demo-opus", source="tone:660", codec="opus", duration_s=seconds)
         ),
     ]
+
+    def stop_senders(_: object) -> None:
+        for sender in senders:
+            sender.stop()
+
     stopper = asyncio.create_task(stop.wait())
-    stopper.add_done_callback(lambda _: [s.stop() for s in senders])
+    stopper.add_done_callback(stop_senders)
     try:
         sent = await asyncio.gather(*(s.run() for s in senders))
     finally:

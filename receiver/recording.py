@@ -10,8 +10,9 @@ Crash safety: every file is flushed at least every second. WAV is written as RF6
 libsndfile's auto-downgrade, so it is a plain WAV up to 4 GiB and RF64 beyond (a plain
 WAV header cannot count past 4 GiB), and its header is rewritten on every write
 (``SFC_SET_UPDATE_HEADER_AUTO``); MP3 is constant bitrate with a LAME tag kept current
-(:mod:`micwire.receiver.mp3`), so a file cut short still decodes aligned, to its length. A receiver killed with SIGKILL leaves files a player opens, missing at
-most the last second. The sidecar (:mod:`micwire.receiver.storage`) is rewritten each
+(:mod:`micwire.receiver.mp3`), so a file cut short still decodes aligned, to its length.
+A receiver killed with SIGKILL leaves files a player opens, missing at most the last
+second. The sidecar (:mod:`micwire.receiver.storage`) is rewritten each
 second with the counts.
 
 A write that fails (disk full, ...) is a :class:`~micwire.common.errors.StorageError`
@@ -82,10 +83,25 @@ class SoundfileWriter:
         sf._snd.sf_command(self._file._file, command, sf._ffi.NULL, value)
 
     def write(self, samples: Samples) -> None:
-        self._file.write(samples)
+        try:
+            self._file.write(samples)
+        except sf.LibsndfileError as exc:
+            raise self._detailed(exc) from exc
 
     def flush(self) -> None:
-        self._file.flush()
+        try:
+            self._file.flush()
+        except sf.LibsndfileError as exc:
+            raise self._detailed(exc) from exc
+
+    def _detailed(self, exc: sf.LibsndfileError) -> OSError:
+        """libsndfile's own message for the file ("System error : No space left on
+        device."), which soundfile's exception reduces to "System error."."""
+        try:
+            text = sf._ffi.string(sf._snd.sf_strerror(self._file._file)).decode()
+        except AttributeError:
+            text = str(exc)
+        return OSError(text.removeprefix("System error : ").rstrip("."))
 
     def close(self) -> None:
         self._file.close()
@@ -112,6 +128,11 @@ def open_writer(path: Path, fmt: FileFormat, rate_hz: int, channels: int) -> Wri
 
 class Recording:
     """One part of a stream's recording: its files, and its entry in the sidecar."""
+
+    # set by create(), on the event loop
+    _wake: asyncio.Event
+    _drained: asyncio.Event
+    _writer: asyncio.Task[None]
 
     def __init__(
         self,
@@ -301,7 +322,7 @@ class Recording:
         self.samples_written += len(samples)
 
     def _close_files(self) -> None:
-        for writer, path in zip(self._writers, self.paths):
+        for writer, path in zip(self._writers, self.paths, strict=False):
             try:
                 writer.close()
             except Exception as exc:

@@ -155,6 +155,7 @@ class Session:
                 log.warning("stream %r: no audio for %g s; closing", stream.name, idle_s)
                 await self._close(CLOSE_TRY_AGAIN, f"no audio for {idle_s:g} s")
                 return
+            stream.report_playback_errors()
             if acks and self.ws.transport.get_write_buffer_size() < 4096:
                 recorded = stream.recording.end if stream.recording is not None else None
                 ack = Ack(recorded if recorded is not None else stream.position)

@@ -8,7 +8,8 @@ secret, never the secret itself (the record directory may be shared for download
 
 Sidecars are written atomically (a temporary file renamed over the old one), so a crash
 never leaves half a sidecar; when the disk is too full for the temporary file, the old
-one is overwritten in place if the new text fits, and otherwise left as it was. A file
+one is overwritten in place (each sidecar is padded with spare room for that), and
+otherwise left as it was. A file
 that is not a sidecar of ours (any other ``*.json``) is never read as one nor written.
 """
 
@@ -56,10 +57,18 @@ def storage_error(exc: BaseException, what: str) -> StorageError:
     return StorageError(f"{why} ({what})")
 
 
+#: Sidecars are padded (JSON allows trailing white space) to a multiple of this, with at
+#: least SIDECAR_SLACK bytes to spare: room to rewrite one in place on a full disk.
+SIDECAR_BLOCK = 4096
+SIDECAR_SLACK = 1024
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Replace ``path`` with ``data`` atomically; see the module docstring for a full disk.
     Raises StorageError if neither way works (the old file is then unchanged)."""
     text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+    size = len(text.encode("utf-8")) + SIDECAR_SLACK
+    text = text.ljust(len(text) + (-size % SIDECAR_BLOCK) + SIDECAR_SLACK)
     temporary = path.with_name(path.name + ".tmp")
     try:
         temporary.write_text(text, encoding="utf-8")
@@ -74,10 +83,11 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
         size = path.stat().st_size
     except OSError:
         size = -1
+    encoded = encoded.rstrip(b" ")
     if 0 <= len(encoded) <= size:
         try:  # rewriting blocks the file already has needs no free space
             with open(path, "r+b") as f:
-                f.write(encoded + b" " * (size - len(encoded)))  # JSON allows the padding
+                f.write(encoded + b" " * (size - len(encoded)))
             return
         except OSError as exc:
             failure = exc

@@ -110,6 +110,7 @@ class Stream:
         #: Live-playback figures of the last connection (kept once playback stops).
         self.last_playback: dict[str, Any] | None = None
         self._closing: asyncio.Future[None] | None = None
+        self._callback_errors_seen = 0
 
     @property
     def resumable(self) -> bool:
@@ -128,10 +129,14 @@ class Stream:
 
     @property
     def has_audio(self) -> bool:
-        return self.recording is not None or self.totals.samples > 0 or (
-            self.attachment is not None
-            and self.attachment.depacketizer is not None
-            and self.attachment.depacketizer.stats.samples > 0
+        return (
+            self.recording is not None
+            or self.totals.samples > 0
+            or (
+                self.attachment is not None
+                and self.attachment.depacketizer is not None
+                and self.attachment.depacketizer.stats.samples > 0
+            )
         )
 
     # --- connections ----------------------------------------------------------------------
@@ -142,6 +147,7 @@ class Stream:
         start = self.position if self.origin is not None else None
         attachment.depacketizer = Depacketizer(self.params, make_decoder(self.params), start)
         if self.output_device is not None and self.playback is None:
+            self._callback_errors_seen = 0
             try:
                 self.playback = Playback(
                     self.output_device,
@@ -283,6 +289,18 @@ class Stream:
         """Wait until a sound device being closed is closed (before opening another)."""
         if self._closing is not None:
             await asyncio.shield(self._closing)
+
+    def report_playback_errors(self) -> None:
+        """Say so when live playback's callback failed (it plays silence and goes on)."""
+        playback = self.playback
+        if playback is not None and playback.callback_errors > self._callback_errors_seen:
+            log.warning(
+                "stream %r: live playback failed %d time(s) (played silence): %s",
+                self.name,
+                playback.callback_errors - self._callback_errors_seen,
+                playback.last_callback_error,
+            )
+            self._callback_errors_seen = playback.callback_errors
 
     def figures(self) -> StreamFigures:
         now = time.monotonic()
@@ -456,12 +474,12 @@ class Streams:
             secret: str | None = hello.resume_secret
         else:  # version 1 senders cannot resume: no secret
             secret = secrets.token_urlsafe(24) if hello.version >= 2 else None
-        stream = Stream(
-            cfg, hello, peer, secret or "", origin, bound, previous, self.output_device
-        )
+        stream = Stream(cfg, hello, peer, secret or "", origin, bound, previous, self.output_device)
         return stream, origin, secret
 
-    async def release(self, stream: Stream, attachment: Attachment, outcome: str, lost: bool) -> None:
+    async def release(
+        self, stream: Stream, attachment: Attachment, outcome: str, lost: bool
+    ) -> None:
         """A connection ended. Its stream is parked for its sender to come back (the link
         was lost and the stream can be resumed), or finalised."""
         try:

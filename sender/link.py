@@ -12,6 +12,7 @@ import contextlib
 import ipaddress
 import logging
 import ssl
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
@@ -64,9 +65,7 @@ def _is_local(host: str) -> bool:
 def connect_options(config: SenderConfig) -> dict[str, Any]:
     url = config.url
     options: dict[str, Any] = {
-        "additional_headers": (
-            {"Authorization": f"Bearer {config.token}"} if config.token else {}
-        ),
+        "additional_headers": ({"Authorization": f"Bearer {config.token}"} if config.token else {}),
         # audio does not compress; small write buffers add no latency
         "compression": None,
         "max_size": 2**16,
@@ -128,12 +127,18 @@ async def open_connection(config: SenderConfig) -> ClientConnection:
         raise TransportError(f"the receiver at {url} rejected the connection: {exc}") from exc
 
 
+#: A receiver acknowledges every second; this long without a word, the link is taken for
+#: dead (a half-open connection: a network that stopped delivering without a reset).
+SILENCE_TIMEOUT_S = 6.0
+
+
 class Link:
     """An open connection whose hello was accepted."""
 
     def __init__(self, ws: ClientConnection, accept: Accept) -> None:
         self.ws = ws
         self.accept = accept
+        self.last_heard = time.monotonic()
         #: Called when the connection is gone (the sender's wake-up: it may be waiting
         #: for audio rather than sending).
         self.on_lost: Callable[[], None] | None = None
@@ -142,6 +147,9 @@ class Link:
         self.done: asyncio.Future[Done] = asyncio.get_running_loop().create_future()
         self._reader = asyncio.create_task(self._read())
         self._reader.add_done_callback(lambda _: self.on_lost() if self.on_lost else None)
+        self._watchdog: asyncio.Task[None] | None = None
+        if accept.version >= 2:  # version 1 receivers send nothing after the accept
+            self._watchdog = asyncio.create_task(self._watch())
 
     @classmethod
     async def open(cls, config: SenderConfig, hello: Hello) -> Link:
@@ -177,6 +185,7 @@ class Link:
         as long as messages are read."""
         with contextlib.suppress(ConnectionClosed):
             async for message in self.ws:
+                self.last_heard = time.monotonic()
                 try:
                     reply = parse_reply(message)
                 except ProtocolError as exc:
@@ -187,6 +196,15 @@ class Link:
                 elif isinstance(reply, Done) and not self.done.done():
                     self.acknowledged = max(self.acknowledged, reply.timestamp)
                     self.done.set_result(reply)
+
+    async def _watch(self) -> None:
+        while not self._reader.done():
+            await asyncio.sleep(1.0)
+            silent = time.monotonic() - self.last_heard
+            if silent > SILENCE_TIMEOUT_S and not self.done.done():
+                log.warning("no word from the receiver for %.0f s; the link is dead", silent)
+                self.ws.transport.abort()
+                return
 
     @property
     def lost(self) -> bool:
@@ -199,7 +217,8 @@ class Link:
     async def wait_done(self) -> Done:
         """The receiver's confirmation after the last packet; ConnectionClosed if the
         connection ends without it."""
-        await asyncio.wait([self.done, self._reader], return_when=asyncio.FIRST_COMPLETED)
+        waits: list[asyncio.Future[Any]] = [self.done, self._reader]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         if self.done.done():
             return self.done.result()
         await self.ws.wait_closed()
@@ -208,11 +227,15 @@ class Link:
     async def close(self) -> None:
         with contextlib.suppress(ConnectionClosed, OSError):
             await self.ws.close()
+        self._stop_tasks()
+
+    def _stop_tasks(self) -> None:
         self._reader.cancel()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
 
     def abort(self) -> None:
         """Drop the connection at once (no close handshake with a receiver that may not
         be reading)."""
         self.ws.transport.abort()
-        self._reader.cancel()
-
+        self._stop_tasks()

@@ -14,7 +14,7 @@ import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
@@ -104,7 +104,7 @@ class Source(abc.ABC):
         return self._stop.is_set()
 
     @abc.abstractmethod
-    def blocks(self) -> AsyncIterator[Block]:
+    def blocks(self) -> AsyncGenerator[Block, None]:
         """Blocks in timeline order until stopped or exhausted."""
 
 
@@ -137,7 +137,7 @@ class DeviceSource(Source):
         self.queue_samples = max(block_samples, math.ceil(queue_s * rate_hz))
         self.description = f"device {info['name']!r}"
 
-    async def blocks(self) -> AsyncIterator[Block]:
+    async def blocks(self) -> AsyncGenerator[Block, None]:
         sd = sounddevice()
         loop = asyncio.get_running_loop()
         stop = self._stop
@@ -200,7 +200,7 @@ class PacedSource(Source):
     def _read(self, n: int) -> Samples:
         """Up to ``n`` more samples; fewer means the source is exhausted."""
 
-    async def blocks(self) -> AsyncIterator[Block]:
+    async def blocks(self) -> AsyncGenerator[Block, None]:
         stop = self._stop
         position = 0
         start_mono, start_wall = time.monotonic(), time.time()

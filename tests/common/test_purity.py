@@ -11,7 +11,7 @@ def test_common_imports_no_io_modules() -> None:
         "import sys, micwire.common.protocol, micwire.common.codecs, micwire.common.framing, "
         "micwire.common.assembly, micwire.common.jitter, micwire.common.levels, "
         "micwire.common.names, micwire.common.audiofile, micwire.common.devices, "
-            "micwire.common.spool, micwire.common.stats\n"
+        "micwire.common.spool, micwire.common.stats\n"
         "io = ('asyncio', 'socket', 'sounddevice', 'websockets')\n"
         "bad = [m for m in io if m in sys.modules]\n"
         "print(','.join(bad))"

@@ -11,7 +11,11 @@ from micwire.common.spool import Spool
 
 def blocks(n: int, size: int, start: int = 0) -> list[Block]:
     return [
-        Block(start + k * size, np.full((size, 1), k % 1000, np.int16), 100.0 + (start + k * size) / 1000)
+        Block(
+            start + k * size,
+            np.full((size, 1), k % 1000, np.int16),
+            100.0 + (start + k * size) / 1000,
+        )
         for k in range(n)
     ]
 

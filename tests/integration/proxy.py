@@ -2,7 +2,9 @@
 
 It forwards bytes both ways and can, on command: ``cut()`` every connection (abrupt reset,
 no WebSocket close, like a dropped Wi-Fi link), ``stall(s)`` all forwarding for a while,
-and add ``delay_s`` (+ random ``jitter_s``) to every chunk it forwards.
+``freeze()`` the connections open now for good (half-open links: nothing more gets
+through, nobody is told) while new ones work, ``refuse_new`` connections (the receiver is
+unreachable), and add ``delay_s`` (+ random ``jitter_s``) to every chunk it forwards.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ class ImpairmentProxy:
         self._open = asyncio.Event()
         self._open.set()
         self._server: asyncio.Server | None = None
+        self._frozen: set[asyncio.StreamWriter] = set()
+        self._closing = asyncio.Event()
+        #: While set, new connections are reset at once.
+        self.refuse_new = False
 
     async def __aenter__(self) -> ImpairmentProxy:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -33,6 +39,9 @@ class ImpairmentProxy:
         assert self._server is not None
         self._server.close()
         self.cut()
+        for writer in self._frozen:
+            writer.transport.abort()
+        self._closing.set()
         await self._server.wait_closed()
 
     @property
@@ -45,6 +54,11 @@ class ImpairmentProxy:
             writer.transport.abort()
         self._writers.clear()
 
+    def freeze(self) -> None:
+        """The connections open now forward nothing more, ever, and are not closed."""
+        self._frozen |= self._writers
+        self._writers = set()
+
     async def stall(self, seconds: float) -> None:
         """Forward nothing, either way, for ``seconds``."""
         self._open.clear()
@@ -52,6 +66,9 @@ class ImpairmentProxy:
         self._open.set()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refuse_new:
+            writer.transport.abort()
+            return
         self.connections += 1
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
@@ -65,6 +82,8 @@ class ImpairmentProxy:
         with contextlib.suppress(OSError, ConnectionError):
             while data := await reader.read(65536):
                 await self._open.wait()
+                if writer in self._frozen:
+                    await self._closing.wait()  # a link that went dead silently
                 if self.delay_s or self.jitter_s:
                     await asyncio.sleep(self.delay_s + random.uniform(0, self.jitter_s))
                 writer.write(data)
@@ -91,6 +110,9 @@ class ProxyThread:
 
     def cut(self) -> None:
         self.loop.call_soon_threadsafe(self.proxy.cut)
+
+    def freeze(self) -> None:
+        self.loop.call_soon_threadsafe(self.proxy.freeze)
 
     def stall(self, seconds: float) -> None:
         asyncio.run_coroutine_threadsafe(self.proxy.stall(seconds), self.loop).result(seconds + 5)

@@ -255,3 +255,21 @@ def expected_tone(n: int, hz: float = 440.0, rate: int = RATE) -> np.ndarray:
     """What ``--source tone:HZ`` sends: a sine at -12 dBFS, sample for sample."""
     t = np.arange(n) / rate
     return np.rint(np.sin(2 * np.pi * hz * t) * 0.25 * 32767).astype(np.int16)
+
+
+@contextmanager
+def small_disk(tmp_path: Path, size: str = "1m") -> Iterator[Path]:
+    """A tiny file system to fill up (tmpfs: needs root, as `make test` has in CI)."""
+    import pytest
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

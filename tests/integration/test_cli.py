@@ -160,3 +160,82 @@ def test_receiver_startup_errors_are_one_line(tmp_path: Path) -> None:
         run("receive", "--record", str(blocker / "sub"), "--no-play"),
         f"cannot record to {blocker / 'sub'}",
     )
+
+
+def test_a_stop_is_bounded_when_the_receiver_stops_reading(tmp_path: Path) -> None:
+    """A receiver that hangs (SIGSTOP): Ctrl-C on the sender waits for the receiver's
+    confirmation at most --finish-timeout, then says what may be missing and exits 1."""
+    rx, port = receiver("--record", str(tmp_path), "--no-play")
+    tx = Micwire("send", f"ws://127.0.0.1:{port}", "--source", "tone:440", "--finish-timeout", "2")
+    try:
+        tx.wait_for("sending")
+        time.sleep(seconds(1))
+        rx.signal(signal.SIGSTOP)
+        time.sleep(seconds(0.5))
+        stopped_at = time.monotonic()
+        tx.signal(signal.SIGTERM)
+        assert tx.wait(seconds(10)) == 1
+        assert time.monotonic() - stopped_at < 2 + seconds(2)
+        assert "did not confirm the stream within 2 s" in tx.log
+        assert "may not have been delivered" in tx.lines[-1]
+    finally:
+        rx.signal(signal.SIGCONT)
+        rx.signal(signal.SIGTERM)
+        rx.wait()
+        tx.kill()
+
+
+def test_a_duration_sender_whose_receiver_is_gone_gives_up_and_says_so(tmp_path: Path) -> None:
+    rx, port = receiver("--record", str(tmp_path), "--no-play")
+    tx = Micwire(
+        "send",
+        f"ws://127.0.0.1:{port}",
+        "--source",
+        "tone:440",
+        "--duration",
+        "2",
+        "--finish-timeout",
+        "1",
+    )
+    try:
+        tx.wait_for("sending")
+        rx.proc.kill()  # gone for good
+        assert tx.wait(seconds(10)) == 1
+        assert "did not confirm the stream within 1 s" in tx.lines[-1]
+    finally:
+        rx.kill()
+        tx.kill()
+
+
+def test_bad_environment_values_get_the_flags_errors() -> None:
+    for env, fragment in (
+        ({"MICWIRE_PORT": "eighty"}, "expected a port number, got 'eighty'"),
+        ({"MICWIRE_PORT": "70000"}, "port must be 0..65535"),
+        ({"MICWIRE_FORMAT": "wma"}, "unknown format 'wma'"),
+    ):
+        cli = Micwire("receive", "--no-play", env=env)
+        assert cli.wait() == 2, cli.log
+        assert "Traceback" not in cli.log and fragment in cli.log
+
+
+def test_port_in_use_is_one_line(tmp_path: Path) -> None:
+    rx, port = receiver("--no-play")
+    try:
+        cli = run("receive", "--host", "127.0.0.1", "--port", str(port), "--no-play")
+        assert_one_line_error(cli, f"cannot listen on 127.0.0.1:{port}", "pick another --port")
+    finally:
+        rx.signal(signal.SIGTERM)
+        rx.wait()
+
+
+def test_stats_json_into_a_missing_directory_is_one_line(tmp_path: Path) -> None:
+    cli = run("receive", "--no-play", "--stats-json", str(tmp_path / "no" / "s.jsonl"))
+    assert_one_line_error(cli, "cannot write --stats-json", "No such file or directory")
+
+
+def test_version_is_defined_once() -> None:
+    import importlib.metadata
+
+    cli = Micwire("--version")
+    assert cli.wait() == 0
+    assert cli.stdout.strip() == f"micwire {importlib.metadata.version('micwire')}"

@@ -5,6 +5,7 @@ OutputStream and is recorded."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import time
@@ -316,3 +317,49 @@ def test_the_buffer_grows_to_cover_network_jitter(jack: str, tmp_path: Path) -> 
     assert last["underruns"] - first["underruns"] == 0  # no glitches once it had learned
     assert last["late_packets"] == 0  # the rough start may have cut a backlog, but not now:
     assert last["skipped_samples"] == first["skipped_samples"]
+
+
+GUARD_SCRIPT = """
+import json, time, numpy as np
+from micwire.common.devices import resolve_device
+from micwire.receiver.playback import Playback, sounddevice
+
+playback = Playback(resolve_device(sounddevice(), "system", "output"), 48000, 1, 20.0)
+tone = (np.sin(np.arange(4800) / 10) * 8000).astype(np.int16)[:, None]
+position = 0
+def feed(seconds):
+    global position
+    for _ in range(int(seconds * 10)):
+        playback.push(position, tone)
+        position += len(tone)
+        time.sleep(0.1)
+feed(0.5)
+real_pull, failures = playback.buffer.pull, [0]
+def broken(*args):
+    if failures[0] < 5:
+        failures[0] += 1
+        raise RuntimeError("boom")
+    return real_pull(*args)
+playback.buffer.pull = broken
+feed(1.0)
+played_before = playback._played
+feed(0.5)
+print(json.dumps({"errors": playback.callback_errors, "last": playback.last_callback_error,
+                  "played_on": playback._played - played_before}))
+"""
+
+
+def test_a_failing_playback_callback_is_counted_and_playback_goes_on(jack: str) -> None:
+    """An exception in the PortAudio callback would stop that stream's playback for good:
+    it is caught, the block is silence, it is counted, and the next callbacks play."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "JACK_DEFAULT_SERVER": jack, "JACK_NO_START_SERVER": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", GUARD_SCRIPT], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["errors"] == 5 and result["last"] == "RuntimeError: boom"
+    assert result["played_on"] >= 0.3 * RATE  # the stream kept running after the failures

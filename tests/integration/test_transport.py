@@ -17,7 +17,7 @@ from rig import best_lag, expected_tone, read_single
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from micwire.common.errors import RefusedError, TransportError
+from micwire.common.errors import TransportError
 from micwire.common.protocol import HEADER, Hello, Packet, StreamParams
 from micwire.receiver.server import Receiver, ReceiverConfig
 from micwire.sender import Sender, SenderConfig
@@ -68,7 +68,11 @@ def test_pcm_recording_equals_the_source_sample_for_sample(tmp_path: Path) -> No
         return sent, rx.finished
 
     sent, reports = asyncio.run(main())
-    assert sent.samples_captured == len(source) and sent.lost_samples == 0 and sent.confirmed == sent.samples_captured
+    assert (
+        sent.samples_captured == len(source)
+        and sent.lost_samples == 0
+        and sent.confirmed == sent.samples_captured
+    )
     assert reports[0].outcome == "complete" and reports[0].stats().gap_samples == 0
     for ext in ("wav", "flac"):
         data, rate, _ = read_single(rec, f"exact-*.{ext}")
@@ -381,6 +385,19 @@ def test_a_token_is_checked_before_the_websocket_upgrade(tmp_path: Path) -> None
 
     async def main() -> None:
         async with running_receiver(record_dir=tmp_path, token="s3cret") as (_rx, url):
+            # the scheme is case-insensitive (RFC 7235); two Authorization headers are a
+            # plain refusal, not a server error
+            async with connect(url, additional_headers={"Authorization": "bearer s3cret"}):
+                pass
+            with pytest.raises(InvalidStatus) as twice:
+                await connect(
+                    url,
+                    additional_headers=[
+                        ("Authorization", "Bearer s3cret"),
+                        ("Authorization", "Bearer s3cret"),
+                    ],
+                )
+            assert twice.value.response.status_code == 401
             for token in (None, "wrong", "s3cret!"):
                 with pytest.raises(TransportError, match=r"wants a valid token \(HTTP 401\)"):
                     await Sender(SenderConfig(url, source="tone:440", token=token)).run()
@@ -575,7 +592,12 @@ def test_connection_cuts_lose_nothing_from_the_recording(tmp_path: Path, codec: 
         return sent, rx.finished, proxy.connections
 
     sent, reports, connections = asyncio.run(main())
-    assert sent.reconnects == 3 and connections == 4 and sent.lost_samples == 0 and sent.confirmed == sent.samples_captured
+    assert (
+        sent.reconnects == 3
+        and connections == 4
+        and sent.lost_samples == 0
+        and sent.confirmed == sent.samples_captured
+    )
     assert len(reports) == 1 and reports[0].reconnects == 3 and reports[0].outcome == "complete"
     assert reports[0].stats().gap_samples == 0
     data, _, _ = read_single(rec, "blips-*.wav")
@@ -614,3 +636,45 @@ def test_stopped_while_the_receiver_is_gone_gives_up_and_says_so(tmp_path: Path)
             await task
 
     asyncio.run(main())
+
+
+def test_a_token_sent_in_clear_to_another_machine_is_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from micwire.sender.link import warn_about_plain_token
+
+    for url, warned in (
+        ("ws://studio-pc:8765", True),
+        ("ws://10.0.0.5:8765", True),
+        ("wss://studio-pc:8765", False),
+        ("ws://127.0.0.1:8765", False),
+        ("ws://localhost:8765", False),
+        ("ws://[::1]:8765", False),
+    ):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            warn_about_plain_token(SenderConfig(url, token="s3cret"))
+        assert ("unencrypted" in caplog.text) is warned, url
+
+
+def test_mp3_at_a_low_rate_is_aligned_with_the_wav(tmp_path: Path) -> None:
+    """8-24 kHz MP3s used to be 1280-1536 samples too long, with 1105 of lead."""
+    signal = chirp(2 * 16000 + 5, 16000)
+    sf.write(str(tmp_path / "src.wav"), signal, 16000)
+    rec = tmp_path / "rec"
+
+    async def main() -> None:
+        async with running_receiver(record_dir=rec, formats=("wav", "mp3")) as (_rx, url):
+            await Sender(
+                SenderConfig(url, name="low", rate_hz=16000, source=f"file:{tmp_path / 'src.wav'}")
+            ).run()
+
+    asyncio.run(main())
+    wav, _, _ = read_single(rec, "low-*.wav")
+    mp3, rate, _ = read_single(rec, "low-*.mp3")
+    assert rate == 16000 and len(mp3) == len(wav) == len(signal)
+    a, b = mp3[:, 0].astype(float), wav[:, 0].astype(float)
+    lags = range(-50, 51)
+    scores = [float(np.dot(a[1000 + lag : -1000 + lag], b[1000:-1000])) for lag in lags]
+    assert lags[int(np.argmax(scores))] == 0
+    assert np.corrcoef(a, b)[0, 1] > 0.9

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,8 +20,13 @@ from micwire.receiver.recording import Recording
 START = datetime(2026, 12, 3, 10, 0, 0, tzinfo=timezone.utc)
 
 
-async def record(directory: Path, segments: list[object], rate: int = 48000, channels: int = 1,
-                 formats: tuple[str, ...] = ("wav",)) -> Recording:
+async def record(
+    directory: Path,
+    segments: list[object],
+    rate: int = 48000,
+    channels: int = 1,
+    formats: tuple[str, ...] = ("wav",),
+) -> Recording:
     recording = await Recording.create(
         directory, "take", formats, rate, channels, START, {"stream": "take"}
     )
@@ -38,8 +42,14 @@ def test_every_sample_and_gap_lands_in_order(tmp_path: Path) -> None:
     segments: list[object] = [pieces[0], 480, pieces[1], pieces[2], 96000, pieces[3]]
     recording = asyncio.run(record(tmp_path, segments, channels=2, formats=("wav", "flac")))
     expected = np.concatenate(
-        [pieces[0], np.zeros((480, 2), np.int16), pieces[1], pieces[2],
-         np.zeros((96000, 2), np.int16), pieces[3]]
+        [
+            pieces[0],
+            np.zeros((480, 2), np.int16),
+            pieces[1],
+            pieces[2],
+            np.zeros((96000, 2), np.int16),
+            pieces[3],
+        ]
     )
     for path in recording.paths:
         data, rate = sf.read(str(path), dtype="int16", always_2d=True)
@@ -84,17 +94,10 @@ def test_a_short_wav_is_a_plain_wav(tmp_path: Path) -> None:
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 1 MiB file system (tmpfs; needs root, as `make test` runs in CI)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    from rig import small_disk
+
+    with small_disk(tmp_path) as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_full_disk_is_said_plainly_and_leaves_no_half_files(small_disk: Path) -> None:

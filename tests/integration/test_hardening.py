@@ -1,0 +1,334 @@
+"""Nothing lost, nobody let in: what a hostile or flaky network does to a stream, on real
+WebSockets on 127.0.0.1 (in-process receiver and senders; tone and file sources)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+from proxy import ImpairmentProxy
+from rig import expected_tone, small_disk
+from test_transport import converse, hello, running_receiver
+
+from micwire.common.errors import TransportError
+from micwire.common.protocol import Packet
+from micwire.receiver import Receiver, ReceiverConfig
+from micwire.sender import Sender, SenderConfig
+from micwire.sender.sources import ToneSource
+
+
+@asynccontextmanager
+async def receiver_on(port: int, **settings: Any) -> AsyncIterator[Receiver]:
+    """A receiver on a given port (to restart one where its senders look for it)."""
+    receiver = Receiver(ReceiverConfig(host="127.0.0.1", port=port, play=False, **settings))
+    stop = asyncio.Event()
+    ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(receiver.run(stop, ready.set_result))
+    await asyncio.wait_for(ready, 10)
+    try:
+        yield receiver
+    finally:
+        stop.set()
+        await task
+
+
+def parts_of(directory: Path, name: str) -> tuple[dict[str, Any], np.ndarray]:
+    """The stream's sidecar and its parts' audio, end to end."""
+    sidecars = [json.loads(p.read_text()) for p in directory.glob("*.json")]
+    (sidecar,) = [s for s in sidecars if s["stream"] == name]
+    audio = [
+        sf.read(str(directory / part["files"][0]), dtype="int16", always_2d=True)[0]
+        for part in sidecar["parts"]
+    ]
+    return sidecar, np.concatenate(audio)
+
+
+def test_the_spool_holds_time_even_with_small_device_blocks(tmp_path: Path) -> None:
+    """A device delivering 256-sample blocks (JACK's usual period), --spool-s 2, the
+    receiver gone for 1.5 s: nothing is lost (the spool counts samples, not packets; by
+    packets it held 100 x 256 samples = 0.53 s)."""
+    rec = tmp_path / "rec"
+
+    async def main() -> Any:
+        async with running_receiver(record_dir=rec) as (_rx, url):
+            port = int(url.rsplit(":", 1)[1])
+        # that receiver is gone; the sender starts against its successor's port
+        async with receiver_on(port, record_dir=rec):
+            sender = Sender(
+                SenderConfig(url, name="small", spool_s=2.0, duration_s=4.0),
+                source=ToneSource(440, 48000, 1, 256),
+            )
+            task = asyncio.create_task(sender.run())
+            await asyncio.sleep(1.0)
+        await asyncio.sleep(1.5)  # nobody listening: the sender keeps capturing
+        async with receiver_on(port, record_dir=rec):
+            return await task
+
+    sent = asyncio.run(main())
+    assert sent.lost_samples == 0 and sent.confirmed == sent.samples_captured == 4 * 48000
+    sidecar, audio = parts_of(rec, "small")
+    assert len(sidecar["parts"]) == 2
+    assert np.array_equal(audio[:, 0], expected_tone(4 * 48000))
+
+
+def chirp(n: int) -> np.ndarray:
+    t = np.arange(n) / 48000
+    return np.rint(np.sin(2 * np.pi * (150 + 900 * t) * t) * 12000).astype(np.int16)
+
+
+def assert_opus_like(audio: np.ndarray, source: np.ndarray) -> None:
+    """Same length, and every 100 ms in place and like the source: no gap, no overlap,
+    no burst where a part begins."""
+    assert len(audio) == len(source)
+    got, want = audio.astype(float), source.astype(float)
+    for start in range(0, len(want) - 4800, 4800):
+        window = slice(start, start + 4800)
+        assert np.corrcoef(got[window], want[window])[0, 1] > 0.95, start / 48000
+    assert np.max(np.abs(got)) < 1.3 * np.max(np.abs(want))
+
+
+@pytest.mark.parametrize("how", ["restarted", "grace expired"])
+def test_opus_resumes_gap_free_when_the_receiver_no_longer_holds_the_stream(
+    tmp_path: Path, how: str
+) -> None:
+    """The receiver lost the stream's decoder (restarted, or it gave up waiting): it finds
+    the stream's recording by its sidecar, and the sender encodes from where it ends with
+    a fresh encoder. The parts together are the capture, exactly as long, aligned."""
+    source = chirp(5 * 48000)
+    sf.write(str(tmp_path / "src.wav"), source, 48000)
+    rec = tmp_path / "rec"
+
+    async def restarted() -> Any:
+        async with running_receiver(record_dir=rec) as (_rx, url):
+            port = int(url.rsplit(":", 1)[1])
+        async with receiver_on(port, record_dir=rec):
+            sender = Sender(
+                SenderConfig(
+                    url,
+                    name="phoenix",
+                    codec="opus",
+                    bitrate=96000,
+                    source=f"file:{tmp_path / 'src.wav'}",
+                )
+            )
+            task = asyncio.create_task(sender.run())
+            await asyncio.sleep(1.5)
+        await asyncio.sleep(0.5)
+        async with receiver_on(port, record_dir=rec):
+            return await task
+
+    async def grace_expired() -> Any:
+        async with (
+            running_receiver(record_dir=rec, resume_grace_s=0.3) as (_rx, url),
+            ImpairmentProxy(int(url.rsplit(":", 1)[1])) as proxy,
+        ):
+            sender = Sender(
+                SenderConfig(
+                    proxy.url,
+                    name="phoenix",
+                    codec="opus",
+                    bitrate=96000,
+                    source=f"file:{tmp_path / 'src.wav'}",
+                )
+            )
+            task = asyncio.create_task(sender.run())
+            await asyncio.sleep(1.5)
+            proxy.refuse_new = True
+            proxy.cut()
+            await asyncio.sleep(1.0)  # longer than the grace: the stream is finalised
+            proxy.refuse_new = False
+            return await task
+
+    sent = asyncio.run(restarted() if how == "restarted" else grace_expired())
+    assert sent.lost_samples == 0 and sent.confirmed == sent.samples_captured == len(source)
+    sidecar, audio = parts_of(rec, "phoenix")
+    assert len(sidecar["parts"]) == 2 and sidecar["parts"][1]["origin"] > 0
+    assert_opus_like(audio[:, 0], source)
+
+
+def test_a_new_record_directory_starts_where_the_receiver_confirmed(tmp_path: Path) -> None:
+    """The record directory was deleted (or the receiver moved): a resuming sender is a new
+    recording, starting at the first audio the receiver had not acknowledged; the sidecar
+    says where on the stream's timeline that is."""
+    first, second = tmp_path / "first", tmp_path / "second"
+
+    async def main() -> Any:
+        async with running_receiver(record_dir=first) as (_rx, url):
+            port = int(url.rsplit(":", 1)[1])
+            sender = Sender(SenderConfig(url, name="moved", source="tone:440", duration_s=4.0))
+            task = asyncio.create_task(sender.run())
+            await asyncio.sleep(2.0)
+        async with receiver_on(port, record_dir=second):
+            return await task
+
+    sent = asyncio.run(main())
+    assert sent.confirmed == sent.samples_captured == 4 * 48000
+    sidecar, audio = parts_of(second, "moved")
+    origin = sidecar["origin"]
+    # what the first receiver had acknowledged (about once a second) before it went
+    assert 0 < origin < 2 * 48000 + 4800
+    assert np.array_equal(audio[:, 0], expected_tone(4 * 48000)[origin:])
+
+
+def test_a_half_open_link_at_max_streams_resumes_into_its_own_slot(tmp_path: Path) -> None:
+    """The link goes dead silently (no reset) on a full receiver: the sender notices the
+    silence, reconnects, proves the stream is its own and takes over its stale connection,
+    which still counts as the one stream allowed. Nothing lost."""
+    source = np.random.default_rng(3).integers(-9000, 9000, 12 * 48000, dtype=np.int16)
+    sf.write(str(tmp_path / "src.wav"), source, 48000, subtype="PCM_16")
+    rec = tmp_path / "rec"
+
+    async def main() -> Any:
+        async with running_receiver(record_dir=rec, max_streams=1) as (rx, url):
+            async with ImpairmentProxy(int(url.rsplit(":", 1)[1])) as proxy:
+                sender = Sender(
+                    SenderConfig(proxy.url, name="solo", source=f"file:{tmp_path / 'src.wav'}")
+                )
+                task = asyncio.create_task(sender.run())
+                await asyncio.sleep(1.5)
+                proxy.freeze()
+                sent = await task
+            return sent, rx.finished
+
+    sent, finished = asyncio.run(main())
+    assert sent.reconnects == 1 and sent.lost_samples == 0
+    assert sent.confirmed == sent.samples_captured == len(source)
+    assert [s.outcome for s in finished] == ["complete"]
+    sidecar, audio = parts_of(rec, "solo")
+    assert len(sidecar["parts"]) == 1 and np.array_equal(audio[:, 0], source)
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_hellos_and_resets_cost_nothing_and_are_bounded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hundreds of connections that say hello (some send one packet) and vanish: a hello
+    alone creates no file; streams waiting for their sender are bounded and hold no file
+    descriptors beyond their files; the log says so a few times, not hundreds; a real
+    sender still gets in and records exactly."""
+    rec = tmp_path / "rec"
+
+    async def vanish(url: str, k: int, with_audio: bool) -> None:
+        from websockets.asyncio.client import connect
+
+        ws = await connect(url, compression=None)
+        await ws.send(hello(stream=f"ghost-{k}", stream_id="x", protocol=2))
+        await ws.recv()
+        if with_audio:
+            await ws.send(Packet(0, 0, 960, b"\0" * 1920).serialize())
+            await asyncio.sleep(0.01)
+        ws.transport.abort()
+
+    async def main() -> Any:
+        async with running_receiver(record_dir=rec, max_streams=4, max_parked=3) as (rx, url):
+            before = fd_count()
+            for k in range(150):
+                await vanish(url, k, with_audio=False)
+            assert not list(rec.iterdir())  # a bare hello leaves nothing behind
+            for k in range(150, 300):
+                await vanish(url, k, with_audio=True)
+            await asyncio.sleep(0.2)
+            parked, after = len(rx.streams.parked), fd_count()
+            sent = await Sender(
+                SenderConfig(url, name="real", source="tone:440", duration_s=0.5)
+            ).run()
+            return parked, after - before, sent
+
+    with caplog.at_level(logging.INFO):
+        parked, fds, sent = asyncio.run(main())
+    assert parked <= 3
+    assert fds <= 3 * 3 + 10  # 3 parked streams' files (wav + sidecar) and a few sockets
+    assert sent.confirmed == sent.samples_captured == 24000
+    keeping = [r for r in caplog.records if "keeping it open" in r.getMessage()]
+    assert len(keeping) <= 10, len(keeping)
+
+
+def test_a_silent_connection_is_closed_and_leaves_nothing(tmp_path: Path) -> None:
+    async def main() -> tuple[int | None, str, list[Any]]:
+        async with running_receiver(record_dir=tmp_path, idle_timeout_s=0.5) as (_rx, url):
+            return await converse(url, hello(stream="mute"))
+
+    code, reason, _ = asyncio.run(main())
+    assert (code, reason) == (1013, "no audio for 0.5 s")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_packet_far_ahead_of_real_time_is_refused(tmp_path: Path) -> None:
+    """24 bytes cannot demand an hour of silence: a stream's timeline may not run ahead of
+    the time since it started (plus its sender's claimed backlog and 2 s)."""
+
+    async def main() -> tuple[int | None, str, list[Any]]:
+        async with running_receiver(record_dir=tmp_path) as (_rx, url):
+            packets = [Packet(0, 0, 960, b"\0" * 1920).serialize()]
+            packets += [Packet(k, k * 600 * 48000, 0, b"").serialize() for k in range(1, 7)]
+            return await converse(url, hello(stream="greedy"), *packets)
+
+    code, reason, _ = asyncio.run(main())
+    assert code == 1002 and "ahead of the stream's real time" in reason
+    wav = next(tmp_path.glob("greedy-*.wav"))
+    assert sf.info(str(wav)).frames == 960 and wav.stat().st_size < 10_000
+
+
+def test_an_unexpected_error_is_logged_and_closed_with_a_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in handling one stream: that connection gets 1011 and a reason, the log has
+    the traceback, every other stream carries on."""
+    from micwire.receiver.streams import Stream
+
+    real = Stream.on_packet
+
+    async def faulty(self: Stream, packet: Packet) -> None:
+        if self.name == "victim" and packet.seq == 3:
+            raise RuntimeError("boom")
+        await real(self, packet)
+
+    monkeypatch.setattr(Stream, "on_packet", faulty)
+
+    async def main() -> Any:
+        async with running_receiver(record_dir=tmp_path) as (_rx, url):
+            good = asyncio.create_task(
+                Sender(SenderConfig(url, name="good", source="tone:440", duration_s=1.0)).run()
+            )
+            packets = [Packet(k, 960 * k, 960, b"\0" * 1920).serialize() for k in range(6)]
+            bad = await converse(url, hello(stream="victim"), *packets)
+            return bad, await good
+
+    (code, reason, _), sent = asyncio.run(main())
+    assert (code, reason) == (1011, "internal error: RuntimeError")
+    assert "unexpected error" in caplog.text and "RuntimeError: boom" in caplog.text
+    assert sent.confirmed == sent.samples_captured == 48000
+
+
+def test_a_full_disk_is_said_to_the_sender_and_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with small_disk(tmp_path) as disk:
+
+        async def main() -> None:
+            async with running_receiver(record_dir=disk) as (_rx, url):
+                with pytest.raises(TransportError, match="no space left on device"):
+                    await Sender(
+                        SenderConfig(url, name="big", source="tone:440", reconnect=False)
+                    ).run()
+
+        asyncio.run(main())
+        names = sorted(p.name for p in disk.iterdir())
+        assert not [n for n in names if n.endswith(".tmp")], names
+        (sidecar,) = [json.loads(p.read_text()) for p in disk.glob("*.json")]
+        assert sidecar["outcome"].startswith("failed: no space left on device")
+        data, _ = sf.read(str(disk / sidecar["files"][0]), dtype="int16")
+        assert len(data) > 48000  # what fit is there and readable
+    assert "no space left on device" in caplog.text
