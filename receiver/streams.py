@@ -39,6 +39,20 @@ from micwire.receiver.storage import Previous, find_previous, secret_digest, wri
 log = logging.getLogger("micwire.receiver")
 #: Lost frames played as codec concealment before live playback falls back to a fade.
 LIVE_CONCEAL_FRAMES = 5
+#: Live-playback counters that add up over a stream's connections (each connection opens
+#: the sound device afresh: a stream waiting for its sender holds none).
+PLAYBACK_COUNTERS = (
+    "underruns",
+    "underrun_samples",
+    "late_packets",
+    "late_samples",
+    "lost_samples",
+    "skipped_samples",
+    "start_skipped_samples",
+    "concealed_samples",
+    "device_underflows",
+    "callback_errors",
+)
 #: How long a proven resume waits for the stream's old, half-open connection to let go.
 TAKEOVER_WAIT_S = 2.0
 
@@ -110,6 +124,7 @@ class Stream:
         #: Live-playback figures of the last connection (kept once playback stops).
         self.last_playback: dict[str, Any] | None = None
         self._closing: asyncio.Future[None] | None = None
+        self._playback_totals: dict[str, int] = {}
         self._callback_errors_seen = 0
 
     @property
@@ -284,6 +299,10 @@ class Stream:
             self._closing = asyncio.ensure_future(playback.close(drain=drain))
             await self._closing
             self.last_playback = playback.snapshot()
+            for key in PLAYBACK_COUNTERS:  # a stream's glitches add up over its connections
+                self._playback_totals[key] = (
+                    self._playback_totals.get(key, 0) + self.last_playback[key]
+                )
 
     async def settle(self) -> None:
         """Wait until a sound device being closed is closed (before opening another)."""
@@ -309,6 +328,8 @@ class Stream:
         playback: dict[str, Any] = {}
         if self.playback is not None:
             playback = self.playback.snapshot()
+            for key, total in self._playback_totals.items():
+                playback[key] += total
             playback["latency_ms"] = round(
                 self.network_ms + playback["buffer_ms"] + self.playback.output_latency_s * 1000, 1
             )
