@@ -115,6 +115,51 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("token", None),
         help="require senders to present this secret (or set MICWIRE_TOKEN)",
     )
+    rx.add_argument(
+        "--listen-token",
+        default=_env("listen_token", None),
+        metavar="T",
+        help="read-only token: watch the monitor page, listen, /metrics; not send",
+    )
+    rx.add_argument(
+        "--send-token",
+        default=_env("send_token", None),
+        metavar="T",
+        help="send-only token: may send a stream (a guest's link), not watch",
+    )
+    rx.add_argument(
+        "--web",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve the monitor page, listeners and /metrics on the same port (default on)",
+    )
+    rx.add_argument(
+        "--silence-db",
+        type=float,
+        default=-60.0,
+        metavar="DBFS",
+        help="alert 'silence' below this level (default -60 dBFS) ...",
+    )
+    rx.add_argument(
+        "--silence-s",
+        type=_positive(float),
+        default=30.0,
+        metavar="S",
+        help="... for this long (default 30 s)",
+    )
+    rx.add_argument(
+        "--down-s",
+        type=_positive(float),
+        default=10.0,
+        metavar="S",
+        help="alert 'down' when a sender is gone this long (default 10 s)",
+    )
+    rx.add_argument(
+        "--webhook",
+        default=_env("webhook", None),
+        metavar="URL",
+        help="POST each alert raised or cleared as JSON to URL (retried, never blocks audio)",
+    )
     rx.add_argument("--cert", type=Path, help="TLS certificate chain (PEM): serve wss://")
     rx.add_argument("--key", type=Path, help="TLS private key (PEM)")
     rx.add_argument(
@@ -256,6 +301,13 @@ def cmd_receive(args: argparse.Namespace) -> int:
             keyfile=args.key,
             max_streams=args.max_streams,
             on_stats=display.update if display else None,
+            listen_token=args.listen_token,
+            send_token=args.send_token,
+            web=args.web,
+            silence_dbfs=args.silence_db,
+            silence_s=args.silence_s,
+            down_s=args.down_s,
+            webhook=args.webhook,
         )
     )
     if display is None:

@@ -40,9 +40,23 @@ class ReceiverConfig:
     stats_interval_s: float = 1.0
     #: Shared secret senders must present as ``Authorization: Bearer <token>``.
     token: str | None = None
+    #: Read-only token: may watch the monitor page, listen and read /metrics; not send.
+    listen_token: str | None = None
+    #: Send-only token: may send a stream (a guest's link); not watch.
+    send_token: str | None = None
     #: TLS certificate chain and private key (PEM); both or neither.
     certfile: Path | None = None
     keyfile: Path | None = None
+    #: Serve the monitor page, listeners and /metrics (False: senders and /healthz only).
+    web: bool = True
+    #: Alerts: "silence" below this level for this long; "down" when a sender is gone
+    #: this long; each raised and cleared alert is POSTed as JSON to ``webhook``.
+    silence_dbfs: float = -60.0
+    silence_s: float = 30.0
+    down_s: float = 10.0
+    webhook: str | None = None
+    #: Let several processes listen on the port (SO_REUSEPORT).
+    reuse_port: bool = False
 
     @property
     def parked_limit(self) -> int:

@@ -1,10 +1,11 @@
-"""One connection, from hello to close: the receiver's per-connection protocol.
+"""One sender's connection, from hello to close: the receiver's per-connection protocol.
 
 Whatever happens on a connection ends in a close code with a reason and a log line: a bad
 hello (1008), a refusal for now (1013: full, name in use), a malformed packet (1002), a
-connection that sends no audio for too long (1013), a recording that cannot be written
-(1011, "no space left on device ..."), or an unexpected error (1011, logged with its
-traceback). Nothing a connection does takes down the receiver or another stream.
+connection that sends no audio for too long (1013), a message too big (1009), a recording
+that cannot be written (1011, "no space left on device ..."), or an unexpected error
+(1011, logged with its traceback). Nothing a connection does takes down the receiver or
+another stream.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
+from aiohttp import WSMsgType, web
 
 from micwire.common.errors import MicwireError, ProtocolError, StorageError
 from micwire.common.protocol import (
     CLOSE_INTERNAL_ERROR,
+    CLOSE_NORMAL,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_REFUSED,
     CLOSE_TRY_AGAIN,
@@ -38,24 +39,37 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("micwire.receiver")
 ACK_INTERVAL_S = 1.0
+CLOSE_ABNORMAL = 1006  # RFC 6455 §7.4.1: what a library reports for no close frame
+#: What ends the packet loop: the peer's close frame, the connection gone, an error.
+_ENDS = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
+
+
+class ConnectionEnded(Exception):
+    """The sender's connection ended without the stream's last packet."""
+
+    def __init__(self, code: int | None) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 class Session:
     """A connected sender."""
 
-    def __init__(self, receiver: Receiver, ws: ServerConnection) -> None:
+    def __init__(self, receiver: Receiver, ws: web.WebSocketResponse, request: web.Request) -> None:
         self.receiver = receiver
         self.config = receiver.config
         self.ws = ws
-        host, port = ws.remote_address[:2]
-        self.peer = f"{host}:{port}"
+        self.transport: Any = request.transport
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "unknown"
         self.attachment = Attachment(self._abort)
         self.stream: Stream | None = None
         self.last_packet = time.monotonic()
         self.idle = False
 
     def _abort(self) -> None:
-        self.ws.transport.abort()
+        if self.transport is not None:
+            self.transport.abort()
 
     async def run(self) -> None:
         hello = await self._hello()
@@ -70,11 +84,11 @@ class Session:
         outcome, lost = "connection lost (no close frame)", True
         watchdog = asyncio.create_task(self._watch(stream, hello.version >= 2))
         try:
-            await self.ws.send(accept.serialize())
+            await self.ws.send_str(accept.serialize())
             self._log_start(stream, hello)
             outcome, lost = await self._receive(stream, hello.version >= 2)
-        except ConnectionClosed as exc:
-            outcome = f"connection lost ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
+        except (ConnectionError, RuntimeError):
+            pass  # the connection went while we answered
         finally:
             watchdog.cancel()
             await self.receiver.streams.release(stream, self.attachment, outcome, lost)
@@ -83,30 +97,52 @@ class Session:
         """Read and check the hello; refuse a bad or missing one (1008)."""
         timeout = self.config.hello_timeout_s
         try:
-            text = await asyncio.wait_for(self.ws.recv(), timeout)
-            return Hello.parse(text)
+            message = await self.ws.receive(timeout)
         except asyncio.TimeoutError:
             await self._refuse(f"no hello within {timeout:g} s")
-        except ConnectionClosed:
-            pass
+            return None
+        if message.type in _ENDS:
+            return None
+        try:
+            return Hello.parse(message.data)
         except MicwireError as exc:
             await self._refuse(str(exc))
         return None
 
+    async def _next_packet(self) -> Packet:
+        message = await self.ws.receive()
+        if message.type is WSMsgType.BINARY:
+            self.receiver.received_bytes += len(message.data)
+            return Packet.parse(message.data)
+        if message.type is WSMsgType.TEXT:
+            return Packet.parse(message.data)  # raises: a text message after the hello
+        if message.type is WSMsgType.CLOSE:
+            raise ConnectionEnded(int(message.data))
+        if message.type is WSMsgType.ERROR and self.ws.close_code not in (None, CLOSE_NORMAL):
+            raise ConnectionEnded(None)  # aiohttp already closed it (1009: too big)
+        raise ConnectionEnded(None)  # the connection is gone
+
     async def _receive(self, stream: Stream, acks: bool) -> tuple[str, bool]:
         """Packets until the end of the stream or the connection; (outcome, link lost)."""
-        ws = self.ws
         try:
-            async for message in ws:
+            while True:
+                packet = await self._next_packet()
                 self.last_packet = time.monotonic()
-                await stream.on_packet(Packet.parse(message))
+                await stream.on_packet(packet)
                 assert self.attachment.depacketizer is not None
                 if self.attachment.depacketizer.ended:
                     return await self._complete(stream, acks), False
-        except ConnectionClosed as exc:
+        except ConnectionEnded as ended:
             if self.idle:
                 return f"no audio for {self.config.idle_timeout_s:g} s", True
-            return f"connection lost ({exc.rcvd.code if exc.rcvd else 'no close frame'})", True
+            if ended.code == CLOSE_NORMAL:
+                return "sender closed without end-of-stream", True
+            if ended.code is not None:
+                return f"connection closed ({ended.code})", True
+            code = self.ws.close_code
+            if code not in (None, CLOSE_NORMAL, CLOSE_ABNORMAL):  # closed here (1009: too big)
+                return f"connection closed ({code})", code != 1009
+            return "connection lost (no close frame)", True
         except ProtocolError as exc:
             await self._close(CLOSE_PROTOCOL_ERROR, str(exc))
             return f"closed: {exc}", False
@@ -118,16 +154,16 @@ class Session:
             log.error("stream %r: %s", stream.name, exc)
             await self._close(CLOSE_INTERNAL_ERROR, str(exc))
             return f"receiver error: {exc}", False
+        except (ConnectionError, RuntimeError) as exc:
+            if self.ws.closed or self.transport is None or self.transport.is_closing():
+                return "connection lost (no close frame)", True
+            log.exception("stream %r: unexpected error", stream.name)
+            await self._close(CLOSE_INTERNAL_ERROR, f"internal error: {type(exc).__name__}")
+            return f"internal error: {type(exc).__name__}: {exc}", False
         except Exception as exc:  # a bug: say so, keep serving everyone else
             log.exception("stream %r: unexpected error", stream.name)
             await self._close(CLOSE_INTERNAL_ERROR, f"internal error: {type(exc).__name__}")
             return f"internal error: {type(exc).__name__}: {exc}", False
-        if self.idle:
-            return f"no audio for {self.config.idle_timeout_s:g} s", True
-        code = ws.close_code
-        if code == 1000:
-            return "sender closed without end-of-stream", True
-        return f"connection closed ({code})", True
 
     async def _complete(self, stream: Stream, acks: bool) -> str:
         """The sender's last packet: finalise the recording, confirm, close."""
@@ -137,11 +173,11 @@ class Session:
             return stream.outcome
         if acks:
             stats = stream.stats()
-            with contextlib.suppress(ConnectionClosed):
-                recording = stream.paths[0] if stream.paths else None
-                done = Done(stream.position, stats.gap_samples, recording)
-                await self.ws.send(done.serialize())
-        await self._close(1000, "complete")
+            recording = stream.paths[0] if stream.paths else None
+            done = Done(stream.position, stats.gap_samples, recording)
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.ws.send_str(done.serialize())
+        await self._close(CLOSE_NORMAL, "complete")
         return "complete"
 
     async def _watch(self, stream: Stream, acks: bool) -> None:
@@ -156,20 +192,21 @@ class Session:
                 await self._close(CLOSE_TRY_AGAIN, f"no audio for {idle_s:g} s")
                 return
             stream.report_playback_errors()
-            if acks and self.ws.transport.get_write_buffer_size() < 4096:
+            buffered = self.transport.get_write_buffer_size() if self.transport else 0
+            if acks and buffered < 4096 and not self.ws.closed:
                 recorded = stream.recording.end if stream.recording is not None else None
                 ack = Ack(recorded if recorded is not None else stream.position)
-                with contextlib.suppress(ConnectionClosed):
-                    await self.ws.send(ack.serialize())
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await self.ws.send_str(ack.serialize())
 
     async def _close(self, code: int, reason: str) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            await self.ws.close(code, close_reason(reason))
+        with contextlib.suppress(ConnectionError, RuntimeError, asyncio.TimeoutError):
+            await self.ws.close(code=code, message=close_reason(reason).encode())
 
     async def _refuse(self, reason: str, retry: bool = False) -> None:
         self.receiver.note_refusal(self.peer, reason)
-        with contextlib.suppress(ConnectionClosed):
-            await self.ws.send(Refuse(reason, retry).serialize())
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.ws.send_str(Refuse(reason, retry).serialize())
         await self._close(CLOSE_TRY_AGAIN if retry else CLOSE_REFUSED, reason)
 
     def _log_start(self, stream: Stream, hello: Hello) -> None:

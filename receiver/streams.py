@@ -23,8 +23,10 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import quote
 
 from micwire import __version__
+from micwire.common.alerts import AlertRules, StreamAlerts
 from micwire.common.assembly import AssemblyStats, Depacketizer, RealTimeBound, Segment
 from micwire.common.codecs import make_decoder
 from micwire.common.errors import DeviceError, MicwireError, StorageError
@@ -32,6 +34,7 @@ from micwire.common.levels import LevelMeter
 from micwire.common.protocol import Accept, Hello, Packet
 from micwire.common.stats import StreamFigures
 from micwire.receiver.config import ReceiverConfig
+from micwire.receiver.listeners import Listener
 from micwire.receiver.playback import Playback
 from micwire.receiver.recording import Recording
 from micwire.receiver.storage import Previous, find_previous, secret_digest, write_json
@@ -91,6 +94,7 @@ class Stream:
         bound: RealTimeBound,
         previous: Previous | None = None,
         output_device: int | None = None,
+        alert_rules: AlertRules | None = None,
     ) -> None:
         self.config = config
         self.name = hello.stream
@@ -125,6 +129,12 @@ class Stream:
         self.last_playback: dict[str, Any] | None = None
         self._closing: asyncio.Future[None] | None = None
         self._playback_totals: dict[str, int] = {}
+        self.listeners: set[Listener] = set()
+        self.listener_dropped = 0  # packets dropped for listeners that have left
+        self.listener_bytes = 0
+        self.alerts = StreamAlerts(self.name, alert_rules or AlertRules())
+        self.ended_at: float | None = None
+        self._seq = 0  # sequence numbers of decoded packets made for PCM listeners
         self._callback_errors_seen = 0
 
     @property
@@ -177,6 +187,8 @@ class Stream:
             attachment.live = Depacketizer(
                 self.params, make_decoder(self.params), start, conceal_frames=LIVE_CONCEAL_FRAMES
             )
+        for listener in self.listeners:  # a new codec stream: listeners reset their decoder
+            self.start_listener(listener)
 
     def detach(self) -> None:
         """The connection is done with the stream; keep its figures."""
@@ -211,6 +223,8 @@ class Stream:
         # live playback of a codec with concealment decodes separately, so a lost frame is
         # played as PLC/FEC audio while the recording keeps exact silence
         live = attachment.live.push(packet) if attachment.live is not None else segments
+        if self.listeners:
+            self._feed_listeners(packet, segments, depacketizer.position)
         if segments:
             await self._record(segments, now)
         self.position = depacketizer.position
@@ -225,6 +239,50 @@ class Stream:
                 await self.recording.write(segment)
             if not isinstance(segment, int):
                 self.levels.add(segment, now)
+
+    # --- listeners ------------------------------------------------------------------------
+    def add_listener(self, listener: Listener) -> None:
+        self.listeners.add(listener)
+        self.start_listener(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        self.listeners.discard(listener)
+        self.listener_dropped += listener.dropped_packets
+        self.listener_bytes += listener.sent_bytes
+
+    def start_listener(self, listener: Listener) -> None:
+        p = self.params
+        codec = "pcm" if listener.pcm else p.codec
+        pre_skip = 0 if listener.pcm else p.pre_skip
+        listener.start(codec, p.rate_hz, p.channels, p.frame_ms, pre_skip)
+
+    def _feed_listeners(self, packet: Packet, segments: list[Segment], end: int) -> None:
+        """Each listener gets the packet as it came, or, if it asked for PCM and the stream
+        is Opus, what the packet decoded to."""
+        raw: bytes | None = None
+        pcm: list[bytes] | None = None
+        for listener in self.listeners:
+            if listener.pcm and self.params.codec != "pcm":
+                if pcm is None:
+                    pcm = self._pcm_packets(packet, segments, end)
+                for data in pcm:
+                    listener.offer(data, (len(data) - 24) // (2 * self.params.channels))
+            else:
+                if raw is None:
+                    raw = packet.serialize()
+                listener.offer(raw, packet.samples)
+
+    def _pcm_packets(self, packet: Packet, segments: list[Segment], end: int) -> list[bytes]:
+        out = []
+        at = end - sum(s if isinstance(s, int) else len(s) for s in segments)
+        for segment in segments:
+            if not isinstance(segment, int):
+                payload = segment.astype("<i2").tobytes()
+                pcm = Packet(self._seq, at, len(segment), payload, packet.capture_time_us)
+                out.append(pcm.serialize())
+                self._seq += 1
+            at += segment if isinstance(segment, int) else len(segment)
+        return out
 
     def _play(self, live: list[Segment], end: int) -> None:
         assert self.playback is not None
@@ -275,6 +333,7 @@ class Stream:
         """Finalise for good: files, sidecar, playback."""
         self.state = "ended"
         self.outcome = outcome
+        self.ended_at = time.monotonic()
         try:
             if self.recording is not None:
                 await self.recording.close(outcome)
@@ -321,10 +380,10 @@ class Stream:
             )
             self._callback_errors_seen = playback.callback_errors
 
-    def figures(self) -> StreamFigures:
+    def figures(self, window_s: float = 1.0) -> StreamFigures:
         now = time.monotonic()
         stats = self.stats()
-        peak, rms = self.levels.read(now)
+        peak, rms = self.levels.read(now, window_s)
         playback: dict[str, Any] = {}
         if self.playback is not None:
             playback = self.playback.snapshot()
@@ -354,6 +413,81 @@ class Stream:
             playback=playback,
         )
 
+    @property
+    def page_state(self) -> str:
+        if self.state == "parked":
+            return "reconnecting"
+        return self.state
+
+    def check_alerts(self, now: float) -> list[Any]:
+        """Once a second: the alert rules on the last second's levels and the state."""
+        window = min(1.0, time.monotonic() - self.created)
+        peak, rms = self.levels.read(time.monotonic(), window)
+        state = self.state
+        if state == "ended":
+            state = "ended_complete" if self.outcome == "complete" else "ended"
+        return self.alerts.update(now, state, rms, peak, window)
+
+    def view(self, window_s: float) -> dict[str, Any]:
+        """What the monitor page shows of this stream (docs/PROTOCOL.md §10)."""
+        line = self.figures(window_s).line()
+        p = self.params
+        view: dict[str, Any] = {
+            key: line.get(key)
+            for key in (
+                "stream",
+                "peer",
+                "codec",
+                "rate_hz",
+                "channels",
+                "seconds",
+                "peak_dbfs",
+                "rms_dbfs",
+                "buffer_ms",
+                "target_ms",
+                "jitter_ms",
+                "latency_ms",
+                "drift_ppm",
+                "packets",
+                "gaps",
+                "gap_samples",
+                "underruns",
+                "late_packets",
+                "lost_samples",
+                "concealed_samples",
+                "duplicate_packets",
+                "reconnects",
+            )
+        }
+        end = self.ended_at if self.ended_at is not None else time.monotonic()
+        view.update(
+            state=self.page_state,
+            outcome=self.outcome,
+            frame_ms=p.frame_ms,
+            uptime_s=round(end - self.created, 1),
+            listeners=len(self.listeners),
+            alerts=[
+                {"kind": a.kind, "since": a.since, "message": a.message}
+                for a in self.alerts.active.values()
+            ],
+            recordings=self.recordings(),
+        )
+        return view
+
+    def recordings(self) -> list[dict[str, Any]]:
+        directory = self.config.record_dir
+        if directory is None or self.recording is None:
+            return []
+        names = [*self.paths, self.recording.sidecar.name]
+        if self.previous is not None:
+            names = [*self.previous.data.get("files", []), *names]
+        out = []
+        for name in dict.fromkeys(names):
+            with contextlib.suppress(OSError):
+                size = (directory / name).stat().st_size
+                out.append({"name": name, "url": f"/recordings/{quote(name)}", "bytes": size})
+        return out
+
     def summary(self) -> str:
         stats = self.stats()
         seconds = stats.samples / self.params.rate_hz
@@ -381,8 +515,10 @@ class Streams:
         config: ReceiverConfig,
         output_device: int | None,
         on_finished: Callable[[Stream], Awaitable[None]],
+        alert_rules: AlertRules | None = None,
     ) -> None:
         self.config = config
+        self.alert_rules = alert_rules or AlertRules()
         self.output_device = output_device
         self.live: dict[str, Stream] = {}
         self.parked: dict[str, Stream] = {}
@@ -495,7 +631,17 @@ class Streams:
             secret: str | None = hello.resume_secret
         else:  # version 1 senders cannot resume: no secret
             secret = secrets.token_urlsafe(24) if hello.version >= 2 else None
-        stream = Stream(cfg, hello, peer, secret or "", origin, bound, previous, self.output_device)
+        stream = Stream(
+            cfg,
+            hello,
+            peer,
+            secret or "",
+            origin,
+            bound,
+            previous,
+            self.output_device,
+            self.alert_rules,
+        )
         return stream, origin, secret
 
     async def release(

@@ -53,9 +53,10 @@ def parts_of(directory: Path, name: str) -> tuple[dict[str, Any], np.ndarray]:
 
 
 def test_the_spool_holds_time_even_with_small_device_blocks(tmp_path: Path) -> None:
-    """A device delivering 256-sample blocks (JACK's usual period), --spool-s 3, the
-    receiver gone for 1.5 s (and the sender's back-off on top): nothing is lost (the spool
-    counts samples, not packets; by packets it held 150 x 256 samples = 0.8 s)."""
+    """A device delivering 256-sample blocks (JACK's usual period), --spool-s 5, the
+    receiver gone for 1.5 s (and up to 2 s of the sender's back-off on top): nothing is
+    lost (the spool counts samples, not packets; by packets it held 250 x 256 samples =
+    1.3 s)."""
     rec = tmp_path / "rec"
 
     async def main() -> Any:
@@ -64,7 +65,7 @@ def test_the_spool_holds_time_even_with_small_device_blocks(tmp_path: Path) -> N
         # that receiver is gone; the sender starts against its successor's port
         async with receiver_on(port, record_dir=rec):
             sender = Sender(
-                SenderConfig(url, name="small", spool_s=3.0, duration_s=4.0),
+                SenderConfig(url, name="small", spool_s=5.0, duration_s=4.0),
                 source=ToneSource(440, 48000, 1, 256),
             )
             task = asyncio.create_task(sender.run())

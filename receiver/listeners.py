@@ -1,0 +1,123 @@
+"""Browser listeners of a stream: fan-out with a bounded queue each (aiortc's MediaRelay).
+
+A stream offers every packet to each of its listeners with :meth:`Listener.offer`, which
+never waits: a listener's queue holds about a second of audio, and when it is full the
+oldest goes (counted). Each listener has its own task that writes its queue to its
+WebSocket; one that cannot keep up loses its own audio, and one that stops reading
+(nothing written for ``stalled_s``) is disconnected. Nothing a listener does slows the
+sender, the recording, live playback or another listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from typing import Any
+
+from aiohttp import web
+
+log = logging.getLogger("micwire.receiver")
+#: Audio a listener may have waiting, in seconds.
+QUEUE_S = 1.0
+#: A listener whose socket takes no data for this long is disconnected.
+STALLED_S = 10.0
+
+
+class Listener:
+    def __init__(self, ws: web.WebSocketResponse, stream: str, pcm: bool, rate_hz: int) -> None:
+        self.ws = ws
+        self.stream = stream
+        #: Wants decoded PCM whatever the stream's codec (a browser without Opus).
+        self.pcm = pcm
+        self._capacity = int(QUEUE_S * rate_hz)
+        self._queue: deque[tuple[bytes | str, int]] = deque()  # (message, samples)
+        self._queued = 0
+        self._ready = asyncio.Event()
+        self.dropped_packets = 0
+        self.sent_bytes = 0
+        self.closed = False
+        self._last_progress = time.monotonic()
+
+    def offer(self, message: bytes | str, samples: int = 0) -> None:
+        """Queue a message (binary packet, or a text event); never waits."""
+        if self.closed:
+            return
+        self._queue.append((message, samples))
+        self._queued += samples
+        while self._queued > self._capacity and len(self._queue) > 1:
+            old, n = self._queue.popleft()
+            if isinstance(old, str):  # events (start, end) are kept: put it back first
+                self._queue.appendleft((old, n))
+                break
+            self._queued -= n
+            self.dropped_packets += 1
+        self._ready.set()
+
+    def start(
+        self, codec: str, rate_hz: int, channels: int, frame_ms: float, pre_skip: int
+    ) -> None:
+        """A new codec stream begins (first, and after every reconnect of the sender)."""
+        self.offer(
+            json.dumps(
+                {
+                    "type": "start",
+                    "codec": codec,
+                    "rate_hz": rate_hz,
+                    "channels": channels,
+                    "frame_ms": frame_ms,
+                    "pre_skip": pre_skip,
+                }
+            )
+        )
+
+    def end(self, outcome: str) -> None:
+        self.offer(json.dumps({"type": "end", "outcome": outcome}))
+        self.closed = True  # nothing more after it
+        self._ready.set()
+
+    @property
+    def stalled(self) -> bool:
+        return bool(self._queue) and time.monotonic() - self._last_progress > STALLED_S
+
+    async def run(self) -> None:
+        """Write the queue to the socket until the stream ends or the listener goes."""
+        ws = self.ws
+        try:
+            while True:
+                await self._ready.wait()
+                self._ready.clear()
+                while self._queue:
+                    message, samples = self._queue.popleft()
+                    self._queued -= samples
+                    if isinstance(message, str):
+                        await ws.send_str(message)
+                    else:
+                        await ws.send_bytes(message)
+                    self.sent_bytes += len(message)
+                    self._last_progress = time.monotonic()
+                if self.closed or ws.closed:
+                    break
+        except (ConnectionError, RuntimeError):
+            pass  # the listener went away
+        finally:
+            self.closed = True
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.close()
+
+    def stop(self) -> None:
+        """The listener went (its socket closed): end the writing task."""
+        self.closed = True
+        self._ready.set()
+
+    def abort(self, reason: str) -> None:
+        """Drop a listener that stopped reading."""
+        log.warning("listener of %r: %s; disconnected", self.stream, reason)
+        self.closed = True
+        self._ready.set()
+        transport: Any = self.ws._req.transport if self.ws._req is not None else None
+        if transport is not None:
+            transport.abort()

@@ -1,0 +1,336 @@
+"""The receiver's web side (docs/PROTOCOL.md §10): senders' WebSockets, the monitor page,
+listeners, live figures, metrics, health, recordings and login, all on one port.
+
+Routing: a WebSocket upgrade on any path outside ``/api/`` is a sender; the rest is
+HTTP. Every handler decides who may do what with :class:`~micwire.receiver.auth.Tokens`:
+a sender needs a token that may send, a viewer one that may watch; a browser's WebSocket
+that rides on the login cookie must come from our own page (``Origin``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from http import HTTPStatus
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from micwire.common.protocol import max_message_bytes
+from micwire.receiver.auth import COOKIE, MAY_SEND, MAY_WATCH, same_origin
+from micwire.receiver.listeners import Listener
+from micwire.receiver.metrics import registry_for
+from micwire.receiver.session import Session
+
+if TYPE_CHECKING:
+    from micwire.receiver.server import Receiver
+
+log = logging.getLogger("micwire.receiver")
+WEB_DIR = Path(__file__).parent / "web"
+RECEIVER = web.AppKey("receiver", object)
+#: Bounds on what browsers can hold open.
+MAX_EVENT_CLIENTS = 100
+MAX_LISTENERS_PER_STREAM = 100
+RECORDING_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg", ".json")
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".json": "application/json",
+}
+#: The pages load nothing from elsewhere and cannot be framed.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
+        "media-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def _receiver(request: web.Request) -> Receiver:
+    return request.app[RECEIVER]  # type: ignore[return-value]
+
+
+def _is_upgrade(request: web.Request) -> bool:
+    return request.headers.get("Upgrade", "").lower() == "websocket"
+
+
+def _role(request: web.Request, allowed: frozenset[str]) -> str | None:
+    """The caller's role if it may do what ``allowed`` says, else None. A WebSocket
+    authenticated by the login cookie must come from our own page."""
+    rx = _receiver(request)
+    role, by_cookie = rx.tokens.role(request.headers.getall("Authorization", []), request.cookies)
+    if role not in allowed:
+        return None
+    if (
+        by_cookie
+        and _is_upgrade(request)
+        and not same_origin(request.headers.get("Origin"), request.host)
+    ):
+        rx.note_refusal(request.remote or "?", "cross-origin WebSocket with a login cookie")
+        return None
+    return role
+
+
+def _unauthorized(request: web.Request, what: str) -> web.Response:
+    _receiver(request).note_refusal(request.remote or "?", f"missing or wrong token ({what})")
+    return web.Response(
+        status=HTTPStatus.UNAUTHORIZED,
+        text="missing or wrong token\n",
+        headers={"WWW-Authenticate": 'Bearer realm="micwire"'},
+    )
+
+
+def _file(path: Path) -> web.Response:
+    return web.Response(
+        body=path.read_bytes(),
+        content_type=CONTENT_TYPES.get(path.suffix, "application/octet-stream").split(";")[0],
+        charset="utf-8" if path.suffix in (".html", ".js", ".css") else None,
+        headers=PAGE_HEADERS,
+    )
+
+
+# --- senders -----------------------------------------------------------------------------
+async def ingest(request: web.Request) -> web.StreamResponse:
+    """A sender's WebSocket (docs/PROTOCOL.md §1-§9)."""
+    rx = _receiver(request)
+    if _role(request, MAY_SEND) is None:
+        return _unauthorized(request, "sender")
+    ws = web.WebSocketResponse(
+        max_msg_size=max_message_bytes(), compress=False, heartbeat=20.0, timeout=2.0
+    )
+    await ws.prepare(request)
+    rx.sessions.add(ws)
+    try:
+        await Session(rx, ws, request).run()
+    finally:
+        rx.sessions.discard(ws)
+    return ws
+
+
+async def root(request: web.Request) -> web.StreamResponse:
+    if _is_upgrade(request):
+        return await ingest(request)
+    return await page(request, "index.html")
+
+
+async def anything_else(request: web.Request) -> web.StreamResponse:
+    if _is_upgrade(request):  # a load balancer may route senders on a path of its own
+        return await ingest(request)
+    raise web.HTTPNotFound()
+
+
+# --- pages ---------------------------------------------------------------------------------
+async def page(request: web.Request, name: str) -> web.StreamResponse:
+    if _role(request, MAY_WATCH) is None:
+        raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs, safe='')}")
+    return _file(WEB_DIR / name)
+
+
+async def static(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    path = WEB_DIR / name
+    if "/" in name or name.startswith(".") or not path.is_file():
+        raise web.HTTPNotFound()
+    return _file(path)
+
+
+def _safe_next(value: str | None) -> str:
+    """Only a path on this site (no open redirect to another one)."""
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return "/"
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    return _file(WEB_DIR / "login.html")
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    rx = _receiver(request)
+    form = await request.post()
+    next_page = _safe_next(str(form.get("next") or request.query.get("next") or "/"))
+    offered = form.get("token")
+    role = rx.tokens.role_of_token(str(offered) if offered is not None else None)
+    if role is None:
+        role, _ = rx.tokens.role(request.headers.getall("Authorization", []), {})
+    if role is None or not rx.tokens.required:
+        if role is None:
+            rx.note_refusal(request.remote or "?", "missing or wrong token (login)")
+            raise web.HTTPSeeOther(f"/login?error=1&next={quote(next_page, safe='')}")
+        raise web.HTTPSeeOther(next_page)
+    if role not in MAY_WATCH:  # a send-only token goes to the guest page
+        next_page = "/send" if not next_page.startswith("/send") else next_page
+    response = web.HTTPSeeOther(next_page)
+    response.set_cookie(
+        COOKIE,
+        rx.tokens.cookie_for(role),
+        httponly=True,
+        samesite="Strict",
+        secure=rx.ssl is not None,
+        path="/",
+        max_age=30 * 24 * 3600,
+    )
+    raise response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    response = web.HTTPSeeOther("/login")
+    response.del_cookie(COOKIE, path="/")
+    raise response
+
+
+# --- scripts -------------------------------------------------------------------------------
+async def healthz(request: web.Request) -> web.StreamResponse:
+    rx = _receiver(request)
+    status = HTTPStatus.SERVICE_UNAVAILABLE if rx.stopping else HTTPStatus.OK
+    body = {
+        "status": "stopping" if rx.stopping else "ok",
+        "live": len(rx.streams.live),
+        "parked": len(rx.streams.parked),
+    }
+    return web.json_response(body, status=status)
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    if _role(request, MAY_WATCH) is None:
+        return _unauthorized(request, "metrics")
+    rx = _receiver(request)
+    body = generate_latest(registry_for(rx))
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def streams_json(request: web.Request) -> web.StreamResponse:
+    if _role(request, MAY_WATCH) is None:
+        return _unauthorized(request, "api")
+    return web.json_response(_receiver(request).snapshot())
+
+
+async def recording(request: web.Request) -> web.StreamResponse:
+    """A recording or sidecar, seekable (aiohttp answers range requests)."""
+    if _role(request, MAY_WATCH) is None:
+        return _unauthorized(request, "recording")
+    directory = _receiver(request).config.record_dir
+    name = request.match_info["name"]
+    if (
+        directory is None
+        or "/" in name
+        or name.startswith(".")
+        or not name.endswith(RECORDING_SUFFIXES)
+    ):
+        raise web.HTTPNotFound()
+    path = directory / name
+    if not path.is_file():
+        raise web.HTTPNotFound()
+    return web.FileResponse(
+        path, headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}"}
+    )
+
+
+# --- live ----------------------------------------------------------------------------------
+class EventClient:
+    """A page's live figures: only the latest message waits (a slow page skips)."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+        self._latest: str | None = None
+        self._ready = asyncio.Event()
+
+    def push(self, message: str) -> None:
+        self._latest = message
+        self._ready.set()
+
+    async def run(self) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            while not self.ws.closed:
+                await self._ready.wait()
+                self._ready.clear()
+                if self._latest is not None:
+                    message, self._latest = self._latest, None
+                    await self.ws.send_str(message)
+
+    async def close(self, code: int = 1001) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.ws.close(code=code)
+
+
+async def _drain(ws: web.WebSocketResponse) -> None:
+    """Read (and ignore) what a browser sends, so pings and the close are handled."""
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        async for _ in ws:
+            pass
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    rx = _receiver(request)
+    if _role(request, MAY_WATCH) is None:
+        return _unauthorized(request, "events")
+    if len(rx.event_clients) >= MAX_EVENT_CLIENTS:
+        raise web.HTTPServiceUnavailable(text="too many pages open\n")
+    ws = web.WebSocketResponse(compress=False, heartbeat=20.0, timeout=2.0)
+    await ws.prepare(request)
+    client = EventClient(ws)
+    rx.event_clients.add(client)
+    client.push(json.dumps(rx.snapshot()))
+    sender = asyncio.create_task(client.run())
+    try:
+        await _drain(ws)
+    finally:
+        rx.event_clients.discard(client)
+        sender.cancel()
+    return ws
+
+
+async def listen(request: web.Request) -> web.StreamResponse:
+    rx = _receiver(request)
+    if _role(request, MAY_WATCH) is None:
+        return _unauthorized(request, "listen")
+    name = request.match_info["stream"]
+    stream = rx.streams.live.get(name) or rx.streams.parked.get(name)
+    if stream is None:
+        raise web.HTTPNotFound(text=f"no stream {name!r}\n")
+    if len(stream.listeners) >= MAX_LISTENERS_PER_STREAM:
+        raise web.HTTPServiceUnavailable(text="too many listeners\n")
+    ws = web.WebSocketResponse(compress=False, heartbeat=20.0, timeout=2.0)
+    await ws.prepare(request)
+    listener = Listener(ws, name, request.query.get("format") == "pcm", stream.params.rate_hz)
+    stream.add_listener(listener)
+    reader = asyncio.create_task(_drain(ws))
+    reader.add_done_callback(lambda _: listener.stop())
+    try:
+        await listener.run()
+    finally:
+        stream.remove_listener(listener)
+        reader.cancel()
+    return ws
+
+
+def build_app(receiver: Receiver) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024)
+    app[RECEIVER] = receiver
+    router = app.router
+    router.add_get("/healthz", healthz)
+    if receiver.config.web:
+        router.add_get("/", root)
+        router.add_get("/metrics", metrics)
+        router.add_get("/login", login_page)
+        router.add_post("/login", login)
+        router.add_post("/logout", logout)
+        router.add_get("/static/{name}", static)
+        router.add_get("/recordings/{name}", recording)
+        router.add_get("/api/streams", streams_json)
+        router.add_get("/api/events", events)
+        router.add_get("/api/listen/{stream}", listen)
+    router.add_get("/{tail:.*}", anything_else)
+    return app

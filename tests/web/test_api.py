@@ -1,0 +1,320 @@
+"""The receiver's web side without a browser: health, metrics (parsed with
+prometheus_client's own parser), tokens and the login cookie, downloads with ranges,
+listeners (fan-out; a stalled one harms nobody), alerts to a webhook."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import soundfile as sf
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+from rig import expected_tone
+from test_transport import running_receiver
+
+from micwire.common.protocol import HEADER, Packet
+from micwire.sender import Sender, SenderConfig
+
+
+def http(url: str) -> str:
+    return url.replace("ws://", "http://")
+
+
+async def get(url: str, **kwargs: Any) -> tuple[int, dict[str, str], bytes]:
+    async with aiohttp.ClientSession() as session, session.get(url, **kwargs) as response:
+        return response.status, dict(response.headers), await response.read()
+
+
+def metrics_of(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_health_and_metrics_of_a_live_stream(tmp_path: Path) -> None:
+    async def main() -> tuple[Any, ...]:
+        async with running_receiver(record_dir=tmp_path) as (_rx, url):
+            sender = Sender(SenderConfig(url, name="hall", source="tone:440", duration_s=3.0))
+            task = asyncio.create_task(sender.run())
+            await asyncio.sleep(1.5)
+            health = await get(http(url) + "/healthz")
+            status, headers, body = await get(http(url) + "/metrics")
+            await task
+            return health, status, headers, body.decode()
+
+    health, status, headers, text = asyncio.run(main())
+    assert health[0] == 200 and json.loads(health[2]) == {"status": "ok", "live": 1, "parked": 0}
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    m = metrics_of(text)
+    hall = (("stream", "hall"),)
+    assert m[("micwire_packets_total", hall)] > 30
+    assert m[("micwire_recorded_samples_total", hall)] > 48000
+    assert m[("micwire_gap_samples_total", hall)] == 0
+    assert m[("micwire_stream_up", hall)] == 1
+    assert -13 < m[("micwire_peak_dbfs", hall)] < -11  # the -12 dBFS tone
+    assert m[("micwire_alert", (("alert", "silence"), ("stream", "hall")))] == 0
+    assert m[("micwire_streams", (("state", "live"),))] == 1
+    assert m[("micwire_received_bytes_total", ())] > 48000 * 2
+
+
+def test_tokens_guard_everything_but_health(tmp_path: Path) -> None:
+    async def main() -> dict[str, Any]:
+        async with running_receiver(
+            record_dir=tmp_path, token="full-t", listen_token="look-t", send_token="send-t"
+        ) as (_rx, url):
+            base = http(url)
+            out: dict[str, Any] = {"health": (await get(base + "/healthz"))[0]}
+            for what, path in (("metrics", "/metrics"), ("api", "/api/streams")):
+                out[what] = [
+                    (await get(base + path, headers=h))[0]
+                    for h in (
+                        {},
+                        {"Authorization": "Bearer wrong"},
+                        {"Authorization": "Bearer send-t"},
+                        {"Authorization": "Bearer look-t"},
+                        {"Authorization": "bearer full-t"},
+                    )
+                ]
+            page, headers, _ = await get(base + "/", allow_redirects=False)
+            out["page"] = (page, headers.get("Location"))
+            # a browser logs in with a form; the HttpOnly cookie opens the page and sockets
+            jar = aiohttp.CookieJar(unsafe=True)  # keeps cookies for an IP address, as browsers do
+            async with aiohttp.ClientSession(cookie_jar=jar) as browser:
+                async with browser.post(
+                    base + "/login", data={"token": "look-t", "next": "/"}, allow_redirects=False
+                ) as r:
+                    out["login"] = (r.status, r.headers["Location"], r.headers["Set-Cookie"])
+                async with browser.get(base + "/") as r:
+                    out["after_login"] = (r.status, "<html" in (await r.text()).lower())
+                for origin, key in ((base, "ws_same_origin"), ("http://evil.example", "ws_evil")):
+                    try:
+                        async with browser.ws_connect(
+                            url + "/api/events", headers={"Origin": origin}
+                        ) as ws:
+                            out[key] = json.loads((await ws.receive()).data)["type"]
+                    except aiohttp.WSServerHandshakeError as exc:
+                        out[key] = exc.status
+            # the listen token cannot send; the send token can; no token cannot
+            for token, key in (("look-t", "send_look"), ("send-t", "send_send"), (None, "none")):
+                try:
+                    sent = await Sender(
+                        SenderConfig(
+                            url, name=f"x{key}", source="tone:440", duration_s=0.2, token=token
+                        )
+                    ).run()
+                    out[key] = sent.confirmed
+                except Exception as exc:
+                    out[key] = str(exc)
+            return out
+
+    out = asyncio.run(main())
+    assert out["health"] == 200
+    assert out["metrics"] == out["api"] == [401, 401, 401, 200, 200]
+    assert out["page"] == (303, "/login?next=/")
+    status, location, cookie = out["login"]
+    assert (status, location) == (303, "/")
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "look-t" not in cookie
+    assert out["after_login"] == (200, True)
+    assert out["ws_same_origin"] == "streams" and out["ws_evil"] == 401
+    assert "wants a valid token (HTTP 401)" in out["send_look"]
+    assert out["send_send"] == 9600
+    assert "wants a valid token" in out["none"]
+
+
+def test_a_wrong_password_goes_back_to_the_form(tmp_path: Path) -> None:
+    async def main() -> tuple[int, str]:
+        async with (
+            running_receiver(token="t") as (_rx, url),
+            aiohttp.ClientSession() as s,
+            s.post(
+                http(url) + "/login",
+                data={"token": "nope", "next": "//evil.example/x"},
+                allow_redirects=False,
+            ) as r,
+        ):
+            return r.status, r.headers["Location"]
+
+    assert asyncio.run(main()) == (303, "/login?error=1&next=/")
+
+
+def test_recordings_download_with_ranges(tmp_path: Path) -> None:
+    async def main() -> tuple[Any, ...]:
+        async with running_receiver(record_dir=tmp_path) as (rx, url):
+            await Sender(SenderConfig(url, name="dl", source="tone:440", duration_s=1.0)).run()
+            (view,) = rx.snapshot()["streams"]
+            wav = next(r for r in view["recordings"] if r["name"].endswith(".wav"))
+            whole = await get(http(url) + wav["url"])
+            part = await get(http(url) + wav["url"], headers={"Range": "bytes=44-1043"})
+            traversal = await get(http(url) + "/recordings/..%2F..%2Fetc%2Fpasswd")
+            return wav, whole, part, traversal
+
+    wav, whole, part, traversal = asyncio.run(main())
+    path = next(tmp_path.glob("dl-*.wav"))
+    assert whole[0] == 200 and whole[2] == path.read_bytes() and wav["bytes"] == len(whole[2])
+    assert part[0] == 206 and part[2] == path.read_bytes()[44:1044]
+    assert "attachment" in whole[1]["Content-Disposition"]
+    assert traversal[0] == 404
+
+
+async def listen(url: str, name: str, seconds: float, pcm: bool = False) -> dict[str, Any]:
+    """A well-behaved listener: collects its start message and packets."""
+    got: dict[str, Any] = {"starts": [], "packets": []}
+    query = "?format=pcm" if pcm else ""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{url}/api/listen/{name}{query}") as ws,
+    ):
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                message = await ws.receive(timeout=left)
+            except asyncio.TimeoutError:
+                break
+            if message.type == aiohttp.WSMsgType.TEXT:
+                got["starts"].append(json.loads(message.data))
+            elif message.type == aiohttp.WSMsgType.BINARY:
+                got["packets"].append(Packet.parse(message.data))
+            else:
+                break
+    return got
+
+
+def test_listeners_get_the_stream_and_a_stalled_one_harms_nobody(tmp_path: Path) -> None:
+    """Two listeners and one that never reads, for a PCM stream: the good listeners get
+    every packet, the recording is sample-exact, the stalled one only costs itself."""
+    duration = 4.0
+
+    async def stalled(url: str) -> None:
+        _, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        writer.write(
+            b"GET /api/listen/room HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        await writer.drain()
+        await asyncio.sleep(duration + 2)  # and never reads a byte
+        writer.transport.abort()
+
+    async def main() -> tuple[Any, ...]:
+        async with running_receiver(record_dir=tmp_path) as (_rx, url):
+            sender = Sender(SenderConfig(url, name="room", source="tone:440", duration_s=duration))
+            task = asyncio.create_task(sender.run())
+            await asyncio.sleep(0.3)
+            results = await asyncio.gather(
+                listen(url, "room", duration + 1),
+                listen(url, "room", duration + 1, pcm=True),
+                stalled(url),
+                task,
+            )
+            return results[0], results[1], results[3]
+
+    opus_listener, pcm_listener, sent = asyncio.run(main())
+    assert sent.confirmed == sent.samples_captured == duration * 48000
+    for got in (opus_listener, pcm_listener):
+        assert got["starts"][0]["type"] == "start" and got["starts"][0]["codec"] == "pcm"
+        audio = np.concatenate(
+            [np.frombuffer(p.payload, "<i2") for p in got["packets"] if p.samples]
+        )
+        first = got["packets"][0].timestamp
+        # everything from when it joined, in order, sample for sample
+        assert np.array_equal(audio, expected_tone(int(duration * 48000))[first:])
+    data, _ = sf.read(str(next(tmp_path.glob("room-*.wav"))), dtype="int16")
+    assert np.array_equal(data, expected_tone(int(duration * 48000)))
+
+
+def test_an_opus_stream_can_be_listened_to_as_pcm(tmp_path: Path) -> None:
+    async def main() -> tuple[Any, ...]:
+        async with running_receiver(record_dir=tmp_path) as (_rx, url):
+            task = asyncio.create_task(
+                Sender(
+                    SenderConfig(url, name="op", source="tone:440", codec="opus", duration_s=2.0)
+                ).run()
+            )
+            await asyncio.sleep(0.3)
+            opus, pcm = await asyncio.gather(listen(url, "op", 2.5), listen(url, "op", 2.5, True))
+            await task
+            return opus, pcm
+
+    opus, pcm = asyncio.run(main())
+    assert opus["starts"][0]["codec"] == "opus" and opus["starts"][0]["pre_skip"] > 0
+    assert pcm["starts"][0]["codec"] == "pcm"
+    audio = np.concatenate([np.frombuffer(p.payload, "<i2") for p in pcm["packets"]])
+    spectrum = np.abs(np.fft.rfft(audio[:48000] * np.hanning(len(audio[:48000]))))
+    assert abs(np.argmax(spectrum) * 48000 / len(audio[:48000]) - 440) < 3
+    assert len(opus["packets"]) > 60 and all(len(p.payload) < 400 for p in opus["packets"])
+    assert all(HEADER.size + len(p.payload) > HEADER.size for p in pcm["packets"])
+
+
+@asynccontextmanager
+async def webhook_server() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}/hook", received
+    finally:
+        await runner.cleanup()
+
+
+def test_silence_raises_an_alert_that_reaches_the_webhook_and_clears(tmp_path: Path) -> None:
+    """A source that is silent for 3 s, then plays: with --silence-s 1, `silence` is raised
+    (page, metrics, webhook) and cleared when the sound comes back."""
+    signal = np.concatenate([np.zeros(3 * 48000, np.int16), expected_tone(3 * 48000)])
+    sf.write(str(tmp_path / "src.wav"), signal, 48000)
+
+    async def main() -> tuple[Any, ...]:
+        async with (
+            webhook_server() as (hook, received),
+            running_receiver(silence_s=1.0, webhook=hook) as (rx, url),
+        ):
+            task = asyncio.create_task(
+                Sender(SenderConfig(url, name="mute", source=f"file:{tmp_path / 'src.wav'}")).run()
+            )
+            await asyncio.sleep(2.7)
+            during = rx.snapshot()["streams"][0]["alerts"]
+            _, _, body = await get(http(url) + "/metrics")
+            await task
+            await asyncio.sleep(1.0)
+        return during, metrics_of(body.decode()), received
+
+    during, m, received = asyncio.run(main())
+    assert [a["kind"] for a in during] == ["silence"]
+    assert m[("micwire_alert", (("alert", "silence"), ("stream", "mute")))] == 1
+    assert [(e["alert"], e["state"]) for e in received][:2] == [
+        ("silence", "raised"),
+        ("silence", "cleared"),
+    ]
+    assert received[0]["stream"] == "mute" and "below -60 dBFS" in received[0]["message"]
+
+
+def test_no_web_serves_senders_only(tmp_path: Path) -> None:
+    async def main() -> tuple[int, int, int | None]:
+        async with running_receiver(record_dir=tmp_path, web=False) as (_rx, url):
+            page = (await get(http(url) + "/"))[0]
+            health = (await get(http(url) + "/healthz"))[0]
+            sent = await Sender(
+                SenderConfig(url, name="w", source="tone:440", duration_s=0.2)
+            ).run()
+            return page, health, sent.confirmed
+
+    assert asyncio.run(main()) == (404, 200, 9600)
