@@ -6,9 +6,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # libportaudio2: what sounddevice loads; libopus0: what opuslib loads; jackd2: the paced
-# virtual sound card the tests and the latency benchmark run on (tests/README.md).
-# libsndfile (WAV/MP3/FLAC/Ogg) ships inside the soundfile wheel.
-SYSTEM_PACKAGES := libportaudio2 libopus0 jackd2
+# virtual sound card the tests and the latency benchmark run on (tests/integration/rig.py);
+# chromium: the real browser the web pages are tested in (driven by Playwright; its own
+# browser download cannot be reached from the test machines).
+# libsndfile (WAV/FLAC/Ogg) ships inside the soundfile wheel, LAME inside lameenc's.
+SYSTEM_PACKAGES := libportaudio2 libopus0 jackd2 chromium
 PYTEST_ARGS ?=
 
 .PHONY: all setup system demo test test-fast lint bench clean

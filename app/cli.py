@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -53,17 +55,31 @@ def _port(text: str) -> int:
     return value
 
 
-def _positive(kind: type) -> Callable[[str], Any]:
+def _positive(kind: type, minimum: float | None = None) -> Callable[[str], Any]:
+    """A finite number above 0 (or at least ``minimum``)."""
+
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum:g}, got {text}")
         return value
 
     return parse
+
+
+def _percent(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be 0..100 (%), got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     tx.add_argument("--cafile", type=Path, help="CA certificate to trust for wss:// (PEM)")
     tx.add_argument(
         "--spool-s",
-        type=_positive(float),
+        type=_positive(float, minimum=1.0),
         default=120.0,
         metavar="S",
         help="seconds of audio kept to resend after a reconnect (default 120)",
@@ -223,6 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="reconnect after a network failure, resending what was lost (default on)",
+    )
+    tx.add_argument(
+        "--reconnect-timeout",
+        type=_positive(float),
+        default=None,
+        metavar="S",
+        help="give up when the receiver cannot be reached for S seconds "
+        "(default: keep trying while capturing; the spool keeps the newest audio)",
     )
     tx.add_argument(
         "--finish-timeout",
@@ -237,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tx.add_argument(
         "--expected-loss",
-        type=int,
+        type=_percent,
         default=10,
         metavar="PCT",
         help="packet loss the Opus FEC plans for, in %% (default 10)",
@@ -275,8 +299,21 @@ def _run_until_signal(main: Callable[[asyncio.Event], Any]) -> Any:
     return asyncio.run(runner())
 
 
+def _more_files() -> None:
+    """A receiver holds a socket per connection and files per stream: raise the soft limit
+    on open files to the hard one (commonly 1024 of 1048576)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def cmd_receive(args: argparse.Namespace) -> int:
     from micwire.receiver import Receiver, ReceiverConfig
+
+    _more_files()
 
     live = sys.stderr.isatty() if args.live is None else args.live
     display = None
@@ -339,7 +376,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         cafile=args.cafile,
         spool_s=args.spool_s,
         reconnect=args.reconnect,
-        reconnect_timeout_s=args.spool_s,
+        reconnect_timeout_s=args.reconnect_timeout,
         finish_timeout_s=args.finish_timeout,
     )
     if args.name:

@@ -16,6 +16,7 @@ written twice; a timestamp that jumps ahead leaves exactly that much silence.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +57,7 @@ class Depacketizer:
         decoder: Decoder,
         start: int | None = 0,
         conceal_frames: int = 0,
+        gap_budget: Callable[[], int] | None = None,
     ) -> None:
         #: Timeline position this connection continues from; None: wherever its first
         #: packet starts (a resumed stream this receiver knows nothing of).
@@ -63,6 +65,9 @@ class Depacketizer:
         #: For live playback: stand in for up to this many lost frames with the codec's
         #: concealment (Opus PLC, or FEC from the next packet) instead of silence.
         self.conceal_frames = conceal_frames
+        #: How many samples of silence a gap may still open, asked when one opens: silence
+        #: costs a sender nothing to demand, so it is bounded by the time that has passed.
+        self.gap_budget = gap_budget
         self.params = params
         self.decoder = decoder
         self.stats = AssemblyStats()
@@ -108,6 +113,11 @@ class Depacketizer:
         gap = ts - self._next_ts
         if gap > MAX_GAP_S * self.params.rate_hz:
             raise FrameError(f"timestamp jumps {gap / self.params.rate_hz:.0f} s ahead")
+        if gap > 0 and self.gap_budget is not None and gap > self.gap_budget():
+            raise FrameError(
+                f"a gap of {gap / self.params.rate_hz:.1f} s is more silence than the time "
+                "since the stream began allows"
+            )
         filler = self._fill(gap, packet.payload) if gap > 0 else []
         self._decoded += max(0, gap)
         span = self.params.frame_samples if self._whole_frames else packet.samples

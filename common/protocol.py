@@ -48,8 +48,8 @@ MAX_BITRATE = 510_000
 MAX_STREAM_NAME = 200
 _STREAM_ID = re.compile(r"[A-Za-z0-9-]{0,64}")
 _SECRET = re.compile(r"[A-Za-z0-9_-]{0,128}")
-#: Clock fields stop at the end of year 9999 (what a calendar date can hold).
-MAX_TIME_US = 253_402_300_799_999_999
+#: Clock fields stop at the start of year 2200: a wall clock beyond that is broken.
+MAX_TIME_US = 7_258_118_400_000_000
 #: Upper bound for a hello message, in bytes of UTF-8.
 MAX_HELLO_BYTES = 4096
 #: An Opus packet of one frame is at most 1275 bytes (RFC 6716 §3.2.1); code 3 packets that
@@ -142,6 +142,11 @@ def _field(obj: dict[str, Any], key: str, kind: type, default: Any = None) -> An
         value = float(value)
     if type(value) is not kind or (kind is float and not math.isfinite(cast(float, value))):
         raise HelloError(f"hello field {key!r} must be {kind.__name__}, got {value!r:.40}")
+    if kind is str:
+        try:
+            cast(str, value).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: JSON allows it, text does not
+            raise HelloError(f"hello field {key!r} is not valid Unicode text") from None
     return value
 
 
@@ -234,8 +239,8 @@ class Hello:
         start = _field(obj, "start_time_us", int)
         sent = _field(obj, "sent_time_us", int)
         if not (0 <= start <= MAX_TIME_US and 0 <= sent <= MAX_TIME_US):
-            raise HelloError("clock fields must be µs since the Unix epoch, before year 10000")
-        software = _field(obj, "software", str, "")[:100]
+            raise HelloError("clock fields must be µs since the Unix epoch, before year 2200")
+        software = "".join(ch for ch in _field(obj, "software", str, "")[:100] if ch.isprintable())
         stream_id = _field(obj, "stream_id", str, "")
         if not _STREAM_ID.fullmatch(stream_id):
             raise HelloError("stream_id must be 0..64 letters, digits or dashes")

@@ -17,11 +17,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from micwire.common.errors import ParameterError
+
 COOKIE = "micwire_auth"
 FULL, LISTEN, SEND = "full", "listen", "send"
 #: What each role may do.
 MAY_SEND = frozenset({FULL, SEND})
 MAY_WATCH = frozenset({FULL, LISTEN})
+
+
+def check_token(token: str | None, what: str) -> None:
+    """A token is printable text without spaces (it travels in a header); an empty one is a
+    mistake (MICWIRE_TOKEN= set to nothing), not "no token"."""
+    if token is None:
+        return
+    if not token:
+        raise ParameterError(f"{what} is empty; give a secret, or leave it out")
+    if not token.isprintable() or any(c.isspace() for c in token):
+        raise ParameterError(f"{what} must be printable text without spaces")
 
 
 def bearer_token(authorization: list[str]) -> str | None:

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.logging import RichHandler
 from rich.table import Table
+from rich.text import Text
 
 
 class LiveDisplay:
@@ -23,7 +24,12 @@ class LiveDisplay:
 
     def logging_handler(self) -> logging.Handler:
         return RichHandler(
-            console=self.console, show_time=False, show_path=False, show_level=False, markup=False
+            console=self.console,
+            show_time=False,
+            show_path=False,
+            show_level=False,
+            markup=False,
+            highlighter=None,
         )
 
     def __enter__(self) -> LiveDisplay:
@@ -55,7 +61,11 @@ class LiveDisplay:
         for s in streams:
             playing = "buffer_ms" in s
             table.add_row(
-                s["stream"],
+                # a name is text, never markup: "[/bold]x" or "USB mic [/dev/snd/…]" must
+                # not break the table (or the receiver)
+                Text(s["stream"])
+                if s.get("state", "live") == "live"
+                else Text(f"{s['stream']} ({s['state']})", style="dim"),
                 s["codec"],
                 f"{s['seconds']:.0f} s",
                 f"{s['peak_dbfs']:.0f} / {s['rms_dbfs']:.0f}",

@@ -15,13 +15,14 @@ import json
 import logging
 from http import HTTPStatus
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from micwire.common.protocol import max_message_bytes
+from micwire.receiver import logs
 from micwire.receiver.auth import COOKIE, MAY_SEND, MAY_WATCH, same_origin
 from micwire.receiver.listeners import Listener
 from micwire.receiver.metrics import registry_for
@@ -316,8 +317,17 @@ async def listen(request: web.Request) -> web.StreamResponse:
     return ws
 
 
+@web.middleware
+async def by_peer(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every line logged while serving a request is counted against its peer's address
+    (micwire.receiver.logs): one address cannot flood the log nor silence another's."""
+    logs.PEER.set(request.remote or "")
+    response: web.StreamResponse = await handler(request)
+    return response
+
+
 def build_app(receiver: Receiver) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024)
+    app = web.Application(client_max_size=64 * 1024, middlewares=[by_peer])
     app[RECEIVER] = receiver
     router = app.router
     router.add_get("/healthz", healthz)

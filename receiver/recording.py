@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import time
 from datetime import datetime
 from pathlib import Path
@@ -108,16 +109,18 @@ class SoundfileWriter:
 
 
 def _create_unique(directory: Path, filename: str) -> Path:
-    """Create ``filename`` in ``directory`` without ever overwriting: add -2, -3, ..."""
+    """Create ``filename`` in ``directory`` without ever overwriting: add -2, -3, ...,
+    and past -99 a random suffix (so a crowd of look-alike names cannot use them up)."""
     stem, ext = os.path.splitext(filename)
-    for n in range(1, 1000):
-        path = directory / (filename if n == 1 else f"{stem}-{n}{ext}")
+    for n in range(1, 200):
+        suffix = "" if n == 1 else f"-{n}" if n < 100 else f"-{secrets.token_hex(4)}"
+        path = directory / f"{stem}{suffix}{ext}"
         try:
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
         except FileExistsError:
             continue
         return path
-    raise FileExistsError(f"too many recordings named {filename} in {directory}")
+    raise FileExistsError(f"cannot find a free name for {filename} in {directory}")
 
 
 def open_writer(path: Path, fmt: FileFormat, rate_hz: int, channels: int) -> Writer:
@@ -159,6 +162,7 @@ class Recording:
         #: Set when a write failed; every later write raises it.
         self.failure: StorageError | None = None
         try:
+            directory.mkdir(parents=True, exist_ok=True)  # it may have been removed meanwhile
             for name in formats:
                 fmt = get_format(name)
                 fmt.check(rate_hz, channels)
@@ -168,9 +172,9 @@ class Recording:
         except AudioFormatError as exc:
             self._abandon()
             raise AudioFormatError(f"cannot record this stream: {exc}") from exc
-        except (sf.LibsndfileError, OSError) as exc:
+        except (sf.LibsndfileError, OSError, ValueError) as exc:
             self._abandon()
-            raise storage_error(exc, f"creating a recording in {directory}") from exc
+            raise storage_error(exc, f"creating a recording in {directory}", directory) from exc
         # a stream continued after a receiver restart is a new part of the first sidecar
         self.sidecar = sidecar or self.paths[0].with_suffix(".json")
         self._earlier_parts = earlier_parts or []
@@ -312,7 +316,7 @@ class Recording:
         except StorageError:
             raise
         except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
-            raise storage_error(exc, f"writing {self.paths[0].name}") from exc
+            raise storage_error(exc, f"writing {self.paths[0].name}", self.paths[0].parent) from exc
         if flush:
             self.write_sidecar()
 

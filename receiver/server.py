@@ -34,10 +34,11 @@ from micwire.common.devices import resolve_device
 from micwire.common.errors import DeviceError, ParameterError, StorageError, TransportError
 from micwire.receiver import logs
 from micwire.receiver.alerts import Webhook
-from micwire.receiver.auth import Tokens
+from micwire.receiver.auth import Tokens, check_token
 from micwire.receiver.config import ReceiverConfig
 from micwire.receiver.playback import sounddevice
 from micwire.receiver.recording import RECORDING_FORMATS
+from micwire.receiver.storage import repair_interrupted
 from micwire.receiver.streams import Stream, Streams
 
 log = logging.getLogger("micwire.receiver")
@@ -45,6 +46,8 @@ log = logging.getLogger("micwire.receiver")
 EVENTS_INTERVAL_S = 0.2
 #: Ended streams the page keeps listing.
 RECENT_ENDED = 20
+#: Loggers a flood of connections could fill (asyncio: "accept() out of system resource").
+LIMITED_LOGGERS = ("micwire.receiver", "aiohttp.server", "aiohttp.web", "asyncio")
 
 
 def _refusal_kind(reason: str) -> str:
@@ -66,8 +69,13 @@ class Receiver:
         extra_tokens = config.listen_token is not None or config.send_token is not None
         if extra_tokens and config.token is None:
             raise ParameterError("--listen-token and --send-token need --token as well")
+        check_token(config.token, "--token")
+        check_token(config.listen_token, "--listen-token")
+        check_token(config.send_token, "--send-token")
         self.tokens = Tokens(config.token, config.listen_token, config.send_token)
         if config.record_dir is not None:
+            if config.record_dir.exists() and not config.record_dir.is_dir():
+                raise StorageError(f"cannot record to {config.record_dir}: it is a file")
             try:
                 config.record_dir.mkdir(parents=True, exist_ok=True)
                 probe = tempfile.NamedTemporaryFile(dir=config.record_dir)  # noqa: SIM115
@@ -116,14 +124,16 @@ class Receiver:
         self.event_clients: set[Any] = set()
         self.webhook = Webhook(config.webhook) if config.webhook else None
         # an attacker must not be able to fill the log (or the disk it is written to)
-        logs.install("micwire.receiver", "aiohttp.server", "aiohttp.web", "aiohttp.access")
+        logs.install(*LIMITED_LOGGERS)
 
     async def run(self, stop: asyncio.Event, ready: Callable[[int], None] | None = None) -> None:
         """Serve until ``stop`` is set; then close every stream and finalise its files."""
         from micwire.receiver.pages import build_app
 
         cfg = self.config
-        runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            build_app(self), access_log=None, handle_signals=False, shutdown_timeout=2.0
+        )
         await runner.setup()
         site = web.TCPSite(
             runner, cfg.host, cfg.port, ssl_context=self.ssl, reuse_port=cfg.reuse_port
@@ -161,6 +171,8 @@ class Receiver:
             if ready is not None:
                 ready(self.port)
             tasks.append(asyncio.create_task(self._tick(stop)))
+            if cfg.record_dir is not None:
+                tasks.append(asyncio.create_task(self._repair(cfg.record_dir)))
             if self.webhook is not None:
                 tasks.append(asyncio.create_task(self.webhook.run()))
             await stop.wait()
@@ -172,28 +184,39 @@ class Receiver:
             for task in tasks:
                 task.cancel()
             await site.stop()  # no new connections: a reconnecting sender finds our successor
-            await self._close_everything()
-            await runner.cleanup()
             for stream in list(self.streams.parked.values()):
                 await self.streams.finish(stream, f"{stream.outcome}; the receiver stopped")
+            await self._close_everything()
+            await runner.cleanup()
             if self.webhook is not None:
                 await self.webhook.close()
             if self._stats_file is not None:
                 self._stats_file.close()
+            logs.report_left_out(*LIMITED_LOGGERS)
 
     async def _close_everything(self) -> None:
         """Tell every sender, listener and page the receiver is going (1001), and let the
-        senders' handlers finalise their streams."""
+        senders' handlers finalise their streams; a peer that does not answer within a
+        couple of seconds is cut off (a stop never waits on the network for long)."""
         closing = [ws.close(code=1001, message=b"receiver shutting down") for ws in self.sessions]
-        closing += [ws.close(code=1001) for ws in self.event_clients]
+        closing += [client.close(1001) for client in self.event_clients]
         for stream in self.streams.all():
             for listener in list(stream.listeners):
                 listener.end("receiver stopped")
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), 5.0)
-        deadline = time.monotonic() + 10.0
+            await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), 2.5)
+        for ws in list(self.sessions):  # did not answer: no more waiting
+            transport = ws._req.transport if ws._req is not None else None
+            if transport is not None:
+                transport.abort()
+        deadline = time.monotonic() + 10.0  # their handlers finalise the recordings
         while self.sessions and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+
+    async def _repair(self, directory: Any) -> None:
+        """Sidecars a crash left saying "recording" are brought up to date (off the loop)."""
+        for path in await asyncio.to_thread(repair_interrupted, directory):
+            log.info("%s: the recording was interrupted; its sidecar is up to date now", path.name)
 
     def note_refusal(self, peer: str, reason: str) -> None:
         self.refusals[_refusal_kind(reason)] += 1

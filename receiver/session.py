@@ -127,7 +127,8 @@ class Session:
         try:
             while True:
                 packet = await self._next_packet()
-                self.last_packet = time.monotonic()
+                if packet.samples or packet.last:  # empty packets are not audio: no alibi
+                    self.last_packet = time.monotonic()
                 await stream.on_packet(packet)
                 assert self.attachment.depacketizer is not None
                 if self.attachment.depacketizer.ended:

@@ -40,10 +40,16 @@ def secret_digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def storage_error(exc: BaseException, what: str) -> StorageError:
-    """One sentence for a failed write, naming the cause people can fix."""
+def storage_error(exc: BaseException, what: str, directory: Path | None = None) -> StorageError:
+    """One sentence for a failed write, naming the cause people can fix. (libsndfile says
+    only "System error." when it cannot open a file: the disk is asked why.)"""
     code = getattr(exc, "errno", None)
     text = str(exc)
+    if "System error" in text and directory is not None:
+        with contextlib.suppress(OSError):
+            disk = os.statvfs(directory)
+            if disk.f_bavail * disk.f_frsize < 256 * 1024:
+                code = errno.ENOSPC
     if code == errno.ENOSPC or "No space left" in text:
         why = "no space left on device"
     elif code == errno.EDQUOT:
@@ -125,15 +131,45 @@ def _valid(data: Any) -> bool:
     )
 
 
+#: A frame count libsndfile gives for a FLAC file whose header was never finished.
+_UNKNOWN_LENGTH = 2**40
+
+
+def decodable_frames(path: Path) -> int:
+    """How many frames of a file (perhaps cut short by a crash) can be decoded. WAV and
+    MP3 headers are kept current; a FLAC file's length is known only once it is closed,
+    so it is counted by decoding until the data ends."""
+    frames = int(sf.info(str(path)).frames)
+    if frames < _UNKNOWN_LENGTH:
+        return frames
+    count = 0
+    with contextlib.suppress(RuntimeError), sf.SoundFile(str(path)) as f:
+        while block := len(f.read(65536, dtype="int16")):
+            count += block
+    return count
+
+
 def _part_end(directory: Path, part: dict[str, Any]) -> int:
-    """Where a part's recording reaches: the WAV header is kept current, so the file
-    itself says how far it got; otherwise the sidecar's count (at most a second old)."""
-    samples = int(part["samples"])
+    """Where a part's recording reaches after a crash: where every one of its files has
+    audio (the shortest; a WAV longer than that is cut to it, so WAV parts join exactly;
+    an MP3, FLAC or Ogg file may hold a little more than the part's ``samples``)."""
+    samples: int | None = None
+    for name in part["files"]:
+        if not isinstance(name, str) or "/" in name:
+            continue
+        with contextlib.suppress(RuntimeError, OSError):
+            frames = decodable_frames(directory / name)
+            samples = frames if samples is None else min(samples, frames)
+    if samples is None:  # no file could be read: what the sidecar last said
+        samples = int(part["samples"])
     for name in part["files"]:
         if isinstance(name, str) and name.endswith(".wav") and "/" not in name:
-            with contextlib.suppress(RuntimeError, OSError):
-                samples = int(sf.info(str(directory / name)).frames)
-            break
+            with (
+                contextlib.suppress(RuntimeError, OSError),
+                sf.SoundFile(str(directory / name), "r+") as f,
+            ):
+                if f.frames > samples:
+                    f.truncate(samples)
     part["samples"] = samples
     return int(part["origin"]) + samples
 
@@ -170,3 +206,66 @@ def find_previous(
     if last.get("outcome") in (None, "recording"):
         last["outcome"] = "interrupted (the receiver stopped)"
     return Previous(path, data, position)
+
+
+def resumable_outcome(outcome: object) -> bool:
+    """Did the stream end in a way its sender may come back from (a lost link, a
+    receiver that stopped), rather than complete or refused for good?"""
+    if not isinstance(outcome, str):
+        return False
+    return (
+        outcome == "recording"
+        or outcome.startswith(
+            ("connection lost", "connection closed", "interrupted", "no audio", "sender closed")
+        )
+        or outcome.endswith("the receiver stopped")
+    )
+
+
+def name_reserved(directory: Path, stream: str, started: float, grace_s: float) -> bool:
+    """Does a sidecar of this exact name say its stream was interrupted, recently enough
+    that its sender may still come back? "Recently": within ``grace_s`` of when it was
+    last written, or of ``started`` (the receiver's own start, after a restart).
+    Blocking: run it off the event loop."""
+    import time
+
+    now = time.time()
+    for path in directory.glob(f"{sanitize_stream_name(stream)}-*.json"):
+        try:
+            mtime = path.stat().st_mtime
+            if now - max(mtime, started) > grace_s:
+                continue
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+        if _valid(data) and data["stream"] == stream and resumable_outcome(data.get("outcome")):
+            return True
+    return False
+
+
+def repair_interrupted(directory: Path) -> list[Path]:
+    """After a crash: bring sidecars that still say "recording" (and have not been written
+    for a while: no receiver is on them) up to date with their files, and say the part was
+    interrupted. Blocking: run it off the event loop. Returns the sidecars it repaired."""
+    import time
+
+    repaired = []
+    for path in directory.glob("*.json"):
+        try:
+            if time.time() - path.stat().st_mtime < 5.0:
+                continue  # being written: a live recording
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+        if not _valid(data) or data.get("outcome") != "recording":
+            continue
+        last = data["parts"][-1]
+        _part_end(directory, last)
+        last["outcome"] = data["outcome"] = "interrupted (the receiver stopped)"
+        data["samples"] = sum(int(part["samples"]) for part in data["parts"])
+        try:
+            write_json(path, data)
+        except StorageError:
+            continue
+        repaired.append(path)
+    return repaired

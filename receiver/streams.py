@@ -28,8 +28,9 @@ from urllib.parse import quote
 from micwire import __version__
 from micwire.common.alerts import AlertRules, StreamAlerts
 from micwire.common.assembly import AssemblyStats, Depacketizer, RealTimeBound, Segment
+from micwire.common.audiofile import get_format
 from micwire.common.codecs import make_decoder
-from micwire.common.errors import DeviceError, MicwireError, StorageError
+from micwire.common.errors import AudioFormatError, DeviceError, MicwireError, StorageError
 from micwire.common.levels import LevelMeter
 from micwire.common.protocol import Accept, Hello, Packet
 from micwire.common.stats import StreamFigures
@@ -37,7 +38,14 @@ from micwire.receiver.config import ReceiverConfig
 from micwire.receiver.listeners import Listener
 from micwire.receiver.playback import Playback
 from micwire.receiver.recording import Recording
-from micwire.receiver.storage import Previous, find_previous, secret_digest, write_json
+from micwire.receiver.storage import (
+    Previous,
+    find_previous,
+    name_reserved,
+    resumable_outcome,
+    secret_digest,
+    write_json,
+)
 
 log = logging.getLogger("micwire.receiver")
 #: Lost frames played as codec concealment before live playback falls back to a fade.
@@ -56,6 +64,8 @@ PLAYBACK_COUNTERS = (
     "device_underflows",
     "callback_errors",
 )
+#: Silence a stream may ask for beyond the time since it began.
+GAP_MARGIN_S = 2.0
 #: How long a proven resume waits for the stream's old, half-open connection to let go.
 TAKEOVER_WAIT_S = 2.0
 
@@ -106,6 +116,13 @@ class Stream:
         self.software = hello.software
         self.start = datetime.fromtimestamp(hello.start_time_us / 1e6, timezone.utc)
         self.received = datetime.now(timezone.utc)
+        #: When the receiver first saw this stream (s since the Unix epoch; carried over
+        #: from the sidecar when a restarted receiver continues it).
+        self.first_seen = time.time()
+        if previous is not None:
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                first = datetime.fromisoformat(previous.data["received_utc"]).timestamp()
+                self.first_seen = min(self.first_seen, first)
         #: Where the recording starts on the stream's timeline (None: at the first packet).
         self.origin = origin
         #: Where the timeline has got to (what the recording holds or has queued).
@@ -170,7 +187,9 @@ class Stream:
         self.attachment = attachment
         self.state = "live"
         start = self.position if self.origin is not None else None
-        attachment.depacketizer = Depacketizer(self.params, make_decoder(self.params), start)
+        attachment.depacketizer = Depacketizer(
+            self.params, make_decoder(self.params), start, gap_budget=self._gap_budget
+        )
         if self.output_device is not None and self.playback is None:
             self._callback_errors_seen = 0
             try:
@@ -189,6 +208,13 @@ class Stream:
             )
         for listener in self.listeners:  # a new codec stream: listeners reset their decoder
             self.start_listener(listener)
+
+    def _gap_budget(self) -> int:
+        """Silence the stream may still ask for: no more than the time since it began
+        (plus a margin), less what it had already (a capture queue or a spool that lost
+        audio only ever loses real time)."""
+        elapsed = time.time() - self.first_seen + GAP_MARGIN_S
+        return int(elapsed * self.params.rate_hz) - self.stats().gap_samples
 
     def detach(self) -> None:
         """The connection is done with the stream; keep its figures."""
@@ -502,6 +528,10 @@ class Stream:
             )
         if self.reconnects:
             text += f", {self.reconnects} reconnects"
+        if self.previous is not None:
+            earlier = sum(int(p["samples"]) for p in self.previous.data["parts"])
+            whole = (earlier + stats.samples) / self.params.rate_hz
+            text += f" (with its earlier parts: {whole:.2f} s)"
         if self.paths:
             text += ", recorded to " + ", ".join(self.paths)
         return text
@@ -526,6 +556,10 @@ class Streams:
         self._admitting: set[str] = set()  # names with a hello being answered
         #: The receiver is shutting down: streams are finalised, not parked.
         self.stopping = False
+        #: Streams that ended without their last packet (their sender may come back to
+        #: continue them): by name, with when they ended.
+        self.ended: dict[str, tuple[float, Stream]] = {}
+        self.started = time.time()
 
     def __len__(self) -> int:
         return len(self.live) + len(self.parked)
@@ -588,6 +622,11 @@ class Streams:
 
     async def _new(self, hello: Hello, peer: str) -> tuple[Stream, int | None, str | None]:
         cfg = self.config
+        for name in cfg.formats if cfg.record_dir is not None else ():
+            try:  # refused now, for good, rather than failing on the first audio, again and again
+                get_format(name).check(hello.params.rate_hz, hello.params.channels)
+            except AudioFormatError as exc:
+                raise Refusal(f"this receiver records {name}: {exc}") from exc
         previous: Previous | None = None
         proven = False
         if hello.resuming and hello.resume_secret and cfg.record_dir is not None:
@@ -600,6 +639,12 @@ class Streams:
                 hello.params,
             )
             proven = previous is not None
+        if not proven and await self._reserved(hello):
+            raise Refusal(
+                f"stream name {hello.stream!r} is in use by another sender (it may come back "
+                "to continue); pick another name, or retry later",
+                retry=True,
+            )
         if not proven and len(self.live) >= cfg.max_streams:
             raise Refusal(f"receiver is full ({cfg.max_streams} streams)", retry=True)
         rate = hello.params.rate_hz
@@ -690,8 +735,26 @@ class Streams:
             log.warning("stream %r: too many streams waiting; finalising it", oldest.name)
             await self.finish(oldest, oldest.outcome)
 
+    async def _reserved(self, hello: Hello) -> bool:
+        """Is the name held for a stream whose sender may still come back? (Ended here
+        without its last packet, or interrupted by a restart of the receiver: for a
+        grace period from then, only the stream's own sender may take the name.)"""
+        grace = self.config.resume_grace_s
+        ended = self.ended.get(hello.stream)
+        if ended is not None and time.time() - ended[0] < grace:
+            return not ended[1].proves(hello)
+        if self.config.record_dir is None:
+            return False
+        return await asyncio.to_thread(
+            name_reserved, self.config.record_dir, hello.stream, self.started, grace
+        )
+
     async def finish(self, stream: Stream, outcome: str) -> None:
         """Finalise a stream for good: files, sidecar, report."""
+        if stream.resumable and resumable_outcome(outcome):
+            self.ended[stream.name] = (time.time(), stream)
+            while len(self.ended) > 1000:
+                del self.ended[next(iter(self.ended))]
         if self.live.get(stream.name) is stream:
             del self.live[stream.name]
         if self.parked.get(stream.name) is stream:

@@ -31,7 +31,14 @@ from micwire.common.framing import Block, Framer, Packetizer
 from micwire.common.protocol import Hello, StreamParams
 from micwire.common.spool import Spool
 from micwire.sender.config import SenderConfig, SenderReport
-from micwire.sender.link import SOFTWARE, Link, closed_message, final_close, warn_about_plain_token
+from micwire.sender.link import (
+    SOFTWARE,
+    Link,
+    check_url,
+    closed_message,
+    final_close,
+    warn_about_plain_token,
+)
 from micwire.sender.sources import Source, open_source
 
 log = logging.getLogger("micwire.sender")
@@ -49,8 +56,17 @@ class Sender:
     def __init__(self, config: SenderConfig, source: Source | None = None) -> None:
         self.config = config
         params = config.params()
-        if config.duration_s is not None and not config.duration_s > 0:
+        if config.duration_s is not None and not 0 < config.duration_s < math.inf:
             raise ParameterError(f"--duration must be positive, got {config.duration_s:g}")
+        if not 0 < config.spool_s < math.inf:
+            raise ParameterError(f"--spool-s must be positive, got {config.spool_s:g}")
+        check_url(config.url)
+        if config.token is not None and (
+            not config.token
+            or not config.token.isprintable()
+            or any(c.isspace() for c in config.token)
+        ):
+            raise ParameterError("--token must be printable text without spaces, and not empty")
         # fail fast, before connecting: codec library, device, file
         self._encoder: Encoder | None = self._make_encoder(params)
         self.params = replace(params, pre_skip=self._encoder.pre_skip)
@@ -147,7 +163,7 @@ class Sender:
         failing_since: float | None = None
         while True:
             try:
-                link = await Link.open(self.config, self._hello())
+                link = await Link.open(self.config, self._hello)
             except TransportError as exc:
                 retry = isinstance(exc, RefusedError) and exc.retry
                 if not self._secret and not retry:
@@ -155,10 +171,11 @@ class Sender:
                 failing_since = failing_since or time.monotonic()
                 if not self.config.reconnect and not retry:
                     raise
-                if time.monotonic() - failing_since > self.config.reconnect_timeout_s:
+                give_up = self.config.reconnect_timeout_s
+                if give_up is not None and time.monotonic() - failing_since > give_up:
                     raise TransportError(
-                        f"lost the receiver at {self.config.url} and could not reconnect "
-                        f"within {self.config.reconnect_timeout_s:g} s ({exc}); "
+                        f"could not reach the receiver at {self.config.url} again within "
+                        f"{give_up:g} s ({exc}); "
                         f"{self._undelivered_s():.1f} s of audio were not delivered"
                     ) from exc
                 if retry:
@@ -193,7 +210,9 @@ class Sender:
 
     def _hello(self) -> Hello:
         now_us = int(time.time() * 1e6)
-        self._start_us = self._start_us or now_us
+        if not self._start_us:  # when sample 0 was captured (or is about to be)
+            first = self.spool.read(0, 1) if self.spool.end else []
+            self._start_us = int(first[0].capture_time * 1e6) if first else now_us
         return Hello(
             self.config.name,
             self.params,

@@ -29,8 +29,9 @@ class SenderConfig:
     spool_s: float = 120.0
     #: Reconnect after a network failure (the receiver resumes the same recording).
     reconnect: bool = True
-    #: Give up when no connection could be made for this long (the spool is full by then).
-    reconnect_timeout_s: float = 120.0
+    #: Give up when no connection could be made for this long; None: never, while still
+    #: capturing (the spool keeps the newest audio, what is older is counted as lost).
+    reconnect_timeout_s: float | None = None
     #: Once stopped, how long to keep trying to deliver what is left and have the receiver
     #: confirm it; then give up and say how much was not delivered.
     finish_timeout_s: float = 5.0

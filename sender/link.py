@@ -42,7 +42,9 @@ SOFTWARE = f"micwire/{__version__}"
 
 
 def closed_message(exc: ConnectionClosed) -> str:
-    reason = f": {exc.rcvd.reason}" if exc.rcvd and exc.rcvd.reason else ""
+    if exc.rcvd is None:  # no close frame: a reset, a dead link, a receiver that crashed
+        return "lost the connection to the receiver"
+    reason = f": {exc.rcvd.reason}" if exc.rcvd.reason else ""
     return f"the receiver closed the connection{reason}"
 
 
@@ -60,6 +62,18 @@ def _is_local(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def check_url(url: str) -> None:
+    """A ws:// or wss:// URL websockets can open, else one ParameterError."""
+    from websockets.uri import parse_uri
+
+    try:
+        parse_uri(url)
+    except (InvalidURI, ValueError) as exc:
+        raise ParameterError(
+            f"bad receiver URL {url!r}: use ws://HOST:PORT or wss://HOST:PORT ({exc})"
+        ) from exc
 
 
 def connect_options(config: SenderConfig) -> dict[str, Any]:
@@ -102,14 +116,14 @@ async def open_connection(config: SenderConfig) -> ClientConnection:
     url = config.url
     try:
         return await connect(url, **connect_options(config))
-    except InvalidURI as exc:
-        raise ParameterError(
-            f"bad receiver URL {url!r}: use ws://HOST:PORT or wss://HOST:PORT"
-        ) from exc
     except ssl.SSLCertVerificationError as exc:
         raise TransportError(
             f"the receiver at {url} has a TLS certificate this machine does not trust "
             f"({exc.verify_message}); pass its CA with --cafile"
+        ) from exc
+    except (InvalidURI, ValueError) as exc:  # after ssl: its errors are ValueErrors too
+        raise ParameterError(
+            f"bad receiver URL {url!r}: use ws://HOST:PORT or wss://HOST:PORT"
         ) from exc
     except InvalidStatus as exc:
         if exc.response.status_code == HTTPStatus.UNAUTHORIZED:
@@ -118,13 +132,20 @@ async def open_connection(config: SenderConfig) -> ClientConnection:
                 "pass --token or set MICWIRE_TOKEN"
             ) from exc
         raise TransportError(f"the receiver at {url} rejected the connection: {exc}") from exc
+    except ssl.SSLError as exc:
+        hint = "; is it ws:// (no TLS)?" if url.startswith("wss://") else ""
+        raise TransportError(f"TLS with the receiver at {url} failed ({exc}){hint}") from exc
     except (OSError, asyncio.TimeoutError) as exc:
         why = getattr(exc, "strerror", None) or str(exc) or "no answer"
-        raise TransportError(
-            f"cannot reach the receiver at {url} ({why}); is `micwire receive` running there?"
-        ) from exc
+        hint = (
+            "; is it ws:// (no TLS)?"
+            if url.startswith("wss://") and isinstance(exc, asyncio.TimeoutError)
+            else "; is `micwire receive` running there?"
+        )
+        raise TransportError(f"cannot reach the receiver at {url} ({why}){hint}") from exc
     except InvalidHandshake as exc:
-        raise TransportError(f"the receiver at {url} rejected the connection: {exc}") from exc
+        hint = "; is it wss:// (TLS)?" if url.startswith("ws://") else ""
+        raise TransportError(f"the receiver at {url} rejected the connection: {exc}{hint}") from exc
 
 
 #: A receiver acknowledges every second; this long without a word, the link is taken for
@@ -152,10 +173,12 @@ class Link:
             self._watchdog = asyncio.create_task(self._watch())
 
     @classmethod
-    async def open(cls, config: SenderConfig, hello: Hello) -> Link:
+    async def open(cls, config: SenderConfig, hello: Callable[[], Hello]) -> Link:
+        """Connect, then say hello (made once connected: its clock fields tell the receiver
+        how much audio the sender holds right now, which bounds what it may send)."""
         ws = await open_connection(config)
         try:
-            await ws.send(hello.serialize())
+            await ws.send(hello().serialize())
             text = await asyncio.wait_for(ws.recv(), config.reply_timeout_s)
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd else None

@@ -12,6 +12,7 @@ import abc
 import asyncio
 import contextlib
 import math
+import os
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Callable
@@ -260,6 +261,8 @@ class FileSource(PacedSource):
         import soundfile as sf
 
         super().__init__(rate_hz, channels, block_samples, clock_scale)
+        if not os.path.isfile(path):
+            raise AudioFormatError(f"cannot read audio file {path!r}: no such file")
         try:
             self._file = sf.SoundFile(path)
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:

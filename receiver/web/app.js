@@ -11,141 +11,31 @@
 //                     queuedMs, ...}}, streams, connected, listen(name), stop(name)}
 //   `output` is the GainNode every stream is mixed into right before ctx.destination.
 
-const PLAYER_URL = '/static/player-worklet.js';
-const PLAYER_NAME = 'micwire-player';
-/** Jitter-buffer target in ms (the worklet grows it on underruns and shrinks it back);
- * `?jitter_ms=N` on the page's URL overrides it (benchmarks). */
-const TARGET_MS = clampNumber(new URLSearchParams(location.search).get('jitter_ms'), 5, 200, 40);
-const MAX_QUEUE_MS = 250;
+import { EM, fmt, fmtBytes, fmtChannels, fmtClock, fmtCount, fmtDuration, fmtRate, fmtSamples, fmtSigned,
+  isNum, minus, safePath, setText, wsUrl, backoff } from './util.js';
+import { Listener, audio, ensureAudio } from './listen.js';
+
 const METER_FLOOR_DB = -60;
-const LAST_FLAG = 0x01;
-const HEADER_BYTES = 24;
-const EM = '—';
 
 const hooks = {
-  ctx: null,
-  output: null,
+  get ctx() {
+    return audio.ctx;
+  },
+  get output() {
+    return audio.output;
+  },
   listening: {},
   streams: [],
   connected: false,
   events: 0,
   listen: (name) => startListening(name),
-  stop: (name) => listeners.get(name)?.stop('stopped'),
+  stop: (name) => listeners.get(name)?.stop(),
 };
 window.micwire = hooks;
 
 const views = new Map(); // stream name -> StreamView
 const listeners = new Map(); // stream name -> Listener
 let latestTime = 0; // the receiver's clock at the last event (s since the epoch)
-
-// ---------------------------------------------------------------------------------------
-// small pure helpers
-
-function clampNumber(text, lo, hi, fallback) {
-  const v = Number(text);
-  return text !== null && text !== '' && Number.isFinite(v) ? Math.min(hi, Math.max(lo, v)) : fallback;
-}
-
-function isNum(v) {
-  return typeof v === 'number' && Number.isFinite(v);
-}
-
-const minus = (s) => s.replace('-', '−');
-
-function fmt(v, digits = 0, unit = '') {
-  if (!isNum(v)) return EM;
-  return minus(v.toFixed(digits)) + unit;
-}
-
-function fmtSigned(v, digits = 0, unit = '') {
-  if (!isNum(v)) return EM;
-  return (v > 0 ? '+' : '') + minus(v.toFixed(digits)) + unit;
-}
-
-function fmtCount(v) {
-  return isNum(v) ? String(Math.round(v)) : EM;
-}
-
-function fmtDuration(s) {
-  if (!isNum(s) || s < 0) return EM;
-  s = Math.floor(s);
-  const d = Math.floor(s / 86400);
-  const h = Math.floor((s % 86400) / 3600);
-  const m = Math.floor((s % 3600) / 60);
-  const sec = s % 60;
-  const p2 = (n) => String(n).padStart(2, '0');
-  if (d) return `${d}d ${h}h ${p2(m)}m`;
-  if (h) return `${h}h ${p2(m)}m ${p2(sec)}s`;
-  if (m) return `${m}m ${p2(sec)}s`;
-  return `${sec}s`;
-}
-
-function fmtBytes(n) {
-  if (!isNum(n)) return '';
-  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
-  let i = 0;
-  while (n >= 1000 && i < units.length - 1) {
-    n /= 1000;
-    i++;
-  }
-  return (i === 0 ? String(n) : n.toFixed(n < 10 ? 1 : 0)) + ' ' + units[i];
-}
-
-function fmtClock(epochS) {
-  if (!isNum(epochS)) return EM;
-  return new Date(epochS * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
-}
-
-function fmtRate(hz) {
-  if (!isNum(hz)) return '';
-  return (hz % 1000 === 0 ? String(hz / 1000) : (hz / 1000).toFixed(1)) + ' kHz';
-}
-
-function fmtChannels(n) {
-  return n === 1 ? 'mono' : n === 2 ? 'stereo' : isNum(n) ? `${n} ch` : '';
-}
-
-/** A same-site path, or null: hrefs from data never carry a scheme (javascript:, //host). */
-function safePath(url) {
-  return typeof url === 'string' && url.startsWith('/') && !url.startsWith('//') && !url.includes('\\') ? url : null;
-}
-
-function wsUrl(path) {
-  return (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + path;
-}
-
-/** Reconnect delays in seconds: 0.5, 1, 2, 4, 8, 10, 10, … with ±20 % jitter. */
-function* backoff(first = 0.5, max = 10) {
-  let d = first;
-  for (;;) {
-    yield d * (0.8 + 0.4 * Math.random());
-    d = Math.min(max, d * 2);
-  }
-}
-
-function setText(el, text) {
-  if (el.textContent !== text) el.textContent = text;
-}
-
-function median(values) {
-  const s = [...values].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-/** PROTOCOL.md §4: 24 bytes, big-endian: version u8, flags u8, samples u16, seq u32,
- * timestamp u64 (samples), capture_time_us u64 (sender wall clock). */
-function parseHeader(buf) {
-  const v = new DataView(buf, 0, HEADER_BYTES);
-  return {
-    version: v.getUint8(0),
-    flags: v.getUint8(1),
-    samples: v.getUint16(2),
-    seq: v.getUint32(4),
-    timestamp: Number(v.getBigUint64(8)),
-    captureUs: Number(v.getBigUint64(16)), // < 2^53 until the year 2255: exact as a Number
-  };
-}
 
 // ---------------------------------------------------------------------------------------
 // live figures: WS /api/events
@@ -338,7 +228,7 @@ class StreamView {
 
   toggleListen() {
     this.f.lnote.hidden = true;
-    if (listeners.has(this.name)) listeners.get(this.name).stop('stopped');
+    if (listeners.has(this.name)) listeners.get(this.name).stop();
     else startListening(this.name);
   }
 
@@ -377,9 +267,11 @@ class StreamView {
 
     this.updateAlerts(Array.isArray(s.alerts) ? s.alerts : [], now);
     this.updateRecordings(Array.isArray(s.recordings) ? s.recordings : []);
-    const listening = listeners.has(this.name);
-    f.listen.disabled = !listening && state === 'ended';
-    f.listen.title = f.listen.disabled ? 'The stream has ended' : '';
+    const disabled = !listeners.has(this.name) && state === 'ended';
+    if (f.listen.disabled !== disabled) {
+      f.listen.disabled = disabled;
+      f.listen.title = disabled ? 'The stream has ended' : '';
+    }
   }
 
   updateAlerts(alerts, now) {
@@ -421,6 +313,7 @@ class StreamView {
     const items = recs.slice().reverse().map((r) => {
       const li = document.createElement('li');
       const name = typeof r.name === 'string' ? r.name : String(r.url || 'recording');
+      if (name.endsWith('.json')) li.className = 'sidecar'; // what the recording is (PROTOCOL.md §8)
       const href = safePath(r.url);
       const a = document.createElement(href ? 'a' : 'span');
       if (href) {
@@ -471,41 +364,88 @@ class StreamView {
 
   showListenStatus(h) {
     const f = this.f;
+    // changes of state show at once; the moving figures ~2.5 times a second (each change
+    // costs the browser a frame)
+    const now = performance.now();
+    const key = `${h.state}|${h.codecPath}|${h.underruns}`;
+    if (key === this.listenKey && now - this.listenShown < 400) return;
+    this.listenKey = key;
+    this.listenShown = now;
     setText(f.lPath, h.pathLabel);
     f.lPath.dataset.path = h.codecPath;
-    setText(f.lLatency, isNum(h.latencyMs) ? `${Math.round(h.latencyMs)} ms latency` : h.state);
-    setText(f.lQueue, isNum(h.queuedMs) ? `queue ${Math.round(h.queuedMs)}/${Math.round(h.targetMs)} ms` : '');
+    let what = h.state;
+    if (h.state === 'playing') what = isNum(h.latencyMs) ? `${Math.round(h.latencyMs)} ms capture→ear` : 'buffering…';
+    setText(f.lLatency, what);
+    setText(f.lQueue, isNum(h.queuedMs) ? `buffer ${Math.round(h.queuedMs)}/${Math.round(h.targetMs)} ms` : '');
     setText(f.lUnderruns, `${h.underruns} underrun${h.underruns === 1 ? '' : 's'}`);
     f.lUnderruns.classList.toggle('nonzero', h.underruns > 0);
   }
 }
 
-function fmtSamples(n, rate) {
-  if (!isNum(n)) return EM;
-  if (n === 0 || !isNum(rate) || rate <= 0) return String(n);
-  const ms = (n * 1000) / rate;
-  return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`;
-}
-
-/** A level meter: bar over −60…0 dBFS plus the number. The bar is a gradient that a cover
- * element hides from the right; the cover's transform glides between the ~5 updates a
- * second (CSS transition), so the meter moves smoothly without any per-frame script. */
+/** A level meter: a bar over −60…0 dBFS plus the number. The bar is a gradient that a cover
+ * hides from the right. The receiver sends levels ~5 times a second; between them the bar
+ * glides (fast up, slower down, like a peak meter), drawn 20 times a second by one
+ * animation loop for all meters that stops when nothing moves: cheap on a phone's battery
+ * and on a machine without a GPU. The number changes with each update only. */
 class Meter {
   constructor(el) {
     this.el = el;
     this.cover = el.querySelector('.cover');
     this.db = el.querySelector('.db');
+    this.target = 0; // fraction of the bar
+    this.shown = -1; // what the cover shows now (-1: nothing drawn yet)
   }
 
   set(dbfs) {
     const ok = isNum(dbfs);
-    const frac = ok ? Math.min(1, Math.max(0, (dbfs - METER_FLOOR_DB) / -METER_FLOOR_DB)) : 0;
-    this.cover.style.transform = `scaleX(${(1 - frac).toFixed(4)})`;
-    this.el.dataset.db = ok ? dbfs.toFixed(1) : '';
+    this.target = ok ? Math.min(1, Math.max(0, (dbfs - METER_FLOOR_DB) / -METER_FLOOR_DB)) : 0;
+    const db = ok ? dbfs.toFixed(1) : '';
+    if (this.el.dataset.db !== db) this.el.dataset.db = db;
     this.el.classList.toggle('hot', ok && dbfs > -1);
     setText(this.db, ok ? (dbfs <= -100 ? '−∞' : minus(dbfs.toFixed(1))) + ' dB' : EM);
+    if (this.shown !== this.target) meterLoop.add(this);
+  }
+
+  /** One animation step of dt seconds; false once the bar has arrived. */
+  step(dt) {
+    if (this.shown < 0 || reducedMotion.matches) this.shown = this.target;
+    else {
+      const rising = this.target > this.shown;
+      const tau = rising ? 0.03 : 0.12; // s: quick attack, gentler release
+      this.shown += (this.target - this.shown) * Math.min(1, dt / tau);
+      if (Math.abs(this.target - this.shown) < 0.002) this.shown = this.target;
+    }
+    this.cover.style.transform = `scaleX(${(1 - this.shown).toFixed(4)})`;
+    return this.shown !== this.target;
   }
 }
+
+const reducedMotion = matchMedia('(prefers-reduced-motion: reduce)');
+
+/** One loop for every meter that is moving, 20 steps a second. A timer, not
+ * requestAnimationFrame: asking for every frame makes the browser run its rendering
+ * pipeline 60 times a second even when this skips most of them (measured: twice the CPU in
+ * headless Chromium). Timers also slow down in background tabs. */
+const METER_STEP_MS = 50;
+const meterLoop = {
+  moving: new Set(),
+  timer: 0,
+  last: 0,
+  add(meter) {
+    this.moving.add(meter);
+    if (!this.timer) {
+      this.last = performance.now() - METER_STEP_MS;
+      this.timer = setTimeout(() => this.step(), 0);
+    }
+  },
+  step() {
+    const now = performance.now();
+    const dt = Math.min(0.2, (now - this.last) / 1000);
+    this.last = now;
+    for (const m of this.moving) if (!m.step(dt) || !m.el.isConnected) this.moving.delete(m);
+    this.timer = this.moving.size ? setTimeout(() => this.step(), METER_STEP_MS) : 0;
+  },
+};
 
 function loadVolume(name) {
   try {
@@ -525,468 +465,37 @@ function saveVolume(name, v) {
 }
 
 // ---------------------------------------------------------------------------------------
-// audio: one AudioContext, one output bus, one player worklet per listened stream
-
-let audioReady = null;
-
-/** Create the AudioContext inside the click (autoplay policies want a user gesture; iOS
- * wants resume() in the same task), then load the player module. */
-function ensureAudio() {
-  if (!hooks.ctx) {
-    const ctx = new AudioContext({ latencyHint: 'interactive' });
-    // iOS: play even with the ring/silent switch on (Safari 16.4+)
-    try {
-      if (navigator.audioSession) navigator.audioSession.type = 'playback';
-    } catch {
-      // not supported
-    }
-    ctx.resume().catch(() => {});
-    const output = ctx.createGain();
-    output.connect(ctx.destination);
-    hooks.ctx = ctx;
-    hooks.output = output;
-    audioReady = ctx.audioWorklet.addModule(PLAYER_URL).then(() => ctx);
-  } else if (hooks.ctx.state === 'suspended') {
-    hooks.ctx.resume().catch(() => {});
-  }
-  return audioReady;
-}
+// listening
 
 async function startListening(name) {
   if (listeners.has(name)) return listeners.get(name);
   const view = views.get(name);
-  const listener = new Listener(name, view);
+  const hook = {};
+  hooks.listening[name] = hook;
+  const listener = new Listener(name, {
+    hook,
+    volume: loadVolume(name),
+    streamState: () => hooks.streams.find((s) => s.stream === name)?.state ?? null,
+    ui: {
+      status: (h) => view?.showListenStatus(h),
+      stopped: (reason) => {
+        listeners.delete(name);
+        delete hooks.listening[name];
+        const current = views.get(name);
+        current?.setListening(false);
+        if (reason) current?.note(`Stopped listening: ${reason}.`);
+      },
+    },
+  });
   listeners.set(name, listener);
   view?.setListening(true);
   try {
-    const ctx = await ensureAudio();
-    listener.begin(ctx);
+    listener.begin(await ensureAudio());
   } catch (err) {
-    listener.fail(`cannot start audio: ${err && err.message ? err.message : err}`);
+    console.error(`micwire: ${name}: cannot start audio`, err);
+    listener.stop(`cannot start audio (${err && err.message ? err.message : err})`);
   }
   return listener;
-}
-
-/** Can this browser decode Opus with WebCodecs? {ok, reason}; cached per format. */
-const opusSupport = new Map();
-function checkOpus(rateHz, channels) {
-  const key = `${rateHz}/${channels}`;
-  if (!opusSupport.has(key)) {
-    opusSupport.set(
-      key,
-      (async () => {
-        if (typeof globalThis.AudioDecoder !== 'function' || typeof globalThis.EncodedAudioChunk !== 'function') {
-          return { ok: false, reason: 'no WebCodecs AudioDecoder in this browser' };
-        }
-        try {
-          const r = await AudioDecoder.isConfigSupported({ codec: 'opus', sampleRate: rateHz, numberOfChannels: channels });
-          return r.supported ? { ok: true, reason: '' } : { ok: false, reason: 'this browser cannot decode Opus' };
-        } catch (err) {
-          return { ok: false, reason: `Opus check failed: ${err && err.message ? err.message : err}` };
-        }
-      })(),
-    );
-  }
-  return opusSupport.get(key);
-}
-
-const PATH_LABELS = {
-  connecting: 'connecting…',
-  'opus-webcodecs': 'Opus · WebCodecs',
-  pcm: 'PCM',
-  'pcm-fallback': 'PCM (fallback)',
-};
-
-/** Listening to one stream: WS /api/listen/<name> -> decoder -> player worklet -> volume -> output. */
-class Listener {
-  constructor(name, view) {
-    this.name = name;
-    this.view = view;
-    this.ctx = null;
-    this.ws = null;
-    this.format = null; // from the current `start`
-    this.decoder = null;
-    this.decodeQueue = []; // {samples, captureMs} per packet given to the decoder, in order
-    this.skipFrames = null; // decoded frames still to drop (Opus pre-skip)
-    this.pending = null; // packets that arrive while a `start` is being set up
-    this.node = null;
-    this.nodeChannels = 0;
-    this.nodeRate = 0;
-    this.gain = null;
-    this.forcePcm = false;
-    this.fallbackReason = '';
-    this.stopped = false;
-    this.ended = false;
-    this.retry = backoff();
-    this.retryTimer = 0;
-    this.latencies = [];
-    this.hook = {
-      state: 'connecting',
-      codecPath: 'connecting',
-      pathLabel: PATH_LABELS.connecting,
-      fallbackReason: '',
-      latencyMs: null,
-      latencyRawMs: null,
-      queuedMs: null,
-      targetMs: TARGET_MS,
-      underruns: 0,
-      concealedMs: 0,
-      droppedMs: 0,
-      packets: 0,
-      starts: 0,
-      decodeErrors: 0,
-      outputRateHz: null,
-    };
-    hooks.listening[name] = this.hook;
-  }
-
-  begin(ctx) {
-    if (this.stopped) return;
-    this.ctx = ctx;
-    this.gain = ctx.createGain();
-    this.gain.gain.value = loadVolume(this.name);
-    this.gain.connect(hooks.output);
-    this.connect();
-  }
-
-  setVolume(v) {
-    if (this.gain) this.gain.gain.setTargetAtTime(v, this.ctx.currentTime, 0.02);
-  }
-
-  connect() {
-    if (this.stopped) return;
-    clearTimeout(this.retryTimer);
-    const url = wsUrl('/api/listen/' + encodeURIComponent(this.name) + (this.forcePcm ? '?format=pcm' : ''));
-    const ws = new WebSocket(url);
-    ws.binaryType = 'arraybuffer';
-    this.ws = ws;
-    this.format = null;
-    this.pending = null;
-    ws.onmessage = (e) => this.onMessage(ws, e.data);
-    ws.onclose = (e) => this.onClose(ws, e);
-    this.setState('connecting');
-  }
-
-  setState(state) {
-    this.hook.state = state;
-    this.refresh();
-  }
-
-  setPath(path) {
-    this.hook.codecPath = path;
-    let label = PATH_LABELS[path] || path;
-    if (path === 'pcm-fallback' && this.fallbackReason) label += `: ${this.fallbackReason}`;
-    this.hook.pathLabel = label;
-    this.hook.fallbackReason = this.fallbackReason;
-    this.refresh();
-  }
-
-  refresh() {
-    this.view?.showListenStatus(this.hook);
-  }
-
-  onMessage(ws, data) {
-    if (ws !== this.ws || this.stopped) return;
-    if (typeof data === 'string') {
-      let msg;
-      try {
-        msg = JSON.parse(data);
-      } catch {
-        return;
-      }
-      if (msg.type === 'start') this.onStart(ws, msg);
-      else if (msg.type === 'end') this.onEnd(msg);
-      return;
-    }
-    if (this.pending) {
-      if (this.pending.length < 500) this.pending.push(data);
-      return;
-    }
-    if (this.format) this.onPacket(data);
-  }
-
-  /** A new codec stream (first, and after each reconnect of the sender): reset the decoder. */
-  async onStart(ws, msg) {
-    this.pending = [];
-    this.closeDecoder();
-    this.retry = backoff();
-    this.hook.starts++;
-    const format = {
-      codec: String(msg.codec),
-      rateHz: Number(msg.rate_hz),
-      channels: Math.max(1, Number(msg.channels) || 1),
-      frameMs: Number(msg.frame_ms),
-      preSkip: Math.max(0, Number(msg.pre_skip) || 0),
-    };
-    if (format.codec === 'opus' && !this.forcePcm) {
-      const support = await checkOpus(format.rateHz, format.channels);
-      if (ws !== this.ws || this.stopped) return;
-      if (!support.ok) return this.fallBackToPcm(support.reason);
-      const decoder = new AudioDecoder({
-        output: (ad) => this.onDecoded(decoder, ad),
-        error: (err) => this.onDecoderError(decoder, err),
-      });
-      try {
-        // raw Opus packets need no description (no OpusHead): Chromium then applies no
-        // pre-skip itself, and onDecoded drops it as PROTOCOL.md §4 says
-        decoder.configure({ codec: 'opus', sampleRate: format.rateHz, numberOfChannels: format.channels });
-      } catch (err) {
-        return this.fallBackToPcm(`Opus decoder refused: ${err && err.message ? err.message : err}`);
-      }
-      this.decoder = decoder;
-      this.decodeQueue = [];
-      this.skipFrames = null;
-      this.setPath('opus-webcodecs');
-    } else if (format.codec === 'pcm') {
-      this.setPath(this.forcePcm ? 'pcm-fallback' : 'pcm');
-      this.ensureNode(format.channels, format.rateHz);
-    } else if (!this.forcePcm) {
-      return this.fallBackToPcm(`unknown codec ${format.codec}`);
-    } else {
-      return this.fail(`the receiver sent codec ${format.codec} for PCM`);
-    }
-    this.format = format;
-    this.setState('playing');
-    const queued = this.pending;
-    this.pending = null;
-    for (const p of queued) this.onPacket(p);
-  }
-
-  fallBackToPcm(reason) {
-    this.fallbackReason = reason;
-    this.forcePcm = true;
-    this.setPath('pcm-fallback');
-    console.warn(`micwire: ${this.name}: ${reason}; listening to PCM instead`);
-    const old = this.ws;
-    this.ws = null;
-    old?.close(1000);
-    this.connect();
-  }
-
-  onPacket(buf) {
-    if (buf.byteLength < HEADER_BYTES) return;
-    const h = parseHeader(buf);
-    if (h.version !== 1) return;
-    this.hook.packets++;
-    const fmtNow = this.format;
-    const captureMs = h.captureUs / 1000;
-    if (fmtNow.codec === 'pcm') {
-      // s16le, channels interleaved; `samples` frames
-      const ch = fmtNow.channels;
-      const frames = Math.min(h.samples, Math.floor((buf.byteLength - HEADER_BYTES) / (2 * ch)));
-      if (frames <= 0) return;
-      const view = new DataView(buf, HEADER_BYTES, frames * ch * 2);
-      const pcm = new Float32Array(frames * ch);
-      for (let i = 0; i < pcm.length; i++) pcm[i] = view.getInt16(2 * i, true) / 32768;
-      this.play(pcm, captureMs);
-    } else if (this.decoder && this.decoder.state === 'configured') {
-      const payload = new Uint8Array(buf, HEADER_BYTES);
-      if (payload.length === 0) return; // an empty packet only carries LAST
-      this.decodeQueue.push({ samples: h.samples, captureMs });
-      this.decoder.decode(
-        new EncodedAudioChunk({ type: 'key', timestamp: Math.round((h.timestamp * 1e6) / fmtNow.rateHz), data: payload }),
-      );
-    }
-  }
-
-  /** One decoded Opus packet (outputs come in decode order, one per packet). */
-  onDecoded(decoder, ad) {
-    try {
-      if (decoder !== this.decoder || this.stopped) return;
-      const meta = this.decodeQueue.shift();
-      const format = this.format;
-      if (!meta || !format) return;
-      const frames = ad.numberOfFrames;
-      const rate = ad.sampleRate; // Chromium decodes Opus at 48 kHz whatever it was told
-      const scale = rate / format.rateHz;
-      const preSkip = Math.round(format.preSkip * scale);
-      // PROTOCOL.md §4: drop the first pre_skip decoded samples of the codec stream, then of
-      // what remains of each packet keep the first `samples`
-      if (this.skipFrames === null) this.skipFrames = preSkip;
-      const start = Math.min(this.skipFrames, frames);
-      this.skipFrames -= start;
-      const keep = Math.min(frames - start, Math.round(meta.samples * scale));
-      this.hook.outputRateHz = rate;
-      if (keep <= 0) return;
-      this.ensureNode(Math.min(ad.numberOfChannels, format.channels) || 1, rate);
-      const pcm = interleaved(ad, start, keep);
-      // decoded output lags the input by pre_skip: frame `start` of this packet's output was
-      // captured (start − preSkip) frames after the packet's first input sample
-      this.play(pcm, meta.captureMs + ((start - preSkip) * 1000) / rate);
-    } finally {
-      ad.close();
-    }
-  }
-
-  onDecoderError(decoder, err) {
-    if (decoder !== this.decoder || this.stopped) return;
-    this.hook.decodeErrors++;
-    this.decoder = null;
-    this.fallBackToPcm(`Opus decoding failed: ${err && err.message ? err.message : err}`);
-  }
-
-  closeDecoder() {
-    const d = this.decoder;
-    this.decoder = null;
-    this.decodeQueue = [];
-    this.skipFrames = null;
-    if (d && d.state !== 'closed') {
-      try {
-        d.close();
-      } catch {
-        // already closed
-      }
-    }
-  }
-
-  /** The player for this format: a new node when the output channel count changes. */
-  ensureNode(channels, rateHz) {
-    const outChannels = Math.min(2, channels);
-    if (this.node && this.nodeOut === outChannels) {
-      if (this.nodeChannels !== channels || this.nodeRate !== rateHz) {
-        this.node.port.postMessage({ cmd: 'format', channels, rateHz });
-        this.nodeChannels = channels;
-        this.nodeRate = rateHz;
-      }
-      return;
-    }
-    this.dropNode();
-    const node = new AudioWorkletNode(this.ctx, PLAYER_NAME, {
-      numberOfInputs: 0,
-      numberOfOutputs: 1,
-      outputChannelCount: [outChannels],
-      processorOptions: { channels, rateHz, targetMs: TARGET_MS, maxMs: MAX_QUEUE_MS },
-    });
-    node.port.onmessage = (e) => this.onStats(e.data);
-    node.connect(this.gain);
-    this.node = node;
-    this.nodeOut = outChannels;
-    this.nodeChannels = channels;
-    this.nodeRate = rateHz;
-  }
-
-  dropNode() {
-    if (!this.node) return;
-    this.node.port.postMessage({ cmd: 'stop' });
-    this.node.port.onmessage = null;
-    this.node.disconnect();
-    this.node = null;
-  }
-
-  play(pcm, captureMs) {
-    if (!this.node) return;
-    this.node.port.postMessage({ cmd: 'push', pcm, captureMs }, [pcm.buffer]);
-  }
-
-  /**
-   * Stats from the player, ~10 a second. The latency figure is capture to ear:
-   *
-   *   latency = heard − captured, for the sample at the player's read head, where
-   *   captured = capture_time_us of its packet (sender's wall clock) + its offset in the
-   *              packet (and − pre_skip for Opus, see onDecoded), carried to the worklet
-   *              with each chunk;
-   *   heard    = Date.now() at the moment the worklet played it (Date.now() now, minus how
-   *              far ctx.currentTime has moved since: the message took a moment to arrive)
-   *              + ctx.baseLatency + ctx.outputLatency (destination -> device -> speaker).
-   *
-   * Equivalently: Date.now() + the audio queued in the page + output latency − capture
-   * time of the newest sample. Everything on the way is in it: sender capture block, network,
-   * receiver, WebSocket, decoder, this jitter buffer, the sound card. It compares two wall
-   * clocks, the sender's and this device's, so it is right only when they are synchronised:
-   * exact on one machine; over NTP, off by the two clocks' offset (a few ms on a LAN).
-   */
-  onStats(m) {
-    if (!m || m.type !== 'stats' || this.stopped) return;
-    const h = this.hook;
-    h.queuedMs = m.queuedMs;
-    h.targetMs = m.targetMs;
-    h.underruns = m.underruns;
-    h.concealedMs = m.concealedMs;
-    h.droppedMs = m.droppedMs;
-    h.ratio = m.ratio;
-    h.playing = m.playing;
-    h.writtenFrames = m.writtenFrames;
-    h.readFrames = m.readFrames;
-    h.ctxTime = m.ctxTime;
-    const ctx = this.ctx;
-    if (m.playing && isNum(m.captureMs)) {
-      const sinceMs = Math.max(0, (ctx.currentTime - m.ctxTime) * 1000);
-      const outputMs = ((ctx.baseLatency || 0) + (ctx.outputLatency || 0)) * 1000;
-      const heardMs = Date.now() - sinceMs + outputMs;
-      const raw = heardMs - m.captureMs;
-      h.latencyRawMs = raw;
-      this.latencies.push(raw);
-      if (this.latencies.length > 10) this.latencies.shift();
-      h.latencyMs = median(this.latencies); // over the last second: steady to read
-    }
-    this.refresh();
-  }
-
-  onEnd(msg) {
-    this.ended = true;
-    this.hook.outcome = msg.outcome ?? null;
-    this.setState('ended');
-  }
-
-  onClose(ws, e) {
-    if (ws !== this.ws || this.stopped) return;
-    this.ws = null;
-    this.closeDecoder();
-    if (this.ended) {
-      // play out what is queued, then let go
-      setTimeout(() => this.stop('ended'), (this.hook.queuedMs || 0) + 500);
-      return;
-    }
-    // stream gone for good (ended or not listed): stop; else the link dropped: retry
-    const s = hooks.streams.find((x) => x.stream === this.name);
-    if (!s || s.state === 'ended') {
-      this.stop(s ? 'the stream has ended' : 'the stream is gone');
-      return;
-    }
-    const delay = this.retry.next().value;
-    this.setState(`reconnecting in ${Math.ceil(delay)} s`);
-    this.retryTimer = setTimeout(() => this.connect(), delay * 1000);
-    if (e && e.code !== 1000) console.info(`micwire: listen ${this.name}: closed (${e.code}); retrying`);
-  }
-
-  fail(reason) {
-    console.error(`micwire: ${this.name}: ${reason}`);
-    this.stop(reason);
-  }
-
-  stop(reason) {
-    if (this.stopped) return;
-    this.stopped = true;
-    clearTimeout(this.retryTimer);
-    const ws = this.ws;
-    this.ws = null;
-    ws?.close(1000);
-    this.closeDecoder();
-    this.dropNode();
-    this.gain?.disconnect();
-    listeners.delete(this.name);
-    delete hooks.listening[this.name];
-    this.view?.setListening(false);
-    if (reason && reason !== 'stopped') this.view?.note(`Stopped listening: ${reason}.`);
-  }
-}
-
-/** AudioData -> interleaved Float32Array of frames [start, start+count). */
-function interleaved(ad, start, count) {
-  const ch = ad.numberOfChannels;
-  if (ad.format === 'f32') {
-    const out = new Float32Array(count * ch);
-    ad.copyTo(out, { planeIndex: 0, frameOffset: start, frameCount: count });
-    return out;
-  }
-  // planar (or another sample format): f32-planar is the conversion every browser must offer
-  const out = new Float32Array(count * ch);
-  const plane = new Float32Array(count);
-  for (let c = 0; c < ch; c++) {
-    ad.copyTo(plane, { planeIndex: c, format: 'f32-planar', frameOffset: start, frameCount: count });
-    for (let i = 0; i < count; i++) out[i * ch + c] = plane[i];
-  }
-  return out;
 }
 
 // ---------------------------------------------------------------------------------------

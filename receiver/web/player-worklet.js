@@ -7,16 +7,16 @@
 //   {cmd: 'flush'} / {cmd: 'stop'}
 // and it posts back about ten times a second:
 //   {type: 'stats', ctxTime, captureMs, queuedMs, targetMs, underruns, concealedMs,
-//    droppedMs, playing, ratio}
+//    droppedMs, playing, ratio, writtenFrames, readFrames}
 //
 // The jitter buffer lives here, where underruns happen:
 // - A ring buffer of the source's samples. Playback starts (and restarts after running dry)
 //   only once `targetMs` of audio is queued.
 // - Running dry is an underrun: the output fades to silence (concealment), it is counted,
 //   and the target grows by GROW_MS (up to MAX_TARGET_MS). After CALM_S seconds without an
-//   underrun the target shrinks by 1 ms a second, back to where it started.
+//   underrun the target shrinks by SHRINK_MS a second, back to where it started.
 // - The queue is steered to the target by playing a little faster or slower (at most
-//   ±MAX_SKEW, 0.5 %: inaudible on speech), which also absorbs the drift between the
+//   ±MAX_SKEW, 0.5 %, a twelfth of a semitone), which also absorbs the drift between the
 //   sender's clock and this sound card. Resampling (source rate -> context rate, times that
 //   skew) is 4-point cubic Hermite interpolation.
 // - More than `maxMs` queued (a stall, then a burst), or a queue whose low point over a
@@ -24,11 +24,12 @@
 //   target (a 1 ms fade out and in around the jump), so the page stays live. Counted in
 //   droppedMs. (Re)starting with more than the target queued skips the excess, uncounted.
 // - `captureMs` in the stats is the capture time of the sample at the read head at context
-//   time `ctxTime`: the page turns it into a latency figure (app.js, Listener.onStats).
+//   time `ctxTime`: the page turns it into a latency figure (listen.js, Listener.onStats).
 
 const GROW_MS = 10;
 const MAX_TARGET_MS = 200;
 const CALM_S = 10;
+const SHRINK_MS = 2; // per second, after CALM_S without an underrun
 const MAX_SKEW = 0.005;
 const CATCH_UP_MS = 20;
 const FADE_FRAMES = 64;
@@ -172,7 +173,7 @@ class MicwirePlayer extends AudioWorkletProcessor {
     // shrink slowly after a calm spell
     if (currentTime - this.lastUnderrun > CALM_S && currentTime - this.lastShrink >= 1) {
       this.lastShrink = currentTime;
-      if (this.targetMs > this.initialTargetMs) this.targetMs = Math.max(this.initialTargetMs, this.targetMs - 1);
+      if (this.targetMs > this.initialTargetMs) this.targetMs = Math.max(this.initialTargetMs, this.targetMs - SHRINK_MS);
     }
 
     const ch = this.channels;

@@ -78,7 +78,8 @@ def test_integer_frame_ms_is_accepted() -> None:
         ({"stream": "x" * 201}, "stream name must be"),
         ({"pre_skip": -1}, "pre-skip"),
         ({"start_time_us": -5}, "clock fields"),
-        ({"start_time_us": 253_402_300_800_000_000}, "before year 10000"),  # year 10000
+        ({"start_time_us": 7_258_118_400_000_001}, "before year 2200"),
+        ({"stream": "\ud800evil"}, "not valid Unicode text"),
         ({"resume_secret": "a/b"}, "resume_secret must be"),
         ({"resume_secret": 5}, "must be str"),
     ],

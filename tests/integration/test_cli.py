@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
@@ -239,3 +240,39 @@ def test_version_is_defined_once() -> None:
     cli = Micwire("--version")
     assert cli.wait() == 0
     assert cli.stdout.strip() == f"micwire {importlib.metadata.version('micwire')}"
+
+
+def test_token_mistakes_are_said_at_start() -> None:
+    for args, env, fragment in (
+        (("receive", "--no-play"), {"MICWIRE_TOKEN": ""}, "--token is empty"),
+        (("receive", "--no-play", "--token", "abc "), {}, "printable text without spaces"),
+        (("send", "ws://127.0.0.1:9", "--source", "tone:440", "--token", "a\nb"), {}, "--token"),
+    ):
+        cli = Micwire(*args, env=env)
+        cli.wait()
+        assert_one_line_error(cli, fragment)
+
+
+def test_ctrl_c_is_quick_even_with_peers_that_do_not_answer(tmp_path: Path) -> None:
+    """Idle TCP connections and a frozen sender do not hold up the receiver's exit."""
+    import socket
+
+    rx, port = receiver("--record", str(tmp_path), "--no-play")
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+    tx = Micwire("send", f"ws://127.0.0.1:{port}", "--source", "tone:440", "--name", "frozen")
+    try:
+        rx.wait_for("stream 'frozen' from")
+        time.sleep(seconds(1))
+        tx.signal(signal.SIGSTOP)
+        started = time.monotonic()
+        rx.signal(signal.SIGINT)
+        assert rx.wait(seconds(15)) == 0
+        assert time.monotonic() - started < seconds(6)
+    finally:
+        tx.signal(signal.SIGCONT)
+        tx.kill()
+        rx.kill()
+        for s in idle:
+            s.close()
+    sidecar = json.loads(next(tmp_path.glob("frozen-*.json")).read_text())
+    assert "the receiver stopped" in sidecar["outcome"]

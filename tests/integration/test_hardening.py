@@ -4,9 +4,11 @@ WebSockets on 127.0.0.1 (in-process receiver and senders; tone and file sources)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -333,3 +335,179 @@ def test_a_full_disk_is_said_to_the_sender_and_in_the_log(
         data, _ = sf.read(str(disk / sidecar["files"][0]), dtype="int16")
         assert len(data) > 48000  # what fit is there and readable
     assert "no space left on device" in caplog.text
+
+
+def test_a_slow_first_connection_is_no_reason_to_refuse(tmp_path: Path) -> None:
+    """The first connection takes 3.5 s (slow DNS, a busy receiver): the sender's hello
+    says how much audio it holds once it is connected, so its backlog is accepted."""
+
+    async def main() -> Any:
+        async with (
+            running_receiver(record_dir=tmp_path) as (_rx, url),
+            ImpairmentProxy(int(url.rsplit(":", 1)[1])) as proxy,
+        ):
+            stall = asyncio.create_task(proxy.stall(3.5))
+            sent = await Sender(
+                SenderConfig(proxy.url, name="slow", source="tone:440", duration_s=5.0)
+            ).run()
+            await stall
+            return sent
+
+    sent = asyncio.run(main())
+    assert sent.lost_samples == 0 and sent.confirmed == sent.samples_captured == 5 * 48000
+    data, _ = sf.read(str(next(tmp_path.glob("slow-*.wav"))), dtype="int16")
+    assert np.array_equal(data, expected_tone(5 * 48000))
+
+
+def test_claiming_a_long_capture_buys_no_silence(tmp_path: Path) -> None:
+    """A hello that claims 10,000 s of capture and a packet at the end of it: silence costs
+    nothing to ask for, so a stream may only have as much as the time since it began."""
+    from micwire.common.protocol import FLAG_LAST, Hello, StreamParams
+
+    params = StreamParams("pcm", 192000, 8, 20.0)
+    claimed = 10_000 * 192000
+
+    async def main() -> tuple[int | None, str, list[Any]]:
+        async with running_receiver(record_dir=tmp_path) as (_rx, url):
+            now = int(time.time() * 1e6)
+            text = Hello("greedy", params, now - 10_000_000_000, now, stream_id="g").serialize()
+            last = Packet(0, claimed + 190000, 0, b"", flags=FLAG_LAST).serialize()
+            return await converse(url, text, last)
+
+    code, reason, _ = asyncio.run(main())
+    assert code == 1002 and "more silence than the time since the stream began" in reason
+    assert sum(p.stat().st_size for p in tmp_path.iterdir()) < 100_000
+
+
+def test_an_outage_longer_than_the_spool_loses_the_oldest_counted(tmp_path: Path) -> None:
+    """The sender keeps trying (it does not give up after --spool-s): what the spool could
+    not hold is counted, and recorded as exactly that much silence."""
+    rec = tmp_path / "rec"
+
+    async def main() -> Any:
+        async with (
+            running_receiver(record_dir=rec) as (_rx, url),
+            ImpairmentProxy(int(url.rsplit(":", 1)[1])) as proxy,
+        ):
+            sender = Sender(
+                SenderConfig(proxy.url, name="long", source="tone:440", duration_s=7.0, spool_s=1.0)
+            )
+            task = asyncio.create_task(sender.run())
+            await asyncio.sleep(1.5)
+            proxy.refuse_new = True
+            proxy.cut()
+            await asyncio.sleep(3.5)
+            proxy.refuse_new = False
+            return await task
+
+    sent = asyncio.run(main())
+    assert sent.link_lost_samples > 2 * 48000 and sent.dropped_samples == 0
+    assert sent.confirmed == sent.samples_captured == 7 * 48000
+    sidecar, audio = parts_of(rec, "long")
+    assert sum(g["samples"] for g in sidecar["gaps"]) == sent.link_lost_samples
+    tone = expected_tone(7 * 48000)
+    kept = np.ones(len(tone), bool)
+    for gap in sidecar["gaps"]:
+        kept[gap["at_sample"] : gap["at_sample"] + gap["samples"]] = False
+        assert not audio[gap["at_sample"] : gap["at_sample"] + gap["samples"]].any()
+    assert np.array_equal(audio[kept, 0], tone[kept])
+
+
+def test_after_a_restart_the_name_waits_for_its_own_sender(tmp_path: Path) -> None:
+    """The receiver restarts while a stream is interrupted: someone else with the stream's
+    name (and its id, from the sidecar) and a guessed secret is refused for now; the
+    stream's sender, with its secret, continues it."""
+    rec = tmp_path / "rec"
+
+    async def main() -> Any:
+        async with running_receiver(record_dir=rec) as (_rx, url):
+            port = int(url.rsplit(":", 1)[1])
+            victim = Sender(SenderConfig(url, name="victim", source="tone:440", duration_s=4.0))
+            task = asyncio.create_task(victim.run())
+            await asyncio.sleep(1.5)
+        async with receiver_on(port, record_dir=rec):
+            attempt = await converse(
+                url,
+                hello(
+                    stream="victim",
+                    stream_id=victim.stream_id,
+                    resuming=True,
+                    resume_secret="guessed",
+                ),
+            )
+            return attempt, await task
+
+    (code, reason, _), sent = asyncio.run(main())
+    assert code == 1013 and "in use by another sender" in reason
+    assert sent.confirmed == sent.samples_captured == 4 * 48000
+    sidecar, audio = parts_of(rec, "victim")
+    assert len(sidecar["parts"]) == 2 and np.array_equal(audio[:, 0], expected_tone(4 * 48000))
+
+
+def test_empty_packets_do_not_hold_a_slot(tmp_path: Path) -> None:
+    async def main() -> tuple[int | None, str]:
+        async with running_receiver(record_dir=tmp_path, idle_timeout_s=0.5) as (_rx, url):
+            from websockets.asyncio.client import connect
+
+            async with connect(url) as ws:
+                await ws.send(hello(stream="squatter"))
+                await ws.recv()
+                with contextlib.suppress(Exception):
+                    for k in range(20):
+                        await ws.send(Packet(k, 0, 0, b"").serialize())
+                        await asyncio.sleep(0.1)
+                await ws.wait_closed()
+                return ws.close_code, ws.close_reason
+
+    assert asyncio.run(main()) == (1013, "no audio for 0.5 s")
+
+
+def test_the_record_directory_removed_while_recording(tmp_path: Path) -> None:
+    """Someone deletes the record directory mid-stream: the recording fails (said so),
+    the sender comes back, the receiver makes the directory again and records from what
+    it had not acknowledged; nothing is lost from the sender's point of view."""
+    import shutil
+
+    rec = tmp_path / "rec"
+
+    async def main() -> Any:
+        async with running_receiver(record_dir=rec) as (_rx, url):
+            task = asyncio.create_task(
+                Sender(SenderConfig(url, name="rm", source="tone:440", duration_s=4.0)).run()
+            )
+            await asyncio.sleep(1.5)
+            shutil.rmtree(rec)
+            return await task
+
+    sent = asyncio.run(main())
+    assert sent.confirmed == sent.samples_captured == 4 * 48000
+    sidecar, audio = parts_of(rec, "rm")
+    origin = sidecar["origin"]
+    # from the last acknowledgement (what went into the deleted files is gone with them)
+    assert 0 < origin <= 2.5 * 48000
+    assert np.array_equal(audio[:, 0], expected_tone(4 * 48000)[origin:])
+
+
+def test_a_rate_the_recording_format_cannot_hold_is_refused_at_once(tmp_path: Path) -> None:
+    from micwire.common.errors import RefusedError
+
+    async def main() -> None:
+        async with running_receiver(record_dir=tmp_path, formats=("mp3",)) as (_rx, url):
+            with pytest.raises(RefusedError, match="records mp3: mp3 cannot hold 96000 Hz"):
+                await Sender(SenderConfig(url, name="hi", source="tone:440", rate_hz=96000)).run()
+
+    asyncio.run(main())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_names_that_are_not_text_are_refused(tmp_path: Path) -> None:
+    async def main() -> list[tuple[int | None, str, list[Any]]]:
+        async with running_receiver(record_dir=tmp_path) as (_rx, url):
+            return [
+                await converse(url, hello(stream="\ud800evil")),
+                await converse(url, hello(software="\udfff")),
+            ]
+
+    for code, reason, _ in asyncio.run(main()):
+        assert code == 1008 and "is not valid Unicode text" in reason
+    assert list(tmp_path.iterdir()) == []

@@ -41,3 +41,20 @@ def test_live_table_shows_what_a_listener_watches() -> None:
     assert "41 ms" in text and "-212 ppm" in text and "2 u / 0 late / 480 conc" in text
     assert "hall" in text and "—" in text
     assert "waiting for senders" in render([])
+
+
+def test_a_name_is_shown_as_text_never_as_markup() -> None:
+    for name in ("[/bold]x", "USB mic [/dev/snd/pcmC1D0c]", "[red]fake[/red]"):
+        text = render(
+            [
+                {
+                    "stream": name,
+                    "codec": "pcm",
+                    "seconds": 1.0,
+                    "peak_dbfs": -6.0,
+                    "rms_dbfs": -9.0,
+                    "gaps": 0,
+                }
+            ]
+        )
+        assert name in text

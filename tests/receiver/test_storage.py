@@ -88,3 +88,40 @@ def test_write_json_failure_says_why_and_keeps_the_old_file(tmp_path: Path) -> N
     path = tmp_path / "gone" / "a.json"  # the directory was deleted under the receiver
     with pytest.raises(StorageError, match=r"No such file or directory \(writing a.json\)"):
         write_json(path, {"n": 1})
+
+
+def test_a_crash_left_sidecar_is_brought_up_to_date(tmp_path: Path) -> None:
+    """A sidecar written a second before a SIGKILL lags its WAV (whose header is kept
+    current): the next receiver brings it up to date and says the part was interrupted."""
+    import os
+    import time
+
+    import numpy as np
+    import soundfile as sf
+
+    from micwire.receiver.storage import repair_interrupted
+
+    wav = tmp_path / "mic-20261203T100000Z.wav"
+    sf.write(str(wav), np.ones(9600, np.int16), 48000)
+    path = sidecar(
+        tmp_path,
+        outcome="recording",
+        parts=[
+            {"files": [wav.name], "origin": 0, "samples": 4800, "gaps": [], "outcome": "recording"}
+        ],
+    )
+    live = sidecar(tmp_path, name="live", outcome="recording")  # just written: a live one
+    old = time.time() - 60
+    os.utime(path, (old, old))
+    assert repair_interrupted(tmp_path) == [path]
+    data = json.loads(path.read_text())
+    assert data["outcome"] == data["parts"][0]["outcome"] == "interrupted (the receiver stopped)"
+    assert data["samples"] == data["parts"][0]["samples"] == 9600
+    assert json.loads(live.read_text())["outcome"] == "recording"
+
+
+def test_unique_names_never_run_out(tmp_path: Path) -> None:
+    from micwire.receiver.recording import _create_unique
+
+    made = {_create_unique(tmp_path, "x-1.wav").name for _ in range(150)}
+    assert len(made) == 150 and "x-1.wav" in made and "x-1-99.wav" in made

@@ -14,6 +14,10 @@ system's Chromium (Debian package ``chromium``), headless.
 
 Missing Playwright or Chromium raises :class:`BrowserMissing` saying to run ``make test``,
 which installs both.
+
+The receiver's pages carry a Content-Security-Policy without ``'unsafe-eval'``: give
+``page.wait_for_function`` a function (``"() => window.micwire.events > 0"``), not a bare
+expression, which Playwright evaluates with ``eval`` once the first check fails.
 """
 
 from __future__ import annotations
@@ -150,7 +154,9 @@ def browser_page(
 _TONE_JS = """
 async (seconds) => {
   const mw = window.micwire;
-  if (!mw || !mw.ctx || !mw.output) throw new Error('window.micwire.output is not there yet (press Listen first)');
+  if (!mw || !mw.ctx || !mw.output) {
+    throw new Error('window.micwire.output is not there yet (press Listen first)');
+  }
   const ctx = mw.ctx;
   const an = new AnalyserNode(ctx, { fftSize: 8192, smoothingTimeConstant: 0 });
   mw.output.connect(an);
@@ -167,7 +173,10 @@ async (seconds) => {
       an.getFloatFrequencyData(db);
       for (let i = 0; i < bins; i++) power[i] += Math.pow(10, db[i] / 10);
       an.getFloatTimeDomainData(td);
-      for (let i = 0; i < td.length; i++) { sumSq += td[i] * td[i]; maxAbs = Math.max(maxAbs, Math.abs(td[i])); }
+      for (let i = 0; i < td.length; i++) {
+        sumSq += td[i] * td[i];
+        maxAbs = Math.max(maxAbs, Math.abs(td[i]));
+      }
       count += td.length;
       snapshots++;
       await new Promise((r) => setTimeout(r, stepMs));
@@ -178,11 +187,17 @@ async (seconds) => {
   let best = 1;
   for (let i = 2; i < bins - 1; i++) if (power[i] > power[best]) best = i;
   // parabolic interpolation on the log power for sub-bin accuracy
-  const a = Math.log(power[best - 1] + 1e-30), b = Math.log(power[best] + 1e-30), c = Math.log(power[best + 1] + 1e-30);
+  const a = Math.log(power[best - 1] + 1e-30);
+  const b = Math.log(power[best] + 1e-30);
+  const c = Math.log(power[best + 1] + 1e-30);
   const den = a - 2 * b + c;
   const delta = den !== 0 ? 0.5 * (a - c) / den : 0;
-  return { peakHz: (best + delta) * ctx.sampleRate / an.fftSize, rms: Math.sqrt(sumSq / Math.max(1, count)),
-           maxAbs, snapshots };
+  return {
+    peakHz: (best + delta) * ctx.sampleRate / an.fftSize,
+    rms: Math.sqrt(sumSq / Math.max(1, count)),
+    maxAbs,
+    snapshots,
+  };
 }
 """
 

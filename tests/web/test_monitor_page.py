@@ -1,0 +1,122 @@
+"""The monitor page in a real browser (the system's Chromium, headless, driven by
+Playwright): it shows the streams, its meters move, Listen really plays the stream (the
+page's audio output is tapped with an AnalyserNode), and a token keeps strangers out."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from browser import browser_page, tone_peak_hz
+from rig import Micwire, receiver, seconds
+
+
+@contextmanager
+def tone_stream(name: str, hz: int, *extra: str, receive: tuple[str, ...] = ()) -> Iterator[str]:
+    """A receiver (recording off, no sound card) and a sender playing a tone; yields the
+    page's URL."""
+    rx, port = receiver("--no-play", *receive)
+    tx = Micwire("send", f"ws://127.0.0.1:{port}", "--name", name, "--source", f"tone:{hz}", *extra)
+    try:
+        rx.wait_for(f"stream '{name}' from")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        tx.signal(signal.SIGINT)
+        tx.wait()
+        rx.signal(signal.SIGINT)
+        rx.wait()
+
+
+def listen_to(page: object, name: str) -> None:
+    """Press the stream's Listen button, as a person would, and wait until it plays."""
+    page.locator(f'article.stream[data-stream="{name}"] button.listen').click()  # type: ignore[attr-defined]
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "(name) => { const l = window.micwire.listening[name];"
+        " return l && l.queuedMs > 0 && l.packets > 20; }",
+        arg=name,
+        timeout=seconds(15) * 1000,
+    )
+
+
+@pytest.mark.parametrize(("codec", "hz"), [("opus", 440), ("pcm", 660)])
+def test_the_page_shows_a_stream_and_plays_it(codec: str, hz: int) -> None:
+    errors: list[str] = []
+    with (
+        tone_stream("kitchen", hz, "--codec", codec) as url,
+        browser_page(
+            url,
+            viewport=(390, 844),
+            on_console=lambda m: errors.append(m) if "error" in m else None,
+        ) as page,
+    ):
+        page.goto("/")
+        card = page.locator('article.stream[data-stream="kitchen"]')
+        card.wait_for(timeout=seconds(10) * 1000)
+        assert card.locator(".codec").inner_text().lower().startswith(codec)
+        assert card.locator(".state-text").inner_text().lower() == "live"
+        # the meters move: the -12 dBFS tone shows, and the value is refreshed
+        meter = card.locator('.meter[data-kind="peak"]')
+        page.wait_for_function(
+            "() => { const m = document.querySelector('article.stream .meter[data-kind=peak]');"
+            " return m && m.dataset.db && parseFloat(m.dataset.db) > -20; }",
+            timeout=seconds(10) * 1000,
+        )
+        assert -14 < float(meter.get_attribute("data-db") or "-120") < -10
+        listen_to(page, "kitchen")
+        heard = tone_peak_hz(page, seconds=1.5)
+        assert abs(heard.peak_hz - hz) < 5, heard
+        assert heard.rms > 0.1, heard  # the tone at -12 dBFS (0.25 peak) is audible
+        state = page.evaluate("() => window.micwire.listening['kitchen']")
+        path = {"opus": "opus-webcodecs", "pcm": "pcm"}[codec]
+        assert state["codecPath"] == path
+        assert 0 < state["latencyMs"] < 1000
+    assert not [e for e in errors if "error:" in e], errors
+
+
+def test_a_browser_without_opus_gets_pcm_from_the_receiver() -> None:
+    """When WebCodecs cannot decode Opus, the page asks the receiver for PCM instead of
+    failing silently."""
+    with tone_stream("opus-only", 440, "--codec", "opus") as url, browser_page(url) as page:
+        page.add_init_script("delete window.AudioDecoder;")  # a browser without WebCodecs
+        page.goto("/")
+        page.locator('article.stream[data-stream="opus-only"]').wait_for()
+        listen_to(page, "opus-only")
+        assert abs(tone_peak_hz(page, seconds=1.0).peak_hz - 440) < 5
+        state = page.evaluate("() => window.micwire.listening['opus-only']")
+        assert state["codecPath"] == "pcm-fallback"
+
+
+def test_a_token_keeps_strangers_out_and_the_listen_token_lets_in(tmp_path: Path) -> None:
+    with (
+        tone_stream(
+            "secret",
+            440,
+            "--token",
+            "s3cret",
+            receive=("--token", "s3cret", "--listen-token", "look"),
+        ) as url,
+        browser_page(url) as page,
+    ):
+        page.goto("/")
+        assert "/login" in page.url  # the page itself needs a login
+        page.fill('input[name="token"]', "wrong")
+        page.click('button[type="submit"]')
+        page.wait_for_url("**/login?error=1**")
+        page.fill('input[name="token"]', "look")
+        page.click('button[type="submit"]')
+        page.locator('article.stream[data-stream="secret"]').wait_for()
+        listen_to(page, "secret")
+        assert abs(tone_peak_hz(page, seconds=1.0).peak_hz - 440) < 5
+        cookies = {c["name"]: c for c in page.context.cookies()}
+        assert (
+            cookies["micwire_auth"]["httpOnly"] and "look" not in cookies["micwire_auth"]["value"]
+        )
+        metrics = page.request.get(url + "/metrics")
+        assert metrics.status == 200 and "micwire_packets_total" in metrics.text()
+        page.context.clear_cookies()
+        assert page.request.get(url + "/metrics").status == 401
+        assert json.loads(page.request.get(url + "/healthz").text())["status"] == "ok"
