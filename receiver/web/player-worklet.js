@@ -15,10 +15,12 @@
 // - Running dry is an underrun: the output fades to silence (concealment), it is counted,
 //   and the target grows by GROW_MS (up to MAX_TARGET_MS). After CALM_S seconds without an
 //   underrun the target shrinks by SHRINK_MS a second, back to where it started.
-// - The queue is steered to the target by playing a little faster or slower (at most
-//   ±MAX_SKEW, 0.5 %, a twelfth of a semitone), which also absorbs the drift between the
-//   sender's clock and this sound card. Resampling (source rate -> context rate, times that
-//   skew) is 4-point cubic Hermite interpolation.
+// - The queue is steered to the target by playing a little faster or slower: a proportional
+//   term on the smoothed queue error, plus an integral term that learns the steady
+//   difference between the sender's clock and this sound card's (real cards: hundreds of
+//   ppm; headless Chromium's fake output device runs 0.5 % slow, measured), so the queue
+//   sits at the target instead of above it. At most ±MAX_SKEW (2 %). Resampling (source
+//   rate -> context rate, times that skew) is 4-point cubic Hermite interpolation.
 // - More than `maxMs` queued (a stall, then a burst), or a queue whose low point over a
 //   second stayed CATCH_UP_MS above the target: the oldest audio goes at once, down to the
 //   target (a 1 ms fade out and in around the jump), so the page stays live. Counted in
@@ -30,7 +32,9 @@ const GROW_MS = 10;
 const MAX_TARGET_MS = 200;
 const CALM_S = 10;
 const SHRINK_MS = 2; // per second, after CALM_S without an underrun
-const MAX_SKEW = 0.005;
+const MAX_SKEW = 0.02;
+const KP = 0.2; // per second of queue error: 25 ms off -> 0.5 %
+const KI = 0.05; // per second, per second of queue error
 const CATCH_UP_MS = 20;
 const FADE_FRAMES = 64;
 const STATS_EVERY_S = 0.1;
@@ -142,8 +146,9 @@ class MicwirePlayer extends AudioWorkletProcessor {
     this.emaQueuedMs += (queuedMs - this.emaQueuedMs) * Math.min(1, dt / 0.5);
     let skew = 0;
     if (this.playing) {
-      skew = ((this.emaQueuedMs - this.targetMs) / 1000) * 0.2; // 25 ms off -> 0.5 %
-      skew = Math.max(-MAX_SKEW, Math.min(MAX_SKEW, skew));
+      const error = (this.emaQueuedMs - this.targetMs) / 1000;
+      this.drift = Math.max(-MAX_SKEW, Math.min(MAX_SKEW, (this.drift || 0) + KI * error * dt));
+      skew = Math.max(-MAX_SKEW, Math.min(MAX_SKEW, this.drift + KP * error));
       // catch up at once when even the queue's low point of the last second stayed well
       // above the target (a burst after a stall, a slow start): steering would take long
       this.lowWaterMs = Math.min(this.lowWaterMs, queuedMs);

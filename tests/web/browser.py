@@ -115,6 +115,7 @@ def browser_page(
     mobile: bool = False,
     on_console: Callable[[str], None] | None = None,
     extra_args: tuple[str, ...] = (),
+    bypass_csp: bool = False,
 ) -> Iterator[Page]:
     """A page in a fresh headless Chromium; everything is closed on exit.
 
@@ -138,6 +139,8 @@ def browser_page(
                 options["viewport"] = {"width": viewport[0], "height": viewport[1]}
             if mobile:
                 options.update(is_mobile=True, has_touch=True, device_scale_factor=3)
+            if bypass_csp:  # a benchmark injecting its own probe into the page
+                options["bypass_csp"] = True
             context = browser.new_context(**options)
             page = context.new_page()
             if on_console is not None:
