@@ -176,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="POST each alert raised or cleared as JSON to URL (retried, never blocks audio)",
     )
+    rx.add_argument(
+        "--self-signed",
+        action="store_true",
+        help="serve https/wss with a throw-away certificate (prints its fingerprint): a trial "
+        "of the browser pages, which get a microphone only over https",
+    )
     rx.add_argument("--cert", type=Path, help="TLS certificate chain (PEM): serve wss://")
     rx.add_argument("--key", type=Path, help="TLS private key (PEM)")
     rx.add_argument(
@@ -315,6 +321,15 @@ def cmd_receive(args: argparse.Namespace) -> int:
 
     _more_files()
 
+    if args.self_signed:
+        if args.cert or args.key:
+            raise MicwireError("--self-signed or --cert/--key, not both")
+        from micwire.receiver.tls import self_signed
+
+        args.cert, args.key, fingerprint = self_signed()
+        log.info("TLS with a self-signed certificate (%s)", args.cert)
+        log.info("its SHA-256 fingerprint: %s", fingerprint)
+        log.info("browsers will warn: compare that fingerprint before you accept it")
     live = sys.stderr.isatty() if args.live is None else args.live
     display = None
     if live:

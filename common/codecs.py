@@ -14,6 +14,7 @@ from :class:`~micwire.common.protocol.StreamParams` by :func:`make_encoder` /
 from __future__ import annotations
 
 import abc
+import ctypes
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,8 @@ OPUS_APPLICATIONS = ("voip", "audio", "lowdelay")
 _OPUSLIB_APPLICATIONS = {"voip": "voip", "audio": "audio", "lowdelay": "restricted_lowdelay"}
 #: Largest frame libopus decodes: 120 ms at 48 kHz (RFC 6716 §3.2.5).
 _OPUS_MAX_DECODE = 5760
+#: Room for one encoded packet (libopus never needs more than 1275 bytes a frame).
+MAX_PACKET_BYTES = 4000
 _PCM_DTYPE = np.dtype("<i2")
 
 
@@ -132,6 +135,11 @@ class OpusEncoder(Encoder):
         except opuslib.OpusError as exc:
             raise CodecError(f"cannot set up the Opus encoder: {exc}") from exc
         self._padded = np.zeros((params.frame_samples, params.channels), dtype=np.int16)
+        self._state = self._encoder.encoder_state
+        self._encode = opuslib.api.libopus.opus_encode
+        self._packet = ctypes.create_string_buffer(MAX_PACKET_BYTES)
+        self._int16_p = opuslib.api.c_int16_pointer
+        self._error = opuslib.OpusError
 
     @property
     def pre_skip(self) -> int:
@@ -144,8 +152,18 @@ class OpusEncoder(Encoder):
             self._padded[:n] = frame
             self._padded[n:] = 0
             frame = self._padded
-        pcm = np.ascontiguousarray(frame, dtype="<i2").tobytes()
-        return bytes(self._encoder.encode(pcm, self.params.frame_samples))
+        pcm = np.ascontiguousarray(frame, dtype="<i2")
+        # libopus directly, into a buffer made once: opuslib's wrapper allocates per call
+        size = self._encode(
+            self._state,
+            pcm.ctypes.data_as(self._int16_p),
+            self.params.frame_samples,
+            self._packet,
+            MAX_PACKET_BYTES,
+        )
+        if size < 0:
+            raise CodecError(f"the Opus encoder failed: {self._error(size)}")
+        return self._packet.raw[:size]
 
 
 class OpusDecoder(Decoder):
@@ -154,6 +172,12 @@ class OpusDecoder(Decoder):
         self.params = params
         self._error = opuslib.OpusError
         self._decoder = opuslib.Decoder(params.rate_hz, params.channels)
+        # libopus directly, into a buffer made once (opuslib's wrapper turns every decoded
+        # sample into a Python int: four times the cost of the decode itself, measured)
+        self._state = self._decoder.decoder_state
+        self._decode_call = opuslib.api.libopus.opus_decode
+        self._out = np.zeros(_OPUS_MAX_DECODE * params.channels, dtype=np.int16)
+        self._out_p = self._out.ctypes.data_as(opuslib.api.c_int16_pointer)
 
     def decode(self, payload: bytes) -> Frame:
         return self._decode(payload, _OPUS_MAX_DECODE, fec=False)
@@ -165,20 +189,20 @@ class OpusDecoder(Decoder):
         frame rebuilt from the in-band FEC data of the packet after it (§2.1.7)."""
         if next_payload:
             return self._decode(next_payload, self.params.frame_samples, fec=True)
-        return self._decode(b"", self.params.frame_samples, fec=False)
+        return self._decode(None, self.params.frame_samples, fec=False)
 
-    def _decode(self, payload: bytes, max_samples: int, fec: bool) -> Frame:
-        try:
-            pcm = self._decoder.decode(payload, max_samples, decode_fec=fec)
-        except self._error as exc:
-            raise FrameError(f"undecodable Opus packet: {exc}") from exc
-        frame = np.frombuffer(pcm, dtype=_PCM_DTYPE).reshape(-1, self.params.channels)
-        if frame.shape[0] != self.params.frame_samples:
+    def _decode(self, payload: bytes | None, max_samples: int, fec: bool) -> Frame:
+        size = len(payload) if payload else 0
+        n = self._decode_call(self._state, payload, size, self._out_p, max_samples, int(fec))
+        if n < 0:
+            raise FrameError(f"undecodable Opus packet: {self._error(n)}")
+        if n != self.params.frame_samples:
             raise FrameError(
-                f"Opus packet holds {frame.shape[0]} samples, the stream's frames hold "
+                f"Opus packet holds {n} samples, the stream's frames hold "
                 f"{self.params.frame_samples}"
             )
-        return frame.astype(np.int16)
+        channels = self.params.channels
+        return self._out[: n * channels].reshape(n, channels).copy()
 
 
 def make_encoder(

@@ -139,6 +139,40 @@ async def page(request: web.Request, name: str) -> web.StreamResponse:
     return _file(WEB_DIR / name)
 
 
+async def send_page(request: web.Request) -> web.StreamResponse:
+    """The guest page: a browser is a sender. A link may carry a token (``?token=``): it
+    is exchanged for the login cookie at once, and the URL shown no longer holds it."""
+    rx = _receiver(request)
+    offered = request.query.get("token")
+    if offered is not None:
+        role = rx.tokens.role_of_token(offered)
+        query = {k: v for k, v in request.query.items() if k != "token"}
+        target = str(request.rel_url.with_query(query))
+        if role in MAY_SEND and rx.tokens.required:
+            response = web.HTTPSeeOther(target)
+            _set_login_cookie(response, rx, role)
+            raise response
+        if role not in MAY_SEND:
+            rx.note_refusal(request.remote or "?", "missing or wrong token (guest link)")
+            raise web.HTTPSeeOther(f"/login?error=1&next={quote(target, safe='')}")
+        raise web.HTTPSeeOther(target)
+    if _role(request, MAY_SEND) is None:
+        raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs, safe='')}")
+    return _file(WEB_DIR / "send.html")
+
+
+def _set_login_cookie(response: web.StreamResponse, rx: Receiver, role: str) -> None:
+    response.set_cookie(
+        COOKIE,
+        rx.tokens.cookie_for(role),
+        httponly=True,
+        samesite="Strict",
+        secure=rx.ssl is not None,
+        path="/",
+        max_age=30 * 24 * 3600,
+    )
+
+
 async def static(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     path = WEB_DIR / name
@@ -174,15 +208,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     if role not in MAY_WATCH:  # a send-only token goes to the guest page
         next_page = "/send" if not next_page.startswith("/send") else next_page
     response = web.HTTPSeeOther(next_page)
-    response.set_cookie(
-        COOKIE,
-        rx.tokens.cookie_for(role),
-        httponly=True,
-        samesite="Strict",
-        secure=rx.ssl is not None,
-        path="/",
-        max_age=30 * 24 * 3600,
-    )
+    _set_login_cookie(response, rx, role)
     raise response
 
 
@@ -334,6 +360,7 @@ def build_app(receiver: Receiver) -> web.Application:
     if receiver.config.web:
         router.add_get("/", root)
         router.add_get("/metrics", metrics)
+        router.add_get("/send", send_page)
         router.add_get("/login", login_page)
         router.add_post("/login", login)
         router.add_post("/logout", logout)
