@@ -11,15 +11,19 @@ BIN := $(VENV)/bin
 # browser download cannot be reached from the test machines).
 # libsndfile (WAV/FLAC/Ogg) ships inside the soundfile wheel, LAME inside lameenc's.
 SYSTEM_PACKAGES := libportaudio2 libopus0 jackd2 chromium
+# what only a benchmark needs: GStreamer (the comparison in bench/capacity.py), HAProxy
+# (bench/haproxy.py)
+GSTREAMER_PACKAGES := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+EXTRA_PACKAGES ?=
 PYTEST_ARGS ?=
 
-.PHONY: all setup system demo test test-fast lint bench clean
+.PHONY: all setup system demo test test-fast lint bench bench-capacity bench-haproxy clean
 
 all: test
 
 system:
 	@missing=""; \
-	for p in $(SYSTEM_PACKAGES); do \
+	for p in $(SYSTEM_PACKAGES) $(EXTRA_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
@@ -53,6 +57,17 @@ test-fast: setup
 # latency benchmark on a JACK dummy server (prints p50/p95/max and glitches per config)
 bench: setup
 	$(BIN)/python bench/latency.py --seconds 60
+
+# CPU per stream against GStreamer on the same packets; sender cost (README "Capacity")
+bench-capacity:
+	$(MAKE) setup EXTRA_PACKAGES="$(GSTREAMER_PACKAGES)"
+	$(BIN)/python bench/capacity.py
+	$(BIN)/python bench/capacity.py --senders
+
+# 30 senders through HAProxy to 3 receivers, one killed and restarted (docs/DEPLOY.md)
+bench-haproxy:
+	$(MAKE) setup EXTRA_PACKAGES=haproxy
+	$(BIN)/python bench/haproxy.py
 
 # ruff, and mypy --strict on the installed layout (micwire.*) through the link tree of
 # tools/typing_tree.py: the editable install's import hook is invisible to static tools

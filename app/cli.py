@@ -291,9 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 
-def _run_until_signal(main: Callable[[asyncio.Event], Any]) -> Any:
-    """Run ``main(stop)``; SIGINT/SIGTERM set ``stop`` for a clean finish (exit 0)."""
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+def _run_until_signal(main: Callable[[asyncio.Event], Any], device: bool = True) -> Any:
+    """Run ``main(stop)``; SIGINT/SIGTERM set ``stop`` for a clean finish (exit 0).
+
+    ``device``: a sound device's callback will need the GIL. Without one (a receiver that
+    only records, a sender of a tone or file), Python's default switch interval stays:
+    the short one makes the event loop and the file writers hand the GIL to each other
+    ten times as often, for nothing (bench/capacity.py)."""
+    if device:
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
     async def runner() -> Any:
         stop = asyncio.Event()
@@ -302,7 +308,21 @@ def _run_until_signal(main: Callable[[asyncio.Event], Any]) -> Any:
             loop.add_signal_handler(sig, stop.set)
         return await main(stop)
 
-    return asyncio.run(runner())
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner_:
+        return runner_.run(runner())
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop (a dependency, except on Windows) unless ``MICWIRE_LOOP=asyncio``
+    asks for asyncio's own. A bare aiohttp server receiving 10 paced streams: 4.2 % of a
+    core on asyncio's loop, 2.2 % on uvloop (same run, bench/capacity.py's load)."""
+    if os.environ.get("MICWIRE_LOOP", "uvloop") == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def _more_files() -> None:
@@ -363,10 +383,10 @@ def cmd_receive(args: argparse.Namespace) -> int:
         )
     )
     if display is None:
-        _run_until_signal(receiver.run)
+        _run_until_signal(receiver.run, device=args.play)
     else:
         with display:
-            _run_until_signal(receiver.run)
+            _run_until_signal(receiver.run, device=args.play)
     return 0
 
 
@@ -407,7 +427,7 @@ def cmd_send(args: argparse.Namespace) -> int:
             stopper.cancel()
         log.info("%s", report.summary())
 
-    _run_until_signal(main)
+    _run_until_signal(main, device=args.source is None)
     return 0
 
 

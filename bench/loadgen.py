@@ -27,14 +27,17 @@ RTP = struct.Struct("!BBHII")  # RFC 3550 §5.1: V=2, PT, seq, timestamp, SSRC
 
 
 def audio_packets(
-    codec: str, frame_ms: float, bitrate: int, seconds: float
+    codec: str, frame_ms: float, bitrate: int, seconds: float, big_endian: bool = False
 ) -> tuple[list[bytes], int]:
-    """The payloads of one stream (a 440 Hz tone, -12 dBFS), and the Opus pre-skip."""
+    """The payloads of one stream (a 440 Hz tone, -12 dBFS), and the Opus pre-skip.
+    PCM is little-endian for micwire (PROTOCOL.md), big-endian for RTP L16 (RFC 3551)."""
     frame = int(RATE * frame_ms / 1000)
     n = int(seconds * RATE) // frame * frame
     t = np.arange(n) / RATE
     tone = np.rint(np.sin(2 * np.pi * 440 * t) * 0.25 * 32767).astype("<i2")
     if codec == "pcm":
+        if big_endian:
+            tone = tone.astype(">i2")
         return [tone[i : i + frame].tobytes() for i in range(0, n, frame)], 0
     import opuslib
 
@@ -117,6 +120,7 @@ async def _drain(ws: Any, stats: dict[str, Any]) -> None:
 async def rtp_stream(
     host: str,
     port: int,
+    payload_type: int,
     payloads: list[bytes],
     frame_ms: float,
     start: float,
@@ -131,7 +135,7 @@ async def rtp_stream(
         if delay > 0:
             await asyncio.sleep(delay)
         sock.sendto(
-            RTP.pack(0x80, 96, seq & 0xFFFF, (seq * frame) & 0xFFFFFFFF, ssrc) + payload,
+            RTP.pack(0x80, payload_type, seq & 0xFFFF, (seq * frame) & 0xFFFFFFFF, ssrc) + payload,
             (host, port),
         )
         stats["packets"] += 1
@@ -147,7 +151,8 @@ async def run(
     bitrate: int,
     name: str = "load",
 ) -> dict[str, Any]:
-    payloads, pre_skip = audio_packets(codec, frame_ms, bitrate, seconds)
+    rtp = url.startswith("rtp://")
+    payloads, pre_skip = audio_packets(codec, frame_ms, bitrate, seconds, big_endian=rtp)
     stats: dict[str, Any] = {
         "packets": 0,
         "done": 0,
@@ -156,10 +161,11 @@ async def run(
         "samples_each": len(payloads) * int(RATE * frame_ms / 1000),
     }
     start = time.monotonic() + 0.5
-    if url.startswith("rtp://"):
+    if rtp:
         host, port = url[len("rtp://") :].rsplit(":", 1)
+        payload_type = 96 if codec == "opus" else 97
         tasks = [
-            rtp_stream(host, int(port) + 2 * k, payloads, frame_ms, start, stats)
+            rtp_stream(host, int(port) + 2 * k, payload_type, payloads, frame_ms, start, stats)
             for k in range(streams)
         ]
     else:

@@ -132,8 +132,15 @@ class Depacketizer:
         # Opus audio continues the decoded stream; PCM sits exactly at its timestamp
         at = self._decoded if self._whole_frames else ts
         self._decoded = max(self._decoded, at + len(kept))
+        if not filler and at == self.position:  # the usual packet: in order, nothing lost
+            n = len(kept)
+            if not n:
+                return []
+            self.stats.samples += n
+            self.position = at + n
+            return [kept]
         out = self._trim([*filler, kept], at - max(0, gap))
-        if packet.samples and not any(not isinstance(s, int) for s in out):
+        if packet.samples and all(isinstance(s, int) for s in out):
             self.stats.duplicate_packets += 1
         return out
 

@@ -17,6 +17,7 @@ parameters.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -86,7 +87,7 @@ class StreamParams:
     #: audio, and that a recording drops (the Ogg Opus "pre-skip", RFC 7845 §4.2).
     pre_skip: int = 0
 
-    @property
+    @functools.cached_property
     def frame_samples(self) -> int:
         """Samples per channel in one full frame."""
         return round(self.rate_hz * self.frame_ms / 1000)

@@ -108,9 +108,9 @@ async def ingest(request: web.Request) -> web.StreamResponse:
     rx = _receiver(request)
     if _role(request, MAY_SEND) is None:
         return _unauthorized(request, "sender")
-    ws = web.WebSocketResponse(
-        max_msg_size=max_message_bytes(), compress=False, heartbeat=20.0, timeout=2.0
-    )
+    # no heartbeat: a sender sends audio all the time, and one that stops is closed by its
+    # session's idle timeout; aiohttp's heartbeat would re-arm a timer for every packet
+    ws = web.WebSocketResponse(max_msg_size=max_message_bytes(), compress=False, timeout=2.0)
     await ws.prepare(request)
     rx.sessions.add(ws)
     try:

@@ -45,7 +45,7 @@ from micwire.receiver.storage import PART_KEYS, storage_error, write_json
 log = logging.getLogger("micwire.receiver")
 FLUSH_INTERVAL_S = 1.0
 #: Audio gathered before a batch goes to the writer thread.
-BATCH_S = 0.2
+BATCH_S = 0.25
 #: Audio waiting for a slow disk before the stream is slowed down.
 MAX_PENDING_S = 10.0
 #: Silence for a gap is written in pieces of this length (a long gap never means one huge
@@ -73,10 +73,12 @@ class SoundfileWriter:
         self._file = sf.SoundFile(
             path, "w", samplerate=rate_hz, channels=channels, format=container, subtype=fmt.subtype
         )
+        self._header_auto = False
         if fmt.name == "wav":
             try:
                 self._command(_SFC_RF64_AUTO_DOWNGRADE, 1)
                 self._command(_SFC_SET_UPDATE_HEADER_AUTO, 1)
+                self._header_auto = True
             except AttributeError:  # soundfile internals moved: the 1 s flush still bounds loss
                 log.warning("cannot keep WAV headers current with this soundfile version")
 
@@ -90,6 +92,13 @@ class SoundfileWriter:
             raise self._detailed(exc) from exc
 
     def flush(self) -> None:
+        """Make what was written readable by another process, or after this one is killed.
+        WAV: nothing to do (every write reaches the file, header included: see
+        ``SFC_SET_UPDATE_HEADER_AUTO``); no fsync either, which costs a disk write a
+        second per stream and protects only against power loss. Other formats: libsndfile
+        flushes its encoder's buffers."""
+        if self._header_auto:
+            return
         try:
             self._file.flush()
         except sf.LibsndfileError as exc:
@@ -297,9 +306,18 @@ class Recording:
                 return
 
     def _write_batch(self, segments: list[Segment], flush: bool) -> None:
+        """Write a batch: consecutive packets as one array (one write call, one header
+        update per file, instead of one per packet), gaps as silence."""
         try:
-            for segment in segments:
-                if isinstance(segment, int):  # a gap: exactly that much silence, in pieces
+            run: list[Samples] = []
+            for segment in [*segments, 0]:  # the 0 ends the last run of audio
+                if not isinstance(segment, int):
+                    run.append(segment)
+                    continue
+                if run:
+                    self._write(run[0] if len(run) == 1 else np.concatenate(run))
+                    run = []
+                if segment:  # a gap: exactly that much silence, in pieces
                     self.gaps.append({"at_sample": self.samples_written, "samples": segment})
                     piece = max(1, int(GAP_PIECE_S * self.rate_hz))
                     silence = np.zeros((min(segment, piece), self.channels), dtype=np.int16)
@@ -308,8 +326,6 @@ class Recording:
                         n = min(left, piece)
                         self._write(silence[:n])
                         left -= n
-                else:
-                    self._write(segment)
             if flush:
                 for writer in self._writers:
                     writer.flush()

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -86,7 +88,7 @@ def send_and_receive(
     params: StreamParams, signal: np.ndarray, sizes: list[int]
 ) -> tuple[list[Packet], np.ndarray]:
     encoder = make_encoder(params)
-    params = StreamParams(**{**params.__dict__, "pre_skip": encoder.pre_skip})
+    params = dataclasses.replace(params, pre_skip=encoder.pre_skip)
     framer = Framer(
         params.frame_samples, params.channels, params.rate_hz, fill_gaps=params.codec == "opus"
     )

@@ -1,0 +1,388 @@
+"""What a stream costs the receiver, next to GStreamer doing the same job on the same packets.
+
+For each job (Opus->MP3, Opus->WAV, PCM->WAV) and each stream count, the same paced load
+(bench/loadgen.py, written from docs/PROTOCOL.md: one packet per 20 ms per stream, a tone,
+encoded once) goes, in turn, to
+
+- ``micwire receive --no-play --no-live --record DIR --format mp3|wav`` over WebSockets, and
+- one ``gst-launch-1.0`` process with one branch per stream, fed the same payloads as
+  RTP/UDP: ``udpsrc ! rtpjitterbuffer ! rtpopusdepay ! opusdec ! audioconvert !
+  lamemp3enc cbr 64 kbit/s ! filesink`` (``wavenc`` for WAV, ``rtpL16depay`` for PCM).
+
+The load generator is a separate process; only the server's CPU time is counted (utime +
+stime from /proc, over a window that starts once every stream is flowing). After the load
+ends the server is stopped (SIGINT: micwire finishes its files; gst-launch -e sends EOS)
+and every file is opened with soundfile: the seconds recorded are printed beside the
+seconds sent, so a server that keeps up by dropping audio shows it.
+
+    .venv/bin/python bench/capacity.py [--streams 1,10,40] [--seconds 20]
+        [--jobs opus-mp3,opus-wav,pcm-wav] [--only micwire|gstreamer]
+
+GStreamer comes from the Debian packages gstreamer1.0-tools, -plugins-base and
+-plugins-good; without them the bench says so and measures micwire alone. Prints figures;
+not a test. The machine's other load shows in the figures: run it on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import soundfile
+
+HERE = Path(__file__).resolve().parent
+TICK = os.sysconf("SC_CLK_TCK")
+RATE = 48000
+WARM_S = 3.0  # after the load starts: connections made, files open, queues steady
+JOBS = {
+    # job: (codec on the wire, file format)
+    "opus-mp3": ("opus", "mp3"),
+    "opus-wav": ("opus", "wav"),
+    "pcm-wav": ("pcm", "wav"),
+}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its reaped children, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / TICK
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on port {port}")
+
+
+@dataclass
+class Result:
+    server: str
+    job: str
+    streams: int
+    cpu_percent: float  # of one core, whole server
+    sent_s: float
+    recorded_s: float
+    files: int
+
+    @property
+    def per_stream(self) -> float:
+        return self.cpu_percent / self.streams
+
+
+def recorded_seconds(directory: Path, extension: str) -> tuple[float, int]:
+    files = sorted(directory.rglob(f"*.{extension}"))
+    frames = 0
+    for path in files:
+        try:
+            frames += soundfile.info(str(path)).frames
+        except RuntimeError as exc:
+            print(f"    {path.name}: unreadable ({exc})", file=sys.stderr)
+    return frames / RATE, len(files)
+
+
+def gst_pipeline(job: str, streams: int, base_port: int, directory: Path) -> list[str]:
+    codec, fmt = JOBS[job]
+    words: list[str] = []
+    for k in range(streams):
+        port = base_port + 2 * k
+        if codec == "opus":
+            caps = "application/x-rtp,media=audio,encoding-name=OPUS,clock-rate=48000,payload=96"
+            decode = ["rtpopusdepay", "!", "opusdec"]
+        else:
+            caps = (
+                "application/x-rtp,media=audio,encoding-name=L16,clock-rate=48000,"
+                "channels=1,payload=97"
+            )
+            decode = ["rtpL16depay"]
+        # the same file as micwire's: mono, 48 kHz, 16-bit (opusdec alone would give stereo
+        # and LAME, left to choose, 24 kHz at 64 kbit/s)
+        raw = ["audio/x-raw,format=S16LE,rate=48000,channels=1"]
+        if fmt == "mp3":
+            encode = [
+                *raw,
+                "!",
+                "lamemp3enc",
+                "target=bitrate",
+                "cbr=true",
+                "bitrate=64",
+                "!",
+                "audio/mpeg,rate=48000,channels=1",
+            ]
+        else:
+            encode = [*raw, "!", "wavenc"]
+        words += [
+            "udpsrc",
+            f"port={port}",
+            "buffer-size=1048576",
+            f"caps={caps}",
+            "!",
+            "rtpjitterbuffer",
+            "latency=50",
+            "!",
+            *decode,
+            "!",
+            "audioconvert",
+            "!",
+            *encode,
+            "!",
+            "filesink",
+            f"location={directory / f'gst-{k}.{fmt}'}",
+        ]
+    return ["gst-launch-1.0", "-q", "-e", *words]
+
+
+def run_load(url: str, streams: int, seconds: float, codec: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(HERE / "loadgen.py"),
+            url,
+            "--streams",
+            str(streams),
+            "--seconds",
+            str(seconds),
+            "--codec",
+            codec,
+            "--name",
+            "cap",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def measure(server: subprocess.Popen[bytes], load: subprocess.Popen[str], seconds: float) -> float:
+    """% of one core the server used over the steady part of the load."""
+    time.sleep(WARM_S)
+    c0, t0 = cpu_seconds(server.pid), time.monotonic()
+    time.sleep(max(1.0, seconds - WARM_S - 1.5))
+    c1, t1 = cpu_seconds(server.pid), time.monotonic()
+    if server.poll() is not None:
+        raise RuntimeError(f"server exited early ({server.returncode})")
+    return 100.0 * (c1 - c0) / (t1 - t0)
+
+
+def stop(server: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(timeout)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+def run_micwire(job: str, streams: int, seconds: float, workdir: Path) -> Result:
+    codec, fmt = JOBS[job]
+    directory = workdir / f"micwire-{job}-{streams}"
+    port = free_port()
+    micwire = Path(sys.executable).with_name("micwire")
+    server = subprocess.Popen(
+        [
+            str(micwire),
+            "receive",
+            "--no-play",
+            "--no-live",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--record",
+            str(directory),
+            "--format",
+            fmt,
+            "--max-streams",
+            str(max(64, streams + 8)),
+        ],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port)
+        load = run_load(f"ws://127.0.0.1:{port}", streams, seconds, codec)
+        cpu = measure(server, load, seconds)
+        out, _ = load.communicate(timeout=seconds + 60)
+        stats = json.loads(out)
+    finally:
+        stop(server)
+    recorded, files = recorded_seconds(directory, fmt)
+    sent = streams * stats["samples_each"] / RATE
+    return Result("micwire", job, streams, cpu, sent, recorded, files)
+
+
+def run_gstreamer(job: str, streams: int, seconds: float, workdir: Path) -> Result:
+    codec, fmt = JOBS[job]
+    directory = workdir / f"gst-{job}-{streams}"
+    directory.mkdir(parents=True)
+    base_port = 20000 + (os.getpid() % 200) * 100
+    server = subprocess.Popen(
+        gst_pipeline(job, streams, base_port, directory), stderr=subprocess.DEVNULL
+    )
+    try:
+        time.sleep(1.0 + streams * 0.02)  # elements linked, sockets bound
+        load = run_load(f"rtp://127.0.0.1:{base_port}", streams, seconds, codec)
+        cpu = measure(server, load, seconds)
+        out, _ = load.communicate(timeout=seconds + 60)
+        stats = json.loads(out)
+        time.sleep(0.3)  # the jitter buffers' 50 ms
+    finally:
+        stop(server)
+    recorded, files = recorded_seconds(directory, fmt)
+    sent = streams * stats["samples_each"] / RATE
+    return Result("gstreamer", job, streams, cpu, sent, recorded, files)
+
+
+# The floor for a Python sender: a bare `websockets` client that sends a prepared 20 ms PCM
+# packet every 20 ms, nothing else (no capture, no encoding, no spool).
+BARE_SENDER = """
+import asyncio, json, struct, sys, time, uuid
+from websockets.asyncio.client import connect
+async def main():
+    async with connect(sys.argv[1], compression=None) as ws:
+        now = int(time.time() * 1e6)
+        await ws.send(json.dumps({"type": "hello", "protocol": 2, "codec": "pcm",
+            "stream": "bare-" + uuid.uuid4().hex[:8], "rate_hz": 48000, "channels": 1,
+            "frame_ms": 20, "start_time_us": now, "sent_time_us": now,
+            "stream_id": uuid.uuid4().hex}))
+        await ws.recv()
+        async def drain():
+            async for _ in ws:
+                pass
+        reader = asyncio.ensure_future(drain())
+        payload, t0 = bytes(1920), time.monotonic()
+        for i in range(int(float(sys.argv[2]) * 50)):
+            delay = t0 + (i + 1) * 0.02 - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            header = struct.pack("!BBHIQQ", 1, 0, 960, i, i * 960, int(time.time() * 1e6))
+            await ws.send(header + payload)
+        reader.cancel()
+asyncio.run(main())
+"""
+
+
+def sender_costs(seconds: float) -> list[tuple[str, float]]:
+    """% of a core of one sender process, over the steady part of ``seconds``."""
+    port = free_port()
+    micwire = str(Path(sys.executable).with_name("micwire"))
+    receiver = subprocess.Popen(
+        [micwire, "receive", "--no-play", "--no-live", "--host", "127.0.0.1", "--port", str(port)],
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"ws://127.0.0.1:{port}"
+    runs = {
+        "micwire send tone, PCM": [micwire, "send", url, "--source", "tone:440", "--codec", "pcm"],
+        "micwire send tone, Opus": [micwire, "send", url, "--source", "tone:440"],
+        "bare websockets client, PCM": [sys.executable, "-c", BARE_SENDER, url],
+    }
+    out = []
+    try:
+        wait_port(port)
+        for label, command in runs.items():
+            if command[0] == micwire:
+                command = [*command, "--name", label.split()[-1].lower(), "--duration"]
+            sender = subprocess.Popen([*command, str(seconds)], stderr=subprocess.DEVNULL)
+            time.sleep(WARM_S)
+            c0, t0 = cpu_seconds(sender.pid), time.monotonic()
+            time.sleep(max(1.0, seconds - WARM_S - 1.5))
+            c1, t1 = cpu_seconds(sender.pid), time.monotonic()
+            sender.wait(30)
+            out.append((label, 100.0 * (c1 - c0) / (t1 - t0)))
+    finally:
+        stop(receiver)
+    return out
+
+
+def have_gstreamer() -> str | None:
+    """None when every element is there, else what is missing."""
+    if shutil.which("gst-launch-1.0") is None:
+        return "gst-launch-1.0 (Debian: gstreamer1.0-tools)"
+    for element in ("udpsrc", "rtpjitterbuffer", "rtpopusdepay", "opusdec", "lamemp3enc"):
+        probe = subprocess.run(["gst-inspect-1.0", element], capture_output=True)
+        if probe.returncode != 0:
+            return f"GStreamer element {element} (gstreamer1.0-plugins-base/-good)"
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--streams", default="1,10,40", help="comma list of stream counts")
+    parser.add_argument("--seconds", type=float, default=20.0, help="load length per run")
+    parser.add_argument("--jobs", default=",".join(JOBS), help="comma list: " + ",".join(JOBS))
+    parser.add_argument("--only", choices=("micwire", "gstreamer"))
+    parser.add_argument("--keep", action="store_true", help="keep the recordings")
+    parser.add_argument(
+        "--senders", action="store_true", help="only the sender figures (one stream each)"
+    )
+    args = parser.parse_args()
+    if args.senders:
+        print("# one sender, 20 ms frames, 48 kHz mono, into a receiver on this machine")
+        for label, percent in sender_costs(args.seconds):
+            print(f"  {label:30} {percent:5.2f} % of a core")
+        return
+    counts = [int(n) for n in args.streams.split(",")]
+    jobs = args.jobs.split(",")
+    servers = ["micwire", "gstreamer"] if args.only is None else [args.only]
+    missing = have_gstreamer() if "gstreamer" in servers else None
+    if missing:
+        print(f"GStreamer is missing: {missing}; measuring micwire alone", file=sys.stderr)
+        servers = [s for s in servers if s != "gstreamer"]
+    print(
+        f"# {os.cpu_count()} cores, {args.seconds:g} s of load per run, 20 ms frames, mono 48 kHz"
+    )
+    print(
+        f"# {'server':9} {'job':9} {'streams':>7} {'%core':>7} {'%/stream':>9} "
+        f"{'streams/core':>12} {'sent s':>8} {'recorded s':>10}"
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="micwire-capacity-"))
+    results: list[Result] = []
+    try:
+        for job in jobs:
+            for n in counts:
+                for server in servers:
+                    run = run_micwire if server == "micwire" else run_gstreamer
+                    r = run(job, n, args.seconds, workdir)
+                    results.append(r)
+                    per_core = 100.0 / r.per_stream if r.per_stream > 0 else float("inf")
+                    print(
+                        f"  {r.server:9} {r.job:9} {r.streams:7d} {r.cpu_percent:7.1f} "
+                        f"{r.per_stream:9.2f} {per_core:12.0f} {r.sent_s:8.1f} "
+                        f"{r.recorded_s:10.1f}",
+                        flush=True,
+                    )
+    finally:
+        if args.keep:
+            print(f"# recordings kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if "gstreamer" in servers and "micwire" in servers:
+        print("# micwire / GStreamer, CPU per stream (below 1 is cheaper):")
+        for job in jobs:
+            for n in counts:
+                pair = {r.server: r for r in results if r.job == job and r.streams == n}
+                if pair["gstreamer"].per_stream > 0:
+                    ratio = pair["micwire"].per_stream / pair["gstreamer"].per_stream
+                    print(f"  {job:9} {n:4d} streams: {ratio:5.2f}")
+
+
+if __name__ == "__main__":
+    main()
