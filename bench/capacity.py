@@ -292,6 +292,9 @@ def sender_costs(seconds: float) -> list[tuple[str, float]]:
     runs = {
         "micwire send tone, PCM": [micwire, "send", url, "--source", "tone:440", "--codec", "pcm"],
         "micwire send tone, Opus": [micwire, "send", url, "--source", "tone:440"],
+        "micwire send tone, Opus 60 ms": [
+            *(micwire, "send", url, "--source", "tone:440", "--frame-ms", "60")
+        ],
         "bare websockets client, PCM": [sys.executable, "-c", BARE_SENDER, url],
     }
     out = []
@@ -299,7 +302,7 @@ def sender_costs(seconds: float) -> list[tuple[str, float]]:
         wait_port(port)
         for label, command in runs.items():
             if command[0] == micwire:
-                command = [*command, "--name", label.split()[-1].lower(), "--duration"]
+                command = [*command, "--name", label.replace(" ", "-"), "--duration"]
             sender = subprocess.Popen([*command, str(seconds)], stderr=subprocess.DEVNULL)
             time.sleep(WARM_S)
             c0, t0 = cpu_seconds(sender.pid), time.monotonic()

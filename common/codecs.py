@@ -89,7 +89,8 @@ class PcmDecoder(Decoder):
     def decode(self, payload: bytes) -> Frame:
         if len(payload) % (2 * self.params.channels):
             raise FrameError(f"PCM payload of {len(payload)} bytes is not whole samples")
-        data = np.frombuffer(payload, dtype=_PCM_DTYPE).astype(np.int16)
+        # no copy on little-endian machines: a read-only view of the payload
+        data = np.frombuffer(payload, dtype=_PCM_DTYPE).astype(np.int16, copy=False)
         return data.reshape(-1, self.params.channels)
 
 
