@@ -176,7 +176,8 @@ def main() -> int:
     sidecars = [json.loads(p.read_text()) for p in (work / "rec").glob("*.json")]
     gaps = sum(len(s["gaps"]) for s in sidecars)
     recorded = sum(s["samples"] for s in sidecars)
-    warm = [r for t, r, _ in samples if t >= 60] or [r for _, r, _ in samples]
+    # after the first minute and while the load runs (not while the streams are finalised)
+    warm = [r for t, r, _ in samples if 60 <= t <= seconds] or [r for _, r, _ in samples]
     growth = 100 * (max(warm) - warm[0]) / warm[0] if warm else 0.0
     print(f"receiver CPU: {cpu:.1f} % of a core ({cpu / max(1, len(sidecars)):.2f} % per stream)")
     print(
