@@ -75,6 +75,17 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
     raise RuntimeError(f"nothing listening on port {port}")
 
 
+MICWIRE = str(Path(sys.executable).with_name("micwire"))
+
+
+def receive_command(port: int, directory: Path, *options: str) -> list[str]:
+    """``micwire receive`` on 127.0.0.1:port recording to ``directory``, no playback."""
+    return [
+        *(MICWIRE, "receive", "--no-play", "--no-live", "--host", "127.0.0.1"),
+        *("--port", str(port), "--record", str(directory), *options),
+    ]
+
+
 @dataclass
 class Result:
     server: str
@@ -196,24 +207,10 @@ def run_micwire(job: str, streams: int, seconds: float, workdir: Path) -> Result
     codec, fmt = JOBS[job]
     directory = workdir / f"micwire-{job}-{streams}"
     port = free_port()
-    micwire = Path(sys.executable).with_name("micwire")
     server = subprocess.Popen(
-        [
-            str(micwire),
-            "receive",
-            "--no-play",
-            "--no-live",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--record",
-            str(directory),
-            "--format",
-            fmt,
-            "--max-streams",
-            str(max(64, streams + 8)),
-        ],
+        receive_command(
+            port, directory, "--format", fmt, "--max-streams", str(max(64, streams + 8))
+        ),
         stderr=subprocess.DEVNULL,
     )
     try:

@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 CONFIG = HERE.parent / "docs" / "deploy" / "haproxy.cfg"
 RATE = 48000
 sys.path.insert(0, str(HERE))
-from capacity import free_port, wait_port  # noqa: E402
+from capacity import free_port, receive_command, wait_port  # noqa: E402
 
 
 def tone(n: int, hz: float = 440.0) -> np.ndarray:
@@ -50,20 +50,8 @@ def tone(n: int, hz: float = 440.0) -> np.ndarray:
 
 
 def start_receiver(port: int, directory: Path, log: Path) -> subprocess.Popen[bytes]:
-    micwire = Path(sys.executable).with_name("micwire")
     return subprocess.Popen(
-        [
-            str(micwire),
-            "receive",
-            "--no-play",
-            "--no-live",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--record",
-            str(directory),
-        ],
+        receive_command(port, directory),
         stderr=log.open("ab"),
     )
 

@@ -33,7 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests" / "integration"))
-from capacity import cpu_seconds, free_port, wait_port  # noqa: E402
+from capacity import cpu_seconds, free_port, receive_command, wait_port  # noqa: E402
 from proxy import ProxyThread  # noqa: E402
 
 RATE = 48000
@@ -64,22 +64,14 @@ def main() -> int:
     port = free_port()
     micwire = str(Path(sys.executable).with_name("micwire"))
     receiver = subprocess.Popen(
-        [
-            micwire,
-            "receive",
-            "--no-play",
-            "--no-live",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--record",
-            str(work / "rec"),
+        receive_command(
+            port,
+            work / "rec",
             "--format",
             args.format,
             "--max-streams",
             str(args.streams + args.impaired + 16),
-        ],
+        ),
         stderr=(work / "receiver.log").open("wb"),
     )
     wait_port(port)
