@@ -69,18 +69,19 @@ def _is_upgrade(request: web.Request) -> bool:
 
 def _role(request: web.Request, allowed: frozenset[str]) -> str | None:
     """The caller's role if it may do what ``allowed`` says, else None. A WebSocket
-    authenticated by the login cookie must come from our own page."""
+    authenticated by the login cookie must come from our own page, and one opened by a
+    page elsewhere (a browser says so in ``Origin``) is refused even when no token is
+    needed: another site must not listen to, or send into, a receiver its visitor can
+    reach. Senders and scripts send no ``Origin``."""
     rx = _receiver(request)
     role, by_cookie = rx.tokens.role(request.headers.getall("Authorization", []), request.cookies)
     if role not in allowed:
         return None
-    if (
-        by_cookie
-        and _is_upgrade(request)
-        and not same_origin(request.headers.get("Origin"), request.host)
-    ):
-        rx.note_refusal(request.remote or "?", "cross-origin WebSocket with a login cookie")
-        return None
+    if _is_upgrade(request):
+        origin = request.headers.get("Origin")
+        if (by_cookie or origin is not None) and not same_origin(origin, request.host):
+            rx.note_refusal(request.remote or "?", "cross-origin WebSocket")
+            return None
     return role
 
 
@@ -150,7 +151,8 @@ async def send_page(request: web.Request) -> web.StreamResponse:
         target = str(request.rel_url.with_query(query))
         if role in MAY_SEND and rx.tokens.required:
             response = web.HTTPSeeOther(target)
-            _set_login_cookie(response, rx, role)
+            if _role(request, MAY_SEND & MAY_WATCH) is None:  # a host trying the link keeps
+                _set_login_cookie(response, rx, role)  # the login that lets them watch
             raise response
         if role not in MAY_SEND:
             rx.note_refusal(request.remote or "?", "missing or wrong token (guest link)")
@@ -183,7 +185,14 @@ async def static(request: web.Request) -> web.StreamResponse:
 
 def _safe_next(value: str | None) -> str:
     """Only a path on this site (no open redirect to another one)."""
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+    if (
+        value
+        and value.startswith("/")
+        and not value.startswith("//")
+        and "\\" not in value
+        and value.isprintable()  # browsers drop tabs and newlines: "/\t/evil" is "//evil"
+        and " " not in value
+    ):
         return value
     return "/"
 

@@ -36,6 +36,15 @@ def _names() -> tuple[list[str], list[str]]:
                 addresses.add(str(info[4][0]).split("%")[0])
         except OSError:
             pass
+    # the address other machines reach this one at (the host name often maps to a loopback
+    # address): the source address of a route outwards; a UDP "connect" sends nothing
+    for family, probe in ((socket.AF_INET, "198.51.100.1"), (socket.AF_INET6, "2001:db8::1")):
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as s:
+                s.connect((probe, 9))
+                addresses.add(str(s.getsockname()[0]).split("%")[0])
+        except OSError:
+            pass
     return names, sorted(addresses)
 
 
@@ -56,7 +65,9 @@ def self_signed(directory: Path | None = None) -> tuple[Path, Path, str]:
         try:
             cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
             sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            covers = set(names) <= set(sans.get_values_for_type(x509.DNSName))
+            covers = set(names) <= set(sans.get_values_for_type(x509.DNSName)) and {
+                ipaddress.ip_address(a) for a in addresses
+            } <= set(sans.get_values_for_type(x509.IPAddress))
             fresh = cert.not_valid_after_utc > now + datetime.timedelta(days=1)
             if covers and fresh:
                 return cert_path, key_path, _fingerprint(cert)

@@ -83,6 +83,7 @@ class Sender:
         self._more = asyncio.Event()  # the spool grew, or capture ended
         self.stream_id = uuid.uuid4().hex
         self._secret = ""
+        self._accepted = False  # the receiver has accepted the stream once
         self._start_us = 0
         self._sent_to = 0  # furthest timeline position sent on any connection
         self._link: Link | None = None
@@ -186,6 +187,7 @@ class Sender:
             if self._secret:
                 self.report.reconnects += 1
                 log.info("reconnected to %s", self.config.url)
+            self._note_backlog_cut(link.accept.resume_timestamp)
             self._secret = link.accept.resume_secret or self._secret
             self.report.stream, self.report.recording = link.accept.stream, link.accept.recording
             self._link = link
@@ -223,6 +225,21 @@ class Sender:
             resuming=bool(self._secret),
             resume_secret=self._secret,
         )
+
+    def _note_backlog_cut(self, start: int | None) -> None:
+        """A new stream takes at most the receiver's backlog (PROTOCOL.md §5): audio
+        captured before where the receiver starts it will never be recorded. Counted as
+        lost, so that "nothing lost" stays true (a sender kept waiting for minutes, e.g.
+        while its name was held)."""
+        first, self._accepted = not self._accepted, True
+        skipped = (start or 0) - self.report.acknowledged
+        if first and skipped > 0:
+            self.report.link_lost_samples += skipped
+            log.warning(
+                "the receiver starts this stream %.1f s into the capture: what came before "
+                "was captured too long ago and is not recorded",
+                skipped / self.config.rate_hz,
+            )
 
     async def _stream(self, link: Link) -> None:
         """Send from where the receiver asks, as audio comes, until the receiver confirms

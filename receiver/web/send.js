@@ -39,6 +39,7 @@ const BACKOFF_MAX_S = 8;
 const SILENCE_TIMEOUT_S = 6;
 const CONNECT_TIMEOUT_S = 10;
 const REPLY_TIMEOUT_S = 15;
+const CHECK_TIMEOUT_MS = 5000; // asking the receiver whether this link may still send
 /** Sending stops while this much is queued in the socket: a dead link does not swallow the
  * spool, and "waiting to be sent" stays honest. */
 const MAX_BUFFERED_BYTES = 256 * 1024;
@@ -64,7 +65,7 @@ function linkSettings() {
   const codec = (q.get('codec') || '').toLowerCase();
   const application = (q.get('application') || '').toLowerCase();
   return {
-    name: (q.get('name') || '').trim().slice(0, 200),
+    name: Array.from((q.get('name') || '').trim()).slice(0, 200).join(''), // whole characters
     codec: codec === 'pcm' || codec === 'opus' ? codec : null, // null: Opus if the browser can
     bitrate: Math.round(clampNumber(q.get('bitrate'), 6000, 510000, 32000)),
     frameMs: FRAME_DURATIONS_MS.includes(frameMs) ? frameMs : 20,
@@ -230,6 +231,7 @@ class GuestSender {
     this.sentTo = 0;
     this.acked = 0;
     this.lost = 0;
+    this.accepted = false; // the receiver has accepted this stream once
     this.resent = 0;
     this.reconnects = 0;
     this.packetsSent = 0;
@@ -398,8 +400,15 @@ class GuestSender {
     conn.accepted = true;
     if (this.secret) this.reconnects += 1;
     this.secret = typeof accept.resume_secret === 'string' && accept.resume_secret ? accept.resume_secret : this.secret;
+    const first = !this.accepted;
+    this.accepted = true;
     let start = accept.resume_timestamp;
     if (!isNum(start)) start = this.acked; // the receiver knows nothing of us: all not acked
+    if (first && start > this.acked) {
+      // a new stream takes at most the receiver's backlog (PROTOCOL.md §5): what was captured
+      // before where it starts will never be recorded
+      this.lost += start - this.acked;
+    }
     if (start < this.sentTo) this.resent += this.sentTo - start;
     const opus = this.codec === 'opus';
     let cursor = start;
@@ -574,7 +583,14 @@ class GuestSender {
    * like any other failure from here.) true, false, or null when the receiver is unreachable. */
   async checkAllowed() {
     try {
-      const r = await fetch(location.pathname, { redirect: 'manual', cache: 'no-store', credentials: 'same-origin' });
+      // bounded: on a dead link a pooled connection can hang a fetch for minutes, and no
+      // reconnect happens while this check is pending
+      const r = await fetch(location.pathname, {
+        redirect: 'manual',
+        cache: 'no-store',
+        credentials: 'same-origin',
+        signal: AbortSignal.timeout(CHECK_TIMEOUT_MS),
+      });
       if (r.type === 'opaqueredirect' || r.status === 401) return false;
       return r.ok ? true : null;
     } catch {
@@ -628,6 +644,9 @@ class GuestSender {
       this.mic.post('stop');
       this.spool.closed = true;
     }
+    this.mic.closeSource(); // the browser's recording indicator goes off; Start opens it again
+    const undelivered = this.spool ? Math.max(0, this.spool.end - this.acked) : 0;
+    if (undelivered > 0) message += ` (${fmtSeconds(undelivered)} recorded here was not delivered)`;
     this.setState('failed', message);
   }
 

@@ -678,3 +678,34 @@ def test_mp3_at_a_low_rate_is_aligned_with_the_wav(tmp_path: Path) -> None:
     scores = [float(np.dot(a[1000 + lag : -1000 + lag], b[1000:-1000])) for lag in lags]
     assert lags[int(np.argmax(scores))] == 0
     assert np.corrcoef(a, b)[0, 1] > 0.9
+
+
+def test_a_sender_kept_waiting_past_the_receivers_backlog_reports_the_start_as_lost(
+    tmp_path: Path,
+) -> None:
+    """A new stream takes at most ``max_backlog_s`` of audio captured before it was
+    accepted: a sender kept out longer (a full receiver) must not say "nothing lost"
+    about the start the receiver never recorded."""
+
+    async def main() -> Any:
+        async with running_receiver(max_streams=1, max_backlog_s=0.5, record_dir=tmp_path) as (
+            _rx,
+            url,
+        ):
+            first = asyncio.create_task(
+                Sender(SenderConfig(url, name="a", source="tone:440", duration_s=2.0)).run()
+            )
+            await asyncio.sleep(0.3)
+            second = await Sender(
+                SenderConfig(url, name="b", source="tone:440", duration_s=2.5)
+            ).run()
+            await first
+            return second
+
+    report = asyncio.run(main())
+    data, _, _ = read_single(tmp_path, "b-*.wav")
+    sidecar = json.loads(next(tmp_path.glob("b-*.json")).read_text())
+    missing = report.samples_captured - len(data)
+    assert missing > 24000  # it waited about 1.7 s and the receiver took 0.5 s of it
+    assert report.link_lost_samples == missing == sidecar["origin"]
+    assert "nothing lost" not in report.summary()

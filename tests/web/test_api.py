@@ -318,3 +318,39 @@ def test_no_web_serves_senders_only(tmp_path: Path) -> None:
             return page, health, sent.confirmed
 
     assert asyncio.run(main()) == (404, 200, 9600)
+
+
+def test_another_site_cannot_open_sockets_even_without_a_token(tmp_path: Path) -> None:
+    """Without --token anyone on the network may watch; but a page on another site, open
+    in a visitor's browser, must not list, listen to or send into the receiver."""
+
+    async def main() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async with running_receiver() as (_rx, url), aiohttp.ClientSession() as s:
+            base = http(url)
+            for path in ("/api/events", "/api/listen/x", "/", "/stream/x"):
+                for origin in (None, base, "http://evil.example"):
+                    headers = {"Origin": origin} if origin else {}
+                    try:
+                        async with s.ws_connect(url + path, headers=headers) as ws:
+                            await ws.close()
+                            out[path, origin] = "open"
+                    except aiohttp.WSServerHandshakeError as exc:
+                        out[path, origin] = exc.status
+            async with s.post(
+                base + "/login",
+                data={"token": "", "next": "/\t/evil.example"},
+                allow_redirects=False,
+            ) as r:
+                out["next"] = r.headers["Location"]
+        return out
+
+    out = asyncio.run(main())
+    for path in ("/api/events", "/", "/stream/x"):
+        assert out[path, None] == "open", path  # senders and scripts send no Origin
+        assert out[path, "http://evil.example"] == 401, path
+    assert (
+        sum(v == "open" for k, v in out.items() if k[1] not in (None, "http://evil.example")) == 3
+    )
+    assert out["/api/listen/x", "http://evil.example"] == 401
+    assert "evil" not in out["next"]
