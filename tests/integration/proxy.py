@@ -79,13 +79,21 @@ class ImpairmentProxy:
         await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        due = 0.0
         with contextlib.suppress(OSError, ConnectionError):
             while data := await reader.read(65536):
+                arrived = loop.time()
                 await self._open.wait()
                 if writer in self._frozen:
                     await self._closing.wait()  # a link that went dead silently
                 if self.delay_s or self.jitter_s:
-                    await asyncio.sleep(self.delay_s + random.uniform(0, self.jitter_s))
+                    # each chunk leaves its delay after it *arrived* (in order, as TCP
+                    # keeps it): delays summed one after the other would make a queue
+                    # that grows without bound whenever the mean delay nears the interval
+                    delay = self.delay_s + random.uniform(0, self.jitter_s)
+                    due = max(due, arrived + delay)
+                    await asyncio.sleep(max(0.0, due - loop.time()))
                 writer.write(data)
                 await writer.drain()
         writer.transport.abort()
