@@ -232,7 +232,7 @@ class Sender:
         lost, so that "nothing lost" stays true (a sender kept waiting for minutes, e.g.
         while its name was held)."""
         first, self._accepted = not self._accepted, True
-        skipped = (start or 0) - self.report.acknowledged
+        skipped = min(start or 0, self.spool.end) - self.report.acknowledged
         if first and skipped > 0:
             self.report.link_lost_samples += skipped
             log.warning(

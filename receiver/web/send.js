@@ -407,7 +407,7 @@ class GuestSender {
     if (first && start > this.acked) {
       // a new stream takes at most the receiver's backlog (PROTOCOL.md §5): what was captured
       // before where it starts will never be recorded
-      this.lost += start - this.acked;
+      this.lost += Math.min(start, this.spool.end) - this.acked;
     }
     if (start < this.sentTo) this.resent += this.sentTo - start;
     const opus = this.codec === 'opus';

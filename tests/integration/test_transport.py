@@ -697,7 +697,7 @@ def test_a_sender_kept_waiting_past_the_receivers_backlog_reports_the_start_as_l
             )
             await asyncio.sleep(0.3)
             second = await Sender(
-                SenderConfig(url, name="b", source="tone:440", duration_s=2.5)
+                SenderConfig(url, name="b", source="tone:440", duration_s=6.0)
             ).run()
             await first
             return second
