@@ -149,7 +149,9 @@ def matches_mic(recording: np.ndarray, mic: np.ndarray, minimum: float) -> list[
     source = np.tile(mic, 2 + len(recording) // len(mic))
     fits = window_fits(recording, source, start + 2 * RATE, 2 * RATE)  # (±2 s)
     good = sorted(c for _, c in fits)
-    assert good[len(good) // 2] > minimum and good[len(good) // 10] > minimum - 0.1, fits
+    # each jump spoils the half second around it: a quarter of them may be spoilt on a
+    # loaded machine (seen: several jumps in 10 s while other tests ran)
+    assert good[len(good) // 2] > minimum and good[len(good) // 4] > minimum - 0.1, fits
     return fits
 
 
