@@ -298,8 +298,8 @@ def _run_until_signal(main: Callable[[asyncio.Event], Any], device: bool = True)
     only records, a sender of a tone or file), Python's default switch interval stays:
     the short one makes the event loop and the file writers hand the GIL to each other
     ten times as often, for nothing (bench/capacity.py)."""
-    if device:
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    del device  # kept short always: without it, end-to-end playback on JACK glitched
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # in 2 runs of 5 (the test's JACK probe)
 
     async def runner() -> Any:
         stop = asyncio.Event()
@@ -313,10 +313,12 @@ def _run_until_signal(main: Callable[[asyncio.Event], Any], device: bool = True)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop (a dependency, except on Windows) unless ``MICWIRE_LOOP=asyncio``
-    asks for asyncio's own. A bare aiohttp server receiving 10 paced streams: 4.2 % of a
-    core on asyncio's loop, 2.2 % on uvloop (same run, bench/capacity.py's load)."""
-    if os.environ.get("MICWIRE_LOOP", "uvloop") == "asyncio":
+    """asyncio's own event loop, or uvloop's with ``MICWIRE_LOOP=uvloop`` (installed with
+    micwire, except on Windows). uvloop halves a bare aiohttp server's cost per packet
+    (10 paced streams: 4.2 % of a core on asyncio, 2.2 % on uvloop), but with it live
+    playback on JACK glitched in 2 of 5 end-to-end runs (none on asyncio's loop): opt-in
+    for receivers that only record, until that is understood."""
+    if os.environ.get("MICWIRE_LOOP", "asyncio") != "uvloop":
         return None
     try:
         import uvloop

@@ -143,6 +143,8 @@ async def open_connection(config: SenderConfig) -> ClientConnection:
             else "; is `micwire receive` running there?"
         )
         raise TransportError(f"cannot reach the receiver at {url} ({why}){hint}") from exc
+    except ConnectionClosed as exc:  # a proxy that accepted, then closed during the upgrade
+        raise TransportError(f"the connection to {url} closed during the handshake") from exc
     except InvalidHandshake as exc:
         hint = "; is it wss:// (TLS)?" if url.startswith("ws://") else ""
         raise TransportError(f"the receiver at {url} rejected the connection: {exc}{hint}") from exc
