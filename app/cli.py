@@ -72,6 +72,14 @@ def _positive(kind: type, minimum: float | None = None) -> Callable[[str], Any]:
     return parse
 
 
+def _workers(text: str) -> int:
+    if text == "auto":
+        from micwire.receiver.supervisor import default_workers
+
+        return default_workers()
+    return int(_positive(int)(text))
+
+
 def _percent(text: str) -> int:
     try:
         value = int(text)
@@ -188,6 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-streams", type=_positive(int), default=16, help="streams at once (default 16)"
     )
     rx.add_argument(
+        "--workers",
+        type=_workers,
+        nargs="?",
+        const="auto",
+        default=_env("workers", "1"),
+        metavar="N",
+        help="serve the port from N processes (default 1; without N: one per core); each "
+        "stream stays one recording wherever its sender reconnects. Records only: no live "
+        "playback",
+    )
+    rx.add_argument(
         "--live",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -291,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 
-def _run_until_signal(main: Callable[[asyncio.Event], Any], device: bool = True) -> Any:
+def run_until_signal(main: Callable[[asyncio.Event], Any], device: bool = True) -> Any:
     """Run ``main(stop)``; SIGINT/SIGTERM set ``stop`` for a clean finish (exit 0).
 
     ``device``: a sound device's callback will need the GIL. Without one (a receiver that
@@ -360,35 +379,48 @@ def cmd_receive(args: argparse.Namespace) -> int:
         display = LiveDisplay()
         root = logging.getLogger()
         root.handlers[:] = [display.logging_handler()]
-    receiver = Receiver(
-        ReceiverConfig(
-            host=args.host,
-            port=args.port,
-            record_dir=args.record,
-            formats=args.format,
-            play=args.play,
-            output_device=args.output_device,
-            latency_ms=args.latency_ms,
-            stats_json=args.stats_json,
-            token=args.token,
-            certfile=args.cert,
-            keyfile=args.key,
-            max_streams=args.max_streams,
-            on_stats=display.update if display else None,
-            listen_token=args.listen_token,
-            send_token=args.send_token,
-            web=args.web,
-            silence_dbfs=args.silence_db,
-            silence_s=args.silence_s,
-            down_s=args.down_s,
-            webhook=args.webhook,
-        )
+    if args.workers > 1:
+        if args.output_device is not None:
+            raise MicwireError(
+                "live playback needs one process: drop --workers, or --output-device"
+            )
+        if args.play:
+            log.info("live playback is off with --workers (it records and serves the pages)")
+        args.play = False
+    config = ReceiverConfig(
+        host=args.host,
+        port=args.port,
+        record_dir=args.record,
+        formats=args.format,
+        play=args.play,
+        output_device=args.output_device,
+        latency_ms=args.latency_ms,
+        stats_json=args.stats_json,
+        token=args.token,
+        certfile=args.cert,
+        keyfile=args.key,
+        max_streams=args.max_streams,
+        on_stats=display.update if display else None,
+        listen_token=args.listen_token,
+        send_token=args.send_token,
+        web=args.web,
+        silence_dbfs=args.silence_db,
+        silence_s=args.silence_s,
+        down_s=args.down_s,
+        webhook=args.webhook,
     )
+    server: Any
+    if args.workers > 1:
+        from micwire.receiver.supervisor import Supervisor
+
+        server = Supervisor(config, args.workers)
+    else:
+        server = Receiver(config)
     if display is None:
-        _run_until_signal(receiver.run, device=args.play)
+        run_until_signal(server.run, device=args.play)
     else:
         with display:
-            _run_until_signal(receiver.run, device=args.play)
+            run_until_signal(server.run, device=args.play)
     return 0
 
 
@@ -429,7 +461,7 @@ def cmd_send(args: argparse.Namespace) -> int:
             stopper.cancel()
         log.info("%s", report.summary())
 
-    _run_until_signal(main, device=args.source is None)
+    run_until_signal(main, device=args.source is None)
     return 0
 
 
@@ -445,7 +477,7 @@ def cmd_devices(_args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from micwire.demo import run_demo
 
-    return _run_until_signal(lambda stop: run_demo(args.dir, args.seconds, stop))  # type: ignore[no-any-return]
+    return run_until_signal(lambda stop: run_demo(args.dir, args.seconds, stop))  # type: ignore[no-any-return]
 
 
 def _one_line(record: logging.LogRecord) -> bool:

@@ -90,6 +90,22 @@ class DriftController:
         return self._drift_ppm
 
     @property
+    def sender_clock_ppm(self) -> float | None:
+        """The sender's clock against the local clock (None until measured)."""
+        return self._clock_ppm(self.sender)
+
+    @property
+    def device_clock_ppm(self) -> float | None:
+        """The sound card's clock against the local clock (None until measured)."""
+        return self._clock_ppm(self.device)
+
+    def _clock_ppm(self, estimator: RateEstimator) -> float | None:
+        rate = estimator.rate()
+        if rate is None or estimator.span_s < self.settle_s:
+            return None
+        return (rate / self.rate_hz - 1.0) * 1e6
+
+    @property
     def error_ms(self) -> float:
         """Smoothed depth error the controller works on (depth at each pull minus target)."""
         return self._error_ms or 0.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,31 @@ class ReceiverConfig:
     webhook: str | None = None
     #: Let several processes listen on the port (SO_REUSEPORT).
     reuse_port: bool = False
+    #: Set in the workers of ``--workers N``: the supervisor's private directory (its
+    #: control socket, each worker's own socket) and which worker this is.
+    run_dir: Path | None = None
+    worker: int = 0
 
     @property
     def parked_limit(self) -> int:
         return self.max_parked if self.max_parked is not None else self.max_streams
+
+    def to_json(self) -> dict[str, Any]:
+        """What a worker process needs to be told (no callbacks, paths as text)."""
+        data: dict[str, Any] = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if callable(value):
+                continue
+            data[field.name] = str(value) if isinstance(value, Path) else value
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ReceiverConfig:
+        config = cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
+        for name in ("record_dir", "stats_json", "certfile", "keyfile", "run_dir"):
+            value = getattr(config, name)
+            if value is not None:
+                setattr(config, name, Path(value))
+        config.formats = tuple(config.formats)
+        return config

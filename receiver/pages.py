@@ -24,8 +24,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from micwire.common.protocol import max_message_bytes
 from micwire.receiver import logs
 from micwire.receiver.auth import COOKIE, MAY_SEND, MAY_WATCH, same_origin
+from micwire.receiver.cluster import merge_metrics
 from micwire.receiver.listeners import Listener
 from micwire.receiver.metrics import registry_for
+from micwire.receiver.relay import relay
+from micwire.receiver.server import worker_socket
 from micwire.receiver.session import Session
 
 if TYPE_CHECKING:
@@ -236,6 +239,8 @@ async def healthz(request: web.Request) -> web.StreamResponse:
         "live": len(rx.streams.live),
         "parked": len(rx.streams.parked),
     }
+    if rx.cluster is not None:  # with --workers: this worker's streams, and which it is
+        body["worker"] = rx.config.worker
     return web.json_response(body, status=status)
 
 
@@ -244,13 +249,15 @@ async def metrics(request: web.Request) -> web.StreamResponse:
         return _unauthorized(request, "metrics")
     rx = _receiver(request)
     body = generate_latest(registry_for(rx))
+    if rx.cluster is not None:  # every worker's figures, as one receiver's
+        body = merge_metrics([body.decode(), *await rx.cluster.others("metrics")])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def streams_json(request: web.Request) -> web.StreamResponse:
     if _role(request, MAY_WATCH) is None:
         return _unauthorized(request, "api")
-    return web.json_response(_receiver(request).snapshot())
+    return web.json_response(await _receiver(request).snapshot())
 
 
 async def recording(request: web.Request) -> web.StreamResponse:
@@ -318,7 +325,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     client = EventClient(ws)
     rx.event_clients.add(client)
-    client.push(json.dumps(rx.snapshot()))
+    client.push(json.dumps(await rx.snapshot()))
     sender = asyncio.create_task(client.run())
     try:
         await _drain(ws)
@@ -329,11 +336,19 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 async def listen(request: web.Request) -> web.StreamResponse:
-    rx = _receiver(request)
     if _role(request, MAY_WATCH) is None:
         return _unauthorized(request, "listen")
+    return await _listen(request)
+
+
+async def _listen(request: web.Request) -> web.StreamResponse:
+    rx = _receiver(request)
     name = request.match_info["stream"]
     stream = rx.streams.live.get(name) or rx.streams.parked.get(name)
+    if stream is None and rx.cluster is not None and rx.config.run_dir is not None:
+        owner = await rx.cluster.owner(name)
+        if owner is not None and owner != rx.config.worker:
+            return await relay(request, rx.config.run_dir / worker_socket(owner))
     if stream is None:
         raise web.HTTPNotFound(text=f"no stream {name!r}\n")
     if len(stream.listeners) >= MAX_LISTENERS_PER_STREAM:
@@ -359,6 +374,16 @@ async def by_peer(request: web.Request, handler: Any) -> web.StreamResponse:
     logs.PEER.set(request.remote or "")
     response: web.StreamResponse = await handler(request)
     return response
+
+
+def build_internal_app(receiver: Receiver) -> web.Application:
+    """What a worker of ``--workers N`` serves the others on its own socket (in the
+    supervisor's private directory): a listener on a stream it holds. The asking worker
+    has checked the caller's right to listen."""
+    app = web.Application(client_max_size=64 * 1024)
+    app[RECEIVER] = receiver
+    app.router.add_get("/api/listen/{stream}", _listen)
+    return app
 
 
 def build_app(receiver: Receiver) -> web.Application:

@@ -138,6 +138,8 @@ class Playback:
                 "depth_error_ms": round(self.drift.error_ms, 2),
                 "drift_ppm": round(self.drift.drift_ppm, 1),
                 "correction_ppm": round(self.drift.ppm, 1),
+                "sender_clock_ppm": _round(self.drift.sender_clock_ppm),
+                "device_clock_ppm": _round(self.drift.device_clock_ppm),
                 "device_underflows": self.device_underflows,
                 "callback_errors": self.callback_errors,
                 **asdict(self.buffer.stats),
@@ -166,3 +168,7 @@ class Playback:
                 return
             await asyncio.sleep(0.01)
         log.warning("the output device did not close within %g s; going on", CLOSE_TIMEOUT_S)
+
+
+def _round(ppm: float | None) -> float | None:
+    return None if ppm is None else round(ppm, 1)

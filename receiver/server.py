@@ -35,6 +35,7 @@ from micwire.common.errors import DeviceError, ParameterError, StorageError, Tra
 from micwire.receiver import logs
 from micwire.receiver.alerts import Webhook
 from micwire.receiver.auth import Tokens, check_token
+from micwire.receiver.cluster import ClusterLink, merge_views
 from micwire.receiver.config import ReceiverConfig
 from micwire.receiver.playback import sounddevice
 from micwire.receiver.recording import RECORDING_FORMATS
@@ -46,6 +47,15 @@ log = logging.getLogger("micwire.receiver")
 EVENTS_INTERVAL_S = 0.2
 #: Ended streams the page keeps listing.
 RECENT_ENDED = 20
+#: In the run directory of ``--workers N``: the supervisor's control socket.
+CONTROL_SOCKET = "control.sock"
+
+
+def worker_socket(worker: int) -> str:
+    """A worker's own socket in the run directory (for the other workers)."""
+    return f"worker-{worker}.sock"
+
+
 #: Loggers a flood of connections could fill (asyncio: "accept() out of system resource").
 LIMITED_LOGGERS = ("micwire.receiver", "aiohttp.server", "aiohttp.web", "asyncio")
 
@@ -123,14 +133,19 @@ class Receiver:
         self.sessions: set[Any] = set()  # open sender WebSockets (closed with 1001 at stop)
         self.event_clients: set[Any] = set()
         self.webhook = Webhook(config.webhook) if config.webhook else None
+        self.cluster: ClusterLink | None = None
+        if config.run_dir is not None:
+            self.cluster = ClusterLink(str(config.run_dir / CONTROL_SOCKET), config.worker)
+        self._stop: asyncio.Event | None = None
         # an attacker must not be able to fill the log (or the disk it is written to)
         logs.install(*LIMITED_LOGGERS)
 
     async def run(self, stop: asyncio.Event, ready: Callable[[int], None] | None = None) -> None:
         """Serve until ``stop`` is set; then close every stream and finalise its files."""
-        from micwire.receiver.pages import build_app
+        from micwire.receiver.pages import build_app, build_internal_app
 
         cfg = self.config
+        self._stop = stop
         runner = web.AppRunner(
             build_app(self), access_log=None, handle_signals=False, shutdown_timeout=2.0
         )
@@ -138,10 +153,20 @@ class Receiver:
         site = web.TCPSite(
             runner, cfg.host, cfg.port, ssl_context=self.ssl, reuse_port=cfg.reuse_port
         )
+        internal: web.AppRunner | None = None
         try:
+            if self.cluster is not None and cfg.run_dir is not None:
+                # the other workers' way in (a listener on a stream this worker holds)
+                internal = web.AppRunner(build_internal_app(self), access_log=None)
+                await internal.setup()
+                await web.UnixSite(internal, str(cfg.run_dir / worker_socket(cfg.worker))).start()
+                await self.cluster.connect(self)
+                self.streams.cluster = self.cluster
             await site.start()
         except OSError as exc:
             await runner.cleanup()
+            if internal is not None:
+                await internal.cleanup()
             where = f"{cfg.host or '0.0.0.0'}:{cfg.port}"
             if exc.errno == errno.EADDRINUSE:
                 raise TransportError(
@@ -154,14 +179,17 @@ class Receiver:
             server: Any = site._server
             self.port = int(server.sockets[0].getsockname()[1])
             scheme = "wss" if self.ssl else "ws"
-            log.info(
+            if self.cluster is not None:  # the supervisor says where it listens
+                self.cluster.tell("ready", worker=cfg.worker)
+            log.log(
+                logging.DEBUG if self.cluster else logging.INFO,
                 "listening on %s://%s:%d%s",
                 scheme,
                 cfg.host or "0.0.0.0",
                 self.port,
                 " (token required)" if cfg.token else "",
             )
-            if cfg.web:
+            if cfg.web and self.cluster is None:
                 log.info(
                     "monitor page: %s://%s:%d/",
                     "https" if self.ssl else "http",
@@ -171,7 +199,7 @@ class Receiver:
             if ready is not None:
                 ready(self.port)
             tasks.append(asyncio.create_task(self._tick(stop)))
-            if cfg.record_dir is not None:
+            if cfg.record_dir is not None and self.cluster is None:  # else: the supervisor's
                 tasks.append(asyncio.create_task(self._repair(cfg.record_dir)))
             if self.webhook is not None:
                 tasks.append(asyncio.create_task(self.webhook.run()))
@@ -188,6 +216,8 @@ class Receiver:
                 await self.streams.finish(stream, f"{stream.outcome}; the receiver stopped")
             await self._close_everything()
             await runner.cleanup()
+            if internal is not None:
+                await internal.cleanup()
             if self.webhook is not None:
                 await self.webhook.close()
             if self._stats_file is not None:
@@ -239,13 +269,23 @@ class Receiver:
                 ended.append(stream)
         return [*self.streams.all(), *ended]
 
-    def snapshot(self) -> dict[str, Any]:
-        """The page's view of every stream (one ``streams`` event)."""
-        return {
-            "type": "streams",
-            "time": round(time.time(), 3),
-            "streams": [stream.view(EVENTS_INTERVAL_S) for stream in self.recent()],
-        }
+    def stop_requested(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    def local_views(self) -> list[dict[str, Any]]:
+        """This process's streams as the page shows them."""
+        return [stream.view(EVENTS_INTERVAL_S) for stream in self.recent()]
+
+    async def snapshot(self) -> dict[str, Any]:
+        """The page's view of every stream (one ``streams`` event): with ``--workers``,
+        every worker's."""
+        views = self.local_views()
+        if self.cluster is not None:
+            for answer in await self.cluster.others("views"):
+                views.extend(answer)
+            views = merge_views(views, RECENT_ENDED)
+        return {"type": "streams", "time": round(time.time(), 3), "streams": views}
 
     async def _tick(self, stop: asyncio.Event) -> None:
         """Five times a second: push the figures to the pages. Every second: alerts, the
@@ -256,7 +296,7 @@ class Receiver:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), EVENTS_INTERVAL_S)
             if self.event_clients:
-                message = json.dumps(self.snapshot())
+                message = json.dumps(await self.snapshot())
                 for client in list(self.event_clients):
                     client.push(message)
             if time.monotonic() < next_second:

@@ -34,6 +34,7 @@ from micwire.common.errors import AudioFormatError, DeviceError, MicwireError, S
 from micwire.common.levels import LevelMeter
 from micwire.common.protocol import Accept, Hello, Packet
 from micwire.common.stats import StreamFigures
+from micwire.receiver.cluster import ClusterLink
 from micwire.receiver.config import ReceiverConfig
 from micwire.receiver.listeners import Listener
 from micwire.receiver.playback import Playback
@@ -553,7 +554,11 @@ class Streams:
         self.live: dict[str, Stream] = {}
         self.parked: dict[str, Stream] = {}
         self._on_finished = on_finished
-        self._admitting: set[str] = set()  # names with a hello being answered
+        self.admitting: set[str] = set()  # names with a hello being answered
+        #: In a worker of ``--workers N``: its line to the supervisor, who says which
+        #: worker holds which name (receiver/cluster.py).
+        self.cluster: ClusterLink | None = None
+        self._live_elsewhere = 0  # live streams on the other workers, at the last ask
         #: The receiver is shutting down: streams are finalised, not parked.
         self.stopping = False
         #: Streams that ended without their last packet (their sender may come back to
@@ -571,11 +576,16 @@ class Streams:
         """Attach a connection to the stream its hello names: a new stream, or the
         stream's own sender coming back. Raises Refusal."""
         name = hello.stream
-        if name in self._admitting:
+        if name in self.admitting:
             raise Refusal(f"stream name {name!r} is being taken by another connection", True)
-        self._admitting.add(name)
+        self.admitting.add(name)
+        admitted = False
         try:
             stream = self.live.get(name) or self.parked.get(name)
+            if stream is None and self.cluster is not None:
+                refusal, self._live_elsewhere = await self.cluster.acquire(hello)
+                if refusal is not None:
+                    raise Refusal(refusal, retry=True)
             if stream is not None:
                 if not stream.proves(hello):
                     raise Refusal(
@@ -591,6 +601,8 @@ class Streams:
             await stream.settle()
             stream.attach(attachment)
             self.live[name] = stream
+            admitted = True
+            self._tell(name, "live")
             return Accept(
                 name,
                 stream.paths[0] if stream.paths else None,
@@ -598,7 +610,29 @@ class Streams:
                 resume_secret=secret,
             )
         finally:
-            self._admitting.discard(name)
+            self.admitting.discard(name)
+            if not admitted and name not in self.live and name not in self.parked:
+                self._tell(name, "held" if self.held(name) else "free")
+
+    def _tell(self, name: str, state: str) -> None:
+        if self.cluster is not None:
+            self.cluster.state(name, state)
+
+    def held(self, name: str) -> bool:
+        """Is the name held for a stream that ended here and whose sender may come back?"""
+        ended = self.ended.get(name)
+        return ended is not None and time.time() - ended[0] < self.config.resume_grace_s
+
+    async def let_go(self, stream: Stream) -> None:
+        """Cut the stream's connection, if it has one: no close handshake (the link may be
+        dead); wait a little for its handler to let go."""
+        old = stream.attachment
+        if old is not None:
+            old.replaced = True
+            old.abort()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(old.detached.wait(), TAKEOVER_WAIT_S)
+            stream.detach()
 
     async def _take_back(self, stream: Stream, peer: str) -> None:
         """The stream's own sender is back: from parked, or replacing its own connection
@@ -606,14 +640,9 @@ class Streams:
         if stream.expiry is not None:
             stream.expiry.cancel()
             stream.expiry = None
-        old = stream.attachment
-        if old is not None:
+        if stream.attachment is not None:
             log.warning("stream %r: %s replaces its own stale connection", stream.name, peer)
-            old.replaced = True
-            old.abort()  # no close handshake: the old link may be dead
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(old.detached.wait(), TAKEOVER_WAIT_S)
-            stream.detach()
+            await self.let_go(stream)
         self.parked.pop(stream.name, None)
         stream.reconnects += 1
         stream.peer = peer
@@ -645,7 +674,7 @@ class Streams:
                 "to continue); pick another name, or retry later",
                 retry=True,
             )
-        if not proven and len(self.live) >= cfg.max_streams:
+        if not proven and len(self.live) + self._live_elsewhere >= cfg.max_streams:
             raise Refusal(f"receiver is full ({cfg.max_streams} streams)", retry=True)
         rate = hello.params.rate_hz
         now = time.monotonic()
@@ -715,6 +744,7 @@ class Streams:
         self.parked[stream.name] = stream
         stream.state = "parked"
         stream.outcome = outcome
+        self._tell(stream.name, "parked")
         grace = self.config.resume_grace_s
         log.warning(
             "stream %r: %s; keeping it open %g s for the sender to come back",
@@ -749,12 +779,26 @@ class Streams:
             name_reserved, self.config.record_dir, hello.stream, self.started, grace
         )
 
+    def _release_held(self, stream: Stream) -> None:
+        ended = self.ended.get(stream.name)
+        name = stream.name
+        busy = name in self.admitting or name in self.live or name in self.parked
+        if ended is not None and ended[1] is stream and not busy:
+            self._tell(name, "free")
+
     async def finish(self, stream: Stream, outcome: str) -> None:
         """Finalise a stream for good: files, sidecar, report."""
         if stream.resumable and resumable_outcome(outcome):
             self.ended[stream.name] = (time.time(), stream)
             while len(self.ended) > 1000:
                 del self.ended[next(iter(self.ended))]
+            if self.cluster is not None:
+                self._tell(stream.name, "held")
+                asyncio.get_running_loop().call_later(
+                    self.config.resume_grace_s, self._release_held, stream
+                )
+        else:
+            self._tell(stream.name, "free")
         if self.live.get(stream.name) is stream:
             del self.live[stream.name]
         if self.parked.get(stream.name) is stream:

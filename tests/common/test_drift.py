@@ -63,6 +63,18 @@ def test_controller_holds_the_depth_and_measures_the_drift(ppm: float) -> None:
     assert abs(late.mean() - target) < frame  # the saw-tooth's mean sits at the target
     assert late.max() - late.min() < frame + block + 240  # frame + block, 5 ms wander
     assert controller.drift_ppm == pytest.approx(ppm, abs=15)
+    # each clock against the local one: the sender's is off by ppm, the device's is exact
+    assert controller.sender_clock_ppm == pytest.approx(ppm, abs=15)
+    assert controller.device_clock_ppm == pytest.approx(0.0, abs=1)
+
+
+def test_clock_figures_wait_for_enough_data() -> None:
+    controller = DriftController(48000, settle_s=5.0)
+    assert controller.sender_clock_ppm is None and controller.device_clock_ppm is None
+    for i in range(200):  # 2 s only: measured, but not for long enough to say
+        controller.arrived(i * 0.01, 480 * (i + 1))
+        controller.update(i * 0.01, 480 * i, 2400, 2400, 0.01)
+    assert controller.sender_clock_ppm is None and controller.device_clock_ppm is None
 
 
 def test_rate_estimator_needs_data_and_finds_the_slope() -> None:

@@ -15,8 +15,17 @@ import random
 
 
 class ImpairmentProxy:
-    def __init__(self, target_port: int, delay_s: float = 0.0, jitter_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        target_port: int,
+        delay_s: float = 0.0,
+        jitter_s: float = 0.0,
+        source_ports: list[int] | None = None,
+    ) -> None:
         self.target_port = target_port
+        #: Connect to the target from these local ports, one after another (to choose
+        #: which of several SO_REUSEPORT processes each connection lands on).
+        self.source_ports = list(source_ports or [])
         self.delay_s = delay_s
         self.jitter_s = jitter_s
         self.port = 0
@@ -71,7 +80,10 @@ class ImpairmentProxy:
             return
         self.connections += 1
         try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+            local = ("127.0.0.1", self.source_ports.pop(0)) if self.source_ports else None
+            up_reader, up_writer = await asyncio.open_connection(
+                "127.0.0.1", self.target_port, local_addr=local
+            )
         except OSError:
             writer.transport.abort()
             return
@@ -103,11 +115,17 @@ class ImpairmentProxy:
 class ProxyThread:
     """An :class:`ImpairmentProxy` on its own event loop thread, for synchronous tests."""
 
-    def __init__(self, target_port: int, delay_s: float = 0.0, jitter_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        target_port: int,
+        delay_s: float = 0.0,
+        jitter_s: float = 0.0,
+        source_ports: list[int] | None = None,
+    ) -> None:
         import threading
 
         self.loop = asyncio.new_event_loop()
-        self.proxy = ImpairmentProxy(target_port, delay_s, jitter_s)
+        self.proxy = ImpairmentProxy(target_port, delay_s, jitter_s, source_ports)
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self.proxy.__aenter__(), self.loop).result(10)

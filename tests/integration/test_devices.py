@@ -227,9 +227,13 @@ def test_clock_drift_is_compensated_without_dropping_or_repeating(
             for x in mine
         ]
         settled = mine[30:-3]  # the estimate's window is 30 s; the last lines are the ending
-        # within 80 ppm: in full-suite runs both streams once read ~50 ppm high together
-        # (scheduling noise on the shared receiver clock); that still tells +300 from 0
-        assert np.median([x["drift_ppm"] for x in settled]) == pytest.approx(ppm, abs=80)
+        # the estimate is the sender's clock against the sound card's: JACK's dummy driver
+        # loses time when this VM stalls (measured: the "card" 740 ppm slow for a while), so
+        # each clock is judged against the local one, and the drift against their difference
+        clocks = [(x["drift_ppm"], x["sender_clock_ppm"], x["device_clock_ppm"]) for x in settled]
+        # the sender's clock within 80 ppm: that still tells +300 from 0
+        assert np.median([c[1] for c in clocks]) == pytest.approx(ppm, abs=80), clocks
+        assert np.median([c[0] - (c[1] - c[2]) for c in clocks]) == pytest.approx(0, abs=30), clocks
         # the depth at each device pull (smoothed) stays bounded and ends at the target
         # (a scheduling stall on this 2-core machine may push it off for a while)
         errors = [x["depth_error_ms"] for x in settled]

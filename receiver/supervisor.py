@@ -1,0 +1,369 @@
+"""``micwire receive --workers N``: N receiver processes on one port, seen as one receiver.
+
+The supervisor reserves the port, starts the workers (``python -m micwire.worker``, its
+configuration on standard input: tokens never show in ``ps``), and then:
+
+- says which worker holds which stream name (receiver/cluster.py): a worker asks before it
+  takes a name, and a name held elsewhere is handed over only to the stream's own sender;
+- answers a worker's "everybody's streams" (the page, ``/api/streams``, ``/metrics``) by
+  asking the others;
+- shows every worker's log lines and figures as one receiver's (terminal, --stats-json);
+- starts a worker again if it dies (its senders reconnect, resume from the sidecars and
+  lose nothing), and stops them all on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import IO, Any
+
+from micwire.common.errors import MicwireError, StorageError, TransportError
+from micwire.receiver.cluster import LINE_LIMIT, Line
+from micwire.receiver.config import ReceiverConfig
+from micwire.receiver.server import CONTROL_SOCKET, Receiver
+from micwire.receiver.storage import repair_interrupted
+
+log = logging.getLogger("micwire.receiver")
+#: A worker must say it listens within this time.
+START_TIMEOUT_S = 30.0
+#: Workers have this long to finalise their streams at a stop before they are killed.
+STOP_TIMEOUT_S = 20.0
+#: A worker that dies this soon after its start twice in a row is not started again.
+CRASH_LOOP_S = 5.0
+
+
+@dataclass
+class Worker:
+    index: int
+    process: asyncio.subprocess.Process | None = None
+    line: Line | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    started: float = 0.0
+    quick_deaths: int = 0
+    stats: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Owner:
+    worker: int
+    state: str  # admitting, live, parked, held
+
+
+class Supervisor:
+    def __init__(self, config: ReceiverConfig, workers: int) -> None:
+        if workers < 2:
+            raise MicwireError("--workers needs 2 or more (1 is a plain receiver)")
+        self.config = config
+        self.count = workers
+        self.on_stats = config.on_stats
+        # every check a receiver makes at its start (tokens, formats, TLS files, the
+        # recording directory) is made here once, for one clear error before any worker
+        Receiver(self._worker_config(0, Path(tempfile.gettempdir()), config.port))
+        self._stats_file: IO[str] | None = None
+        if config.stats_json is not None:
+            try:
+                self._stats_file = open(config.stats_json, "a", buffering=1)  # noqa: SIM115
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot write --stats-json {config.stats_json}: {exc.strerror or exc}"
+                ) from exc
+        self.workers = [Worker(i) for i in range(workers)]
+        self.owners: dict[str, Owner] = {}
+        self._name_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # (lock, its users)
+        self.stopping = False
+        self.port: int | None = None
+        self._failed: str | None = None
+
+    def _worker_config(self, index: int, run_dir: Path, port: int) -> ReceiverConfig:
+        return replace(
+            self.config,
+            port=port,
+            reuse_port=True,
+            play=False,
+            on_stats=None,
+            stats_json=None,
+            run_dir=run_dir,
+            worker=index,
+        )
+
+    async def run(self, stop: asyncio.Event, ready: Callable[[int], None] | None = None) -> None:
+        run_dir = Path(tempfile.mkdtemp(prefix="micwire-receive-"))  # private: mode 0700
+        server = await asyncio.start_unix_server(
+            self._connected, str(run_dir / CONTROL_SOCKET), limit=LINE_LIMIT
+        )
+        reserved = self._reserve_port()
+        self.port = reserved.getsockname()[1]
+        watchers: list[asyncio.Task[None]] = []
+        try:
+            if self.config.record_dir is not None:  # once, before any worker writes there
+                for path in await asyncio.to_thread(repair_interrupted, self.config.record_dir):
+                    log.info(
+                        "%s: the recording was interrupted; its sidecar is up to date", path.name
+                    )
+            for worker in self.workers:
+                await self._start(worker, run_dir)
+            await self._wait_ready()
+            reserved.close()
+            self._announce()
+            if ready is not None:
+                ready(self.port)
+            watchers = [asyncio.create_task(self._watch(w, run_dir, stop)) for w in self.workers]
+            await stop.wait()
+        finally:
+            self.stopping = True
+            reserved.close()
+            for task in watchers:
+                task.cancel()
+            await self._stop_all()
+            server.close()
+            if self._stats_file is not None:
+                self._stats_file.close()
+            shutil.rmtree(run_dir, ignore_errors=True)
+        if self._failed is not None:
+            raise MicwireError(self._failed)
+
+    def _reserve_port(self) -> socket.socket:
+        """Bind the port (SO_REUSEPORT, like the workers) to learn it when it is 0 and to
+        fail early when it is taken; the workers' own sockets then serve it."""
+        host = self.config.host or "0.0.0.0"
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind((host, self.config.port))
+        except OSError as exc:
+            sock.close()
+            raise TransportError(
+                f"cannot listen on {host}:{self.config.port}: {exc.strerror or exc}"
+            ) from exc
+        return sock
+
+    async def _start(self, worker: Worker, run_dir: Path) -> None:
+        assert self.port is not None
+        config = self._worker_config(worker.index, run_dir, self.port)
+        worker.ready = asyncio.Event()
+        worker.started = time.monotonic()
+        worker.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "micwire.worker",
+            *(["--debug"] if log.isEnabledFor(logging.DEBUG) else []),
+            stdin=asyncio.subprocess.PIPE,
+        )
+        assert worker.process.stdin is not None
+        worker.process.stdin.write(json.dumps(config.to_json()).encode())
+        worker.process.stdin.close()
+
+    async def _wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        for worker in self.workers:
+            assert worker.process is not None
+            waiting = asyncio.create_task(worker.ready.wait())
+            exited = asyncio.create_task(worker.process.wait())
+            await asyncio.wait(
+                (waiting, exited),
+                timeout=max(0.1, deadline - time.monotonic()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            waiting.cancel()
+            exited.cancel()
+            if not worker.ready.is_set():
+                code = worker.process.returncode
+                raise TransportError(
+                    f"receiver worker {worker.index} did not start"
+                    + (f" (it exited with {code}: see its error above)" if code is not None else "")
+                )
+
+    def _announce(self) -> None:
+        cfg = self.config
+        tls = cfg.certfile is not None
+        log.info(
+            "listening on %s://%s:%d%s (%d workers)",
+            "wss" if tls else "ws",
+            cfg.host or "0.0.0.0",
+            self.port,
+            " (token required)" if cfg.token else "",
+            self.count,
+        )
+        if cfg.web:
+            log.info(
+                "monitor page: %s://%s:%d/",
+                "https" if tls else "http",
+                cfg.host or "localhost",
+                self.port,
+            )
+
+    async def _watch(self, worker: Worker, run_dir: Path, stop: asyncio.Event) -> None:
+        """Start the worker again when it dies (not while stopping)."""
+        while not self.stopping:
+            assert worker.process is not None
+            code = await worker.process.wait()
+            if self.stopping:
+                return
+            quick = time.monotonic() - worker.started < CRASH_LOOP_S
+            worker.quick_deaths = worker.quick_deaths + 1 if quick else 0
+            self._forget(worker.index)
+            if worker.quick_deaths >= 2:
+                self._failed = f"receiver worker {worker.index} keeps dying (exit {code})"
+                log.error("%s; stopping", self._failed)
+                stop.set()
+                return
+            log.error(
+                "receiver worker %d died (exit %s); starting it again: its senders "
+                "reconnect and resume",
+                worker.index,
+                code,
+            )
+            await self._start(worker, run_dir)
+
+    def _forget(self, index: int) -> None:
+        """A dead worker holds no names: its streams' senders resume elsewhere, from the
+        sidecars it left."""
+        for name in [n for n, o in self.owners.items() if o.worker == index]:
+            del self.owners[name]
+
+    async def _stop_all(self) -> None:
+        running = [w.process for w in self.workers if w.process and w.process.returncode is None]
+        for process in running:
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+        try:
+            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in running)), STOP_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            for process in running:
+                if process.returncode is None:
+                    log.error("receiver worker %d did not stop in time; killing it", process.pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+
+    # --- the control line --------------------------------------------------------------
+    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        holder: dict[str, Worker] = {}
+
+        async def handle(message: dict[str, Any]) -> dict[str, Any]:
+            op = message.get("op")
+            if op == "hello":
+                worker = self.workers[int(message["worker"])]
+                worker.line = line
+                holder["worker"] = worker
+                return {}
+            sender = holder.get("worker")
+            if sender is None:
+                return {"error": "say hello first"}
+            return await self._handle(sender, message)
+
+        line = Line(reader, writer, handle)
+        await line.serve()
+        worker = holder.get("worker")
+        if worker is not None and worker.line is line:
+            worker.line = None
+            self._forget(worker.index)
+
+    async def _handle(self, worker: Worker, message: dict[str, Any]) -> dict[str, Any]:
+        op = message.get("op")
+        if op == "ready":
+            worker.ready.set()
+        elif op == "log":
+            _show(message)
+        elif op == "stats":
+            worker.stats = list(message.get("lines", []))
+            self._stats(worker.stats)
+        elif op == "state":
+            self._state(worker.index, str(message["name"]), str(message["state"]))
+        elif op == "acquire":
+            return await self._acquire(worker.index, str(message["name"]), str(message["hello"]))
+        elif op == "owner":
+            owner = self.owners.get(str(message["name"]))
+            return {"worker": owner.worker if owner is not None else None}
+        elif op in ("views", "metrics"):
+            return {"answers": await self._ask_others(worker.index, op)}
+        return {}
+
+    def _stats(self, lines: list[dict[str, Any]]) -> None:
+        if self._stats_file is not None:
+            try:
+                self._stats_file.writelines(json.dumps(line) + "\n" for line in lines)
+            except OSError as exc:
+                log.error("cannot write --stats-json: %s", exc.strerror or exc)
+        if self.on_stats is not None:
+            self.on_stats([line for w in self.workers for line in w.stats])
+
+    def _state(self, index: int, name: str, state: str) -> None:
+        owner = self.owners.get(name)
+        if owner is not None and owner.worker != index:
+            return  # the name has moved on: an old worker's news
+        if state == "free":
+            self.owners.pop(name, None)
+        else:
+            self.owners[name] = Owner(index, state)
+
+    async def _acquire(self, index: int, name: str, hello: str) -> dict[str, Any]:
+        lock, users = self._name_locks.get(name) or (asyncio.Lock(), 0)
+        self._name_locks[name] = (lock, users + 1)
+        try:
+            async with lock:
+                owner = self.owners.get(name)
+                if owner is not None and owner.worker != index:
+                    holder = self.workers[owner.worker].line
+                    if holder is not None:
+                        try:
+                            answer = await holder.ask("handoff", hello=hello)
+                        except (TransportError, asyncio.TimeoutError):
+                            return {"refuse": "the stream's worker is not answering; retry"}
+                        if answer.get("refuse") or answer.get("error"):
+                            return {"refuse": answer.get("refuse") or answer["error"]}
+                self.owners[name] = Owner(index, "admitting")
+                live = sum(
+                    1
+                    for o in self.owners.values()
+                    if o.worker != index and o.state in ("admitting", "live")
+                )
+                return {"live_elsewhere": live}
+        finally:
+            lock, users = self._name_locks[name]
+            if users == 1:
+                del self._name_locks[name]
+            else:
+                self._name_locks[name] = (lock, users - 1)
+
+    async def _ask_others(self, index: int, op: str) -> list[Any]:
+        lines = [w.line for w in self.workers if w.index != index and w.line is not None]
+        answers = await asyncio.gather(
+            *(line.ask(op, timeout_s=2.0) for line in lines), return_exceptions=True
+        )
+        key = "views" if op == "views" else "text"
+        return [a[key] for a in answers if isinstance(a, dict) and key in a]
+
+
+def _show(message: dict[str, Any]) -> None:
+    """A worker's log line, through this process's handlers (the worker has filtered it
+    already: repeats from one peer are counted there)."""
+    record = logging.makeLogRecord(
+        {
+            "name": str(message.get("logger", "micwire")),
+            "levelno": int(message.get("level", logging.INFO)),
+            "levelname": logging.getLevelName(int(message.get("level", logging.INFO))),
+            "msg": str(message.get("message", "")),
+        }
+    )
+    if record.levelno >= logging.getLogger(record.name).getEffectiveLevel():
+        for handler in logging.getLogger().handlers:
+            if record.levelno >= handler.level:
+                handler.handle(record)
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

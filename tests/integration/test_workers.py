@@ -1,0 +1,215 @@
+"""``micwire receive --workers N``: several processes serve one port, and to senders,
+pages and scripts they are one receiver. A stream stays whole wherever its sender
+reconnects, and a worker that dies loses nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+from proxy import ProxyThread
+from rig import RATE, Micwire, expected_tone, receiver, seconds
+
+
+def ask_worker(port: int, source_port: int, path: str = "/healthz") -> dict[str, Any]:
+    """GET ``path`` from a chosen local port: SO_REUSEPORT picks the worker by the
+    connection's addresses, so a local port always reaches the same worker."""
+    with socket.create_connection(
+        ("127.0.0.1", port), timeout=5, source_address=("127.0.0.1", source_port)
+    ) as conn:
+        conn.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := conn.recv(65536):  # to the end: the server closes first, so this
+            data += chunk  # side leaves no TIME_WAIT and the port can connect again
+    result: dict[str, Any] = json.loads(data.split(b"\r\n\r\n", 1)[1])
+    return result
+
+
+def ports_by_worker(port: int, each: int) -> list[list[int]]:
+    """``each`` local ports that reach worker 0, and as many that reach worker 1."""
+    found: list[list[int]] = [[], []]
+    for source_port in range(43100, 44100):
+        try:
+            worker = ask_worker(port, source_port)["worker"]
+        except OSError:
+            continue  # in use
+        if len(found[worker]) < each:
+            found[worker].append(source_port)
+        if all(len(ports) == each for ports in found):
+            return found
+    raise AssertionError(f"the kernel sent nearly every connection to one worker: {found}")
+
+
+def get_json(port: int, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return json.load(response)
+
+
+def wait_count(process: Micwire, text: str, count: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds(timeout)
+    while process.log.count(text) < count:
+        assert time.monotonic() < deadline, f"{count} x {text!r} expected; log:\n{process.log}"
+        time.sleep(0.05)
+
+
+def joined_parts(directory: Path, name: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """A stream's audio over all its parts (in order), and its sidecar."""
+    sidecars = list(directory.glob(f"{name}-*.json"))
+    assert len(sidecars) == 1, sidecars
+    sidecar = json.loads(sidecars[0].read_text())
+    audio = [
+        sf.read(str(directory / part["files"][0]), dtype="int16")[0] for part in sidecar["parts"]
+    ]
+    for part, data in zip(sidecar["parts"], audio, strict=True):
+        assert part["samples"] == len(data), part
+    return np.concatenate(audio), sidecar
+
+
+def test_streams_spread_over_workers_are_whole_and_shown_as_one_receiver(
+    tmp_path: Path,
+) -> None:
+    """Six senders into two workers: every recording is the tone sample for sample, and
+    whichever worker answers, the page's list, /metrics and --stats-json show all six."""
+    rec, stats = tmp_path / "rec", tmp_path / "stats.jsonl"
+    rx, port = receiver(
+        "--workers", "2", "--record", str(rec), "--no-play", "--stats-json", str(stats)
+    )
+    names = [f"room-{i}" for i in range(6)]
+    senders = [
+        Micwire(
+            "send",
+            f"ws://127.0.0.1:{port}",
+            "--name",
+            name,
+            "--source",
+            "tone:440",
+            "--duration",
+            "4",
+        )
+        for name in names
+    ]
+    try:
+        for name in names:
+            rx.wait_for(f"stream '{name}' from")
+        per_worker = ports_by_worker(port, 1)
+        live_per_worker = [ask_worker(port, ports[0])["live"] for ports in per_worker]
+        assert sum(live_per_worker) == 6, live_per_worker
+        for ports in per_worker:  # each worker answers for both
+            listed = ask_worker(port, ports[0], "/api/streams")["streams"]
+            assert sorted(s["stream"] for s in listed) == names
+            assert {s["state"] for s in listed} == {"live"}
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        text = metrics.decode()
+        assert 'micwire_streams{state="live"} 6.0' in text, text
+        for name in names:
+            assert f'micwire_packets_total{{stream="{name}"}}' in text
+        for tx in senders:
+            assert tx.wait(seconds(30)) == 0, tx.log
+            assert "nothing lost" in tx.log
+        for name in names:
+            rx.wait_for(f"stream '{name}' from .*: complete")
+    finally:
+        for tx in senders:
+            tx.kill()
+        rx.signal(signal.SIGINT)
+        assert rx.wait(seconds(30)) == 0, rx.log
+    for name in names:
+        audio, sidecar = joined_parts(rec, name)
+        assert sidecar["outcome"] == "complete" and len(sidecar["parts"]) == 1
+        assert np.array_equal(audio, expected_tone(4 * RATE))
+    seen = {json.loads(line)["stream"] for line in stats.read_text().splitlines()}
+    assert seen == set(names)
+    assert "2 workers" in rx.log
+
+
+def test_a_sender_that_reconnects_to_the_other_worker_resumes_gap_free(tmp_path: Path) -> None:
+    """Each reconnect lands on the other worker (chosen by the proxy's local port): the
+    worker that held the stream finalises its part and lets go, the other continues from
+    the sidecar, and the parts joined are the tone sample for sample."""
+    rec = tmp_path / "rec"
+    rx, port = receiver("--workers", "2", "--record", str(rec), "--no-play")
+    per_worker = ports_by_worker(port, 3)
+    alternating = [per_worker[i % 2][i // 2] for i in range(6)]
+    proxy = ProxyThread(port, source_ports=alternating)
+    tx = Micwire("send", proxy.url, "--name", "roamer", "--source", "tone:440", "--duration", "7")
+    try:
+        rx.wait_for("stream 'roamer' from")
+        for moves in (1, 2, 3):
+            time.sleep(seconds(1.0))
+            proxy.cut()
+            wait_count(rx, "continuing roamer-", moves)
+        assert tx.wait(seconds(30)) == 0, tx.log
+        assert "3 reconnects" in tx.log and "nothing lost" in tx.log, tx.log
+        rx.wait_for("stream 'roamer' from .*: complete")
+    finally:
+        tx.kill()
+        proxy.close()
+        rx.signal(signal.SIGINT)
+        assert rx.wait(seconds(30)) == 0, rx.log
+    audio, sidecar = joined_parts(rec, "roamer")
+    parts = sidecar["parts"]
+    assert len(parts) == 4, parts
+    assert [p["outcome"] for p in parts[:3]] == ["connection lost; continued on another worker"] * 3
+    assert sidecar["outcome"] == "complete"
+    assert np.array_equal(audio, expected_tone(7 * RATE))
+
+
+def test_a_worker_killed_mid_stream_is_started_again_and_nothing_is_lost(
+    tmp_path: Path,
+) -> None:
+    """kill -9 every worker while a stream runs: the supervisor starts them again, the
+    sender reconnects, and the stream continues from the sidecar the dead worker left."""
+    rec = tmp_path / "rec"
+    rx, port = receiver("--workers", "2", "--record", str(rec), "--no-play")
+    tx = Micwire(
+        "send",
+        f"ws://127.0.0.1:{port}",
+        "--name",
+        "survivor",
+        "--source",
+        "tone:440",
+        "--duration",
+        "6",
+    )
+    try:
+        rx.wait_for("stream 'survivor' from")
+        time.sleep(seconds(2.0))
+        workers = children(rx.proc.pid)
+        assert len(workers) == 2, workers
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        rx.wait_for("worker \\d died .*starting it again")
+        rx.wait_for("continuing survivor-.* from sample")
+        assert tx.wait(seconds(30)) == 0, tx.log
+        assert "nothing lost" in tx.log, tx.log
+        rx.wait_for("stream 'survivor' from .*: complete")
+        assert len(children(rx.proc.pid)) == 2
+    finally:
+        tx.kill()
+        rx.signal(signal.SIGINT)
+        assert rx.wait(seconds(30)) == 0, rx.log
+    audio, sidecar = joined_parts(rec, "survivor")
+    assert len(sidecar["parts"]) == 2 and sidecar["outcome"] == "complete"
+    assert sidecar["parts"][0]["outcome"] == "interrupted (the receiver stopped)"
+    assert np.array_equal(audio, expected_tone(6 * RATE))
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
