@@ -52,11 +52,24 @@ JOBS = {
 }
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its reaped children, in seconds."""
+def _stat(pid: int) -> list[str]:
     with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / TICK
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, its reaped children and its living ones (the
+    workers of ``--workers N``), in seconds."""
+    total = sum(int(_stat(pid)[i]) for i in (11, 12, 13, 14)) / TICK
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = _stat(int(entry))
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                total += cpu_seconds(int(entry))
+    return total
 
 
 def free_port() -> int:
@@ -88,7 +101,7 @@ def receive_command(port: int, directory: Path, *options: str) -> list[str]:
 
 @dataclass
 class Result:
-    server: str
+    server: str  # "micwire" or "micwire*N" (N workers) or "gstreamer"
     job: str
     streams: int
     cpu_percent: float  # of one core, whole server
@@ -203,27 +216,35 @@ def stop(server: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
         server.wait()
 
 
-def run_micwire(job: str, streams: int, seconds: float, workdir: Path) -> Result:
+def run_micwire(job: str, streams: int, seconds: float, workdir: Path, workers: int = 1) -> Result:
     codec, fmt = JOBS[job]
-    directory = workdir / f"micwire-{job}-{streams}"
+    directory = workdir / f"micwire-{job}-{streams}-{workers}"
     port = free_port()
     server = subprocess.Popen(
         receive_command(
-            port, directory, "--format", fmt, "--max-streams", str(max(64, streams + 8))
+            port,
+            directory,
+            *("--format", fmt, "--max-streams", str(max(64, streams + 8))),
+            *("--workers", str(workers)),
         ),
         stderr=subprocess.DEVNULL,
     )
+    load: subprocess.Popen[str] | None = None
     try:
         wait_port(port)
         load = run_load(f"ws://127.0.0.1:{port}", streams, seconds, codec)
         cpu = measure(server, load, seconds)
         out, _ = load.communicate(timeout=seconds + 60)
         stats = json.loads(out)
-    finally:
+    finally:  # a failure half-way leaves nothing running
+        if load is not None and load.poll() is None:
+            load.kill()
+            load.wait()
         stop(server)
     recorded, files = recorded_seconds(directory, fmt)
     sent = streams * stats["samples_each"] / RATE
-    return Result("micwire", job, streams, cpu, sent, recorded, files)
+    label = "micwire" if workers == 1 else f"micwire*{workers}"
+    return Result(label, job, streams, cpu, sent, recorded, files)
 
 
 def run_gstreamer(job: str, streams: int, seconds: float, workdir: Path) -> Result:
@@ -234,6 +255,7 @@ def run_gstreamer(job: str, streams: int, seconds: float, workdir: Path) -> Resu
     server = subprocess.Popen(
         gst_pipeline(job, streams, base_port, directory), stderr=subprocess.DEVNULL
     )
+    load: subprocess.Popen[str] | None = None
     try:
         time.sleep(1.0 + streams * 0.02)  # elements linked, sockets bound
         load = run_load(f"rtp://127.0.0.1:{base_port}", streams, seconds, codec)
@@ -241,7 +263,10 @@ def run_gstreamer(job: str, streams: int, seconds: float, workdir: Path) -> Resu
         out, _ = load.communicate(timeout=seconds + 60)
         stats = json.loads(out)
         time.sleep(0.3)  # the jitter buffers' 50 ms
-    finally:
+    finally:  # a failure half-way leaves nothing running
+        if load is not None and load.poll() is None:
+            load.kill()
+            load.wait()
         stop(server)
     recorded, files = recorded_seconds(directory, fmt)
     sent = streams * stats["samples_each"] / RATE
@@ -331,6 +356,11 @@ def main() -> None:
     parser.add_argument("--only", choices=("micwire", "gstreamer"))
     parser.add_argument("--keep", action="store_true", help="keep the recordings")
     parser.add_argument(
+        "--workers",
+        default="1",
+        help="comma list of micwire's --workers to measure (e.g. 1,2: the scaling figure)",
+    )
+    parser.add_argument(
         "--senders", action="store_true", help="only the sender figures (one stream each)"
     )
     args = parser.parse_args()
@@ -340,6 +370,7 @@ def main() -> None:
             print(f"  {label:30} {percent:5.2f} % of a core")
         return
     counts = [int(n) for n in args.streams.split(",")]
+    worker_counts = [int(n) for n in args.workers.split(",")]
     jobs = args.jobs.split(",")
     servers = ["micwire", "gstreamer"] if args.only is None else [args.only]
     missing = have_gstreamer() if "gstreamer" in servers else None
@@ -358,9 +389,13 @@ def main() -> None:
     try:
         for job in jobs:
             for n in counts:
-                for server in servers:
-                    run = run_micwire if server == "micwire" else run_gstreamer
-                    r = run(job, n, args.seconds, workdir)
+                runs = [("micwire", w) for w in worker_counts if "micwire" in servers]
+                runs += [("gstreamer", 1)] if "gstreamer" in servers else []
+                for server, w in runs:
+                    if server == "micwire":
+                        r = run_micwire(job, n, args.seconds, workdir, w)
+                    else:
+                        r = run_gstreamer(job, n, args.seconds, workdir)
                     results.append(r)
                     per_core = 100.0 / r.per_stream if r.per_stream > 0 else float("inf")
                     print(
@@ -374,11 +409,30 @@ def main() -> None:
             print(f"# recordings kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+    if len(worker_counts) > 1:
+        # a worker is one event loop: it uses about one core (its file writers a little
+        # more), so one machine records about workers x 100 / (% per stream) streams
+        cores = os.cpu_count() or 1
+        print(f"# streams one machine records, from % per stream (workers <= {cores} cores):")
+        for r in results:
+            if r.server.startswith("micwire") and r.per_stream > 0:
+                workers = int(r.server.partition("*")[2] or 1)
+                print(
+                    f"  {r.job:9} measured at {r.streams:3d} streams, {workers} worker(s): "
+                    f"{100.0 * min(workers, cores) / r.per_stream:5.0f} streams; "
+                    f"with {cores} workers: {100.0 * cores / r.per_stream:5.0f}"
+                )
     if "gstreamer" in servers and "micwire" in servers:
         print("# micwire / GStreamer, CPU per stream (below 1 is cheaper):")
         for job in jobs:
             for n in counts:
-                pair = {r.server: r for r in results if r.job == job and r.streams == n}
+                pair = {
+                    r.server: r
+                    for r in results
+                    if r.job == job and r.streams == n and r.server in ("micwire", "gstreamer")
+                }
+                if "micwire" not in pair:
+                    continue
                 if pair["gstreamer"].per_stream > 0:
                     ratio = pair["micwire"].per_stream / pair["gstreamer"].per_stream
                     print(f"  {job:9} {n:4d} streams: {ratio:5.2f}")

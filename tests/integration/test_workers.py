@@ -4,6 +4,7 @@ reconnects, and a worker that dies loses nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import numpy as np
 import soundfile as sf
 from proxy import ProxyThread
@@ -48,9 +50,18 @@ def ports_by_worker(port: int, each: int) -> list[list[int]]:
     raise AssertionError(f"the kernel sent nearly every connection to one worker: {found}")
 
 
-def get_json(port: int, path: str) -> Any:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-        return json.load(response)
+async def listen_once(port: int, source_port: int, name: str) -> int:
+    """Bytes of the first audio message a listener gets, connecting from ``source_port``."""
+    connector = aiohttp.TCPConnector(local_addr=("127.0.0.1", source_port), force_close=True)
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.ws_connect(f"ws://127.0.0.1:{port}/api/listen/{name}?format=pcm") as ws,
+    ):
+        while True:
+            message = await ws.receive(timeout=seconds(5))
+            if message.type is aiohttp.WSMsgType.BINARY:
+                return len(message.data)
+            assert message.type is aiohttp.WSMsgType.TEXT, message
 
 
 def wait_count(process: Micwire, text: str, count: int, timeout: float = 20.0) -> None:
@@ -106,6 +117,8 @@ def test_streams_spread_over_workers_are_whole_and_shown_as_one_receiver(
             listed = ask_worker(port, ports[0], "/api/streams")["streams"]
             assert sorted(s["stream"] for s in listed) == names
             assert {s["state"] for s in listed} == {"live"}
+        for ports in per_worker:  # a listener hears the stream whichever worker it reaches
+            assert asyncio.run(listen_once(port, ports[0], "room-0")) > 0
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
         text = metrics.decode()
         assert 'micwire_streams{state="live"} 6.0' in text, text
