@@ -238,15 +238,24 @@ def test_clock_drift_is_compensated_without_dropping_or_repeating(
         # (a scheduling stall on this 2-core machine may push it off for a while)
         errors = [x["depth_error_ms"] for x in settled]
         assert max(abs(e) for e in errors) < 60.0, (name, errors)
-        recent = settled[-15:]
-        if recent[-1]["underruns"] == recent[0]["underruns"]:
+        # a stall raises the target (underrun memory); the depth error that leaves is worked
+        # off with the controller's ~5 s time constant (measured: +10.5 ms 1 s after, +0.3 ms
+        # 15 s after). Judge the end of the run, or, when a stall came too close to the end
+        # to judge its recovery, the seconds before that stall
+        stalled_at = [
+            i
+            for i in range(1, len(settled))
+            if settled[i]["underruns"] > settled[i - 1]["underruns"]
+        ]
+        if not stalled_at:
             assert max(abs(e) for e in errors[-5:]) < 4.0, (name, errors)
-        else:
-            # a stall in the last 15 s raised the target (underrun memory); the depth error
-            # that leaves is worked off with the controller's ~5 s time constant: judge
-            # that it is going, not gone (measured: +10.5 ms 1 s after, +0.3 ms 15 s after)
-            peak = max(abs(e) for e in errors[-15:])
+        elif len(settled) - stalled_at[-1] >= 10:  # going, if not yet gone
+            peak = max(abs(e) for e in errors[stalled_at[-1] :])
             assert max(abs(e) for e in errors[-3:]) < max(4.0, 0.7 * peak), (name, errors)
+        else:
+            before = errors[max(0, stalled_at[-1] - 5) : stalled_at[-1]]
+            if len(stalled_at) == 1 or stalled_at[-1] - stalled_at[-2] >= 15:
+                assert max(abs(e) for e in before) < 4.0, (name, errors)
 
 
 @dataclass
