@@ -99,6 +99,9 @@ class Source(abc.ABC):
     def stop(self) -> None:
         """End the stream (call on the event loop's thread)."""
         self._stop.set()
+        sleeping = getattr(self, "_sleeping", None)
+        if sleeping is not None:
+            _wake(sleeping)
 
     @property
     def stopping(self) -> bool:
@@ -188,11 +191,17 @@ class DeviceSource(Source):
             stop_task.cancel()
 
 
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class PacedSource(Source):
     """A source that makes its own samples and releases them in real time."""
 
     def __init__(self, rate_hz: int, channels: int, block_samples: int, clock_scale: float = 1.0):
         super().__init__(rate_hz, channels)
+        self._sleeping: asyncio.Future[None] | None = None
         self.block_samples = block_samples
         #: >1 runs the pacing clock slow, <1 fast (simulates a sender's crystal off by ppm).
         self.clock_scale = clock_scale
@@ -210,11 +219,18 @@ class PacedSource(Source):
             if len(samples) == 0:
                 return
             # release when the block's last sample "has been captured", on an absolute clock
+            # (a plain sleep: stop() wakes it through the sleeping future, no task per block)
             due = start_mono + (position + len(samples)) / self.rate_hz * self.clock_scale
             delay = due - time.monotonic()
             if delay > 0:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+                loop = asyncio.get_running_loop()
+                sleeping = self._sleeping = loop.create_future()
+                handle = loop.call_later(delay, _wake, sleeping)
+                try:
+                    await sleeping
+                finally:
+                    handle.cancel()
+                    self._sleeping = None
                 if stop.is_set():
                     return
             yield Block(position, samples, start_wall + position / self.rate_hz)
@@ -244,12 +260,25 @@ class ToneSource(PacedSource):
         self.amplitude = amplitude
         self._position = 0
         self.description = f"tone {frequency_hz:g} Hz"
+        # a whole number of cycles a second: one second, computed once, repeats exactly
+        self._table: Samples | None = None
+        if float(frequency_hz).is_integer():
+            self._table = self._wave(0, rate_hz)
 
-    def _read(self, n: int) -> Samples:
-        t = (self._position + np.arange(n)) / self.rate_hz
-        self._position += n
+    def _wave(self, start: int, n: int) -> Samples:
+        t = (start + np.arange(n)) / self.rate_hz
         wave = np.rint(np.sin(2 * np.pi * self.frequency_hz * t) * self.amplitude * 32767)
         return np.repeat(wave.astype(np.int16)[:, None], self.channels, axis=1)
+
+    def _read(self, n: int) -> Samples:
+        start, self._position = self._position, self._position + n
+        table = self._table
+        if table is None:
+            return self._wave(start, n)
+        offset = start % len(table)
+        if offset + n <= len(table):
+            return table[offset : offset + n]
+        return np.take(table, np.arange(offset, offset + n) % len(table), axis=0)
 
 
 class FileSource(PacedSource):
