@@ -317,8 +317,8 @@ def run_until_signal(main: Callable[[asyncio.Event], Any], device: bool = True) 
     only records, a sender of a tone or file), Python's default switch interval stays:
     the short one makes the event loop and the file writers hand the GIL to each other
     ten times as often, for nothing (bench/capacity.py)."""
-    del device  # kept short always: without it, end-to-end playback on JACK glitched
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # in 2 runs of 5 (the test's JACK probe)
+    if device:
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
     async def runner() -> Any:
         stop = asyncio.Event()

@@ -319,18 +319,38 @@ def sender_costs(seconds: float) -> list[tuple[str, float]]:
         ],
         "bare websockets client, PCM": [sys.executable, "-c", BARE_SENDER, url],
     }
+    # what a user would run instead: GStreamer making the same tone, 20 ms packets, to RTP
+    # (nobody receives them: a UDP send costs the sender the same either way)
+    live_tone = ["audiotestsrc", "is-live=true", "samplesperbuffer=960", "!"]
+    if have_gstreamer() is None:
+        runs["GStreamer tone, Opus RTP"] = [
+            *("gst-launch-1.0", "-q", *live_tone, "audio/x-raw,rate=48000,channels=1", "!"),
+            *("opusenc", "bitrate=32000", "frame-size=20", "!", "rtpopuspay", "!"),
+            *("udpsink", "host=127.0.0.1", f"port={free_port()}"),
+        ]
+        runs["GStreamer tone, L16 RTP"] = [
+            *("gst-launch-1.0", "-q", *live_tone),
+            *("audio/x-raw,rate=48000,channels=1,format=S16BE", "!", "rtpL16pay", "!"),
+            *("udpsink", "host=127.0.0.1", f"port={free_port()}"),
+        ]
     out = []
     try:
         wait_port(port)
         for label, command in runs.items():
             if command[0] == micwire:
                 command = [*command, "--name", label.replace(" ", "-"), "--duration"]
-            sender = subprocess.Popen([*command, str(seconds)], stderr=subprocess.DEVNULL)
+            timed = command[0] == micwire or command[0] == sys.executable
+            sender = subprocess.Popen(
+                [*command, str(seconds)] if timed else command, stderr=subprocess.DEVNULL
+            )
             time.sleep(WARM_S)
             c0, t0 = cpu_seconds(sender.pid), time.monotonic()
             time.sleep(max(1.0, seconds - WARM_S - 1.5))
             c1, t1 = cpu_seconds(sender.pid), time.monotonic()
-            sender.wait(30)
+            if timed:
+                sender.wait(30)
+            else:
+                stop(sender)
             out.append((label, 100.0 * (c1 - c0) / (t1 - t0)))
     finally:
         stop(receiver)
