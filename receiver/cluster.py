@@ -119,7 +119,16 @@ class ClusterLink:
         reader, writer = await asyncio.open_unix_connection(self.control_path, limit=LINE_LIMIT)
         self.line = Line(reader, writer, self._handle)
         self._serving = asyncio.create_task(self.line.serve())
+        self._serving.add_done_callback(self._supervisor_gone)
         self.line.tell("hello", worker=self.worker)
+
+    def _supervisor_gone(self, _: object) -> None:
+        """Without its supervisor a worker cannot take a name: it finishes its streams and
+        stops (their senders resume wherever the receiver runs next)."""
+        receiver = self.receiver
+        if receiver is not None and not receiver.stopping:
+            log.error("receiver worker %d: the supervisor is gone; stopping", self.worker)
+            receiver.stop_requested()
 
     @property
     def connected(self) -> bool:

@@ -226,3 +226,51 @@ def children(pid: int) -> list[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 found.append(int(entry.name))
     return found
+
+
+def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the supervisor leaves no orphans holding the port: the workers finalise
+    their streams and exit, and a new receiver can start on the same port."""
+    rec = tmp_path / "rec"
+    rx, port = receiver("--workers", "2", "--record", str(rec), "--no-play")
+    tx = Micwire(
+        "send",
+        f"ws://127.0.0.1:{port}",
+        "--name",
+        "orphan",
+        "--source",
+        "tone:440",
+        "--duration",
+        "30",
+    )
+    try:
+        rx.wait_for("stream 'orphan': recording to")
+        workers = children(rx.proc.pid)
+        assert len(workers) == 2
+        rx.proc.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + seconds(15)
+        while any(Path(f"/proc/{pid}").exists() for pid in workers):
+            assert time.monotonic() < deadline, "workers still running without a supervisor"
+            time.sleep(0.1)
+        rx2 = Micwire(
+            "receive",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--record",
+            str(rec),
+            "--no-play",
+        )
+        try:
+            rx2.wait_for(r"listening on ws://127\.0\.0\.1:")
+            rx2.wait_for("continuing orphan-.* from sample")  # the sender resumes there
+        finally:
+            rx2.signal(signal.SIGINT)
+            rx2.wait(seconds(30))
+    finally:
+        tx.kill()
+        rx.kill()
+    sidecar = json.loads(next(rec.glob("orphan-*.json")).read_text())
+    assert sidecar["parts"][0]["outcome"].endswith("the receiver stopped"), sidecar
+    assert sidecar["parts"][0]["samples"] > 0
