@@ -20,7 +20,9 @@ import contextlib
 import itertools
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from micwire.common.errors import TransportError
@@ -28,7 +30,7 @@ from micwire.common.protocol import Hello
 
 if TYPE_CHECKING:
     from micwire.receiver.server import Receiver
-    from micwire.receiver.streams import Streams
+    from micwire.receiver.streams import Stream, Streams
 
 log = logging.getLogger("micwire.receiver")
 #: A control line may carry every stream's view (a few hundred bytes each).
@@ -37,6 +39,17 @@ LINE_LIMIT = 64 * 1024 * 1024
 REQUEST_TIMEOUT_S = 10.0
 #: The outcome of a stream's part when its sender came back on another worker.
 MOVED = "connection lost; continued on another worker"
+
+
+@dataclass
+class Claim:
+    """The supervisor's answer to "may this worker take the name?"."""
+
+    refusal: str | None = None  # why not
+    live_elsewhere: int = 0  # live streams on the other workers
+    handed_over: bool = False  # another worker held it and let the stream's sender go
+    carry: dict[str, Any] | None = None  # the stream's figures there (see carried())
+
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -145,14 +158,18 @@ class ClusterLink:
         return await self.line.ask(op, **fields)
 
     # --- names ----------------------------------------------------------------------------
-    async def acquire(self, hello: Hello) -> tuple[str | None, int]:
-        """Take ``hello``'s stream name for this worker: (None, live streams on the other
-        workers) or (why not, 0)."""
+    async def acquire(self, hello: Hello) -> Claim:
+        """Take ``hello``'s stream name for this worker."""
         try:
             answer = await self.ask("acquire", name=hello.stream, hello=hello.serialize())
-        except (TransportError, asyncio.TimeoutError) as exc:
-            return f"the receiver is restarting ({exc}); retry", 0
-        return answer.get("refuse"), int(answer.get("live_elsewhere", 0))
+        except (TransportError, asyncio.TimeoutError):
+            return Claim("the receiver's supervisor is not answering; retry")
+        return Claim(
+            answer.get("refuse"),
+            int(answer.get("live_elsewhere", 0)),
+            bool(answer.get("handed_over", False)),
+            answer.get("carry"),
+        )
 
     def state(self, name: str, state: str) -> None:
         """Say what became of a name this worker holds: live, parked, held (ended, its
@@ -183,8 +200,7 @@ class ClusterLink:
         assert receiver is not None
         op = message.get("op")
         if op == "handoff":
-            reason = await hand_off(receiver.streams, Hello.parse(message["hello"]))
-            return {"refuse": reason}
+            return await hand_off(receiver.streams, Hello.parse(message["hello"]))
         if op == "views":
             return {"views": receiver.local_views()}
         if op == "metrics":
@@ -199,29 +215,55 @@ class ClusterLink:
         return {"error": f"unknown request {op!r}"}
 
 
-async def hand_off(streams: Streams, hello: Hello) -> str | None:
+async def hand_off(streams: Streams, hello: Hello) -> dict[str, Any]:
     """Another worker has a connection for the stream ``hello`` names: let the stream go
     if the connection is its own sender's (its part is finalised, the newcomer continues
-    from the sidecar); else say why not."""
+    from the sidecar): ``{"proven": True}``; let the name go if nothing holds it any more
+    (``{"proven": False}``); else say why not (``{"refuse": reason}``)."""
     name = hello.stream
     in_use = (
         f"stream name {name!r} is in use by another sender; pick another name, "
         "or retry when it ends"
     )
     if name in streams.admitting:
-        return f"stream name {name!r} is being taken by another connection"
+        return {"refuse": f"stream name {name!r} is being taken by another connection"}
     stream = streams.live.get(name) or streams.parked.get(name)
     if stream is not None:
         if not stream.proves(hello):
-            return in_use
+            return {"refuse": in_use}
         await streams.let_go(stream)
         await streams.finish(stream, MOVED)
     else:
         ended = streams.ended.get(name)
-        if ended is not None and not ended[1].proves(hello) and streams.held(name):
-            return in_use
+        if ended is not None and streams.held(name):
+            if not ended[1].proves(hello):
+                return {"refuse": in_use}
+            stream = ended[1]
     streams.ended.pop(name, None)  # the name is the other worker's now
-    return None
+    if stream is None:
+        return {"proven": False}
+    return {"proven": True, "carry": carried(stream)}
+
+
+def carried(stream: Stream) -> dict[str, Any]:
+    """What a stream's figures owe to its earlier connections: they go with it to the
+    worker that continues it (counters only go up, wherever the stream is)."""
+    return {
+        "totals": vars(stream.stats()),
+        "reconnects": stream.reconnects,
+        "uptime_s": time.monotonic() - stream.created,
+        "first_seen": stream.first_seen,
+    }
+
+
+def carry_over(stream: Stream, carry: dict[str, Any]) -> None:
+    """Add what the stream's earlier worker counted (see :func:`carried`)."""
+    for name, value in carry.get("totals", {}).items():
+        if hasattr(stream.totals, name) and isinstance(value, int):
+            setattr(stream.totals, name, getattr(stream.totals, name) + value)
+    stream.reconnects = int(carry.get("reconnects", 0)) + 1
+    stream.created = time.monotonic() - float(carry.get("uptime_s", 0.0))
+    stream.first_seen = min(stream.first_seen, float(carry.get("first_seen", stream.first_seen)))
 
 
 def merge_views(views: list[dict[str, Any]], limit_ended: int) -> list[dict[str, Any]]:

@@ -35,7 +35,7 @@ from micwire.common.errors import DeviceError, ParameterError, StorageError, Tra
 from micwire.receiver import logs
 from micwire.receiver.alerts import Webhook
 from micwire.receiver.auth import Tokens, check_token
-from micwire.receiver.cluster import ClusterLink, merge_views
+from micwire.receiver.cluster import MOVED, ClusterLink, merge_views
 from micwire.receiver.config import ReceiverConfig
 from micwire.receiver.playback import sounddevice
 from micwire.receiver.recording import RECORDING_FORMATS
@@ -253,6 +253,11 @@ class Receiver:
         log.warning("refused %s: %s", peer, reason)
 
     async def _finished(self, stream: Stream) -> None:
+        if stream.outcome == MOVED:  # it goes on, on another worker: not an ended stream
+            for listener in list(stream.listeners):
+                listener.stop()  # closed without an "end": the page reconnects to it there
+            log.info("%s", stream.summary())
+            return
         self.finished.append(stream)
         del self.finished[:-1000]  # bounded: the latest are what views show
         for listener in list(stream.listeners):

@@ -243,10 +243,11 @@ def name_reserved(directory: Path, stream: str, started: float, grace_s: float) 
     return False
 
 
-def repair_interrupted(directory: Path) -> list[Path]:
+def repair_interrupted(directory: Path, streams: set[str] | None = None) -> list[Path]:
     """After a crash: bring sidecars that still say "recording" (and have not been written
     for a while: no receiver is on them) up to date with their files, and say the part was
-    interrupted. Blocking: run it off the event loop. Returns the sidecars it repaired."""
+    interrupted. Only the sidecars of ``streams``, if given (a dead worker's). Blocking: run it
+    off the event loop. Returns the sidecars it repaired."""
     import time
 
     repaired = []
@@ -258,6 +259,8 @@ def repair_interrupted(directory: Path) -> list[Path]:
         except (OSError, ValueError, UnicodeDecodeError):
             continue
         if not _valid(data) or data.get("outcome") != "recording":
+            continue
+        if streams is not None and data["stream"] not in streams:
             continue
         last = data["parts"][-1]
         _part_end(directory, last)

@@ -34,7 +34,7 @@ from micwire.common.errors import AudioFormatError, DeviceError, MicwireError, S
 from micwire.common.levels import LevelMeter
 from micwire.common.protocol import Accept, Hello, Packet
 from micwire.common.stats import StreamFigures
-from micwire.receiver.cluster import ClusterLink
+from micwire.receiver.cluster import Claim, ClusterLink, carry_over
 from micwire.receiver.config import ReceiverConfig
 from micwire.receiver.listeners import Listener
 from micwire.receiver.playback import Playback
@@ -558,7 +558,6 @@ class Streams:
         #: In a worker of ``--workers N``: its line to the supervisor, who says which
         #: worker holds which name (receiver/cluster.py).
         self.cluster: ClusterLink | None = None
-        self._live_elsewhere = 0  # live streams on the other workers, at the last ask
         #: The receiver is shutting down: streams are finalised, not parked.
         self.stopping = False
         #: Streams that ended without their last packet (their sender may come back to
@@ -582,10 +581,11 @@ class Streams:
         admitted = False
         try:
             stream = self.live.get(name) or self.parked.get(name)
+            claim = Claim()
             if stream is None and self.cluster is not None:
-                refusal, self._live_elsewhere = await self.cluster.acquire(hello)
-                if refusal is not None:
-                    raise Refusal(refusal, retry=True)
+                claim = await self.cluster.acquire(hello)
+                if claim.refusal is not None:
+                    raise Refusal(claim.refusal, retry=True)
             if stream is not None:
                 if not stream.proves(hello):
                     raise Refusal(
@@ -597,7 +597,9 @@ class Streams:
                 accept_at: int | None = stream.position
                 secret: str | None = hello.resume_secret
             else:
-                stream, accept_at, secret = await self._new(hello, peer)
+                stream, accept_at, secret = await self._new(hello, peer, claim)
+                if claim.carry is not None:  # it comes from another worker
+                    carry_over(stream, claim.carry)
             await stream.settle()
             stream.attach(attachment)
             self.live[name] = stream
@@ -649,7 +651,9 @@ class Streams:
         stream.outcome = "open"
         log.info("stream %r: %s is back; resuming at sample %d", stream.name, peer, stream.position)
 
-    async def _new(self, hello: Hello, peer: str) -> tuple[Stream, int | None, str | None]:
+    async def _new(
+        self, hello: Hello, peer: str, claim: Claim
+    ) -> tuple[Stream, int | None, str | None]:
         cfg = self.config
         for name in cfg.formats if cfg.record_dir is not None else ():
             try:  # refused now, for good, rather than failing on the first audio, again and again
@@ -668,13 +672,16 @@ class Streams:
                 hello.params,
             )
             proven = previous is not None
+        # handed over by another worker: the holder checked the secret (without --record
+        # there is no sidecar to prove it here)
+        proven = proven or claim.handed_over
         if not proven and await self._reserved(hello):
             raise Refusal(
                 f"stream name {hello.stream!r} is in use by another sender (it may come back "
                 "to continue); pick another name, or retry later",
                 retry=True,
             )
-        if not proven and len(self.live) + self._live_elsewhere >= cfg.max_streams:
+        if not proven and len(self.live) + claim.live_elsewhere >= cfg.max_streams:
             raise Refusal(f"receiver is full ({cfg.max_streams} streams)", retry=True)
         rate = hello.params.rate_hz
         now = time.monotonic()
@@ -701,7 +708,7 @@ class Streams:
                 origin = None
             else:  # a new stream brings at most max_backlog_s captured before it connected
                 origin = max(0, claimed - int(cfg.max_backlog_s * rate))
-        if previous is not None:  # the sender proved it owns the stream with its secret
+        if proven:  # the sender proved it owns the stream with its secret
             secret: str | None = hello.resume_secret
         else:  # version 1 senders cannot resume: no secret
             secret = secrets.token_urlsafe(24) if hello.version >= 2 else None
@@ -791,7 +798,10 @@ class Streams:
         if stream.resumable and resumable_outcome(outcome):
             self.ended[stream.name] = (time.time(), stream)
             while len(self.ended) > 1000:
-                del self.ended[next(iter(self.ended))]
+                oldest = next(iter(self.ended))
+                del self.ended[oldest]
+                if oldest not in self.live and oldest not in self.parked:
+                    self._tell(oldest, "free")  # the supervisor must forget it too
             if self.cluster is not None:
                 self._tell(stream.name, "held")
                 asyncio.get_running_loop().call_later(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -40,6 +41,9 @@ log = logging.getLogger("micwire.receiver")
 START_TIMEOUT_S = 30.0
 #: Workers have this long to finalise their streams at a stop before they are killed.
 STOP_TIMEOUT_S = 20.0
+#: A dead worker's sidecars are repaired this long after (the repair leaves alone what
+#: was written in the last 5 s: a stream its sender has continued on another worker).
+REPAIR_AFTER_S = 6.0
 #: A worker that dies this soon after its start twice in a row is not started again.
 CRASH_LOOP_S = 5.0
 
@@ -85,6 +89,7 @@ class Supervisor:
         self.stopping = False
         self.port: int | None = None
         self._failed: str | None = None
+        self._repairs: set[asyncio.Task[None]] = set()
 
     def _worker_config(self, index: int, run_dir: Path, port: int) -> ReceiverConfig:
         return replace(
@@ -99,14 +104,21 @@ class Supervisor:
         )
 
     async def run(self, stop: asyncio.Event, ready: Callable[[int], None] | None = None) -> None:
-        run_dir = Path(tempfile.mkdtemp(prefix="micwire-receive-"))  # private: mode 0700
-        server = await asyncio.start_unix_server(
-            self._connected, str(run_dir / CONTROL_SOCKET), limit=LINE_LIMIT
-        )
         reserved = self._reserve_port()
         self.port = reserved.getsockname()[1]
         watchers: list[asyncio.Task[None]] = []
+        run_dir = Path(tempfile.mkdtemp(prefix="micwire-receive-"))  # private: mode 0700
+        server: asyncio.AbstractServer | None = None
         try:
+            try:
+                server = await asyncio.start_unix_server(
+                    self._connected, str(run_dir / CONTROL_SOCKET), limit=LINE_LIMIT
+                )
+            except OSError as exc:
+                raise TransportError(
+                    f"cannot make the workers' control socket in {run_dir}: "
+                    f"{exc.strerror or exc} (a shorter TMPDIR?)"
+                ) from exc
             if self.config.record_dir is not None:  # once, before any worker writes there
                 for path in await asyncio.to_thread(repair_interrupted, self.config.record_dir):
                     log.info(
@@ -124,10 +136,11 @@ class Supervisor:
         finally:
             self.stopping = True
             reserved.close()
-            for task in watchers:
+            for task in [*watchers, *self._repairs]:
                 task.cancel()
             await self._stop_all()
-            server.close()
+            if server is not None:
+                server.close()
             if self._stats_file is not None:
                 self._stats_file.close()
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -135,21 +148,47 @@ class Supervisor:
             raise MicwireError(self._failed)
 
     def _reserve_port(self) -> socket.socket:
-        """Bind the port (SO_REUSEPORT, like the workers) to learn it when it is 0 and to
-        fail early when it is taken; the workers' own sockets then serve it."""
-        host = self.config.host or "0.0.0.0"
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        """Bind the port (SO_REUSEPORT, like the workers) to learn it when it is 0; first
+        without SO_REUSEPORT, on every address the workers will use, to fail when anything
+        holds it — another receiver with workers included, which SO_REUSEPORT alone would
+        let share the port (and its connections) silently."""
+        port = self.config.port
+        for index, (family, host) in enumerate(self._addresses()):
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                try:
+                    probe.bind((host, port))
+                except OSError as exc:
+                    if index and exc.errno == errno.EAFNOSUPPORT:
+                        continue  # no IPv6 here: the workers will not listen there either
+                    raise self._port_error(host, port, exc) from exc
+                port = probe.getsockname()[1]
+        family, host = self._addresses()[0]
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
-            sock.bind((host, self.config.port))
+            sock.bind((host, port))
         except OSError as exc:
             sock.close()
-            raise TransportError(
-                f"cannot listen on {host}:{self.config.port}: {exc.strerror or exc}"
-            ) from exc
+            raise self._port_error(host, port, exc) from exc
         return sock
+
+    def _addresses(self) -> list[tuple[socket.AddressFamily, str]]:
+        host = self.config.host
+        if host is None:  # every interface: IPv4 and IPv6, like aiohttp's site
+            return [(socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")]
+        return [(socket.AF_INET6 if ":" in host else socket.AF_INET, host)]
+
+    @staticmethod
+    def _port_error(host: str, port: int, exc: OSError) -> TransportError:
+        if exc.errno == errno.EADDRINUSE:
+            return TransportError(
+                f"cannot listen on {host}:{port}: the port is in use (another receiver?); "
+                "pick another --port"
+            )
+        return TransportError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
     async def _start(self, worker: Worker, run_dir: Path) -> None:
         assert self.port is not None
@@ -215,7 +254,11 @@ class Supervisor:
                 return
             quick = time.monotonic() - worker.started < CRASH_LOOP_S
             worker.quick_deaths = worker.quick_deaths + 1 if quick else 0
-            self._forget(worker.index)
+            orphaned = self._forget(worker.index)
+            if orphaned and self.config.record_dir is not None:
+                repair = asyncio.create_task(self._repair(orphaned))
+                self._repairs.add(repair)
+                repair.add_done_callback(self._repairs.discard)
             if worker.quick_deaths >= 2:
                 self._failed = f"receiver worker {worker.index} keeps dying (exit {code})"
                 log.error("%s; stopping", self._failed)
@@ -229,11 +272,21 @@ class Supervisor:
             )
             await self._start(worker, run_dir)
 
-    def _forget(self, index: int) -> None:
+    def _forget(self, index: int) -> set[str]:
         """A dead worker holds no names: its streams' senders resume elsewhere, from the
-        sidecars it left."""
-        for name in [n for n, o in self.owners.items() if o.worker == index]:
+        sidecars it left. Returns the names it held."""
+        names = {n for n, o in self.owners.items() if o.worker == index}
+        for name in names:
             del self.owners[name]
+        return names
+
+    async def _repair(self, streams: set[str]) -> None:
+        """A dead worker's sidecars that still say "recording" (their senders did not come
+        back to continue them elsewhere) are brought up to date, as at a start."""
+        assert self.config.record_dir is not None
+        await asyncio.sleep(REPAIR_AFTER_S)
+        for path in await asyncio.to_thread(repair_interrupted, self.config.record_dir, streams):
+            log.info("%s: the recording was interrupted; its sidecar is up to date", path.name)
 
     async def _stop_all(self) -> None:
         running = [w.process for w in self.workers if w.process and w.process.returncode is None]
@@ -316,6 +369,8 @@ class Supervisor:
         try:
             async with lock:
                 owner = self.owners.get(name)
+                handed_over = False
+                carry = None
                 if owner is not None and owner.worker != index:
                     holder = self.workers[owner.worker].line
                     if holder is not None:
@@ -325,13 +380,15 @@ class Supervisor:
                             return {"refuse": "the stream's worker is not answering; retry"}
                         if answer.get("refuse") or answer.get("error"):
                             return {"refuse": answer.get("refuse") or answer["error"]}
+                        handed_over = bool(answer.get("proven"))
+                        carry = answer.get("carry")
                 self.owners[name] = Owner(index, "admitting")
                 live = sum(
                     1
                     for o in self.owners.values()
                     if o.worker != index and o.state in ("admitting", "live")
                 )
-                return {"live_elsewhere": live}
+                return {"live_elsewhere": live, "handed_over": handed_over, "carry": carry}
         finally:
             lock, users = self._name_locks[name]
             if users == 1:

@@ -146,9 +146,14 @@ def test_streams_spread_over_workers_are_whole_and_shown_as_one_receiver(
 def test_a_sender_that_reconnects_to_the_other_worker_resumes_gap_free(tmp_path: Path) -> None:
     """Each reconnect lands on the other worker (chosen by the proxy's local port): the
     worker that held the stream finalises its part and lets go, the other continues from
-    the sidecar, and the parts joined are the tone sample for sample."""
-    rec = tmp_path / "rec"
-    rx, port = receiver("--workers", "2", "--record", str(rec), "--no-play")
+    the sidecar, and the parts joined are the tone sample for sample. To the views it
+    stays one stream: its counters only go up, no "down" alert for the parts it left
+    behind, and once ended it is listed once, complete."""
+    rec, stats = tmp_path / "rec", tmp_path / "stats.jsonl"
+    rx, port = receiver(
+        *("--workers", "2", "--record", str(rec), "--no-play", "--stats-json", str(stats)),
+        *("--down-s", "1"),
+    )
     per_worker = ports_by_worker(port, 3)
     alternating = [per_worker[i % 2][i // 2] for i in range(6)]
     proxy = ProxyThread(port, source_ports=alternating)
@@ -162,11 +167,22 @@ def test_a_sender_that_reconnects_to_the_other_worker_resumes_gap_free(tmp_path:
         assert tx.wait(seconds(30)) == 0, tx.log
         assert "3 reconnects" in tx.log and "nothing lost" in tx.log, tx.log
         rx.wait_for("stream 'roamer' from .*: complete")
+        time.sleep(seconds(1.5))  # a "down" alert would be raised by now
+        for ports in ports_by_worker(port, 1):  # (the proxy's ports are taken)
+            listed = ask_worker(port, ports[0], "/api/streams")["streams"]
+            assert [(s["stream"], s["outcome"], s["reconnects"]) for s in listed] == [
+                ("roamer", "complete", 3)
+            ], listed
     finally:
         tx.kill()
         proxy.close()
         rx.signal(signal.SIGINT)
         assert rx.wait(seconds(30)) == 0, rx.log
+    assert "alert down raised" not in rx.log, rx.log
+    lines = [json.loads(line) for line in stats.read_text().splitlines()]
+    packets = [line["packets"] for line in lines if line["stream"] == "roamer"]
+    # counted over every part (the last line comes up to a second before the end)
+    assert packets == sorted(packets) and packets[-1] >= 250, packets  # 350 sent
     audio, sidecar = joined_parts(rec, "roamer")
     parts = sidecar["parts"]
     assert len(parts) == 4, parts
