@@ -313,9 +313,14 @@ def sender_costs(seconds: float) -> list[tuple[str, float]]:
     url = f"ws://127.0.0.1:{port}"
     runs = {
         "micwire send tone, PCM": [micwire, "send", url, "--source", "tone:440", "--codec", "pcm"],
-        "micwire send tone, Opus": [micwire, "send", url, "--source", "tone:440"],
+        "micwire send tone, Opus": [
+            *(micwire, "send", url, "--source", "tone:440", "--codec", "opus")
+        ],
         "micwire send tone, Opus 60 ms": [
-            *(micwire, "send", url, "--source", "tone:440", "--frame-ms", "60")
+            *(micwire, "send", url, "--source", "tone:440", "--codec", "opus", "--frame-ms", "60")
+        ],
+        "micwire send tone, PCM 60 ms": [
+            *(micwire, "send", url, "--source", "tone:440", "--codec", "pcm", "--frame-ms", "60")
         ],
         "bare websockets client, PCM": [sys.executable, "-c", BARE_SENDER, url],
     }
