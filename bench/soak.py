@@ -100,6 +100,12 @@ def main() -> int:
     stop = threading.Event()
     try:
         wait_port(port)
+        log_path = work / "receiver.log"
+        deadline = time.monotonic() + 30  # every worker up (the port answers at the first)
+        while "listening on" not in log_path.read_text(errors="replace"):
+            if time.monotonic() > deadline or receiver.poll() is not None:
+                raise RuntimeError(f"the receiver did not start: see {log_path}")
+            time.sleep(0.1)
         fds_before = open_fds(receiver.pid)
         proxy = ProxyThread(port, delay_s=0.02, jitter_s=0.03)
         half = args.streams // 2
