@@ -205,7 +205,11 @@ class Receiver:
                 tasks.append(asyncio.create_task(self.webhook.run()))
             await stop.wait()
             self.stopping = self.streams.stopping = True
-            log.info("stopping: closing %d stream(s)", len(self.streams.live))
+            log.info(
+                "stopping: closing %d stream(s)%s",
+                len(self.streams.live),
+                f" (worker {cfg.worker})" if self.cluster is not None else "",
+            )
         finally:
             if self.webhook is not None:
                 await self.webhook.flush(2.0)
