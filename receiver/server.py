@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO, Any
 
 from aiohttp import web
@@ -49,6 +50,16 @@ EVENTS_INTERVAL_S = 0.2
 RECENT_ENDED = 20
 #: In the run directory of ``--workers N``: the supervisor's control socket.
 CONTROL_SOCKET = "control.sock"
+
+
+def open_stats_file(path: Path | None) -> IO[str] | None:
+    """``--stats-json``: appended to, a line at a time."""
+    if path is None:
+        return None
+    try:
+        return open(path, "a", buffering=1)
+    except OSError as exc:
+        raise StorageError(f"cannot write --stats-json {path}: {exc.strerror or exc}") from exc
 
 
 def worker_socket(worker: int) -> str:
@@ -94,14 +105,7 @@ class Receiver:
                 raise StorageError(
                     f"cannot record to {config.record_dir}: {exc.strerror or exc}"
                 ) from exc
-        self._stats_file: IO[str] | None = None
-        if config.stats_json is not None:
-            try:
-                self._stats_file = open(config.stats_json, "a", buffering=1)  # noqa: SIM115
-            except OSError as exc:
-                raise StorageError(
-                    f"cannot write --stats-json {config.stats_json}: {exc.strerror or exc}"
-                ) from exc
+        self._stats_file = open_stats_file(config.stats_json)
         output_device: int | None = None
         if config.play:
             try:

@@ -28,12 +28,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from micwire.common.errors import MicwireError, StorageError, TransportError
+from micwire.common.errors import MicwireError, TransportError
 from micwire.receiver.cluster import LINE_LIMIT, Line
 from micwire.receiver.config import ReceiverConfig
-from micwire.receiver.server import CONTROL_SOCKET, Receiver
+from micwire.receiver.server import CONTROL_SOCKET, Receiver, open_stats_file
 from micwire.receiver.storage import repair_interrupted
 
 log = logging.getLogger("micwire.receiver")
@@ -75,14 +75,7 @@ class Supervisor:
         # every check a receiver makes at its start (tokens, formats, TLS files, the
         # recording directory) is made here once, for one clear error before any worker
         Receiver(self._worker_config(0, Path(tempfile.gettempdir()), config.port))
-        self._stats_file: IO[str] | None = None
-        if config.stats_json is not None:
-            try:
-                self._stats_file = open(config.stats_json, "a", buffering=1)  # noqa: SIM115
-            except OSError as exc:
-                raise StorageError(
-                    f"cannot write --stats-json {config.stats_json}: {exc.strerror or exc}"
-                ) from exc
+        self._stats_file = open_stats_file(config.stats_json)
         self.workers = [Worker(i) for i in range(workers)]
         self.owners: dict[str, Owner] = {}
         self._name_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # (lock, its users)
