@@ -18,12 +18,15 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from micwire import __version__
 from micwire.common.errors import MicwireError
 from micwire.common.protocol import CODECS, FRAME_DURATIONS_MS
 from micwire.receiver.recording import RECORDING_FORMATS
+
+if TYPE_CHECKING:
+    from micwire.receiver.supervisor import Supervisor
 
 log = logging.getLogger("micwire")
 EXIT_ERROR = 1
@@ -409,7 +412,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
         down_s=args.down_s,
         webhook=args.webhook,
     )
-    server: Any
+    server: Receiver | Supervisor
     if args.workers > 1:
         from micwire.receiver.supervisor import Supervisor
 

@@ -11,6 +11,7 @@ import sys
 
 from micwire.cli import EXIT_ERROR, run_until_signal
 from micwire.common.errors import MicwireError
+from micwire.receiver.cluster import ClusterLink
 from micwire.receiver.config import ReceiverConfig
 
 
@@ -19,7 +20,7 @@ class ToSupervisor(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__()
-        self.link: object | None = None
+        self.link: ClusterLink | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -27,8 +28,8 @@ class ToSupervisor(logging.Handler):
             if record.exc_info and record.exc_info[1] is not None:
                 message += f": {type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
             link = self.link
-            if link is not None and getattr(link, "connected", False):
-                link.tell("log", level=record.levelno, logger=record.name, message=message)  # type: ignore[attr-defined]
+            if link is not None and link.connected:
+                link.tell("log", level=record.levelno, logger=record.name, message=message)
             else:
                 print(f"micwire: {message}", file=sys.stderr)
         except Exception:

@@ -57,19 +57,25 @@ def _stat(pid: int) -> list[str]:
         return f.read().rsplit(")", 1)[1].split()
 
 
+def children(pid: int) -> list[int]:
+    """The living child processes of ``pid`` (the workers of ``--workers N``)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parent = int(_stat(int(entry))[1])
+            except OSError:
+                continue
+            if parent == pid:
+                found.append(int(entry))
+    return found
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, its reaped children and its living ones (the
     workers of ``--workers N``), in seconds."""
     total = sum(int(_stat(pid)[i]) for i in (11, 12, 13, 14)) / TICK
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = _stat(int(entry))
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                total += cpu_seconds(int(entry))
-    return total
+    return total + sum(cpu_seconds(child) for child in children(pid))
 
 
 def free_port() -> int:

@@ -33,7 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests" / "integration"))
-from capacity import cpu_seconds, free_port, receive_command, wait_port  # noqa: E402
+from capacity import children, cpu_seconds, free_port, receive_command, wait_port  # noqa: E402
 from proxy import ProxyThread  # noqa: E402
 
 RATE = 48000
@@ -41,17 +41,7 @@ RATE = 48000
 
 def tree(pid: int) -> list[int]:
     """A process and its children (the workers of ``--workers N``)."""
-    pids = [pid]
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            if parent == pid:
-                pids.append(int(entry))
-    return pids
+    return [pid, *children(pid)]
 
 
 def rss_mb(pid: int) -> float:

@@ -70,7 +70,6 @@ class Supervisor:
         if workers < 2:
             raise MicwireError("--workers needs 2 or more (1 is a plain receiver)")
         self.config = config
-        self.count = workers
         self.on_stats = config.on_stats
         # every check a receiver makes at its start (tokens, formats, TLS files, the
         # recording directory) is made here once, for one clear error before any worker
@@ -228,7 +227,7 @@ class Supervisor:
             cfg.host or "0.0.0.0",
             self.port,
             " (token required)" if cfg.token else "",
-            self.count,
+            len(self.workers),
         )
         if cfg.web:
             log.info(
@@ -282,18 +281,20 @@ class Supervisor:
             log.info("%s: the recording was interrupted; its sidecar is up to date", path.name)
 
     async def _stop_all(self) -> None:
-        running = [w.process for w in self.workers if w.process and w.process.returncode is None]
-        for process in running:
+        running = [w for w in self.workers if w.process and w.process.returncode is None]
+        for worker in running:
+            assert worker.process is not None
             with contextlib.suppress(ProcessLookupError):
-                process.terminate()
+                worker.process.terminate()
+        waits = [w.process.wait() for w in running if w.process is not None]
         try:
-            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in running)), STOP_TIMEOUT_S)
+            await asyncio.wait_for(asyncio.gather(*waits), STOP_TIMEOUT_S)
         except asyncio.TimeoutError:
-            for process in running:
-                if process.returncode is None:
-                    log.error("receiver worker %d did not stop in time; killing it", process.pid)
+            for worker in running:
+                if worker.process is not None and worker.process.returncode is None:
+                    log.error("receiver worker %d did not stop in time; killing it", worker.index)
                     with contextlib.suppress(ProcessLookupError):
-                        process.kill()
+                        worker.process.kill()
 
     # --- the control line --------------------------------------------------------------
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from typing import Any
 
 
 class ImpairmentProxy:
@@ -115,17 +116,12 @@ class ImpairmentProxy:
 class ProxyThread:
     """An :class:`ImpairmentProxy` on its own event loop thread, for synchronous tests."""
 
-    def __init__(
-        self,
-        target_port: int,
-        delay_s: float = 0.0,
-        jitter_s: float = 0.0,
-        source_ports: list[int] | None = None,
-    ) -> None:
+    def __init__(self, target_port: int, **impairments: Any) -> None:
+        """``impairments``: :class:`ImpairmentProxy`'s keyword arguments."""
         import threading
 
         self.loop = asyncio.new_event_loop()
-        self.proxy = ImpairmentProxy(target_port, delay_s, jitter_s, source_ports)
+        self.proxy = ImpairmentProxy(target_port, **impairments)
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self.proxy.__aenter__(), self.loop).result(10)

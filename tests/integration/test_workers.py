@@ -64,6 +64,13 @@ async def listen_once(port: int, source_port: int, name: str) -> int:
             assert message.type is aiohttp.WSMsgType.TEXT, message
 
 
+def tone_sender(url: str, name: str, duration_s: int) -> Micwire:
+    """``micwire send`` of a 440 Hz tone (exactly ``expected_tone``) for ``duration_s``."""
+    return Micwire(
+        "send", url, "--name", name, "--source", "tone:440", "--duration", str(duration_s)
+    )
+
+
 def wait_count(process: Micwire, text: str, count: int, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + seconds(timeout)
     while process.log.count(text) < count:
@@ -94,19 +101,7 @@ def test_streams_spread_over_workers_are_whole_and_shown_as_one_receiver(
         "--workers", "2", "--record", str(rec), "--no-play", "--stats-json", str(stats)
     )
     names = [f"room-{i}" for i in range(6)]
-    senders = [
-        Micwire(
-            "send",
-            f"ws://127.0.0.1:{port}",
-            "--name",
-            name,
-            "--source",
-            "tone:440",
-            "--duration",
-            "4",
-        )
-        for name in names
-    ]
+    senders = [tone_sender(f"ws://127.0.0.1:{port}", name, 4) for name in names]
     try:
         for name in names:
             rx.wait_for(f"stream '{name}' from")
@@ -157,7 +152,7 @@ def test_a_sender_that_reconnects_to_the_other_worker_resumes_gap_free(tmp_path:
     per_worker = ports_by_worker(port, 3)
     alternating = [per_worker[i % 2][i // 2] for i in range(6)]
     proxy = ProxyThread(port, source_ports=alternating)
-    tx = Micwire("send", proxy.url, "--name", "roamer", "--source", "tone:440", "--duration", "7")
+    tx = tone_sender(proxy.url, "roamer", 7)
     try:
         rx.wait_for("stream 'roamer' from")
         for moves in (1, 2, 3):
@@ -198,16 +193,7 @@ def test_a_worker_killed_mid_stream_is_started_again_and_nothing_is_lost(
     sender reconnects, and the stream continues from the sidecar the dead worker left."""
     rec = tmp_path / "rec"
     rx, port = receiver("--workers", "2", "--record", str(rec), "--no-play")
-    tx = Micwire(
-        "send",
-        f"ws://127.0.0.1:{port}",
-        "--name",
-        "survivor",
-        "--source",
-        "tone:440",
-        "--duration",
-        "6",
-    )
+    tx = tone_sender(f"ws://127.0.0.1:{port}", "survivor", 6)
     try:
         rx.wait_for("stream 'survivor' from")
         time.sleep(seconds(2.0))
@@ -249,16 +235,7 @@ def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
     their streams and exit, and a new receiver can start on the same port."""
     rec = tmp_path / "rec"
     rx, port = receiver("--workers", "2", "--record", str(rec), "--no-play")
-    tx = Micwire(
-        "send",
-        f"ws://127.0.0.1:{port}",
-        "--name",
-        "orphan",
-        "--source",
-        "tone:440",
-        "--duration",
-        "30",
-    )
+    tx = tone_sender(f"ws://127.0.0.1:{port}", "orphan", 30)
     try:
         rx.wait_for("stream 'orphan': recording to")
         workers = children(rx.proc.pid)
