@@ -5,6 +5,11 @@ peer passes at most ``burst`` times per ``period_s``; then one line says how man
 left out. The peer is a context variable the receiver sets for each connection's task
 (and every task it starts), so a flood from one address never silences the lines of a
 stream from another.
+
+Many streams can share one address (senders behind a NAT, several on one machine, every
+sender behind a load balancer): once a connection is admitted to a stream, its lines
+count against that stream, so each stream's start and end are shown; all the streams of
+one address together still pass at most ``wide_burst`` lines of a kind per period.
 """
 
 from __future__ import annotations
@@ -15,36 +20,57 @@ from contextvars import ContextVar
 
 #: The address whose connection the current task serves ("" elsewhere).
 PEER: ContextVar[str] = ContextVar("micwire_peer", default="")
+#: The stream the current task's connection was admitted to ("" before, or elsewhere).
+STREAM: ContextVar[str] = ContextVar("micwire_stream", default="")
+
+#: (logger, template, peer, stream): stream is "" before admission, ALL for the total of
+#: the address's admitted streams.
+_Key = tuple[str, str, str, str]
+ALL = "\0all"
 
 
 class RepeatFilter(logging.Filter):
-    def __init__(self, burst: int = 5, period_s: float = 10.0) -> None:
+    def __init__(self, burst: int = 5, period_s: float = 10.0, wide_burst: int = 100) -> None:
         super().__init__()
         self.burst = burst
+        self.wide_burst = wide_burst
         self.period_s = period_s
-        # (logger, template, peer) -> (window start, passed, suppressed)
-        self._seen: dict[tuple[str, str, str], tuple[float, int, int]] = {}
+        # key -> (window start, passed, suppressed)
+        self._seen: dict[_Key, tuple[float, int, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, str(record.msg), PEER.get())
+        template, peer, stream = str(record.msg), PEER.get(), STREAM.get()
+        limits: list[tuple[_Key, int]] = [((record.name, template, peer, stream), self.burst)]
+        if stream:  # the stream's own limit, then its address's total
+            limits.append(((record.name, template, peer, ALL), self.wide_burst))
         now = time.monotonic()
-        start, passed, suppressed = self._seen.get(key, (now, 0, 0))
-        if now - start > self.period_s:
-            start, passed = now, 0
-        if passed >= self.burst:
-            self._seen[key] = (start, passed, suppressed + 1)
-            return False
-        if suppressed:
-            record.msg = f"{record.msg} (and {suppressed} more like this, not shown)"
-        self._seen[key] = (start, passed + 1, 0)
+        windows = []
+        for key, _ in limits:
+            start, passed, suppressed = self._seen.get(key, (now, 0, 0))
+            if now - start > self.period_s:
+                start, passed = now, 0
+            windows.append((start, passed, suppressed))
+        for (key, burst), (start, passed, suppressed) in zip(limits, windows, strict=True):
+            if passed >= burst:
+                self._seen[key] = (start, passed, suppressed + 1)
+                return False
+        left_out = sum(suppressed for _, _, suppressed in windows)
+        if left_out:
+            record.msg = f"{record.msg} (and {left_out} more like this, not shown)"
+        for (key, _), (start, passed, _) in zip(limits, windows, strict=True):
+            self._seen[key] = (start, passed + 1, 0)
         if len(self._seen) > 5000:  # bounded: forget the oldest kinds
             for old in list(self._seen)[:2500]:
                 del self._seen[old]
         return True
 
     def left_out(self) -> list[tuple[str, str, int]]:
-        """(template, peer, count) of lines suppressed and not yet reported."""
-        return [(msg, peer, n) for (_, msg, peer), (_, _, n) in self._seen.items() if n]
+        """(template, peer, count) of lines suppressed and not yet reported, per address."""
+        totals: dict[tuple[str, str], int] = {}
+        for (_, msg, peer, _), (_, _, n) in self._seen.items():
+            if n:
+                totals[(msg, peer)] = totals.get((msg, peer), 0) + n
+        return [(msg, peer, n) for (msg, peer), n in totals.items()]
 
 
 def install(*names: str) -> None:

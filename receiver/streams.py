@@ -34,6 +34,7 @@ from micwire.common.errors import AudioFormatError, DeviceError, MicwireError, S
 from micwire.common.levels import LevelMeter
 from micwire.common.protocol import Accept, Hello, Packet
 from micwire.common.stats import StreamFigures
+from micwire.receiver import logs
 from micwire.receiver.cluster import Claim, ClusterLink, carry_over
 from micwire.receiver.config import ReceiverConfig
 from micwire.receiver.listeners import Listener
@@ -586,13 +587,14 @@ class Streams:
                 claim = await self.cluster.acquire(hello)
                 if claim.refusal is not None:
                     raise Refusal(claim.refusal, retry=True)
+            if stream is not None and not stream.proves(hello):
+                raise Refusal(
+                    f"stream name {name!r} is in use by another sender; pick another "
+                    "name, or retry when it ends",
+                    retry=True,
+                )
+            logs.STREAM.set(name)  # admitted: its lines count against the stream (logs.py)
             if stream is not None:
-                if not stream.proves(hello):
-                    raise Refusal(
-                        f"stream name {name!r} is in use by another sender; pick another "
-                        "name, or retry when it ends",
-                        retry=True,
-                    )
                 await self._take_back(stream, peer)
                 accept_at: int | None = stream.position
                 secret: str | None = hello.resume_secret

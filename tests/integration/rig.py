@@ -89,7 +89,10 @@ class Probe:
         self.recorded: list[np.ndarray] = []
         self.played_at_frame: int | None = None  # recorded-frame index where playback began
         self._frames_recorded = 0
+        #: when (time.time()) the JACK graph missed a deadline: audio anywhere in it may be lost
+        self.xruns: list[float] = []
         self.client.set_process_callback(self._process)
+        self.client.set_xrun_callback(self._xrun)
         self.client.activate()
 
     def _process(self, frames: int) -> None:
@@ -103,6 +106,9 @@ class Probe:
             self._pos += n
         self.recorded.append(self.inp.get_array().copy())
         self._frames_recorded += frames
+
+    def _xrun(self, _delay_usecs: float) -> None:
+        self.xruns.append(time.time())
 
     def play(self, signal: np.ndarray) -> None:
         self._signal = signal.astype(np.float32)

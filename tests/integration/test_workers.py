@@ -103,8 +103,11 @@ def test_streams_spread_over_workers_are_whole_and_shown_as_one_receiver(
     names = [f"room-{i}" for i in range(6)]
     senders = [tone_sender(f"ws://127.0.0.1:{port}", name, 4) for name in names]
     try:
-        for name in names:
-            rx.wait_for(f"stream '{name}' from")
+        for name, tx in zip(names, senders, strict=True):
+            try:
+                rx.wait_for(f"stream '{name}' from")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n--- sender {name}:\n{tx.log}") from None
         per_worker = ports_by_worker(port, 1)
         live_per_worker = [ask_worker(port, ports[0])["live"] for ports in per_worker]
         assert sum(live_per_worker) == 6, live_per_worker
