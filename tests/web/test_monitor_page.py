@@ -67,8 +67,14 @@ def test_the_page_shows_a_stream_and_plays_it(codec: str, hz: int) -> None:
         )
         assert -14 < float(meter.get_attribute("data-db") or "-120") < -10
         listen_to(page, "kitchen")
+        # the page steers its queue by playing up to 2 % fast or slow (after a stall of this
+        # loaded VM, say): the tone is heard at its pitch times the player's ratio then
+        ratio = "() => window.micwire.listening['kitchen'].ratio || 1"
+        before = page.evaluate(ratio)
         heard = tone_peak_hz(page, seconds=1.5)
-        assert abs(heard.peak_hz - hz) < 5, heard
+        after = page.evaluate(ratio)
+        low, high = sorted((hz * before, hz * after))
+        assert low - 5 < heard.peak_hz < high + 5, (heard, before, after)
         assert heard.rms > 0.1, heard  # the tone at -12 dBFS (0.25 peak) is audible
         state = page.evaluate("() => window.micwire.listening['kitchen']")
         path = {"opus": "opus-webcodecs", "pcm": "pcm"}[codec]
