@@ -75,12 +75,22 @@ def _positive(kind: type, minimum: float | None = None) -> Callable[[str], Any]:
     return parse
 
 
+#: More receiver workers than this is a typo, not a deployment.
+MAX_WORKERS = 64
+
+
 def _workers(text: str) -> int:
     if text == "auto":
         from micwire.receiver.supervisor import default_workers
 
         return default_workers()
-    return int(_positive(int)(text))
+    workers = int(_positive(int)(text))
+    if workers > MAX_WORKERS:  # a typo must not start thousands of processes
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_WORKERS}, got {workers} (one per core is the usual: "
+            "--workers without N)"
+        )
+    return workers
 
 
 def _percent(text: str) -> int:

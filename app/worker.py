@@ -11,6 +11,7 @@ import sys
 
 from micwire.cli import EXIT_ERROR, run_until_signal
 from micwire.common.errors import MicwireError
+from micwire.receiver import logs
 from micwire.receiver.cluster import ClusterLink
 from micwire.receiver.config import ReceiverConfig
 
@@ -29,7 +30,16 @@ class ToSupervisor(logging.Handler):
                 message += f": {type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
             link = self.link
             if link is not None and link.connected:
-                link.tell("log", level=record.levelno, logger=record.name, message=message)
+                link.tell(
+                    "log",
+                    level=record.levelno,
+                    logger=record.name,
+                    message=message,
+                    # for the supervisor's repeat limiter: the kind of line, and whose
+                    template=getattr(record, "template", None) or str(record.msg),
+                    peer=logs.PEER.get(),
+                    stream=logs.STREAM.get(),
+                )
             else:
                 print(f"micwire: {message}", file=sys.stderr)
         except Exception:

@@ -9,7 +9,8 @@ stream from another.
 Many streams can share one address (senders behind a NAT, several on one machine, every
 sender behind a load balancer): once a connection is admitted to a stream, its lines
 count against that stream, so each stream's start and end are shown; all the streams of
-one address together still pass at most ``wide_burst`` lines of a kind per period.
+one address together still pass at most ``wide_burst`` lines of a kind per period (the
+receiver sets it to --max-streams: as many as can be live at once).
 """
 
 from __future__ import annotations
@@ -39,7 +40,11 @@ class RepeatFilter(logging.Filter):
         self._seen: dict[_Key, tuple[float, int, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        template, peer, stream = str(record.msg), PEER.get(), STREAM.get()
+        # a worker's line shown by its supervisor carries its template (the message is
+        # already formatted); the template goes with the record for the next filter
+        template = getattr(record, "template", None) or str(record.msg)
+        record.template = template
+        peer, stream = PEER.get(), STREAM.get()
         limits: list[tuple[_Key, int]] = [((record.name, template, peer, stream), self.burst)]
         if stream:  # the stream's own limit, then its address's total
             limits.append(((record.name, template, peer, ALL), self.wide_burst))
@@ -73,12 +78,15 @@ class RepeatFilter(logging.Filter):
         return [(msg, peer, n) for (msg, peer), n in totals.items()]
 
 
-def install(*names: str) -> None:
-    """Put one RepeatFilter on each named logger (once)."""
+def install(*names: str, wide_burst: int = 100) -> None:
+    """Put one RepeatFilter on each named logger (once; a later call sets its total)."""
     for name in names:
         logger = logging.getLogger(name)
-        if not any(isinstance(f, RepeatFilter) for f in logger.filters):
-            logger.addFilter(RepeatFilter())
+        mine = [f for f in logger.filters if isinstance(f, RepeatFilter)]
+        if not mine:
+            mine = [RepeatFilter()]
+            logger.addFilter(mine[0])
+        mine[0].wide_burst = wide_burst
 
 
 def report_left_out(*names: str) -> None:

@@ -142,7 +142,7 @@ class Receiver:
             self.cluster = ClusterLink(str(config.run_dir / CONTROL_SOCKET), config.worker)
         self._stop: asyncio.Event | None = None
         # an attacker must not be able to fill the log (or the disk it is written to)
-        logs.install(*LIMITED_LOGGERS)
+        logs.install(*LIMITED_LOGGERS, wide_burst=max(5, config.max_streams))
 
     async def run(self, stop: asyncio.Event, ready: Callable[[int], None] | None = None) -> None:
         """Serve until ``stop`` is set; then close every stream and finalise its files."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import errno
 import json
 import logging
@@ -31,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from micwire.common.errors import MicwireError, TransportError
+from micwire.receiver import logs
 from micwire.receiver.cluster import LINE_LIMIT, Line
 from micwire.receiver.config import ReceiverConfig
-from micwire.receiver.server import CONTROL_SOCKET, Receiver, open_stats_file
+from micwire.receiver.server import CONTROL_SOCKET, LIMITED_LOGGERS, Receiver, open_stats_file
 from micwire.receiver.storage import repair_interrupted
 
 log = logging.getLogger("micwire.receiver")
@@ -136,6 +138,7 @@ class Supervisor:
             if self._stats_file is not None:
                 self._stats_file.close()
             shutil.rmtree(run_dir, ignore_errors=True)
+            logs.report_left_out(*LIMITED_LOGGERS)
         if self._failed is not None:
             raise MicwireError(self._failed)
 
@@ -400,20 +403,29 @@ class Supervisor:
 
 
 def _show(message: dict[str, Any]) -> None:
-    """A worker's log line, through this process's handlers (the worker has filtered it
-    already: repeats from one peer are counted there)."""
+    """A worker's log line, through this process's filters and handlers: the repeat limiter
+    (micwire.receiver.logs) counts each peer's lines over all workers, as one receiver's."""
     record = logging.makeLogRecord(
         {
             "name": str(message.get("logger", "micwire")),
             "levelno": int(message.get("level", logging.INFO)),
             "levelname": logging.getLevelName(int(message.get("level", logging.INFO))),
             "msg": str(message.get("message", "")),
+            "template": str(message.get("template", "")) or None,
         }
     )
-    if record.levelno >= logging.getLogger(record.name).getEffectiveLevel():
+    logger = logging.getLogger(record.name)
+
+    def show() -> None:
+        logs.PEER.set(str(message.get("peer", "")))
+        logs.STREAM.set(str(message.get("stream", "")))
+        if record.levelno < logger.getEffectiveLevel() or not logger.filter(record):
+            return
         for handler in logging.getLogger().handlers:
             if record.levelno >= handler.level:
                 handler.handle(record)
+
+    contextvars.copy_context().run(show)
 
 
 def default_workers() -> int:

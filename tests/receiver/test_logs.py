@@ -64,3 +64,25 @@ def test_streams_sharing_an_address_each_show_their_lines_within_a_total() -> No
     finally:
         logger.removeHandler(handler)
     assert limiter.left_out() == [("stream %r from %s", "10.0.0.1", 2 + 14 - 3)]
+
+
+def test_formatted_lines_from_workers_count_by_their_template() -> None:
+    """``--workers N``: the supervisor limits the lines every worker sends it (already
+    formatted) by the template each carries, so N workers do not let N times as many by."""
+    limiter = logs.RepeatFilter(burst=3, period_s=60)
+
+    def worker_line(k: int) -> logging.LogRecord:
+        return logging.makeLogRecord(
+            {
+                "name": "micwire.receiver",
+                "msg": f"refused 10.0.0.66:{k}: bad token",
+                "template": "refused %s: %s",
+            }
+        )
+
+    def run() -> list[bool]:
+        logs.PEER.set("10.0.0.66")
+        return [bool(limiter.filter(worker_line(k))) for k in range(10)]
+
+    assert contextvars.copy_context().run(run) == [True] * 3 + [False] * 7
+    assert limiter.left_out() == [("refused %s: %s", "10.0.0.66", 7)]
