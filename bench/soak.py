@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -52,6 +53,22 @@ def rss_mb(pid: int) -> float:
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1]) / 1024
     return total
+
+
+def write_backlog(port: int) -> tuple[float, float]:
+    """(sum, max) over streams of the audio received and not yet written to disk, from
+    /metrics: memory that grows with it is a disk falling behind, not a leak."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return float("nan"), float("nan")
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("micwire_recording_backlog_seconds{")
+    ]
+    return sum(values), max(values, default=0.0)
 
 
 def open_fds(pid: int) -> int:
@@ -161,8 +178,11 @@ def main() -> int:
                 break
             t = time.monotonic() - start
             samples.append((t, rss_mb(receiver.pid), open_fds(receiver.pid)))
+            backlog, worst = write_backlog(port)
             print(
-                f"  {t:6.0f} s  RSS {samples[-1][1]:7.1f} MB  fds {samples[-1][2]:5d}", flush=True
+                f"  {t:6.0f} s  RSS {samples[-1][1]:7.1f} MB  fds {samples[-1][2]:5d}  "
+                f"not yet on disk {backlog:6.1f} s (worst stream {worst:.2f} s)",
+                flush=True,
             )
         cpu = 100 * (cpu_seconds(receiver.pid) - c0) / (time.monotonic() - start)
         stop.set()

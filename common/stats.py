@@ -30,12 +30,14 @@ class StreamFigures:
     network_ms: float
     #: Live playback figures (buffer, jitter, drift, glitch counters), when it plays.
     playback: dict[str, Any] = field(default_factory=dict)
+    #: Audio received and not yet written to disk (recording only).
+    write_backlog_s: float = 0.0
 
     def line(self) -> dict[str, Any]:
         """Flat, as ``--stats-json`` writes it."""
         data = asdict(self)
         playback = data.pop("playback")
-        for key in ("seconds", "peak_dbfs", "rms_dbfs", "network_ms"):
-            data[key] = round(data[key], 3 if key == "seconds" else 1)
+        for key in ("seconds", "peak_dbfs", "rms_dbfs", "network_ms", "write_backlog_s"):
+            data[key] = round(data[key], 1 if key.endswith(("_dbfs", "_ms")) else 3)
         data["time"] = round(data["time"], 3)
         return {**data, **playback}

@@ -73,6 +73,11 @@ class ReceiverCollector(Collector):
             "buffer_ms": ("micwire_buffer_seconds", "Live playback buffer depth", 1e-3),
             "target_ms": ("micwire_buffer_target_seconds", "Live playback buffer target", 1e-3),
             "drift_ppm": ("micwire_drift_ppm", "Sender clock against the sound card", 1.0),
+            "write_backlog_s": (
+                "micwire_recording_backlog_seconds",
+                "Audio received and not yet written to disk",
+                1.0,
+            ),
         }
         gfamilies = {k: GaugeMetricFamily(n, h, labels=S) for k, (n, h, _) in gauges.items()}
         peak = GaugeMetricFamily("micwire_peak_dbfs", "Peak level, last second", labels=S)

@@ -195,6 +195,7 @@ class Recording:
             raise
         self._pending: list[Segment] = []
         self._pending_samples = 0
+        self._writing_samples = 0  # handed to the writer thread, not yet written
         self._batch_samples = max(1, int(BATCH_S * rate_hz))
         self._max_pending = int(MAX_PENDING_S * rate_hz)
         self._closing = False
@@ -214,6 +215,11 @@ class Recording:
     def end(self) -> int:
         """Timeline position the files reach."""
         return self.origin + self.samples_written
+
+    @property
+    def backlog_s(self) -> float:
+        """Audio received and not yet written (a slow disk shows here first)."""
+        return (self._pending_samples + self._writing_samples) / self.rate_hz
 
     async def write(self, segment: Segment) -> None:
         """Queue a segment; waits only while a slow disk has a lot waiting already."""
@@ -290,6 +296,7 @@ class Recording:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL_S)
             self._wake.clear()
+            self._writing_samples = self._pending_samples
             batch, self._pending, self._pending_samples = self._pending, [], 0
             self._drained.set()
             flush = self._closing or time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S
@@ -300,6 +307,8 @@ class Recording:
                     self.failure = exc
                     self._drained.set()
                     raise
+                finally:
+                    self._writing_samples = 0
                 if flush:
                     self._last_flush = time.monotonic()
             if self._closing and not self._pending:

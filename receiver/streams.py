@@ -439,6 +439,7 @@ class Stream:
             rms_dbfs=rms,
             network_ms=self.network_ms,
             playback=playback,
+            write_backlog_s=self.recording.backlog_s if self.recording is not None else 0.0,
         )
 
     @property

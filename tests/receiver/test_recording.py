@@ -123,3 +123,20 @@ def test_a_full_disk_is_said_plainly_and_leaves_no_half_files(small_disk: Path) 
     assert sidecar["outcome"].startswith("failed: no space left on device")
     data, _ = sf.read(str(recording.paths[0]), dtype="int16")  # what fit is readable
     assert len(data) > 48000 and np.all(data == 1)
+
+
+def test_audio_not_yet_on_disk_is_shown_until_it_is_written(tmp_path: Path) -> None:
+    """The backlog figure (stats, /metrics) is the audio received and not yet written."""
+
+    async def main() -> tuple[float, float, int]:
+        recording = await Recording.create(
+            tmp_path, "take", ("wav",), 48000, 1, START, {"stream": "take"}
+        )
+        for _ in range(10):  # 0.2 s: less than a batch, so it waits for the next flush
+            await recording.write(np.ones((960, 1), np.int16))
+        waiting = recording.backlog_s
+        await recording.close()
+        return waiting, recording.backlog_s, sf.info(str(recording.paths[0])).frames
+
+    waiting, after, frames = asyncio.run(main())
+    assert waiting == pytest.approx(0.2) and after == 0 and frames == 9600
