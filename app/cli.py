@@ -93,6 +93,16 @@ def _workers(text: str) -> int:
     return workers
 
 
+def _nonnegative_ms(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected milliseconds, got {text!r}") from None
+    if not 0 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"must be 0..1000 ms, got {text}")
+    return value
+
+
 def _percent(text: str) -> int:
     try:
         value = int(text)
@@ -209,6 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-streams", type=_positive(int), default=16, help="streams at once (default 16)"
     )
     rx.add_argument(
+        "--gather-ms",
+        type=_nonnegative_ms,
+        default=_env("gather_ms", "100"),
+        metavar="MS",
+        help="while nothing plays live and no page or listener is connected, look at the "
+        "network at most every MS ms and handle what arrived in one go: far less CPU per "
+        "stream (default 100; 0: at once)",
+    )
+    rx.add_argument(
         "--workers",
         type=_workers,
         nargs="?",
@@ -323,7 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 
-def run_until_signal(main: Callable[[asyncio.Event], Any], device: bool = True) -> Any:
+def run_until_signal(
+    main: Callable[[asyncio.Event], Any], device: bool = True, receiver: bool = False
+) -> Any:
     """Run ``main(stop)``; SIGINT/SIGTERM set ``stop`` for a clean finish (exit 0).
 
     ``device``: a sound device's callback will need the GIL. Without one (a receiver that
@@ -340,18 +361,23 @@ def run_until_signal(main: Callable[[asyncio.Event], Any], device: bool = True) 
             loop.add_signal_handler(sig, stop.set)
         return await main(stop)
 
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner_:
+    with asyncio.Runner(loop_factory=_loop_factory(receiver)) as runner_:
         return runner_.run(runner())
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+def _loop_factory(receiver: bool) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """asyncio's own event loop, or uvloop's with ``MICWIRE_LOOP=uvloop`` (installed with
     micwire, except on Windows). uvloop halves a bare aiohttp server's cost per packet
     (10 paced streams: 4.2 % of a core on asyncio, 2.2 % on uvloop), but with it live
     playback on JACK glitched in 2 of 5 end-to-end runs (none on asyncio's loop): opt-in
-    for receivers that only record, until that is understood."""
+    for receivers that only record, until that is understood. A receiver's asyncio loop
+    can gather its wake-ups (micwire.receiver.eventloop, ``--gather-ms``)."""
     if os.environ.get("MICWIRE_LOOP", "asyncio") != "uvloop":
-        return None
+        if not receiver:
+            return None
+        from micwire.receiver import eventloop
+
+        return eventloop.new_event_loop if eventloop.supported() else None
     try:
         import uvloop
     except ImportError:
@@ -413,6 +439,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
         certfile=args.cert,
         keyfile=args.key,
         max_streams=args.max_streams,
+        gather_ms=args.gather_ms,
         on_stats=display.update if display else None,
         listen_token=args.listen_token,
         send_token=args.send_token,
@@ -430,10 +457,10 @@ def cmd_receive(args: argparse.Namespace) -> int:
     else:
         server = Receiver(config)
     if display is None:
-        run_until_signal(server.run, device=args.play)
+        run_until_signal(server.run, device=args.play, receiver=True)
     else:
         with display:
-            run_until_signal(server.run, device=args.play)
+            run_until_signal(server.run, device=args.play, receiver=True)
     return 0
 
 

@@ -59,7 +59,7 @@ def main() -> int:
         handler.link = link
         if link is not None:
             receiver.config.on_stats = lambda lines: link.tell("stats", lines=lines)
-        run_until_signal(receiver.run, device=False)  # workers never play
+        run_until_signal(receiver.run, device=False, receiver=True)  # workers never play
     except MicwireError as exc:
         if debug:
             raise

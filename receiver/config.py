@@ -23,6 +23,9 @@ class ReceiverConfig:
     #: audio is kept for its sender to resume, like a broken link.
     idle_timeout_s: float = 30.0
     max_streams: int = 16
+    #: While nothing is served live (playback, a page, a listener), the event loop looks
+    #: at the network at most this often (micwire.receiver.eventloop). 0: at once.
+    gather_ms: float = 100.0
     #: Streams waiting for their sender to come back; beyond this the oldest is finalised.
     #: None: as many as ``max_streams``.
     max_parked: int | None = None

@@ -348,7 +348,11 @@ async def _listen(request: web.Request) -> web.StreamResponse:
     if stream is None and rx.cluster is not None and rx.config.run_dir is not None:
         owner = await rx.cluster.owner(name)
         if owner is not None and owner != rx.config.worker:
-            return await relay(request, rx.config.run_dir / worker_socket(owner))
+            rx.relayed_listeners += 1  # served live: the loop must not gather wake-ups
+            try:
+                return await relay(request, rx.config.run_dir / worker_socket(owner))
+            finally:
+                rx.relayed_listeners -= 1
     if stream is None:
         raise web.HTTPNotFound(text=f"no stream {name!r}\n")
     if len(stream.listeners) >= MAX_LISTENERS_PER_STREAM:

@@ -33,7 +33,7 @@ from aiohttp import web
 from micwire.common.alerts import AlertRules
 from micwire.common.devices import resolve_device
 from micwire.common.errors import DeviceError, ParameterError, StorageError, TransportError
-from micwire.receiver import logs
+from micwire.receiver import eventloop, logs
 from micwire.receiver.alerts import Webhook
 from micwire.receiver.auth import Tokens, check_token
 from micwire.receiver.cluster import MOVED, ClusterLink, merge_views
@@ -136,6 +136,8 @@ class Receiver:
         self.stopping = False
         self.sessions: set[Any] = set()  # open sender WebSockets (closed with 1001 at stop)
         self.event_clients: set[Any] = set()
+        #: Listeners of streams on other workers, relayed through this one.
+        self.relayed_listeners = 0
         self.webhook = Webhook(config.webhook) if config.webhook else None
         self.cluster: ClusterLink | None = None
         if config.run_dir is not None:
@@ -300,12 +302,24 @@ class Receiver:
             views = merge_views(views, RECENT_ENDED)
         return {"type": "streams", "time": round(time.time(), 3), "streams": views}
 
+    def _gather_s(self) -> float:
+        """How long the event loop may gather its wake-ups: only while nothing is served
+        live (micwire.receiver.eventloop)."""
+        live = (
+            self.config.play
+            or self.event_clients
+            or self.relayed_listeners
+            or any(stream.listeners for stream in self.streams.all())
+        )
+        return 0.0 if live else self.config.gather_ms / 1000
+
     async def _tick(self, stop: asyncio.Event) -> None:
         """Five times a second: push the figures to the pages. Every second: alerts, the
         stats lines (``--stats-json``, terminal display), stalled listeners."""
         out, show = self._stats_file, self.config.on_stats
         next_second = time.monotonic() + self.config.stats_interval_s
         while not stop.is_set():
+            eventloop.gather_wakeups(self._gather_s())
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), EVENTS_INTERVAL_S)
             if self.event_clients:
