@@ -48,14 +48,27 @@ def _formats(text: str) -> tuple[str, ...]:
     return names
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {value}")
-    return value
+def _in_range(
+    convert: Callable[[str], Any], low: float, high: float, expected: str, limits: str
+) -> Callable[[str], Any]:
+    """An option's converter: ``convert(text)`` between ``low`` and ``high``, or a
+    one-line error (argparse shows it; a MICWIRE_* variable gets the same)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{limits}, got {text}")
+        return value
+
+    return parse
+
+
+_port = _in_range(int, 0, 65535, "a port number", "port must be 0..65535")
+_gather_ms = _in_range(float, 0, 1000, "milliseconds", "must be 0..1000 ms")
+_percent = _in_range(int, 0, 100, "a whole number", "must be 0..100 (%)")
 
 
 def _positive(kind: type, minimum: float | None = None) -> Callable[[str], Any]:
@@ -91,26 +104,6 @@ def _workers(text: str) -> int:
             "--workers without N)"
         )
     return workers
-
-
-def _nonnegative_ms(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected milliseconds, got {text!r}") from None
-    if not 0 <= value <= 1000:
-        raise argparse.ArgumentTypeError(f"must be 0..1000 ms, got {text}")
-    return value
-
-
-def _percent(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 0 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"must be 0..100 (%), got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rx.add_argument(
         "--gather-ms",
-        type=_nonnegative_ms,
+        type=_gather_ms,
         default=_env("gather_ms", "100"),
         metavar="MS",
         help="while nothing plays live and no page or listener is connected, look at the "

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
+from collections.abc import Iterator
 
 from micwire.receiver import logs
 
 
-def test_a_flood_from_one_peer_is_cut_and_counted_and_others_still_show() -> None:
-    logger = logging.getLogger("micwire.test.logs")
-    logger.filters.clear()
-    limiter = logs.RepeatFilter(burst=3, period_s=60)
+@contextlib.contextmanager
+def shown_through(limiter: logs.RepeatFilter) -> Iterator[tuple[logging.Logger, list[str]]]:
+    """A logger behind ``limiter``, and the messages that got through it."""
+    logger = logging.getLogger(f"micwire.test.logs.{id(limiter)}")
     logger.addFilter(limiter)
     seen: list[str] = []
     handler = logging.Handler()
@@ -19,13 +21,20 @@ def test_a_flood_from_one_peer_is_cut_and_counted_and_others_still_show() -> Non
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
+        yield logger, seen
+    finally:
+        logger.removeHandler(handler)
+        logger.removeFilter(limiter)
+
+
+def test_a_flood_from_one_peer_is_cut_and_counted_and_others_still_show() -> None:
+    limiter = logs.RepeatFilter(burst=3, period_s=60)
+    with shown_through(limiter) as (logger, seen):
         logs.PEER.set("10.0.0.66")
         for k in range(100):
             logger.warning("stream %r from %s", f"spam{k}", "10.0.0.66")
         logs.PEER.set("10.0.0.7")
         logger.warning("stream %r from %s", "legit", "10.0.0.7")
-    finally:
-        logger.removeHandler(handler)
     assert len(seen) == 4 and seen[-1] == "stream 'legit' from 10.0.0.7"
     assert limiter.left_out() == [("stream %r from %s", "10.0.0.66", 97)]
 
@@ -33,26 +42,18 @@ def test_a_flood_from_one_peer_is_cut_and_counted_and_others_still_show() -> Non
 def test_streams_sharing_an_address_each_show_their_lines_within_a_total() -> None:
     """Senders behind one NAT or load balancer: every admitted stream's start shows, a
     stream's own repeats are cut at the burst, and the address's total at the wide burst."""
-    logger = logging.getLogger("micwire.test.logs.shared")
-    logger.filters.clear()
     limiter = logs.RepeatFilter(burst=2, period_s=60, wide_burst=10)
-    logger.addFilter(limiter)
-    seen: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    with shown_through(limiter) as (logger, seen):
 
-    def log_as(stream: str, times: int) -> None:
-        def run() -> None:
-            logs.PEER.set("10.0.0.1")
-            logs.STREAM.set(stream)
-            for _ in range(times):
-                logger.info("stream %r from %s", stream, "10.0.0.1")
+        def log_as(stream: str, times: int) -> None:
+            def run() -> None:
+                logs.PEER.set("10.0.0.1")
+                logs.STREAM.set(stream)
+                for _ in range(times):
+                    logger.info("stream %r from %s", stream, "10.0.0.1")
 
-        contextvars.copy_context().run(run)  # as each connection's own task
+            contextvars.copy_context().run(run)  # as each connection's own task
 
-    try:
         for k in range(6):
             log_as(f"room-{k}", 1)
         assert seen == [f"stream 'room-{k}' from 10.0.0.1" for k in range(6)]
@@ -61,8 +62,6 @@ def test_streams_sharing_an_address_each_show_their_lines_within_a_total() -> No
         for k in range(6, 20):
             log_as(f"room-{k}", 1)  # the address's total: 10 lines
         assert len(seen) == 10
-    finally:
-        logger.removeHandler(handler)
     assert limiter.left_out() == [("stream %r from %s", "10.0.0.1", 2 + 14 - 3)]
 
 
