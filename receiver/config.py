@@ -24,7 +24,8 @@ class ReceiverConfig:
     idle_timeout_s: float = 30.0
     max_streams: int = 16
     #: While nothing is served live (playback, a page, a listener), the event loop looks
-    #: at the network at most this often (micwire.receiver.eventloop). 0: at once.
+    #: at the network at most this often (micwire.receiver.eventloop). 0: at once; more
+    #: than 200 gathers no more (the receiver's 0.2 s tick wakes the loop).
     gather_ms: float = 100.0
     #: Streams waiting for their sender to come back; beyond this the oldest is finalised.
     #: None: as many as ``max_streams``.

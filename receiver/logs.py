@@ -15,14 +15,30 @@ receiver sets it to --max-streams: as many as can be live at once).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from contextvars import ContextVar
 
 #: The address whose connection the current task serves ("" elsewhere).
 PEER: ContextVar[str] = ContextVar("micwire_peer", default="")
 #: The stream the current task's connection was admitted to ("" before, or elsewhere).
 STREAM: ContextVar[str] = ContextVar("micwire_stream", default="")
+
+
+@contextlib.contextmanager
+def about(peer: str, stream: str) -> Iterator[None]:
+    """Count the lines logged inside against ``stream`` from ``peer`` (its "host:port" or
+    host): for lines a stream's own connection does not log (the once-a-second alerts)."""
+    host, _, port = peer.rpartition(":")
+    tokens = PEER.set(host if host and port.isdigit() else peer), STREAM.set(stream)
+    try:
+        yield
+    finally:
+        STREAM.reset(tokens[1])
+        PEER.reset(tokens[0])
+
 
 #: (logger, template, peer, stream): stream is "" before admission, ALL for the total of
 #: the address's admitted streams.

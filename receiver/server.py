@@ -331,16 +331,21 @@ class Receiver:
             next_second += self.config.stats_interval_s
             now = time.time()
             for stream in self.recent():
-                for change in stream.check_alerts(now):
-                    verb = "raised" if change.active else "cleared"
-                    log.warning(
-                        "stream %r: alert %s %s: %s", stream.name, change.kind, verb, change.message
-                    )
-                    if self.webhook is not None:
-                        self.webhook.post(change.event(now))
-                for listener in list(stream.listeners):
-                    if listener.stalled:
-                        listener.abort("not reading")
+                with logs.about(stream.peer, stream.name):  # its lines count against it
+                    for change in stream.check_alerts(now):
+                        verb = "raised" if change.active else "cleared"
+                        log.warning(
+                            "stream %r: alert %s %s: %s",
+                            stream.name,
+                            change.kind,
+                            verb,
+                            change.message,
+                        )
+                        if self.webhook is not None:
+                            self.webhook.post(change.event(now))
+                    for listener in list(stream.listeners):
+                        if listener.stalled:
+                            listener.abort("not reading")
             if out is None and show is None:
                 continue
             lines = [stream.figures().line() for stream in self.streams.all()]

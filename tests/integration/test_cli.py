@@ -214,7 +214,7 @@ def test_bad_environment_values_get_the_flags_errors() -> None:
         ({"MICWIRE_PORT": "70000"}, "port must be 0..65535"),
         ({"MICWIRE_FORMAT": "wma"}, "unknown format 'wma'"),
         ({"MICWIRE_WORKERS": "100000"}, "must be at most 64, got 100000"),
-        ({"MICWIRE_GATHER_MS": "-1"}, "must be 0..1000 ms, got -1"),
+        ({"MICWIRE_GATHER_MS": "-1"}, "must be 0..200 ms, got -1"),
     ):
         cli = Micwire("receive", "--no-play", env=env)
         assert cli.wait() == 2, cli.log

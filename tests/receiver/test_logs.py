@@ -85,3 +85,19 @@ def test_formatted_lines_from_workers_count_by_their_template() -> None:
 
     assert contextvars.copy_context().run(run) == [True] * 3 + [False] * 7
     assert limiter.left_out() == [("refused %s: %s", "10.0.0.66", 7)]
+
+
+def test_lines_about_a_stream_from_elsewhere_count_against_that_stream() -> None:
+    """The once-a-second alert lines are logged by no connection: each stream's count
+    against that stream and its address, so five noisy streams cannot hide a sixth's."""
+    limiter = logs.RepeatFilter(burst=1, period_s=60)
+    before = logs.PEER.get(), logs.STREAM.get()
+    with shown_through(limiter) as (logger, seen):
+        for k in range(6):
+            with logs.about(f"10.0.0.66:{4000 + k}", f"noisy{k}"):
+                logger.warning("stream %r: alert %s", f"noisy{k}", "silence")
+        with logs.about("2001:db8::7:5000", "victim"):
+            logger.warning("stream %r: alert %s", "victim", "silence")
+            assert logs.PEER.get() == "2001:db8::7"
+    assert seen[-1] == "stream 'victim': alert silence" and len(seen) == 7
+    assert (logs.PEER.get(), logs.STREAM.get()) == before  # as it was after the block
