@@ -77,7 +77,6 @@ class Sender:
             config.channels,
             self.params.frame_samples,
             config.clock_scale,
-            whole_frames=config.codec != "pcm",
         )
         self.report = SenderReport(rate_hz=config.rate_hz)
         self.spool = Spool(max(1, math.ceil(config.spool_s * config.rate_hz)), config.rate_hz)

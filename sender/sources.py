@@ -128,15 +128,8 @@ class DeviceSource(Source):
         channels: int,
         block_samples: int,
         queue_s: float = 5.0,
-        whole_frames: bool = False,
     ) -> None:
         super().__init__(rate_hz, channels)
-        #: Whole frames (Opus): PortAudio hands over a frame at a time, one wake-up of the
-        #: event loop per frame instead of one per device period (JACK at 256 frames: 187 a
-        #: second; an Opus sender from it cost 13 % of a core, 6.3 % with this) and no later:
-        #: the frame could not be encoded before its last sample anyway. PCM sends what each
-        #: period brings at once (0: the device's own block size), for the lowest latency.
-        self.blocksize = block_samples if whole_frames else 0
         sd = sounddevice()
         self.device = resolve_device(sd, device, "input")
         info = sd.query_devices(self.device)
@@ -179,7 +172,7 @@ class DeviceSource(Source):
                 samplerate=self.rate_hz,
                 channels=self.channels,
                 dtype="int16",
-                blocksize=self.blocksize,
+                blocksize=0,
                 latency="low",  # whatever the host API gives
                 callback=callback,
                 dither_off=True,
@@ -361,7 +354,6 @@ def open_source(
     channels: int,
     block_samples: int,
     clock_scale: float = 1.0,
-    whole_frames: bool = False,
 ) -> Source:
     kind, arg = parse_source(spec)
     if kind == "tone":
@@ -372,4 +364,4 @@ def open_source(
         return ToneSource(frequency, rate_hz, channels, block_samples, clock_scale)
     if kind == "file":
         return FileSource(arg, rate_hz, channels, block_samples, clock_scale)
-    return DeviceSource(device, rate_hz, channels, block_samples, whole_frames=whole_frames)
+    return DeviceSource(device, rate_hz, channels, block_samples)

@@ -74,6 +74,26 @@ def jack_server(tmp_path: Path, period: int = PERIOD) -> Iterator[str]:
         log.close()
 
 
+class XrunWatch:
+    """A JACK client with no ports that notes when (time.time()) the graph missed a
+    deadline: a stall of this VM shows there, and explains a glitch downstream."""
+
+    def __init__(self, server: str) -> None:
+        import jack
+
+        self.times: list[float] = []
+        self.client = jack.Client("xruns", servername=server, no_start_server=True)
+        self.client.set_xrun_callback(lambda _delay: self.times.append(time.time()))
+        self.client.activate()
+
+    def between(self, start: float, end: float) -> int:
+        return sum(start <= t <= end for t in self.times)
+
+    def close(self) -> None:
+        self.client.deactivate()
+        self.client.close()
+
+
 class Probe:
     """A JACK client with one output (plays ``signal`` once armed) and one input (records)."""
 

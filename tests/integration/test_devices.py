@@ -22,6 +22,7 @@ from rig import (
     RATE,
     Micwire,
     Probe,
+    XrunWatch,
     best_lag,
     expected_tone,
     jack_server,
@@ -326,6 +327,7 @@ class ProxiedStream:
     recording: np.ndarray  # filled in when the stream has ended
     sidecar: dict[str, Any]
     stats: list[dict[str, Any]]
+    xruns: XrunWatch  # when the JACK graph missed a deadline (a stall of this VM)
 
 
 @contextmanager
@@ -354,11 +356,12 @@ def tone_through_proxy(
         str(duration_s),
         env=env,
     )
-    stream = ProxiedStream(tx, proxy, np.zeros(0), {}, [])
+    stream = ProxiedStream(tx, proxy, np.zeros(0), {}, [], XrunWatch(jack))
     try:
         yield stream
         rx.wait_for(rf"stream '{name}' from .*: complete")
     finally:
+        stream.xruns.close()
         tx.kill()
         rx.signal(signal.SIGINT)
         rx.wait()
@@ -399,7 +402,10 @@ def test_the_buffer_grows_to_cover_network_jitter(jack: str, tmp_path: Path) -> 
     assert min(x["jitter_ms"] for x in late) >= 15  # it saw the jitter...
     assert min(x["target_ms"] for x in late) >= 20 + 15  # ...and covers it
     first, last = late[0], late[-1]
-    assert last["underruns"] - first["underruns"] == 0  # no glitches once it had learned
+    # no glitches once it had learned, but for a stall of this VM (the JACK graph then
+    # misses its deadline too: an xrun)
+    stalls = stream.xruns.between(first["time"] - 1, last["time"])
+    assert last["underruns"] - first["underruns"] <= stalls, stalls
     assert last["late_packets"] == 0  # the rough start may have cut a backlog, but not now:
     assert last["skipped_samples"] == first["skipped_samples"]
 
