@@ -367,11 +367,11 @@ def _loop_factory(receiver: bool) -> Callable[[], asyncio.AbstractEventLoop] | N
     for receivers that only record, until that is understood. A receiver's asyncio loop
     can gather its wake-ups (micwire.receiver.eventloop, ``--gather-ms``)."""
     if os.environ.get("MICWIRE_LOOP", "asyncio") != "uvloop":
-        if not receiver:
+        if not receiver or sys.platform == "win32":  # Windows' asyncio: its proactor loop
             return None
         from micwire.receiver import eventloop
 
-        return eventloop.new_event_loop if eventloop.supported() else None
+        return eventloop.new_event_loop
     try:
         import uvloop
     except ImportError:

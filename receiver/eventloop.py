@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import selectors
-import sys
 import time
 import weakref
 from typing import Any
@@ -66,8 +65,3 @@ def gather_wakeups(interval_s: float) -> None:
     selector = _SELECTORS.get(asyncio.get_running_loop())
     if selector is not None:
         selector.interval_s = max(0.0, interval_s)
-
-
-def supported() -> bool:
-    """Windows' asyncio runs on its proactor loop: keep it there."""
-    return sys.platform != "win32"

@@ -75,16 +75,22 @@ def jack_server(tmp_path: Path, period: int = PERIOD) -> Iterator[str]:
 
 
 class XrunWatch:
-    """A JACK client with no ports that notes when (time.time()) the graph missed a
-    deadline: a stall of this VM shows there, and explains a glitch downstream."""
+    """When (time.time()) the JACK graph missed a deadline: a stall of this VM shows
+    there, and explains a glitch downstream. Watches through ``client`` (not yet active)."""
 
-    def __init__(self, server: str) -> None:
+    def __init__(self, client: Any) -> None:
+        self.times: list[float] = []
+        self.client = client
+        client.set_xrun_callback(lambda _delay: self.times.append(time.time()))
+
+    @classmethod
+    def own(cls, server: str) -> XrunWatch:
+        """A watch on a JACK client of its own, with no ports (``close()`` it)."""
         import jack
 
-        self.times: list[float] = []
-        self.client = jack.Client("xruns", servername=server, no_start_server=True)
-        self.client.set_xrun_callback(lambda _delay: self.times.append(time.time()))
-        self.client.activate()
+        watch = cls(jack.Client("xruns", servername=server, no_start_server=True))
+        watch.client.activate()
+        return watch
 
     def between(self, start: float, end: float) -> int:
         return sum(start <= t <= end for t in self.times)
@@ -109,10 +115,8 @@ class Probe:
         self.recorded: list[np.ndarray] = []
         self.played_at_frame: int | None = None  # recorded-frame index where playback began
         self._frames_recorded = 0
-        #: when (time.time()) the JACK graph missed a deadline: audio anywhere in it may be lost
-        self.xruns: list[float] = []
+        self.xruns = XrunWatch(self.client)  # audio anywhere in the graph may be lost then
         self.client.set_process_callback(self._process)
-        self.client.set_xrun_callback(self._xrun)
         self.client.activate()
 
     def _process(self, frames: int) -> None:
@@ -126,9 +130,6 @@ class Probe:
             self._pos += n
         self.recorded.append(self.inp.get_array().copy())
         self._frames_recorded += frames
-
-    def _xrun(self, _delay_usecs: float) -> None:
-        self.xruns.append(time.time())
 
     def play(self, signal: np.ndarray) -> None:
         self._signal = signal.astype(np.float32)

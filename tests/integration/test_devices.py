@@ -89,7 +89,7 @@ def counted_glitches(stats: Path, probe: Probe, start: float, end: float) -> int
     before = [x for x in lines if x["time"] <= start][-1:] or [dict.fromkeys(PLAYBACK_GLITCHES, 0)]
     after = [x for x in lines if x["time"] >= end][:1] or lines[-1:]
     counted = sum(after[0][k] - before[0][k] for k in PLAYBACK_GLITCHES) if after else 0
-    return counted + sum(start <= t <= end for t in probe.xruns)
+    return counted + probe.xruns.between(start, end)
 
 
 def assert_heard(run: Run, piece_floor: float) -> None:
@@ -356,7 +356,7 @@ def tone_through_proxy(
         str(duration_s),
         env=env,
     )
-    stream = ProxiedStream(tx, proxy, np.zeros(0), {}, [], XrunWatch(jack))
+    stream = ProxiedStream(tx, proxy, np.zeros(0), {}, [], XrunWatch.own(jack))
     try:
         yield stream
         rx.wait_for(rf"stream '{name}' from .*: complete")
