@@ -263,8 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     tx.add_argument(
         "--frame-ms",
         type=float,
-        default=20.0,
-        help=f"frame duration: {', '.join(f'{d:g}' for d in FRAME_DURATIONS_MS)}",
+        help=f"frame duration: {', '.join(f'{d:g}' for d in FRAME_DURATIONS_MS)} (default 20). "
+        "PCM from a device: without it every device block leaves at once (lowest latency); "
+        "with it, blocks gather into packets of up to this long (fewer wake-ups, less CPU)",
     )
     tx.add_argument("--bitrate", type=int, default=32000, help="Opus bitrate in bit/s")
     tx.add_argument(
@@ -468,7 +469,8 @@ def cmd_send(args: argparse.Namespace) -> int:
         codec=args.codec,
         rate_hz=args.rate,
         channels=args.channels,
-        frame_ms=args.frame_ms,
+        frame_ms=20.0 if args.frame_ms is None else args.frame_ms,
+        gather_pcm=args.frame_ms is not None,
         bitrate=args.bitrate,
         application=args.application,
         duration_s=args.duration,

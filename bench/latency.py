@@ -42,9 +42,9 @@ class Config:
 
 
 CONFIGS = [
-    # PCM leaves with each capture block whatever the frame size (which only caps a
-    # packet): the default 20 ms sends one packet per 5.33 ms period
-    Config("pcm, 5 ms buffer", ("--codec", "pcm"), ("--latency-ms", "5")),
+    # PCM leaves as soon as the next capture block would overflow a frame: 5 ms frames
+    # send every 5.33 ms period at once; the default 20 ms sends three periods together
+    Config("pcm, 5 ms frames, 5 ms buffer", ("--codec", "pcm"), ("--latency-ms", "5")),
     Config(
         "opus 10 ms, lowdelay, 10 ms buffer",
         ("--codec", "opus", "--frame-ms", "10", "--application", "lowdelay", "--bitrate", "64000"),

@@ -18,6 +18,9 @@ so a sample never waits a whole capture period longer than the one it came in.
 :class:`Packetizer` turns frames into wire packets: sequence numbers, flags, and the
 ``samples`` field that tells the receiver how much decoded audio each packet contributes
 once the codec's delay (pre-skip) is taken off the front of the stream.
+
+:class:`HandOff` decides, capture block by capture block, when what a sound card gave is
+worth waking the sender's event loop for: a wake-up costs more than the work it brings.
 """
 
 from __future__ import annotations
@@ -53,6 +56,40 @@ class FrameChunk:
     timestamp: int
     samples: Samples
     capture_time: float
+
+
+class HandOff:
+    """When captured audio goes from the capture thread to the event loop.
+
+    A sound card calls back once per period (a few ms); the sender needs audio a frame at
+    a time. With ``whole_frames`` (Opus, which cannot encode a frame before its last
+    sample) the audio is handed over as soon as a frame is complete, so no frame waits
+    longer than it must. Without (PCM, which may send short packets), it is handed over
+    when one more block of the size just seen would no longer fit in a frame: packets of
+    up to a frame, each sample held back less than a frame. A frame no longer than a
+    block means every block at once (the lowest latency, a wake-up per period).
+    """
+
+    def __init__(self, frame_samples: int, whole_frames: bool) -> None:
+        if frame_samples < 1:
+            raise ValueError("a frame holds at least one sample")
+        self.frame_samples = frame_samples
+        self.whole_frames = whole_frames
+        self.pending = 0  # captured, not handed over yet
+        self._handed = 0  # handed over so far
+
+    def add(self, n: int) -> bool:
+        """``n`` more samples captured; True means hand over everything pending now."""
+        self.pending += n
+        frame = self.frame_samples
+        if self.whole_frames:
+            due = (self._handed + self.pending) // frame > self._handed // frame
+        else:
+            due = self.pending + n > frame
+        if due:
+            self._handed += self.pending
+            self.pending = 0
+        return due
 
 
 class Framer:

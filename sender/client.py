@@ -77,6 +77,9 @@ class Sender:
             config.channels,
             self.params.frame_samples,
             config.clock_scale,
+            # Opus cannot code a frame before its last sample: waking for less is waste
+            gather=config.codec != "pcm" or config.gather_pcm,
+            whole_frames=config.codec != "pcm",
         )
         self.report = SenderReport(rate_hz=config.rate_hz)
         self.spool = Spool(max(1, math.ceil(config.spool_s * config.rate_hz)), config.rate_hz)

@@ -19,6 +19,10 @@ class SenderConfig:
     rate_hz: int = 48000
     channels: int = 1
     frame_ms: float = 20.0
+    #: PCM from a device: gather device blocks into packets of up to a frame (a wake-up
+    #: per packet instead of per device period; up to a frame more latency). Off, each
+    #: block leaves at once. Opus always hands over whole frames, as each completes.
+    gather_pcm: bool = False
     bitrate: int = 32000
     application: str = "audio"
     fec: bool = False

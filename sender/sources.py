@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from micwire.common.devices import INSTALL_HINT, resolve_device
 from micwire.common.errors import AudioFormatError, DeviceError, ParameterError
-from micwire.common.framing import Block
+from micwire.common.framing import Block, HandOff
 
 T = TypeVar("T")
 Samples = npt.NDArray[np.int16]
@@ -115,10 +115,13 @@ class Source(abc.ABC):
 class DeviceSource(Source):
     """Capture from a PortAudio input device.
 
-    The PortAudio callback only copies the block and hands it to the event loop
-    (``call_soon_threadsafe``); numbering, queueing and the overflow policy run on the loop.
-    The queue holds ``queue_s`` seconds of audio; when full the oldest blocks are dropped and
-    counted (the framer sees the gap; the receiver records exactly that much silence).
+    The PortAudio callback only copies the block and, when :class:`HandOff` says a
+    packet's worth has gathered, hands what it holds to the event loop
+    (``call_soon_threadsafe``): with ``gather``, one wake-up per frame rather than one per
+    device period.
+    Numbering, queueing and the overflow policy run on the loop. The queue holds
+    ``queue_s`` seconds of audio; when full the oldest blocks are dropped and counted (the
+    framer sees the gap; the receiver records exactly that much silence).
     """
 
     def __init__(
@@ -128,6 +131,9 @@ class DeviceSource(Source):
         channels: int,
         block_samples: int,
         queue_s: float = 5.0,
+        *,
+        gather: bool = False,
+        whole_frames: bool = False,
     ) -> None:
         super().__init__(rate_hz, channels)
         sd = sounddevice()
@@ -138,6 +144,12 @@ class DeviceSource(Source):
                 f"input device {info['name']!r} has {info['max_input_channels']} channels, "
                 f"{channels} requested; use --channels {info['max_input_channels']}"
             )
+        self.block_samples = block_samples
+        #: Hand audio over in packets of up to ``block_samples`` (True), or every device
+        #: block at once (False: the lowest latency, a wake-up per device period).
+        self.gather = gather
+        #: Hand over whole frames as soon as each is complete (Opus).
+        self.whole_frames = whole_frames
         self.queue_samples = max(block_samples, math.ceil(queue_s * rate_hz))
         self.description = f"device {info['name']!r}"
 
@@ -149,25 +161,37 @@ class DeviceSource(Source):
             self.queue_samples, lambda b: len(b.samples)
         )
         position = 0
+        channels = self.channels
 
-        def deliver(samples: Samples, capture_time: float, overflow: bool) -> None:
+        def deliver(chunks: list[bytes], capture_time: float, overflow: bool) -> None:
             nonlocal position
+            samples = np.frombuffer(b"".join(chunks), np.int16).reshape(-1, channels)
             queue.put_nowait(Block(position, samples, capture_time))
             position += len(samples)
             self.input_overflows += overflow
             self.dropped_samples = queue.dropped_weight
 
         rate = self.rate_hz
+        hand_off = HandOff(self.block_samples if self.gather else 1, self.whole_frames)
+        # the callback thread's own: what it holds, since when, and any overflow among it
+        held: list[bytes] = []
+        since = 0.0
+        overflowed = False
 
         def callback(indata: Any, frames: int, _time: Any, status: Any) -> None:
-            # PortAudio thread: copy and hand off, nothing else; never raise
-            with contextlib.suppress(RuntimeError):  # the loop closed while the stream winds down
-                loop.call_soon_threadsafe(
-                    deliver, indata.copy(), time.time() - frames / rate, bool(status.input_overflow)
-                )
+            # PortAudio thread: copy, and now and then hand off; nothing else; never raise
+            nonlocal held, since, overflowed
+            if not held:
+                since = time.time() - frames / rate
+            held.append(bytes(indata))
+            overflowed |= bool(status.input_overflow)
+            if hand_off.add(frames):
+                with contextlib.suppress(RuntimeError):  # the loop closed while winding down
+                    loop.call_soon_threadsafe(deliver, held, since, overflowed)
+                held, overflowed = [], False
 
         try:
-            stream = sd.InputStream(
+            stream = sd.RawInputStream(
                 device=self.device,
                 samplerate=self.rate_hz,
                 channels=self.channels,
@@ -189,6 +213,13 @@ class DeviceSource(Source):
                     yield block
         finally:
             stop_task.cancel()
+        # stopped, and the stream closed: its callback is done; what it handed off is on
+        # the loop's ready queue (one turn runs it), what it still held is ours
+        await asyncio.sleep(0)
+        if held:
+            deliver(held, since, overflowed)
+        while (block := await queue.get()) is not None:
+            yield block
 
 
 def _wake(future: asyncio.Future[None]) -> None:
@@ -354,6 +385,9 @@ def open_source(
     channels: int,
     block_samples: int,
     clock_scale: float = 1.0,
+    *,
+    gather: bool = False,
+    whole_frames: bool = False,
 ) -> Source:
     kind, arg = parse_source(spec)
     if kind == "tone":
@@ -364,4 +398,6 @@ def open_source(
         return ToneSource(frequency, rate_hz, channels, block_samples, clock_scale)
     if kind == "file":
         return FileSource(arg, rate_hz, channels, block_samples, clock_scale)
-    return DeviceSource(device, rate_hz, channels, block_samples)
+    return DeviceSource(
+        device, rate_hz, channels, block_samples, gather=gather, whole_frames=whole_frames
+    )

@@ -7,7 +7,7 @@ import pytest
 
 from micwire.common.assembly import Depacketizer
 from micwire.common.codecs import Encoder, make_decoder, make_encoder
-from micwire.common.framing import Block, Framer, Packetizer
+from micwire.common.framing import Block, Framer, HandOff, Packetizer
 from micwire.common.protocol import Packet, StreamParams
 
 
@@ -71,6 +71,42 @@ def test_partial_framer_holds_nothing_back_for_the_next_block() -> None:
     assert framer.flush() is None
     with pytest.raises(ValueError, match="fill_gaps"):
         Framer(120, 1, 48000, fill_gaps=True, partial=True)
+
+
+def handed_over(hand_off: HandOff, sizes: list[int]) -> list[int]:
+    """The sizes of the hand-overs a run of capture blocks makes."""
+    out = []
+    for n in sizes:
+        pending = hand_off.pending + n
+        if hand_off.add(n):
+            out.append(pending)
+    return out
+
+
+@pytest.mark.parametrize("frame", [1, 240, 960, 1024, 2000])
+def test_hand_off_gives_opus_each_frame_with_the_block_that_completes_it(frame: int) -> None:
+    sizes = [int(n) for n in np.random.default_rng(frame).integers(1, 1500, 400)]
+    ends = np.cumsum(sizes)
+    handed = np.cumsum(handed_over(HandOff(frame, whole_frames=True), sizes))
+    # handed over exactly at the first block end at or after each frame's last sample
+    boundaries = np.arange(frame, ends[-1] + 1, frame)
+    expected = np.unique(ends[np.searchsorted(ends, boundaries)])
+    assert handed.tolist() == expected.tolist()
+
+
+def test_hand_off_gathers_pcm_into_packets_of_up_to_a_frame() -> None:
+    # JACK at 256 frames, 20 ms frames: three periods a wake-up (16 ms), never over a frame
+    assert handed_over(HandOff(960, whole_frames=False), [256] * 12) == [768] * 4
+    # a frame no longer than a period: every period at once (the lowest latency)
+    assert handed_over(HandOff(240, whole_frames=False), [256] * 5) == [256] * 5
+    assert handed_over(HandOff(2048, whole_frames=False), [1024] * 6) == [2048] * 3
+    # irregular blocks: nothing is held back once the next block could overflow the frame
+    assert handed_over(HandOff(960, whole_frames=False), [100, 900, 50, 400, 500]) == [
+        1000,
+        950,
+    ]
+    with pytest.raises(ValueError, match="at least one sample"):
+        HandOff(0, whole_frames=True)
 
 
 def test_framer_refuses_overlaps_and_bad_shapes() -> None:
