@@ -308,8 +308,52 @@ asyncio.run(main())
 """
 
 
+# The floor for a Python sender from a sound card: a PortAudio input stream whose callback
+# copies each block and does nothing else (no event loop, no network).
+BARE_CALLBACK = """
+import sys, time
+import sounddevice as sd
+held = []
+def callback(indata, frames, time_info, status):
+    held.append(bytes(indata))
+    del held[:-8]
+with sd.RawInputStream(device="system", samplerate=48000, channels=1, dtype="int16",
+                       latency="low", callback=callback):
+    time.sleep(float(sys.argv[1]))
+"""
+
+
+def sender_cpu(
+    runs: dict[str, list[str]], seconds: float, env: dict[str, str]
+) -> list[tuple[str, float]]:
+    """% of a core of each command in turn, over the steady part of ``seconds``. micwire
+    and Python commands get ``seconds`` as their last argument and end by themselves;
+    others are stopped."""
+    micwire = str(Path(sys.executable).with_name("micwire"))
+    out = []
+    for label, command in runs.items():
+        if command[0] == micwire:
+            command = [*command, "--name", label.replace(" ", "-"), "--duration"]
+        timed = command[0] == micwire or command[0] == sys.executable
+        sender = subprocess.Popen(
+            [*command, str(seconds)] if timed else command,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **env},
+        )
+        time.sleep(WARM_S)
+        c0, t0 = cpu_seconds(sender.pid), time.monotonic()
+        time.sleep(max(1.0, seconds - WARM_S - 1.5))
+        c1, t1 = cpu_seconds(sender.pid), time.monotonic()
+        if timed:
+            sender.wait(30)
+        else:
+            stop(sender)
+        out.append((label, 100.0 * (c1 - c0) / (t1 - t0)))
+    return out
+
+
 def sender_costs(seconds: float) -> list[tuple[str, float]]:
-    """% of a core of one sender process, over the steady part of ``seconds``."""
+    """% of a core of one sender process (a tone, then a sound card if JACK is here)."""
     port = free_port()
     micwire = str(Path(sys.executable).with_name("micwire"))
     receiver = subprocess.Popen(
@@ -317,17 +361,12 @@ def sender_costs(seconds: float) -> list[tuple[str, float]]:
         stderr=subprocess.DEVNULL,
     )
     url = f"ws://127.0.0.1:{port}"
+    tone = [micwire, "send", url, "--source", "tone:440"]
     runs = {
-        "micwire send tone, PCM": [micwire, "send", url, "--source", "tone:440", "--codec", "pcm"],
-        "micwire send tone, Opus": [
-            *(micwire, "send", url, "--source", "tone:440", "--codec", "opus")
-        ],
-        "micwire send tone, Opus 60 ms": [
-            *(micwire, "send", url, "--source", "tone:440", "--codec", "opus", "--frame-ms", "60")
-        ],
-        "micwire send tone, PCM 60 ms": [
-            *(micwire, "send", url, "--source", "tone:440", "--codec", "pcm", "--frame-ms", "60")
-        ],
+        "micwire send tone, PCM": [*tone, "--codec", "pcm"],
+        "micwire send tone, Opus": [*tone, "--codec", "opus"],
+        "micwire send tone, Opus 60 ms": [*tone, "--codec", "opus", "--frame-ms", "60"],
+        "micwire send tone, PCM 60 ms": [*tone, "--codec", "pcm", "--frame-ms", "60"],
         "bare websockets client, PCM": [sys.executable, "-c", BARE_SENDER, url],
     }
     # what a user would run instead: GStreamer making the same tone, 20 ms packets, to RTP
@@ -344,28 +383,49 @@ def sender_costs(seconds: float) -> list[tuple[str, float]]:
             *("audio/x-raw,rate=48000,channels=1,format=S16BE", "!", "rtpL16pay", "!"),
             *("udpsink", "host=127.0.0.1", f"port={free_port()}"),
         ]
-    out = []
     try:
         wait_port(port)
-        for label, command in runs.items():
-            if command[0] == micwire:
-                command = [*command, "--name", label.replace(" ", "-"), "--duration"]
-            timed = command[0] == micwire or command[0] == sys.executable
-            sender = subprocess.Popen(
-                [*command, str(seconds)] if timed else command, stderr=subprocess.DEVNULL
-            )
-            time.sleep(WARM_S)
-            c0, t0 = cpu_seconds(sender.pid), time.monotonic()
-            time.sleep(max(1.0, seconds - WARM_S - 1.5))
-            c1, t1 = cpu_seconds(sender.pid), time.monotonic()
-            if timed:
-                sender.wait(30)
-            else:
-                stop(sender)
-            out.append((label, 100.0 * (c1 - c0) / (t1 - t0)))
+        out = sender_cpu(runs, seconds, {})
+        out += device_sender_costs(url, seconds)
     finally:
         stop(receiver)
     return out
+
+
+def device_sender_costs(url: str, seconds: float) -> list[tuple[str, float]]:
+    """The same from a sound card: a JACK server with the dummy driver, 48 kHz, 256-frame
+    periods (5.33 ms, like a USB card at a low-latency setting), as in bench/latency.py."""
+    if shutil.which("jackd") is None:
+        print("jackd is missing (Debian: jackd2): no sound-card sender figures", file=sys.stderr)
+        return []
+    sys.path.insert(0, str(HERE.parent / "tests" / "integration"))
+    from rig import jack_server
+
+    micwire = str(Path(sys.executable).with_name("micwire"))
+    card = [micwire, "send", url, "--device", "system"]
+    runs = {
+        "micwire send card, PCM block by block": [*card, "--codec", "pcm"],
+        "micwire send card, PCM --frame-ms 20": [*card, "--codec", "pcm", "--frame-ms", "20"],
+        "micwire send card, Opus": [*card, "--codec", "opus"],
+        "Python PortAudio callback, copy only": [sys.executable, "-c", BARE_CALLBACK],
+    }
+    jack_src = ["gst-launch-1.0", "-q", "jackaudiosrc", "connect=auto"]
+    probe = subprocess.run(["gst-inspect-1.0", "jackaudiosrc"], capture_output=True)
+    with tempfile.TemporaryDirectory() as tmp, jack_server(Path(tmp), period=256) as name:
+        if shutil.which("gst-launch-1.0") and probe.returncode == 0:
+            # GStreamer's own sound-card sender: a buffer per period, as micwire's PCM
+            jack_src += [f"server={name}", "latency-time=5333", "!", "audio/x-raw,channels=1"]
+            runs["GStreamer card, Opus RTP"] = [
+                *(*jack_src, "!", "audioconvert", "!"),
+                *("opusenc", "bitrate=32000", "frame-size=20", "!", "rtpopuspay", "!"),
+                *("udpsink", "host=127.0.0.1", f"port={free_port()}"),
+            ]
+            runs["GStreamer card, L16 RTP"] = [
+                *(*jack_src, "!", "audioconvert", "!", "audio/x-raw,format=S16BE", "!"),
+                *("rtpL16pay", "!", "udpsink", "host=127.0.0.1", f"port={free_port()}"),
+            ]
+        env = {"JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1"}
+        return sender_cpu(runs, seconds, env)
 
 
 def have_gstreamer() -> str | None:
@@ -397,8 +457,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.senders:
         print("# one sender, 20 ms frames, 48 kHz mono, into a receiver on this machine")
+        print("# ('card': a JACK dummy sound card, 256-frame periods)")
         for label, percent in sender_costs(args.seconds):
-            print(f"  {label:30} {percent:5.2f} % of a core")
+            print(f"  {label:40} {percent:5.2f} % of a core")
         return
     counts = [int(n) for n in args.streams.split(",")]
     worker_counts = [int(n) for n in args.workers.split(",")]

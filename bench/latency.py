@@ -42,9 +42,10 @@ class Config:
 
 
 CONFIGS = [
-    # PCM leaves as soon as the next capture block would overflow a frame: 5 ms frames
-    # send every 5.33 ms period at once; the default 20 ms sends three periods together
-    Config("pcm, 5 ms frames, 5 ms buffer", ("--codec", "pcm"), ("--latency-ms", "5")),
+    # without --frame-ms, PCM leaves with each capture block (one packet per 5.33 ms period)
+    Config("pcm, 5 ms buffer", ("--codec", "pcm"), ("--latency-ms", "5")),
+    # with it, blocks gather into packets of up to a frame (three periods: 16 ms)
+    Config("pcm, --frame-ms 20 (gathered)", ("--codec", "pcm", "--frame-ms", "20")),
     Config(
         "opus 10 ms, lowdelay, 10 ms buffer",
         ("--codec", "opus", "--frame-ms", "10", "--application", "lowdelay", "--bitrate", "64000"),

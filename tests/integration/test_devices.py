@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from rig import (
     RATE,
+    PERIOD,
     Micwire,
     Probe,
     XrunWatch,
@@ -162,10 +163,28 @@ def run_through_jack(jack: str, tmp_path: Path, codec: str, *extra: str) -> Run:
     return Run(signal_in, probe.recording(), data, tx.log, glitches)
 
 
-def test_pcm_end_to_end_through_real_devices(jack: str, tmp_path: Path) -> None:
-    run = run_through_jack(jack, tmp_path, "pcm")
-    assert len(run.recording) == captured_samples(run.tx_log)
+@pytest.mark.parametrize(
+    ("extra", "per_packet"),
+    [
+        # every device block (one period) leaves at once, the lowest latency: a 1024-sample
+        # block is cut at the 960-sample frame (20 ms), two packets
+        ((), PERIOD // 2),
+        # --frame-ms 60 (2880 samples): two 1024-sample periods gather into one packet
+        (("--frame-ms", "60"), 2 * PERIOD),
+    ],
+    ids=["block-by-block", "gathered"],
+)
+def test_pcm_end_to_end_through_real_devices(
+    jack: str, tmp_path: Path, extra: tuple[str, ...], per_packet: int
+) -> None:
+    run = run_through_jack(jack, tmp_path, "pcm", *extra)
+    captured = captured_samples(run.tx_log)
+    assert len(run.recording) == captured
     assert "nothing lost" in run.tx_log
+    packets = re.search(r"sent (\d+) packets", run.tx_log)
+    assert packets, run.tx_log
+    # one packet per hand-off (and the final empty one): gathering means fewer wake-ups
+    assert captured / (int(packets.group(1)) - 1) >= 0.9 * per_packet, run.tx_log
     # the recording holds the probe signal: PortAudio's float->int16 step is the only change
     want = run.signal_in * 32768
     lag, peak = best_lag(want, run.recording[:, 0].astype(float))
