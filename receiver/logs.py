@@ -47,13 +47,22 @@ ALL = "\0all"
 
 
 class RepeatFilter(logging.Filter):
-    def __init__(self, burst: int = 5, period_s: float = 10.0, wide_burst: int = 100) -> None:
+    def __init__(
+        self,
+        burst: int = 5,
+        period_s: float = 10.0,
+        wide_burst: int = 100,
+        max_kinds: int = 5000,
+    ) -> None:
         super().__init__()
         self.burst = burst
         self.wide_burst = wide_burst
         self.period_s = period_s
+        self.max_kinds = max_kinds
         # key -> (window start, passed, suppressed)
         self._seen: dict[_Key, tuple[float, int, int]] = {}
+        #: Lines left out whose kind was forgotten before they were reported.
+        self.forgotten = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
         # a worker's line shown by its supervisor carries its template (the message is
@@ -80,9 +89,9 @@ class RepeatFilter(logging.Filter):
             record.msg = f"{record.msg} (and {left_out} more like this, not shown)"
         for (key, _), (start, passed, _) in zip(limits, windows, strict=True):
             self._seen[key] = (start, passed + 1, 0)
-        if len(self._seen) > 5000:  # bounded: forget the oldest kinds
-            for old in list(self._seen)[:2500]:
-                del self._seen[old]
+        if len(self._seen) > self.max_kinds:  # bounded: forget the oldest half of the kinds
+            for old in list(self._seen)[: self.max_kinds // 2]:
+                self.forgotten += self._seen.pop(old)[2]  # still counted, if not by kind
         return True
 
     def left_out(self) -> list[tuple[str, str, int]]:
@@ -91,7 +100,10 @@ class RepeatFilter(logging.Filter):
         for (_, msg, peer, _), (_, _, n) in self._seen.items():
             if n:
                 totals[(msg, peer)] = totals.get((msg, peer), 0) + n
-        return [(msg, peer, n) for (msg, peer), n in totals.items()]
+        out = [(msg, peer, n) for (msg, peer), n in totals.items()]
+        if self.forgotten:
+            out.append(("(of many kinds, from many addresses)", "", self.forgotten))
+        return out
 
 
 def install(*names: str, wide_burst: int = 100) -> None:

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pytest
 from rig import (
-    RATE,
     PERIOD,
+    RATE,
     Micwire,
     Probe,
     XrunWatch,

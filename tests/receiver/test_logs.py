@@ -101,3 +101,16 @@ def test_lines_about_a_stream_from_elsewhere_count_against_that_stream() -> None
             assert logs.PEER.get() == "2001:db8::7"
     assert seen[-1] == "stream 'victim': alert silence" and len(seen) == 7
     assert (logs.PEER.get(), logs.STREAM.get()) == before  # as it was after the block
+
+
+def test_lines_left_out_stay_counted_when_their_kind_is_forgotten() -> None:
+    limiter = logs.RepeatFilter(burst=1, period_s=60, max_kinds=4)
+    with shown_through(limiter) as (logger, seen):
+        logs.PEER.set("10.0.0.66")
+        for _ in range(3):
+            logger.warning("bad hello from %s", "10.0.0.66")
+        for k in range(10):  # many addresses: the limiter forgets the oldest kinds
+            logs.PEER.set(f"10.0.1.{k}")
+            logger.warning("bad hello from %s", f"10.0.1.{k}")
+    assert len(seen) == 11
+    assert ("(of many kinds, from many addresses)", "", 2) in limiter.left_out()
