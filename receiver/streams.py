@@ -772,8 +772,9 @@ class Streams:
         await stream.stop_playback()  # a parked stream holds no sound device
         while len(self.parked) > self.config.parked_limit:
             oldest = next(iter(self.parked.values()))
-            log.warning("stream %r: too many streams waiting; finalising it", oldest.name)
-            await self.finish(oldest, oldest.outcome)
+            with logs.about(oldest.peer, oldest.name):  # its lines, not the parker's
+                log.warning("stream %r: too many streams waiting; finalising it", oldest.name)
+                await self.finish(oldest, oldest.outcome)
 
     async def _reserved(self, hello: Hello) -> bool:
         """Is the name held for a stream whose sender may still come back? (Ended here
