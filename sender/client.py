@@ -31,6 +31,7 @@ from micwire.common.framing import Block, Framer, Packetizer
 from micwire.common.protocol import Hello, StreamParams
 from micwire.common.spool import Spool
 from micwire.sender.config import SenderConfig, SenderReport
+from micwire.sender.feed import Feed
 from micwire.sender.link import (
     SOFTWARE,
     Link,
@@ -83,7 +84,11 @@ class Sender:
         )
         self.report = SenderReport(rate_hz=config.rate_hz)
         self.spool = Spool(max(1, math.ceil(config.spool_s * config.rate_hz)), config.rate_hz)
-        self._more = asyncio.Event()  # the spool grew, or capture ended
+        #: The connection's task has something to do: capture ended, the link is full or
+        #: lost, or the pump met an error.
+        self._attention = asyncio.Event()
+        self._feed: Feed | None = None  # the streaming connection's, while there is one
+        self._limit = round(config.duration_s * config.rate_hz) if config.duration_s else None
         self.stream_id = uuid.uuid4().hex
         self._secret = ""
         self._accepted = False  # the receiver has accepted the stream once
@@ -126,7 +131,6 @@ class Sender:
             self.source.stop()
             deliver.cancel()
             await asyncio.wait([capture])
-            self.report.dropped_samples = self.source.dropped_samples
             self.report.input_overflows = self.source.input_overflows
         capture.result()  # a device that failed mid-stream
         return self.report
@@ -137,28 +141,30 @@ class Sender:
             self.config.rate_hz
         )
 
-    # --- capture -------------------------------------------------------------------------
+    # --- capture ---------------------------------------------------------------------
     async def _capture(self) -> None:
         """Source -> spool, independent of the link."""
-        cfg = self.config
-        limit = round(cfg.duration_s * cfg.rate_hz) if cfg.duration_s else None
         try:
-            async with contextlib.aclosing(self.source.blocks()) as blocks:
-                async for block in blocks:
-                    if limit is not None and block.end >= limit:
-                        block = Block(
-                            block.position,
-                            block.samples[: max(0, limit - block.position)],
-                            block.capture_time,
-                        )
-                    self.spool.append(block)
-                    self.report.samples_captured = self.spool.end
-                    self._more.set()
-                    if limit is not None and block.end >= limit:
-                        break
+            await self.source.run(self._captured)
         finally:
             self.spool.close()
-            self._more.set()
+            self._attention.set()
+
+    def _captured(self, block: Block) -> None:
+        """A block from the source (on the loop): into the spool, and on to the link at
+        once if a connection is streaming."""
+        limit = self._limit
+        if limit is not None and block.end >= limit:
+            if block.position >= limit:
+                return
+            block = Block(
+                block.position, block.samples[: limit - block.position], block.capture_time
+            )
+            self.source.stop()
+        self.spool.append(block)
+        self.report.samples_captured = self.spool.end
+        if self._feed is not None:
+            self._feed.pump()
 
     # --- delivery ------------------------------------------------------------------------
     async def _deliver(self) -> None:
@@ -194,7 +200,7 @@ class Sender:
             self._secret = link.accept.resume_secret or self._secret
             self.report.stream, self.report.recording = link.accept.stream, link.accept.recording
             self._link = link
-            link.on_lost = self._more.set
+            link.on_lost = self._attention.set
             acknowledged = self.report.acknowledged
             try:
                 await self._stream(link)
@@ -267,28 +273,36 @@ class Sender:
         if not pcm and start > self.spool.start:  # warm the codec up on audio it has
             cursor = max(self.spool.start, start - round(OPUS_PRIME_S * self.config.rate_hz))
         packetizer = Packetizer(encoder, origin=cursor)
-        while True:
-            self._more.clear()  # before reading: an append after the read sets it again
-            oldest = self.spool.start
-            blocks = self.spool.read(cursor)
-            if not blocks:
-                if self.spool.closed and cursor >= self.spool.end:
+        feed = Feed(
+            self.spool,
+            link,
+            framer,
+            packetizer,
+            cursor,
+            self.report,
+            self._attention,
+            self._announce,
+        )
+        # from here on, each captured block is sent where it arrives (Feed.pump); this
+        # task sends what the link could not take at once and watches for the end
+        self._feed = feed
+        try:
+            while True:
+                self._attention.clear()
+                feed.pump()
+                if feed.error is not None:
+                    raise feed.error
+                if feed.backlog:
+                    await feed.drain()
+                    continue
+                if self.spool.closed and feed.cursor >= self.spool.end:
                     break
-                await self._more.wait()
                 if link.lost:
                     await link.wait_done()  # raises the ConnectionClosed that ended it
-                continue
-            if cursor < oldest:  # gone from the spool before the receiver had it
-                self.report.link_lost_samples += oldest - cursor
-            if not self.report.packets_sent:
-                self._announce()
-            for block in blocks:
-                for chunk in framer.push(block):
-                    for packet in packetizer.packets(chunk):
-                        await link.send(packet.serialize())
-                        self.report.packets_sent += 1
-                cursor = block.end
-            self._sent_to = max(self._sent_to, cursor)
+                await self._attention.wait()
+        finally:
+            self._feed = None
+            self._sent_to = max(self._sent_to, feed.cursor)
         tail = framer.flush()
         packets = packetizer.packets(tail) if tail is not None else []
         for packet in [*packets, *packetizer.finish(time.time())]:

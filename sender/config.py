@@ -62,8 +62,6 @@ class SenderReport:
     recording: str | None = None
     packets_sent: int = 0
     samples_captured: int = 0
-    #: Lost before the spool: the capture queue overflowed (the machine was too busy).
-    dropped_samples: int = 0
     #: Lost from the spool: the link was down longer than it holds (recorded as silence).
     link_lost_samples: int = 0
     #: Timeline position the receiver confirmed at the end (None: no confirmation).
@@ -81,7 +79,7 @@ class SenderReport:
 
     @property
     def lost_samples(self) -> int:
-        return self.dropped_samples + self.link_lost_samples
+        return self.link_lost_samples
 
     def summary(self) -> str:
         text = (
@@ -90,8 +88,8 @@ class SenderReport:
         )
         if self.lost_samples:
             text += (
-                f"; LOST {self.dropped_samples} samples in capture and "
-                f"{self.link_lost_samples} while the link was down (recorded as silence)"
+                f"; LOST {self.link_lost_samples} samples while the link was down "
+                "(recorded as silence)"
             )
         elif self.confirmed == self.samples_captured:
             text += ", nothing lost (the receiver confirmed every sample)"

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.protocol import State
 
 from micwire import __version__
 from micwire.common.errors import ParameterError, ProtocolError, RefusedError, TransportError
@@ -76,6 +77,11 @@ def check_url(url: str) -> None:
         ) from exc
 
 
+#: Bytes the socket's write buffer may hold before sending waits (audio does not queue up
+#: in the kernel or the transport, but in the spool, where it is counted).
+WRITE_LIMIT = 2**15
+
+
 def connect_options(config: SenderConfig) -> dict[str, Any]:
     url = config.url
     options: dict[str, Any] = {
@@ -83,7 +89,7 @@ def connect_options(config: SenderConfig) -> dict[str, Any]:
         # audio does not compress; small write buffers add no latency
         "compression": None,
         "max_size": 2**16,
-        "write_limit": 2**15,
+        "write_limit": WRITE_LIMIT,
         "open_timeout": config.connect_timeout_s,
         # a close handshake with a dead receiver must not hold up a reconnect
         "close_timeout": 2.0,
@@ -238,6 +244,23 @@ class Link:
 
     async def send(self, data: bytes) -> None:
         await self.ws.send(data)
+
+    def send_now(self, data: bytes) -> bool:
+        """Send a binary message at once, without a task switch, if the connection is
+        open and its write buffer is below the limit; False means use :meth:`send`
+        (which waits for room, or raises ConnectionClosed). Through websockets' Sans-I/O
+        protocol: frame it, then hand its bytes to the transport."""
+        ws, transport = self.ws, self.ws.transport
+        if (
+            ws.protocol.state is not State.OPEN
+            or transport.is_closing()
+            or transport.get_write_buffer_size() > WRITE_LIMIT
+        ):
+            return False
+        ws.protocol.send_binary(data)
+        for chunk in ws.protocol.data_to_send():
+            transport.write(chunk)
+        return True
 
     async def wait_done(self) -> Done:
         """The receiver's confirmation after the last packet; ConnectionClosed if the

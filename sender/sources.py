@@ -1,9 +1,10 @@
 """Where the sender's audio comes from: a PortAudio device, a tone, or a file.
 
-Each source is an async iterator of :class:`~micwire.common.framing.Block` s on one
-timeline. A device source is paced by the sound card; tone and file sources pace
-themselves against an absolute clock (no drift from sleeping late), so they behave like a
-live microphone.
+A source hands :class:`~micwire.common.framing.Block` s on one timeline to a *sink*, a
+plain function called on the event loop's thread as each block is captured: no task, no
+queue between capture and the spool, so a block costs one event-loop wake-up. A device
+source is paced by the sound card; tone and file sources pace themselves against an
+absolute clock (no drift from sleeping late), so they behave like a live microphone.
 """
 
 from __future__ import annotations
@@ -11,12 +12,10 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-import math
 import os
 import time
-from collections import deque
-from collections.abc import AsyncGenerator, Callable
-from typing import Any, Generic, TypeVar, cast
+from collections.abc import Callable
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -25,8 +24,8 @@ from micwire.common.devices import INSTALL_HINT, resolve_device
 from micwire.common.errors import AudioFormatError, DeviceError, ParameterError
 from micwire.common.framing import Block, HandOff
 
-T = TypeVar("T")
 Samples = npt.NDArray[np.int16]
+Sink = Callable[[Block], None]
 
 
 def sounddevice() -> Any:
@@ -38,59 +37,12 @@ def sounddevice() -> Any:
     return sd
 
 
-class DropOldestQueue(Generic[T]):
-    """A bounded asyncio queue that never blocks the producer: when full, it drops the
-    oldest items and counts them. Capacity is in items, or in ``weight(item)`` units (say,
-    samples) when a weight function is given. ``close()`` lets the consumer drain, then
-    ``get()`` returns ``None``."""
-
-    def __init__(self, capacity: int, weight: Callable[[T], int] | None = None) -> None:
-        self._items: deque[T] = deque()
-        self.capacity = max(1, capacity)
-        self._weight = weight or (lambda _item: 1)
-        self._load = 0
-        self._ready = asyncio.Event()
-        self.closed = False
-        self.dropped_count = 0  # items
-        self.dropped_weight = 0  # weight units
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def put_nowait(self, item: T) -> None:
-        """Add an item, dropping the oldest ones if it does not fit."""
-        self._items.append(item)
-        self._load += self._weight(item)
-        while self._load > self.capacity and len(self._items) > 1:
-            dropped = self._weight(self._items.popleft())
-            self._load -= dropped
-            self.dropped_count += 1
-            self.dropped_weight += dropped
-        self._ready.set()
-
-    def close(self) -> None:
-        self.closed = True
-        self._ready.set()
-
-    async def get(self) -> T | None:
-        while not self._items:
-            if self.closed:
-                return None
-            self._ready.clear()
-            await self._ready.wait()
-        item = self._items.popleft()
-        self._load -= self._weight(item)
-        return item
-
-
 class Source(abc.ABC):
-    """A live source of blocks. ``stop()`` ends the iteration after queued blocks."""
+    """A live source of blocks. ``stop()`` ends it; blocks captured before are handed on."""
 
     def __init__(self, rate_hz: int, channels: int) -> None:
         self.rate_hz = rate_hz
         self.channels = channels
-        #: Samples captured but lost before the framer saw them (queue full).
-        self.dropped_samples = 0
         #: Times the device reported an input overflow (the OS lost samples).
         self.input_overflows = 0
         self._stop = asyncio.Event()
@@ -99,17 +51,31 @@ class Source(abc.ABC):
     def stop(self) -> None:
         """End the stream (call on the event loop's thread)."""
         self._stop.set()
-        sleeping = getattr(self, "_sleeping", None)
-        if sleeping is not None:
-            _wake(sleeping)
 
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
 
     @abc.abstractmethod
-    def blocks(self) -> AsyncGenerator[Block, None]:
-        """Blocks in timeline order until stopped or exhausted."""
+    async def run(self, sink: Sink) -> None:
+        """Hand blocks in timeline order to ``sink`` until stopped or exhausted. An error
+        raised by the sink ends the source and is raised here."""
+
+    async def _until_stopped(self, done: asyncio.Future[None]) -> None:
+        """Wait for ``done`` (exhausted, or failed: raised) or a stop."""
+        stopped: asyncio.Future[Any] = asyncio.ensure_future(self._stop.wait())
+        waits: list[asyncio.Future[Any]] = [done, stopped]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if done.done():
+            done.result()
+
+
+def _fail(done: asyncio.Future[None], exc: BaseException) -> None:
+    if not done.done():
+        done.set_exception(exc)
 
 
 class DeviceSource(Source):
@@ -118,10 +84,8 @@ class DeviceSource(Source):
     The PortAudio callback only copies the block and, when :class:`HandOff` says a
     packet's worth has gathered, hands what it holds to the event loop
     (``call_soon_threadsafe``): with ``gather``, one wake-up per frame rather than one per
-    device period.
-    Numbering, queueing and the overflow policy run on the loop. The queue holds
-    ``queue_s`` seconds of audio; when full the oldest blocks are dropped and counted (the
-    framer sees the gap; the receiver records exactly that much silence).
+    device period. Numbering runs on the loop, where the block goes straight to the sink
+    (the sender's spool: bounded, it drops the oldest audio and counts it).
     """
 
     def __init__(
@@ -130,7 +94,6 @@ class DeviceSource(Source):
         rate_hz: int,
         channels: int,
         block_samples: int,
-        queue_s: float = 5.0,
         *,
         gather: bool = False,
         whole_frames: bool = False,
@@ -150,26 +113,27 @@ class DeviceSource(Source):
         self.gather = gather
         #: Hand over whole frames as soon as each is complete (Opus).
         self.whole_frames = whole_frames
-        self.queue_samples = max(block_samples, math.ceil(queue_s * rate_hz))
         self.description = f"device {info['name']!r}"
 
-    async def blocks(self) -> AsyncGenerator[Block, None]:
+    async def run(self, sink: Sink) -> None:
         sd = sounddevice()
         loop = asyncio.get_running_loop()
-        stop = self._stop
-        queue: DropOldestQueue[Block] = DropOldestQueue(
-            self.queue_samples, lambda b: len(b.samples)
-        )
+        done: asyncio.Future[None] = loop.create_future()
         position = 0
         channels = self.channels
 
         def deliver(chunks: list[bytes], capture_time: float, overflow: bool) -> None:
             nonlocal position
+            if done.done():
+                return
             samples = np.frombuffer(b"".join(chunks), np.int16).reshape(-1, channels)
-            queue.put_nowait(Block(position, samples, capture_time))
+            block = Block(position, samples, capture_time)
             position += len(samples)
             self.input_overflows += overflow
-            self.dropped_samples = queue.dropped_weight
+            try:
+                sink(block)
+            except Exception as exc:  # a loop callback's error would be lost: to run()
+                _fail(done, exc)
 
         rate = self.rate_hz
         hand_off = HandOff(self.block_samples if self.gather else 1, self.whole_frames)
@@ -205,26 +169,15 @@ class DeviceSource(Source):
             raise DeviceError(
                 f"cannot open {self.description} at {self.rate_hz} Hz, {self.channels} ch: {exc}"
             ) from exc
-        stop_task = asyncio.ensure_future(stop.wait())
-        stop_task.add_done_callback(lambda _: queue.close())
-        try:
-            with stream:
-                while (block := await queue.get()) is not None:
-                    yield block
-        finally:
-            stop_task.cancel()
+        with stream:
+            await self._until_stopped(done)
         # stopped, and the stream closed: its callback is done; what it handed off is on
         # the loop's ready queue (one turn runs it), what it still held is ours
         await asyncio.sleep(0)
         if held:
             deliver(held, since, overflowed)
-        while (block := await queue.get()) is not None:
-            yield block
-
-
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+        if done.done():
+            done.result()
 
 
 class PacedSource(Source):
@@ -232,7 +185,6 @@ class PacedSource(Source):
 
     def __init__(self, rate_hz: int, channels: int, block_samples: int, clock_scale: float = 1.0):
         super().__init__(rate_hz, channels)
-        self._sleeping: asyncio.Future[None] | None = None
         self.block_samples = block_samples
         #: >1 runs the pacing clock slow, <1 fast (simulates a sender's crystal off by ppm).
         self.clock_scale = clock_scale
@@ -241,33 +193,42 @@ class PacedSource(Source):
     def _read(self, n: int) -> Samples:
         """Up to ``n`` more samples; fewer means the source is exhausted."""
 
-    async def blocks(self) -> AsyncGenerator[Block, None]:
-        stop = self._stop
+    async def run(self, sink: Sink) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        start, start_wall = loop.time(), time.time()
         position = 0
-        start_mono, start_wall = time.monotonic(), time.time()
-        while not stop.is_set():
+        timer: asyncio.TimerHandle | None = None
+
+        def schedule() -> None:
+            # release each block when its last sample "has been captured", on an absolute
+            # clock: one timer per block, no task
+            nonlocal timer
             samples = self._read(self.block_samples)
             if len(samples) == 0:
+                done.set_result(None)
                 return
-            # release when the block's last sample "has been captured", on an absolute clock
-            # (a plain sleep: stop() wakes it through the sleeping future, no task per block)
-            due = start_mono + (position + len(samples)) / self.rate_hz * self.clock_scale
-            delay = due - time.monotonic()
-            if delay > 0:
-                loop = asyncio.get_running_loop()
-                sleeping = self._sleeping = loop.create_future()
-                handle = loop.call_later(delay, _wake, sleeping)
-                try:
-                    await sleeping
-                finally:
-                    handle.cancel()
-                    self._sleeping = None
-                if stop.is_set():
-                    return
-            yield Block(position, samples, start_wall + position / self.rate_hz)
-            position += len(samples)
-            if len(samples) < self.block_samples:
-                return
+            due = start + (position + len(samples)) / self.rate_hz * self.clock_scale
+            timer = loop.call_at(due, release, samples)
+
+        def release(samples: Samples) -> None:
+            nonlocal position
+            try:
+                sink(Block(position, samples, start_wall + position / self.rate_hz))
+                position += len(samples)
+                if len(samples) < self.block_samples:
+                    done.set_result(None)
+                else:
+                    schedule()
+            except Exception as exc:  # a timer's error would be lost: to run()
+                _fail(done, exc)
+
+        schedule()
+        try:
+            await self._until_stopped(done)
+        finally:
+            if timer is not None:
+                timer.cancel()
 
 
 class ToneSource(PacedSource):

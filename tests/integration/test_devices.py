@@ -238,16 +238,10 @@ def test_alsa_virtual_mic_is_recorded_sample_for_sample(tmp_path: Path) -> None:
         rx.signal(signal.SIGINT)
         assert rx.wait() == 0
     data, _, _ = read_single(rec, "virtmic-*.wav")
-    assert len(data) == n
-    # this virtual mic is not paced (it delivers as fast as the CPU allows): on a loaded
-    # machine the sender's capture queue can overflow, which it must count and say; what
-    # it dropped is recorded as silence in its place, and every other sample is exact
-    lost = re.search(r"LOST (\d+) samples in capture", tx.log)
-    if lost is None:
-        assert "nothing lost" in tx.log
-    differ = data[:, 0] != source
-    assert np.all(data[differ, 0] == 0)
-    assert differ.sum() <= (int(lost.group(1)) if lost else 0), tx.log
+    # this virtual mic is not paced (it delivers as fast as the CPU allows): every block
+    # goes straight into the sender's spool, which holds far more than this
+    assert "nothing lost" in tx.log
+    assert np.array_equal(data[:, 0], source)
 
 
 def stalled(before: dict[str, Any], after: dict[str, Any]) -> bool:

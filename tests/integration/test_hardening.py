@@ -401,7 +401,7 @@ def test_an_outage_longer_than_the_spool_loses_the_oldest_counted(tmp_path: Path
             return await task
 
     sent = asyncio.run(main())
-    assert sent.link_lost_samples > 2 * 48000 and sent.dropped_samples == 0
+    assert sent.link_lost_samples > 2 * 48000
     assert sent.confirmed == sent.samples_captured == 7 * 48000
     sidecar, audio = parts_of(rec, "long")
     assert sum(g["samples"] for g in sidecar["gaps"]) == sent.link_lost_samples

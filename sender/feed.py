@@ -1,0 +1,87 @@
+"""One connection's audio: from the spool, framed and encoded, onto the link.
+
+:meth:`Feed.pump` runs where audio arrives (the capture's hand-off, on the event loop), so
+a frame is captured, encoded and written to the socket in one event-loop turn: no task
+wakes up for it. What the link cannot take at once (its write buffer is full, a resend
+after a reconnect) waits in ``backlog`` for the connection's task, which sends it with
+flow control; meanwhile the pump leaves the spool alone, so a slow link backs up into
+the spool (bounded, the oldest dropped and counted), never into memory here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+from micwire.common.framing import Framer, Packetizer
+from micwire.common.spool import Spool
+from micwire.sender.config import SenderReport
+from micwire.sender.link import Link
+
+
+class Feed:
+    def __init__(
+        self,
+        spool: Spool,
+        link: Link,
+        framer: Framer,
+        packetizer: Packetizer,
+        cursor: int,
+        report: SenderReport,
+        attention: asyncio.Event,
+        first: Callable[[], None],
+    ) -> None:
+        self.spool = spool
+        self.link = link
+        self.framer = framer
+        self.packetizer = packetizer
+        #: Timeline position up to which the spool has been read.
+        self.cursor = cursor
+        self.report = report
+        #: Encoded packets waiting for the link, oldest first.
+        self.backlog: deque[bytes] = deque()
+        #: An error met by the pump, for the connection's task to raise.
+        self.error: Exception | None = None
+        self._attention = attention  # wakes the connection's task
+        self._first = first  # called before the first packet of the stream
+
+    def pump(self) -> None:
+        """Send what the spool holds from the cursor on, as far as the link takes it at
+        once; never raises (an error is kept in ``error`` for the task)."""
+        if self.backlog or self.error is not None:
+            return  # the task is sending; it pumps again when the link has room
+        try:
+            oldest = self.spool.start
+            blocks = self.spool.read(self.cursor)
+            if not blocks:
+                return
+            if self.cursor < oldest:  # gone from the spool before the receiver had it
+                self.report.link_lost_samples += oldest - self.cursor
+            if not self.report.packets_sent:
+                self._first()
+            for block in blocks:
+                if self.backlog:  # the link is full: the rest stays in the spool
+                    break
+                for chunk in self.framer.push(block):
+                    for packet in self.packetizer.packets(chunk):
+                        self.put(packet.serialize())
+                self.cursor = block.end
+        except Exception as exc:  # the task raises it (a pump runs in capture callbacks)
+            self.error = exc
+            self._attention.set()
+
+    def put(self, data: bytes) -> None:
+        """Send a packet now if the link takes it, else queue it for the task."""
+        if not self.backlog and self.link.send_now(data):
+            self.report.packets_sent += 1
+        else:
+            self.backlog.append(data)
+            self._attention.set()
+
+    async def drain(self) -> None:
+        """Send the backlog with flow control (ConnectionClosed if the link is lost)."""
+        while self.backlog:
+            await self.link.send(self.backlog[0])
+            self.backlog.popleft()
+            self.report.packets_sent += 1
