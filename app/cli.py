@@ -263,9 +263,15 @@ def build_parser() -> argparse.ArgumentParser:
     tx.add_argument(
         "--frame-ms",
         type=float,
-        help=f"frame duration: {', '.join(f'{d:g}' for d in FRAME_DURATIONS_MS)} (default 20). "
-        "PCM from a device: without it every device block leaves at once (lowest latency); "
-        "with it, blocks gather into packets of up to this long (fewer wake-ups, less CPU)",
+        default=20.0,
+        help=f"frame duration: {', '.join(f'{d:g}' for d in FRAME_DURATIONS_MS)}",
+    )
+    tx.add_argument(
+        "--gather",
+        action="store_true",
+        help="PCM from a device: gather device blocks into packets of up to a frame (a "
+        "wake-up per packet, not per device period: about half the CPU, up to a frame more "
+        "latency); without it each block leaves at once. Opus always sends whole frames",
     )
     tx.add_argument("--bitrate", type=int, default=32000, help="Opus bitrate in bit/s")
     tx.add_argument(
@@ -469,8 +475,8 @@ def cmd_send(args: argparse.Namespace) -> int:
         codec=args.codec,
         rate_hz=args.rate,
         channels=args.channels,
-        frame_ms=20.0 if args.frame_ms is None else args.frame_ms,
-        gather_pcm=args.frame_ms is not None,
+        frame_ms=args.frame_ms,
+        gather_pcm=args.gather,
         bitrate=args.bitrate,
         application=args.application,
         duration_s=args.duration,

@@ -405,7 +405,7 @@ def device_sender_costs(url: str, seconds: float) -> list[tuple[str, float]]:
     card = [micwire, "send", url, "--device", "system"]
     runs = {
         "micwire send card, PCM block by block": [*card, "--codec", "pcm"],
-        "micwire send card, PCM --frame-ms 20": [*card, "--codec", "pcm", "--frame-ms", "20"],
+        "micwire send card, PCM --gather": [*card, "--codec", "pcm", "--gather"],
         "micwire send card, Opus": [*card, "--codec", "opus"],
         "Python PortAudio callback, copy only": [sys.executable, "-c", BARE_CALLBACK],
     }

@@ -42,10 +42,10 @@ class Config:
 
 
 CONFIGS = [
-    # without --frame-ms, PCM leaves with each capture block (one packet per 5.33 ms period)
+    # PCM leaves with each capture block (one packet per 5.33 ms period)
     Config("pcm, 5 ms buffer", ("--codec", "pcm"), ("--latency-ms", "5")),
-    # with it, blocks gather into packets of up to a frame (three periods: 16 ms)
-    Config("pcm, --frame-ms 20 (gathered)", ("--codec", "pcm", "--frame-ms", "20")),
+    # --gather: blocks gather into packets of up to a frame (three periods: 16 ms)
+    Config("pcm, --gather (20 ms frames)", ("--codec", "pcm", "--gather")),
     Config(
         "opus 10 ms, lowdelay, 10 ms buffer",
         ("--codec", "opus", "--frame-ms", "10", "--application", "lowdelay", "--bitrate", "64000"),

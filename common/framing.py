@@ -92,6 +92,19 @@ class HandOff:
         return due
 
 
+def codec_origin(start: int, oldest: int, frame_samples: int, prime: int) -> int:
+    """Where a fresh encoder starts for a connection that must deliver from ``start``:
+    ``prime`` samples earlier to warm it up if the spool (oldest sample ``oldest``) has
+    them, on a frame boundary of the capture timeline (where a device's :class:`HandOff`
+    completes frames, so no frame waits for a later block), never before ``oldest``."""
+    want = max(oldest, start - prime)
+    aligned = want - want % frame_samples
+    if aligned >= oldest:
+        return aligned
+    up = oldest + -oldest % frame_samples
+    return up if up <= start else oldest
+
+
 class Framer:
     def __init__(
         self,

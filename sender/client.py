@@ -27,7 +27,7 @@ from websockets.exceptions import ConnectionClosed
 
 from micwire.common.codecs import Encoder, make_encoder
 from micwire.common.errors import ParameterError, RefusedError, TransportError
-from micwire.common.framing import Block, Framer, Packetizer
+from micwire.common.framing import Block, Framer, Packetizer, codec_origin
 from micwire.common.protocol import Hello, StreamParams
 from micwire.common.spool import Spool
 from micwire.sender.config import SenderConfig, SenderReport
@@ -270,8 +270,9 @@ class Sender:
             partial=pcm,
         )
         cursor = start
-        if not pcm and start > self.spool.start:  # warm the codec up on audio it has
-            cursor = max(self.spool.start, start - round(OPUS_PRIME_S * self.config.rate_hz))
+        if not pcm:  # warm the codec up on audio it has, from where the capture's frames are
+            prime = round(OPUS_PRIME_S * self.config.rate_hz)
+            cursor = codec_origin(start, self.spool.start, self.params.frame_samples, prime)
         packetizer = Packetizer(encoder, origin=cursor)
         feed = Feed(
             self.spool,
@@ -316,7 +317,7 @@ class Sender:
         """Logged once audio really flows to the receiver."""
         cfg = self.config
         log.info(
-            "sending %r from %s to %s (%s, %d Hz, %d ch, %g ms frames)",
+            "sending %r from %s to %s (%s, %d Hz, %d ch, %g ms frames%s)",
             cfg.name,
             self.source.description,
             cfg.url,
@@ -324,4 +325,5 @@ class Sender:
             cfg.rate_hz,
             cfg.channels,
             cfg.frame_ms,
+            f"; {self.source.note}" if self.source.note else "",
         )

@@ -47,6 +47,8 @@ class Source(abc.ABC):
         self.input_overflows = 0
         self._stop = asyncio.Event()
         self.description = ""
+        #: How audio leaves the source, when that is worth saying in the log.
+        self.note = ""
 
     def stop(self) -> None:
         """End the stream (call on the event loop's thread)."""
@@ -114,6 +116,12 @@ class DeviceSource(Source):
         #: Hand over whole frames as soon as each is complete (Opus).
         self.whole_frames = whole_frames
         self.description = f"device {info['name']!r}"
+        if not whole_frames:
+            self.note = (
+                "device blocks gathered into packets of up to a frame"
+                if gather
+                else "each device block sent at once"
+            )
 
     async def run(self, sink: Sink) -> None:
         sd = sounddevice()
@@ -122,14 +130,14 @@ class DeviceSource(Source):
         position = 0
         channels = self.channels
 
-        def deliver(chunks: list[bytes], capture_time: float, overflow: bool) -> None:
+        def deliver(chunks: list[bytes], capture_time: float, overflows: int) -> None:
             nonlocal position
-            if done.done():
+            if done.done() or not chunks:
                 return
             samples = np.frombuffer(b"".join(chunks), np.int16).reshape(-1, channels)
             block = Block(position, samples, capture_time)
             position += len(samples)
-            self.input_overflows += overflow
+            self.input_overflows += overflows
             try:
                 sink(block)
             except Exception as exc:  # a loop callback's error would be lost: to run()
@@ -137,22 +145,23 @@ class DeviceSource(Source):
 
         rate = self.rate_hz
         hand_off = HandOff(self.block_samples if self.gather else 1, self.whole_frames)
-        # the callback thread's own: what it holds, since when, and any overflow among it
+        # the callback thread's own: what it holds, since when, and the device's overflow
+        # reports among it
         held: list[bytes] = []
         since = 0.0
-        overflowed = False
+        overflows = 0
 
         def callback(indata: Any, frames: int, _time: Any, status: Any) -> None:
             # PortAudio thread: copy, and now and then hand off; nothing else; never raise
-            nonlocal held, since, overflowed
+            nonlocal held, since, overflows
             if not held:
                 since = time.time() - frames / rate
             held.append(bytes(indata))
-            overflowed |= bool(status.input_overflow)
+            overflows += bool(status.input_overflow)
             if hand_off.add(frames):
                 with contextlib.suppress(RuntimeError):  # the loop closed while winding down
-                    loop.call_soon_threadsafe(deliver, held, since, overflowed)
-                held, overflowed = [], False
+                    loop.call_soon_threadsafe(deliver, held, since, overflows)
+                held, overflows = [], 0
 
         try:
             stream = sd.RawInputStream(
@@ -171,11 +180,12 @@ class DeviceSource(Source):
             ) from exc
         with stream:
             await self._until_stopped(done)
-        # stopped, and the stream closed: its callback is done; what it handed off is on
-        # the loop's ready queue (one turn runs it), what it still held is ours
-        await asyncio.sleep(0)
-        if held:
-            deliver(held, since, overflowed)
+        # stopped, and the stream closed: its callback is done. What it handed off is on
+        # the loop's ready queue; what it still held goes after it, in order
+        tail: asyncio.Future[None] = loop.create_future()
+        loop.call_soon(deliver, held, since, overflows)
+        loop.call_soon(tail.set_result, None)
+        await tail
         if done.done():
             done.result()
 

@@ -7,7 +7,7 @@ import pytest
 
 from micwire.common.assembly import Depacketizer
 from micwire.common.codecs import Encoder, make_decoder, make_encoder
-from micwire.common.framing import Block, Framer, HandOff, Packetizer
+from micwire.common.framing import Block, Framer, HandOff, Packetizer, codec_origin
 from micwire.common.protocol import Packet, StreamParams
 
 
@@ -107,6 +107,27 @@ def test_hand_off_gathers_pcm_into_packets_of_up_to_a_frame() -> None:
     ]
     with pytest.raises(ValueError, match="at least one sample"):
         HandOff(0, whole_frames=True)
+
+
+def test_a_resumed_encoder_starts_on_the_capture_s_frame_boundaries() -> None:
+    frame, prime = 960, 24000
+    # a resume mid-stream: half a second earlier, down to a frame boundary
+    assert codec_origin(100_000 - 312, 0, frame, prime) == 74_880
+    assert codec_origin(100_000 - 312, 0, frame, prime) % frame == 0
+    # the first connection, from the start
+    assert codec_origin(0, 0, frame, prime) == 0
+    # the spool no longer holds the prime: from the first boundary it holds
+    assert codec_origin(50_000, 40_100, frame, prime) == 40_320
+    # nothing aligned before where it must start: from the oldest sample held
+    assert codec_origin(40_200, 40_100, frame, prime) == 40_100
+    # never later than the start, never before the oldest sample
+    rng = np.random.default_rng(5)
+    for _ in range(2000):
+        oldest = int(rng.integers(0, 10**6))
+        start = oldest + int(rng.integers(0, 10**5))
+        origin = codec_origin(start, oldest, frame, prime)
+        assert oldest <= origin <= start
+        assert origin % frame == 0 or origin == oldest
 
 
 def test_framer_refuses_overlaps_and_bad_shapes() -> None:

@@ -169,8 +169,8 @@ def run_through_jack(jack: str, tmp_path: Path, codec: str, *extra: str) -> Run:
         # every device block (one period) leaves at once, the lowest latency: a 1024-sample
         # block is cut at the 960-sample frame (20 ms), two packets
         ((), PERIOD // 2),
-        # --frame-ms 60 (2880 samples): two 1024-sample periods gather into one packet
-        (("--frame-ms", "60"), 2 * PERIOD),
+        # --gather, 60 ms frames (2880 samples): two 1024-sample periods a packet
+        (("--gather", "--frame-ms", "60"), 2 * PERIOD),
     ],
     ids=["block-by-block", "gathered"],
 )
