@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import atexit
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -80,6 +82,10 @@ def _fail(done: asyncio.Future[None], exc: BaseException) -> None:
         done.set_exception(exc)
 
 
+#: A device that delivers nothing for this long has gone away (longer than any period).
+DEVICE_SILENT_S = 3.0
+
+
 class DeviceSource(Source):
     """Capture from a PortAudio input device.
 
@@ -130,10 +136,13 @@ class DeviceSource(Source):
         position = 0
         channels = self.channels
 
+        heard = loop.time()  # when audio last came from the device
+
         def deliver(chunks: list[bytes], capture_time: float, overflows: int) -> None:
-            nonlocal position
+            nonlocal position, heard
             if done.done() or not chunks:
                 return
+            heard = loop.time()
             samples = np.frombuffer(b"".join(chunks), np.int16).reshape(-1, channels)
             block = Block(position, samples, capture_time)
             position += len(samples)
@@ -178,8 +187,48 @@ class DeviceSource(Source):
             raise DeviceError(
                 f"cannot open {self.description} at {self.rate_hz} Hz, {self.channels} ch: {exc}"
             ) from exc
-        with stream:
+
+        watchdog: asyncio.TimerHandle | None = None
+        gone = False
+
+        def watch() -> None:
+            # a device that stops calling back (unplugged, its sound server gone) must
+            # not leave a sender running that sends nothing: fail, so it is said (and a
+            # service manager starts it again, waiting for the device)
+            nonlocal watchdog, gone
+            quiet = loop.time() - heard
+            if quiet > DEVICE_SILENT_S:
+                gone = True
+                _fail(
+                    done,
+                    DeviceError(
+                        f"{self.description} stopped delivering audio ({quiet:.0f} s "
+                        "without any): was it unplugged, or did its sound server stop?"
+                    ),
+                )
+            else:
+                watchdog = loop.call_later(1.0, watch)
+
+        try:
+            stream.start()
+        except sd.PortAudioError as exc:
+            stream.close()
+            raise DeviceError(f"cannot start {self.description}: {exc}") from exc
+        watchdog = loop.call_later(1.0, watch)
+        try:
             await self._until_stopped(done)
+        finally:
+            watchdog.cancel()
+            if gone:
+                # PortAudio's stop waits for a callback that will never come: stop it on a
+                # thread of its own that nobody waits for, and leave. Nor can PortAudio be
+                # terminated at exit any more (its JACK host asserts): sounddevice's exit
+                # handler would turn the error into an abort
+                threading.Thread(target=stream.close, daemon=True).start()
+                atexit.unregister(sd._exit_handler)
+            else:
+                stream.stop()
+                stream.close()
         # stopped, and the stream closed: its callback is done. What it handed off is on
         # the loop's ready queue; what it still held goes after it, in order
         tail: asyncio.Future[None] = loop.create_future()

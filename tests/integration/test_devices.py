@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -200,6 +201,36 @@ def test_opus_end_to_end_through_real_devices(jack: str, tmp_path: Path) -> None
     _, peak = best_lag(run.signal_in * 32768, run.recording[:, 0].astype(float))
     assert peak > 0.95, (peak, run.tx_log)
     assert_heard(run, 0.6)  # lossy: every piece there
+
+
+def test_a_sender_whose_sound_server_dies_says_so_and_exits(tmp_path: Path) -> None:
+    """A headless sender must not go on sending nothing: it says what happened and exits
+    non-zero (a service manager starts it again), after delivering what it captured."""
+    rec = tmp_path / "rec"
+    with jack_server(tmp_path) as name:
+        env = {"JACK_DEFAULT_SERVER": name}
+        rx, port = receiver("--no-play", "--record", str(rec), env=env)
+        tx = Micwire(
+            "send", f"ws://127.0.0.1:{port}", "--device", "system", "--name", "orphan", env=env
+        )
+        try:
+            tx.wait_for(r"sending 'orphan' from device")
+            time.sleep(seconds(1))
+            subprocess.run(["pkill", "-KILL", "-f", f"jackd -n {name} "], check=True)
+            assert tx.wait(seconds(20)) == 1, tx.log
+            rx.wait_for(r"stream 'orphan' from .*: complete")
+        finally:
+            tx.kill()
+            rx.signal(signal.SIGTERM)
+            rx.wait()
+    error = tx.log.splitlines()[-1]
+    assert re.fullmatch(
+        r"micwire: error: device 'system' stopped delivering audio \(\d+ s without any\): "
+        r"was it unplugged, or did its sound server stop\?",
+        error,
+    ), tx.log
+    data, _, _ = read_single(rec, "orphan-*.wav")
+    assert len(data) >= RATE  # what was captured before the server died was delivered
 
 
 def test_devices_lists_the_jack_card(jack: str) -> None:
