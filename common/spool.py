@@ -64,14 +64,21 @@ class Spool:
         later than ``position``."""
         out: list[Block] = []
         budget = max_samples if max_samples is not None else self._held
-        index = len(self._blocks)
-        # the newest blocks are what a live connection reads: search from the right
-        while index > 0 and self._blocks[index - 1].end > position:
-            index -= 1
-        for k in range(index, len(self._blocks)):
+        blocks = self._blocks
+        # a live connection reads the newest blocks, one catching up the oldest: search
+        # from the nearer end (a read stays cheap at both, however long the spool)
+        if position - self.start <= self.end - position:
+            index = 0
+            while index < len(blocks) and blocks[index].end <= position:
+                index += 1
+        else:
+            index = len(blocks)
+            while index > 0 and blocks[index - 1].end > position:
+                index -= 1
+        for k in range(index, len(blocks)):
             if budget <= 0:
                 break
-            block = self._blocks[k]
+            block = blocks[k]
             if block.position < position:
                 block = self._tail(block, position - block.position)
             if len(block.samples) > budget:

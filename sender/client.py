@@ -273,6 +273,8 @@ class Sender:
         if not pcm:  # warm the codec up on audio it has, from where the capture's frames are
             prime = round(OPUS_PRIME_S * self.config.rate_hz)
             cursor = codec_origin(start, self.spool.start, self.params.frame_samples, prime)
+            if start < self.spool.start:  # gone from the spool before the receiver had it
+                self.report.link_lost_samples += self.spool.start - start
         packetizer = Packetizer(encoder, origin=cursor)
         feed = Feed(
             self.spool,
@@ -304,6 +306,8 @@ class Sender:
         finally:
             self._feed = None
             self._sent_to = max(self._sent_to, feed.cursor)
+            if feed.error is not None:  # not lost behind a connection that broke meanwhile
+                raise feed.error
         tail = framer.flush()
         packets = packetizer.packets(tail) if tail is not None else []
         for packet in [*packets, *packetizer.finish(time.time())]:

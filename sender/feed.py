@@ -5,7 +5,8 @@ a frame is captured, encoded and written to the socket in one event-loop turn: n
 wakes up for it. What the link cannot take at once (its write buffer is full, a resend
 after a reconnect) waits in ``backlog`` for the connection's task, which sends it with
 flow control; meanwhile the pump leaves the spool alone, so a slow link backs up into
-the spool (bounded, the oldest dropped and counted), never into memory here.
+the spool (bounded, the oldest dropped and counted): the backlog holds at most one spool
+block's packets (for Opus, also the silence frames filling a gap the spool dropped).
 """
 
 from __future__ import annotations
@@ -52,21 +53,23 @@ class Feed:
         if self.backlog or self.error is not None:
             return  # the task is sending; it pumps again when the link has room
         try:
-            oldest = self.spool.start
-            blocks = self.spool.read(self.cursor)
-            if not blocks:
-                return
-            if self.cursor < oldest:  # gone from the spool before the receiver had it
-                self.report.link_lost_samples += oldest - self.cursor
-            if not self.report.packets_sent:
-                self._first()
-            for block in blocks:
-                if self.backlog:  # the link is full: the rest stays in the spool
-                    break
-                for chunk in self.framer.push(block):
-                    for packet in self.packetizer.packets(chunk):
-                        self.put(packet.serialize())
-                self.cursor = block.end
+            # a bounded read at a time: catching up a long spool stays linear
+            while not self.backlog:
+                oldest = self.spool.start
+                blocks = self.spool.read(self.cursor, self.spool.rate_hz // 4)
+                if not blocks:
+                    return
+                if self.cursor < oldest:  # gone from the spool before the receiver had it
+                    self.report.link_lost_samples += oldest - self.cursor
+                if not self.report.packets_sent:
+                    self._first()
+                for block in blocks:
+                    if self.backlog:  # the link is full: the rest stays in the spool
+                        break
+                    for chunk in self.framer.push(block):
+                        for packet in self.packetizer.packets(chunk):
+                            self.put(packet.serialize())
+                    self.cursor = block.end
         except Exception as exc:  # the task raises it (a pump runs in capture callbacks)
             self.error = exc
             self._attention.set()

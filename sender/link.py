@@ -77,8 +77,9 @@ def check_url(url: str) -> None:
         ) from exc
 
 
-#: Bytes the socket's write buffer may hold before sending waits (audio does not queue up
-#: in the kernel or the transport, but in the spool, where it is counted).
+#: Bytes asyncio's transport may hold before sending waits. (The kernel's socket buffer
+#: holds more, up to megabytes: whatever a dead connection held is sent again on the next,
+#: which resumes from what the receiver has.)
 WRITE_LIMIT = 2**15
 
 

@@ -44,6 +44,22 @@ def test_read_from_any_position_cuts_blocks_exactly() -> None:
     assert sum(len(b.samples) for b in limited) == 300
 
 
+def test_a_read_anywhere_starts_exactly_there_from_either_end() -> None:
+    # a live connection reads near the newest end, one catching up near the oldest: both
+    # find the same audio (gaps between blocks stay gaps)
+    spool = Spool(100_000, 1000)
+    position, held = 0, {}
+    for k, block in enumerate(blocks(40, 100)):
+        position += 37 if k % 7 == 3 else 0  # a capture gap now and then
+        spool.append(Block(position, block.samples, block.capture_time))
+        held.update((position + i, int(v)) for i, v in enumerate(block.samples[:, 0]))
+        position += len(block.samples)
+    for start in range(0, spool.end + 1, 13):
+        got = spool.read(start)
+        samples = {b.position + i: int(v) for b in got for i, v in enumerate(b.samples[:, 0])}
+        assert samples == {p: v for p, v in held.items() if p >= start}
+
+
 def test_what_was_evicted_is_simply_not_there() -> None:
     spool = Spool(1000, 1000)
     for block in blocks(10, 256):
