@@ -113,7 +113,9 @@ class StreamParams:
             )
         if self.frame_ms not in FRAME_DURATIONS_MS:
             allowed = ", ".join(f"{d:g}" for d in FRAME_DURATIONS_MS)
-            raise ParameterError(f"frame duration {self.frame_ms:g} ms is not one of {allowed}")
+            # every digit given: "2.50000001 ms is not one of 2.5, …", not "2.5 ms is not"
+            given = f"{self.frame_ms:.15g}"
+            raise ParameterError(f"frame duration {given} ms is not one of {allowed}")
         exact = self.rate_hz * self.frame_ms / 1000
         if exact != self.frame_samples:
             raise ParameterError(

@@ -67,6 +67,7 @@ def test_integer_frame_ms_is_accepted() -> None:
         ({"channels": 0}, "0 channels"),
         ({"codec": "mp3"}, "unknown codec 'mp3'"),
         ({"frame_ms": 7}, "frame duration 7 ms is not one of"),
+        ({"frame_ms": 2.50000001}, "frame duration 2.50000001 ms is not one of"),
         ({"codec": "opus", "rate_hz": 44100}, "Opus cannot run at 44100 Hz"),
         ({"codec": "opus", "channels": 3}, "3 channels is out of range 1..2 for opus"),
         ({"codec": "opus", "bitrate": 1}, "Opus bitrate 1 is out of range"),
