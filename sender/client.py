@@ -78,8 +78,8 @@ class Sender:
             config.channels,
             self.params.frame_samples,
             config.clock_scale,
+            gather=config.gather_pcm,
             # Opus cannot code a frame before its last sample: waking for less is waste
-            gather=config.codec != "pcm" or config.gather_pcm,
             whole_frames=config.codec != "pcm",
         )
         self.report = SenderReport(rate_hz=config.rate_hz)

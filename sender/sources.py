@@ -56,10 +56,6 @@ class Source(abc.ABC):
         """End the stream (call on the event loop's thread)."""
         self._stop.set()
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
     @abc.abstractmethod
     async def run(self, sink: Sink) -> None:
         """Hand blocks in timeline order to ``sink`` until stopped or exhausted. An error
@@ -116,11 +112,11 @@ class DeviceSource(Source):
                 f"{channels} requested; use --channels {info['max_input_channels']}"
             )
         self.block_samples = block_samples
-        #: Hand audio over in packets of up to ``block_samples`` (True), or every device
-        #: block at once (False: the lowest latency, a wake-up per device period).
-        self.gather = gather
         #: Hand over whole frames as soon as each is complete (Opus).
         self.whole_frames = whole_frames
+        #: Hand audio over in packets of up to ``block_samples`` (always for whole frames),
+        #: or every device block at once (the lowest latency, a wake-up per device period).
+        self.gather = gather or whole_frames
         self.description = f"device {info['name']!r}"
         if not whole_frames:
             self.note = (
