@@ -95,3 +95,38 @@ class Spool:
         return Block(
             block.position + skip, block.samples[skip:], block.capture_time + skip / self.rate_hz
         )
+
+
+class Losses:
+    """The spans of the timeline found lost (gone from the spool before the receiver had
+    them), each sample counted once, however often it is found missing: a connection that
+    skips a span the spool dropped can break before the receiver gets past it, and the next
+    connection, resuming from where the receiver's recording ends, finds it missing again.
+    """
+
+    def __init__(self) -> None:
+        self._spans: list[tuple[int, int]] = []  # disjoint, sorted, not touching
+        #: Samples counted lost so far.
+        self.total = 0
+
+    def add(self, start: int, end: int) -> int:
+        """Count ``[start, end)`` lost; return how many of its samples were not yet."""
+        if end <= start:
+            return 0
+        new, low, high, kept = end - start, start, end, []
+        for a, b in self._spans:
+            if b < start or a > end:
+                kept.append((a, b))
+            else:  # overlapping or touching: merged
+                new -= max(0, min(b, end) - max(a, start))
+                low, high = min(low, a), max(high, b)
+        kept.append((low, high))
+        kept.sort()
+        self._spans = kept
+        self.total += new
+        return new
+
+    def forget_before(self, position: int) -> None:
+        """The receiver has everything before ``position``: no span there can be asked
+        for again (keeps the list short)."""
+        self._spans = [(a, b) for a, b in self._spans if b > position]

@@ -29,7 +29,7 @@ from micwire.common.codecs import Encoder, make_encoder
 from micwire.common.errors import ParameterError, RefusedError, TransportError
 from micwire.common.framing import Block, Framer, Packetizer, codec_origin
 from micwire.common.protocol import Hello, StreamParams
-from micwire.common.spool import Spool
+from micwire.common.spool import Losses, Spool
 from micwire.sender.config import SenderConfig, SenderReport
 from micwire.sender.feed import Feed
 from micwire.sender.link import (
@@ -84,6 +84,7 @@ class Sender:
         )
         self.report = SenderReport(rate_hz=config.rate_hz)
         self.spool = Spool(max(1, math.ceil(config.spool_s * config.rate_hz)), config.rate_hz)
+        self._losses = Losses()  # report.link_lost_samples, each sample counted once
         #: The connection's task has something to do: capture ended, the link is full or
         #: lost, or the pump met an error.
         self._attention = asyncio.Event()
@@ -211,6 +212,7 @@ class Sender:
                 log.warning("%s; reconnecting (still capturing)", closed_message(exc))
             finally:
                 self.report.acknowledged = max(self.report.acknowledged, link.acknowledged)
+                self._losses.forget_before(self.report.acknowledged)
                 await link.close()
             failing_since = time.monotonic()
             if self.report.acknowledged > acknowledged:  # that connection got somewhere
@@ -243,7 +245,7 @@ class Sender:
         first, self._accepted = not self._accepted, True
         skipped = min(start or 0, self.spool.end) - self.report.acknowledged
         if first and skipped > 0:
-            self.report.link_lost_samples += skipped
+            self._lost(self.report.acknowledged, self.report.acknowledged + skipped)
             log.warning(
                 "the receiver starts this stream %.1f s into the capture: what came before "
                 "was captured too long ago and is not recorded",
@@ -273,8 +275,7 @@ class Sender:
         if not pcm:  # warm the codec up on audio it has, from where the capture's frames are
             prime = round(OPUS_PRIME_S * self.config.rate_hz)
             cursor = codec_origin(start, self.spool.start, self.params.frame_samples, prime)
-            if start < self.spool.start:  # gone from the spool before the receiver had it
-                self.report.link_lost_samples += self.spool.start - start
+            self._lost(start, self.spool.start)  # gone before the receiver had it
         packetizer = Packetizer(encoder, origin=cursor)
         feed = Feed(
             self.spool,
@@ -285,6 +286,7 @@ class Sender:
             self.report,
             self._attention,
             self._announce,
+            self._lost,
         )
         # from here on, each captured block is sent where it arrives (Feed.pump); this
         # task sends what the link could not take at once and watches for the end
@@ -316,6 +318,11 @@ class Sender:
         done = await link.wait_done()
         self.report.confirmed = done.timestamp
         self.report.recording = done.recording or self.report.recording
+
+    def _lost(self, start: int, end: int) -> None:
+        """``[start, end)`` will never reach the receiver (counted once, however often a
+        connection finds it missing)."""
+        self.report.link_lost_samples += self._losses.add(start, end)
 
     def _announce(self) -> None:
         """Logged once audio really flows to the receiver."""

@@ -32,6 +32,7 @@ class Feed:
         report: SenderReport,
         attention: asyncio.Event,
         first: Callable[[], None],
+        lost: Callable[[int, int], None],
     ) -> None:
         self.spool = spool
         self.link = link
@@ -46,6 +47,7 @@ class Feed:
         self.error: Exception | None = None
         self._attention = attention  # wakes the connection's task
         self._first = first  # called before the first packet of the stream
+        self._lost = lost  # told of a span gone from the spool before it was read
 
     def pump(self) -> None:
         """Send what the spool holds from the cursor on, as far as the link takes it at
@@ -59,8 +61,7 @@ class Feed:
                 blocks = self.spool.read(self.cursor, self.spool.rate_hz // 4)
                 if not blocks:
                     return
-                if self.cursor < oldest:  # gone from the spool before the receiver had it
-                    self.report.link_lost_samples += oldest - self.cursor
+                self._lost(self.cursor, oldest)  # gone before the receiver had it
                 if not self.report.packets_sent:
                     self._first()
                 for block in blocks:

@@ -1,12 +1,15 @@
-"""The sender's spool: what it holds is bounded in samples, whatever the block size."""
+"""The sender's spool: what it holds is bounded in samples, whatever the block size; and its
+ledger of lost spans, each sample counted once."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from micwire.common.framing import Block
-from micwire.common.spool import Spool
+from micwire.common.spool import Losses, Spool
 
 
 def blocks(n: int, size: int, start: int = 0) -> list[Block]:
@@ -89,3 +92,35 @@ def test_order_is_enforced_and_empty_blocks_ignored() -> None:
     assert not spool.closed
     spool.close()
     assert spool.closed
+
+
+def test_a_span_found_missing_twice_is_counted_once() -> None:
+    losses = Losses()
+    assert losses.add(100, 200) == 100  # a connection skipped what the spool dropped
+    assert losses.add(300, 350) == 50
+    # the link broke before the receiver got past either: the next connection resumes
+    # from 50 and finds everything up to 400 gone
+    assert losses.add(50, 400) == 350 - 150
+    assert losses.total == 350
+    assert losses.add(60, 390) == 0 and losses.add(400, 400) == 0 and losses.add(5, 1) == 0
+    assert losses.add(400, 410) == 10  # touching: only the new part
+    assert losses.total == 360
+
+
+@given(st.lists(st.tuples(st.integers(0, 500), st.integers(0, 60)), max_size=30))
+def test_the_count_is_the_size_of_the_union(spans: list[tuple[int, int]]) -> None:
+    losses, union = Losses(), set()
+    for start, length in spans:
+        added = losses.add(start, start + length)
+        assert added == len(set(range(start, start + length)) - union)
+        union |= set(range(start, start + length))
+    assert losses.total == len(union)
+
+
+def test_spans_the_receiver_has_passed_are_forgotten() -> None:
+    losses = Losses()
+    losses.add(0, 10)
+    losses.add(20, 30)
+    losses.forget_before(10)
+    assert losses.add(0, 10) == 10  # forgotten (never asked for again in practice)
+    assert losses.add(20, 30) == 0

@@ -4,7 +4,8 @@ It forwards bytes both ways and can, on command: ``cut()`` every connection (abr
 no WebSocket close, like a dropped Wi-Fi link), ``stall(s)`` all forwarding for a while,
 ``freeze()`` the connections open now for good (half-open links: nothing more gets
 through, nobody is told) while new ones work, ``refuse_new`` connections (the receiver is
-unreachable), and add ``delay_s`` (+ random ``jitter_s``) to every chunk it forwards.
+unreachable), and add ``delay_s`` (+ random ``jitter_s``) to every chunk it forwards, or
+forward at most ``rate_bytes_s`` bytes a second each way (a link slower than the stream).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import socket
 from typing import Any
 
 
@@ -22,6 +24,7 @@ class ImpairmentProxy:
         delay_s: float = 0.0,
         jitter_s: float = 0.0,
         source_ports: list[int] | None = None,
+        rate_bytes_s: float | None = None,
     ) -> None:
         self.target_port = target_port
         #: Connect to the target from these local ports, one after another (to choose
@@ -29,6 +32,9 @@ class ImpairmentProxy:
         self.source_ports = list(source_ports or [])
         self.delay_s = delay_s
         self.jitter_s = jitter_s
+        #: When set, each direction forwards at most this many bytes a second (a proxy
+        #: made with it takes in little at a time too, as a slow link would).
+        self.rate_bytes_s = rate_bytes_s
         self.port = 0
         self.connections = 0
         self._writers: set[asyncio.StreamWriter] = set()
@@ -41,7 +47,12 @@ class ImpairmentProxy:
         self.refuse_new = False
 
     async def __aenter__(self) -> ImpairmentProxy:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        if self.rate_bytes_s:  # a small window: the sender's socket fills up soon
+            sock = socket.create_server(("127.0.0.1", 0))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            self._server = await asyncio.start_server(self._serve, sock=sock, limit=4096)
+        else:
+            self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -95,7 +106,7 @@ class ImpairmentProxy:
         loop = asyncio.get_running_loop()
         due = 0.0
         with contextlib.suppress(OSError, ConnectionError):
-            while data := await reader.read(65536):
+            while data := await reader.read(4096 if self.rate_bytes_s else 65536):
                 arrived = loop.time()
                 await self._open.wait()
                 if writer in self._frozen:
@@ -109,6 +120,8 @@ class ImpairmentProxy:
                     await asyncio.sleep(max(0.0, due - loop.time()))
                 writer.write(data)
                 await writer.drain()
+                if self.rate_bytes_s:
+                    await asyncio.sleep(len(data) / self.rate_bytes_s)
         writer.transport.abort()
         self._writers.discard(writer)
 

@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,7 +26,7 @@ from test_transport import converse, hello, running_receiver
 from micwire.common.errors import TransportError
 from micwire.common.protocol import Packet
 from micwire.receiver import Receiver, ReceiverConfig
-from micwire.sender import Sender, SenderConfig
+from micwire.sender import Sender, SenderConfig, link
 from micwire.sender.sources import ToneSource
 
 
@@ -420,6 +421,54 @@ def test_an_outage_longer_than_the_spool_loses_the_oldest_counted(
     else:  # lossy, but the tone is there everywhere else: no silence that was not counted
         pieces = audio[kept, 0][: (kept.sum() // 480) * 480].reshape(-1, 480).astype(float)
         assert np.sqrt((pieces**2).mean(axis=1)).min() > 0.5 * np.sqrt((tone**2).mean())
+
+
+def test_a_link_slower_than_the_stream_counts_each_lost_sample_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link that carries half the stream (a congested uplink), then breaks: the spool
+    overflows again and again (the sender skips what it dropped, counted), and what was
+    in flight past those skips is lost with the link, so the receiver asks again from
+    before them. The sender's count is exactly the silence in the recording: a span found
+    missing twice is counted once."""
+    rec = tmp_path / "rec"
+    opened = link.open_connection
+
+    async def small_buffer(config: SenderConfig) -> Any:
+        # the kernel's send buffer grows to 4 MB here (40 s of PCM before the spool sees
+        # any of it): a small one, as on a box short of memory, makes this take seconds
+        ws = await opened(config)
+        ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        return ws
+
+    monkeypatch.setattr(link, "open_connection", small_buffer)
+
+    async def main() -> Any:
+        async with (
+            running_receiver(record_dir=rec) as (_rx, url),
+            # PCM mono 48 kHz needs 96 kB/s
+            ImpairmentProxy(int(url.rsplit(":", 1)[1]), rate_bytes_s=48_000) as proxy,
+        ):
+            config = SenderConfig(
+                proxy.url, name="slow", source="tone:440", codec="pcm", duration_s=8.0
+            )
+            task = asyncio.create_task(Sender(replace(config, spool_s=1.0)).run())
+            await asyncio.sleep(5.0)
+            proxy.rate_bytes_s = None
+            proxy.cut()
+            return await task
+
+    sent = asyncio.run(main())
+    assert sent.confirmed == sent.samples_captured == 8 * 48000
+    sidecar, audio = parts_of(rec, "slow")
+    assert sent.link_lost_samples > 48000
+    assert sum(g["samples"] for g in sidecar["gaps"]) == sent.link_lost_samples
+    tone = expected_tone(8 * 48000)
+    kept = np.ones(len(tone), bool)
+    for gap in sidecar["gaps"]:
+        kept[gap["at_sample"] : gap["at_sample"] + gap["samples"]] = False
+        assert not audio[gap["at_sample"] : gap["at_sample"] + gap["samples"]].any()
+    assert np.array_equal(audio[kept, 0], tone[kept])
 
 
 def test_after_a_restart_the_name_waits_for_its_own_sender(tmp_path: Path) -> None:
