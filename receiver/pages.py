@@ -374,9 +374,14 @@ async def _listen(request: web.Request) -> web.StreamResponse:
 @web.middleware
 async def by_peer(request: web.Request, handler: Any) -> web.StreamResponse:
     """Every line logged while serving a request is counted against its peer's address
-    (micwire.receiver.logs): one address cannot flood the log nor silence another's."""
+    (micwire.receiver.logs): one address cannot flood the log nor silence another's. A peer
+    gone before its answer is no error worth a traceback."""
     logs.PEER.set(request.remote or "")
-    response: web.StreamResponse = await handler(request)
+    try:
+        response: web.StreamResponse = await handler(request)
+    except ConnectionResetError:  # gone before the answer (e.g. mid WebSocket upgrade)
+        log.debug("%s hung up before %s was answered", request.remote, request.path)
+        return web.Response(status=HTTPStatus.BAD_REQUEST)  # nobody is there to read it
     return response
 
 

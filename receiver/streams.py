@@ -557,6 +557,8 @@ class Streams:
         self.parked: dict[str, Stream] = {}
         self._on_finished = on_finished
         self.admitting: set[str] = set()  # names with a hello being answered
+        #: Streams being finalised (files, sidecar), by name: set when done.
+        self.finishing: dict[str, asyncio.Event] = {}
         #: In a worker of ``--workers N``: its line to the supervisor, who says which
         #: worker holds which name (receiver/cluster.py).
         self.cluster: ClusterLink | None = None
@@ -582,12 +584,8 @@ class Streams:
         self.admitting.add(name)
         admitted = False
         try:
-            stream = self.live.get(name) or self.parked.get(name)
-            claim = Claim()
-            if stream is None and self.cluster is not None:
-                claim = await self.cluster.acquire(hello)
-                if claim.refusal is not None:
-                    raise Refusal(claim.refusal, retry=True)
+            stream = await self._known(name)
+            claim = await self._claim(hello) if stream is None else Claim()
             if stream is not None and not stream.proves(hello):
                 raise Refusal(
                     f"stream name {name!r} is in use by another sender; pick another "
@@ -595,8 +593,12 @@ class Streams:
                     retry=True,
                 )
             logs.STREAM.set(name)  # admitted: its lines count against the stream (logs.py)
+            if stream is not None and not await self._take_back(stream, peer):
+                # its last packet came while its old connection was let go: it is
+                # finished, and continued like any stream that ended here (a new part)
+                stream = await self._known(name)
+                claim = await self._claim(hello) if stream is None else Claim()
             if stream is not None:
-                await self._take_back(stream, peer)
                 accept_at: int | None = stream.position
                 secret: str | None = hello.resume_secret
             else:
@@ -619,6 +621,22 @@ class Streams:
             if not admitted and name not in self.live and name not in self.parked:
                 self._tell(name, "held" if self.held(name) else "free")
 
+    async def _known(self, name: str) -> Stream | None:
+        """The live or parked stream of this name, once a finalisation in progress is
+        over (a sender coming back as its stream ends must find the sidecar complete)."""
+        while (finishing := self.finishing.get(name)) is not None:
+            await finishing.wait()
+        return self.live.get(name) or self.parked.get(name)
+
+    async def _claim(self, hello: Hello) -> Claim:
+        """A new stream's name, from the other workers of ``--workers N``."""
+        if self.cluster is None:
+            return Claim()
+        claim = await self.cluster.acquire(hello)
+        if claim.refusal is not None:
+            raise Refusal(claim.refusal, retry=True)
+        return claim
+
     def _tell(self, name: str, state: str) -> None:
         if self.cluster is not None:
             self.cluster.state(name, state)
@@ -639,20 +657,24 @@ class Streams:
                 await asyncio.wait_for(old.detached.wait(), TAKEOVER_WAIT_S)
             stream.detach()
 
-    async def _take_back(self, stream: Stream, peer: str) -> None:
+    async def _take_back(self, stream: Stream, peer: str) -> bool:
         """The stream's own sender is back: from parked, or replacing its own connection
-        (a half-open link the receiver has not noticed yet)."""
+        (a half-open link the receiver has not noticed yet). False if the old connection
+        ended the stream (its last packet) while it was let go."""
         if stream.expiry is not None:
             stream.expiry.cancel()
             stream.expiry = None
         if stream.attachment is not None:
             log.warning("stream %r: %s replaces its own stale connection", stream.name, peer)
             await self.let_go(stream)
+            if stream.state == "ended":
+                return False
         self.parked.pop(stream.name, None)
         stream.reconnects += 1
         stream.peer = peer
         stream.outcome = "open"
         log.info("stream %r: %s is back; resuming at sample %d", stream.name, peer, stream.position)
+        return True
 
     async def _new(
         self, hello: Hello, peer: str, claim: Claim
@@ -799,6 +821,15 @@ class Streams:
 
     async def finish(self, stream: Stream, outcome: str) -> None:
         """Finalise a stream for good: files, sidecar, report."""
+        done = self.finishing[stream.name] = asyncio.Event()
+        try:
+            await self._finish(stream, outcome)
+        finally:
+            if self.finishing.get(stream.name) is done:
+                del self.finishing[stream.name]
+            done.set()
+
+    async def _finish(self, stream: Stream, outcome: str) -> None:
         if stream.resumable and resumable_outcome(outcome):
             self.ended[stream.name] = (time.time(), stream)
             while len(self.ended) > 1000:

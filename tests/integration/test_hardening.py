@@ -22,10 +22,11 @@ import soundfile as sf
 from proxy import ImpairmentProxy
 from rig import expected_tone, small_disk
 from test_transport import converse, hello, running_receiver
+from websockets.asyncio.client import connect
 
 from micwire.common.errors import TransportError
-from micwire.common.protocol import Packet
-from micwire.receiver import Receiver, ReceiverConfig
+from micwire.common.protocol import FLAG_LAST, Hello, Packet, StreamParams
+from micwire.receiver import Receiver, ReceiverConfig, recording
 from micwire.sender import Sender, SenderConfig, link
 from micwire.sender.sources import ToneSource
 
@@ -569,3 +570,82 @@ def test_names_that_are_not_text_are_refused(tmp_path: Path) -> None:
     for code, reason, _ in asyncio.run(main()):
         assert code == 1008 and "is not valid Unicode text" in reason
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("path", ["/", "/api/events", "/elsewhere"])
+def test_a_peer_that_hangs_up_during_the_upgrade_leaves_no_traceback(
+    path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that asks for a WebSocket and is gone before the answer (a sender giving up
+    on a receiver that was busy or frozen): nothing to say about it in the log."""
+
+    async def main() -> None:
+        async with running_receiver() as (_rx, url):
+            port = int(url.rsplit(":", 1)[1])
+            # while the receiver's loop is busy: the request and the hang-up arrive together
+            with socket.create_connection(("127.0.0.1", port)) as client:
+                client.sendall(
+                    f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+                )
+            await asyncio.sleep(0.5)
+            async with connect(url) as ws:  # and the receiver serves on
+                await ws.send(hello(stream="after"))
+                assert json.loads(await ws.recv())["type"] == "accept"
+
+    with caplog.at_level(logging.DEBUG, logger="aiohttp"):
+        asyncio.run(main())
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+@pytest.mark.parametrize("wait_s", [0.0, 0.5], ids=["before-the-end-is-read", "while-written"])
+def test_a_sender_back_as_its_stream_ends_finds_it_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wait_s: float
+) -> None:
+    """A sender sent its last packet but heard nothing back (the receiver was frozen), so
+    it reconnects; the receiver, catching up, ends the stream from the old connection as
+    the new hello comes in (on a slow disk): before it read the old connection's last
+    packet, or while it writes the end. Either way the stream ends once, the sender is
+    told where it ends, and the recording stays one complete part."""
+    rec = tmp_path / "rec"
+    written = recording.write_json
+
+    def slow_disk(path: Path, data: Any) -> None:
+        time.sleep(0.3)
+        written(path, data)
+
+    monkeypatch.setattr(recording, "write_json", slow_disk)
+    tone = expected_tone(4800)
+
+    async def main() -> None:
+        async with running_receiver(record_dir=rec) as (rx, url):
+            now = int(time.time() * 1e6)
+            first = Hello("back", StreamParams(), now - 100_000, now, stream_id="r" * 32)
+            async with connect(url) as old:
+                await old.send(first.serialize())
+                secret = json.loads(await old.recv())["resume_secret"]
+                for i in range(5):
+                    await old.send(
+                        Packet(i, 960 * i, 960, tone[960 * i :][:960].tobytes()).serialize()
+                    )
+                await old.send(Packet(5, 4800, 0, b"", flags=FLAG_LAST).serialize())
+                await asyncio.sleep(wait_s)
+                again = replace(first, resuming=True, resume_secret=secret)
+                async with connect(url) as new:
+                    await new.send(again.serialize())
+                    reply = json.loads(await new.recv())
+                    assert (reply["type"], reply["resume_timestamp"]) == ("accept", 4800)
+                    await asyncio.sleep(0.5)  # (the old end's write lands first)
+                    await new.send(Packet(0, 4800, 0, b"", flags=FLAG_LAST).serialize())
+                    async for message in new:
+                        if json.loads(message)["type"] == "done":
+                            break
+            # each part ended once (not the old one finalised again, as if it went on)
+            assert len({id(stream) for stream in rx.finished}) == len(rx.finished) == 2
+
+    asyncio.run(main())
+    sidecar, audio = parts_of(rec, "back")
+    assert sidecar["outcome"] == "complete"
+    assert [p["outcome"] for p in sidecar["parts"]] == ["complete"]
+    assert np.array_equal(audio[:, 0], tone)
