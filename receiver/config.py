@@ -89,3 +89,8 @@ class ReceiverConfig:
                 setattr(config, name, Path(value))
         config.formats = tuple(config.formats)
         return config
+
+
+def netloc(host: str, port: int) -> str:
+    """``host:port`` as it goes in a URL: an IPv6 address in brackets (``[::1]:8765``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -20,6 +20,7 @@ import contextlib
 import errno
 import json
 import logging
+import os
 import ssl
 import tempfile
 import time
@@ -37,7 +38,7 @@ from micwire.receiver import eventloop, logs
 from micwire.receiver.alerts import Webhook
 from micwire.receiver.auth import Tokens, check_token
 from micwire.receiver.cluster import MOVED, ClusterLink, merge_views
-from micwire.receiver.config import ReceiverConfig
+from micwire.receiver.config import ReceiverConfig, netloc
 from micwire.receiver.playback import sounddevice
 from micwire.receiver.recording import RECORDING_FORMATS
 from micwire.receiver.storage import repair_interrupted
@@ -173,13 +174,15 @@ class Receiver:
             await runner.cleanup()
             if internal is not None:
                 await internal.cleanup()
-            where = f"{cfg.host or '0.0.0.0'}:{cfg.port}"
+            where = netloc(cfg.host or "0.0.0.0", cfg.port)
             if exc.errno == errno.EADDRINUSE:
                 raise TransportError(
                     f"cannot listen on {where}: the port is in use (another receiver?); "
                     "pick another --port"
                 ) from exc
-            raise TransportError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
+            # asyncio's own message repeats the address: the system's words alone
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise TransportError(f"cannot listen on {where}: {why}") from exc
         tasks: list[asyncio.Task[None]] = []
         try:
             server: Any = site._server
@@ -189,18 +192,16 @@ class Receiver:
                 self.cluster.tell("ready", worker=cfg.worker)
             log.log(
                 logging.DEBUG if self.cluster else logging.INFO,
-                "listening on %s://%s:%d%s",
+                "listening on %s://%s%s",
                 scheme,
-                cfg.host or "0.0.0.0",
-                self.port,
+                netloc(cfg.host or "0.0.0.0", self.port),
                 " (token required)" if cfg.token else "",
             )
             if cfg.web and self.cluster is None:
                 log.info(
-                    "monitor page: %s://%s:%d/",
+                    "monitor page: %s://%s/",
                     "https" if self.ssl else "http",
-                    cfg.host or "localhost",
-                    self.port,
+                    netloc(cfg.host or "localhost", self.port),
                 )
             if ready is not None:
                 ready(self.port)

@@ -34,7 +34,7 @@ from typing import Any
 from micwire.common.errors import MicwireError, TransportError
 from micwire.receiver import logs
 from micwire.receiver.cluster import LINE_LIMIT, Line
-from micwire.receiver.config import ReceiverConfig
+from micwire.receiver.config import ReceiverConfig, netloc
 from micwire.receiver.server import CONTROL_SOCKET, LIMITED_LOGGERS, Receiver, open_stats_file
 from micwire.receiver.storage import repair_interrupted
 
@@ -180,10 +180,10 @@ class Supervisor:
     def _port_error(host: str, port: int, exc: OSError) -> TransportError:
         if exc.errno == errno.EADDRINUSE:
             return TransportError(
-                f"cannot listen on {host}:{port}: the port is in use (another receiver?); "
+                f"cannot listen on {netloc(host, port)}: the port is in use (another receiver?); "
                 "pick another --port"
             )
-        return TransportError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        return TransportError(f"cannot listen on {netloc(host, port)}: {exc.strerror or exc}")
 
     async def _start(self, worker: Worker, run_dir: Path) -> None:
         assert self.port is not None
@@ -223,21 +223,20 @@ class Supervisor:
 
     def _announce(self) -> None:
         cfg = self.config
+        assert self.port is not None
         tls = cfg.certfile is not None
         log.info(
-            "listening on %s://%s:%d%s (%d workers)",
+            "listening on %s://%s%s (%d workers)",
             "wss" if tls else "ws",
-            cfg.host or "0.0.0.0",
-            self.port,
+            netloc(cfg.host or "0.0.0.0", self.port),
             " (token required)" if cfg.token else "",
             len(self.workers),
         )
         if cfg.web:
             log.info(
-                "monitor page: %s://%s:%d/",
+                "monitor page: %s://%s/",
                 "https" if tls else "http",
-                cfg.host or "localhost",
-                self.port,
+                netloc(cfg.host or "localhost", self.port),
             )
 
     async def _watch(self, worker: Worker, run_dir: Path, stop: asyncio.Event) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -229,6 +230,28 @@ def test_port_in_use_is_one_line(tmp_path: Path) -> None:
     finally:
         rx.signal(signal.SIGTERM)
         rx.wait()
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6 on this machine")
+def test_an_ipv6_receiver_gives_urls_a_sender_can_use(tmp_path: Path) -> None:
+    """The address in brackets (ws://[::1]:PORT), as a URL needs it, and it works."""
+    rx = Micwire("receive", "--host", "::1", "--port", "0", "--no-play", "--record", str(tmp_path))
+    try:
+        port = int(rx.wait_for(r"listening on ws://\[::1\]:(\d+)$").group(1))
+        rx.wait_for(rf"monitor page: http://\[::1\]:{port}/$")
+        tx = run("send", f"ws://[::1]:{port}", "--source", "tone:440", "--duration", "0.5")
+        assert tx.proc.returncode == 0 and "nothing lost" in tx.lines[-1], tx.log
+        again = run("receive", "--host", "::1", "--port", str(port), "--no-play")
+        assert_one_line_error(again, f"cannot listen on [::1]:{port}: the port is in use")
+    finally:
+        rx.signal(signal.SIGTERM)
+        rx.wait()
+    for workers in ("1", "2"):  # one line, the address once, in the system's words
+        cli = run("receive", "--host", "2001:db8::1", "--workers", workers, "--no-play")
+        assert_one_line_error(
+            cli, "cannot listen on [2001:db8::1]:8765: Cannot assign requested address"
+        )
+        assert cli.lines[0].count("2001:db8::1") == 1
 
 
 def test_stats_json_into_a_missing_directory_is_one_line(tmp_path: Path) -> None:
