@@ -226,6 +226,8 @@ class Receiver:
             for stream in list(self.streams.parked.values()):
                 await self.streams.finish(stream, f"{stream.outcome}; the receiver stopped")
             await self._close_everything()
+            if self.streams.stopping_playback:  # each bounded (playback.CLOSE_TIMEOUT_S)
+                await asyncio.wait(self.streams.stopping_playback)
             await runner.cleanup()
             if internal is not None:
                 await internal.cleanup()

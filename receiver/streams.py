@@ -147,6 +147,8 @@ class Stream:
         #: Live-playback figures of the last connection (kept once playback stops).
         self.last_playback: dict[str, Any] | None = None
         self._closing: asyncio.Future[None] | None = None
+        #: Set when the stream ends: its live playback stopped (played out, device closed).
+        self.playback_stopped: asyncio.Future[None] | None = None
         self._playback_totals: dict[str, int] = {}
         self.listeners: set[Listener] = set()
         self.listener_dropped = 0  # packets dropped for listeners that have left
@@ -371,7 +373,11 @@ class Stream:
             self.outcome = f"recording failed: {exc}"
             raise
         finally:
-            await self.stop_playback(drain=outcome == "complete")
+            # the sender's "done" confirms the recording: the sound device plays out and
+            # closes in its own time (a stalled sound server must not hold the sender up)
+            self.playback_stopped = asyncio.ensure_future(
+                self.stop_playback(drain=outcome == "complete")
+            )
 
     def _close_previous(self, outcome: str) -> None:
         assert self.previous is not None
@@ -559,6 +565,8 @@ class Streams:
         self.admitting: set[str] = set()  # names with a hello being answered
         #: Streams being finalised (files, sidecar), by name: set when done.
         self.finishing: dict[str, asyncio.Event] = {}
+        #: Live playback of ended streams still playing out or closing its device.
+        self.stopping_playback: set[asyncio.Future[None]] = set()
         #: In a worker of ``--workers N``: its line to the supervisor, who says which
         #: worker holds which name (receiver/cluster.py).
         self.cluster: ClusterLink | None = None
@@ -856,4 +864,8 @@ class Streams:
             log.error("stream %r: %s", stream.name, exc)
         except Exception:
             log.exception("stream %r: could not finalise", stream.name)
+        stopped = stream.playback_stopped
+        if stopped is not None and not stopped.done():  # for the receiver's stop to wait on
+            self.stopping_playback.add(stopped)
+            stopped.add_done_callback(self.stopping_playback.discard)
         await self._on_finished(stream)

@@ -235,6 +235,38 @@ def test_a_sender_whose_sound_server_dies_says_so_and_exits(tmp_path: Path) -> N
     assert len(data) >= RATE  # what was captured before the server died was delivered
 
 
+def test_a_stalled_sound_server_does_not_hold_up_the_senders_confirmation(
+    tmp_path: Path,
+) -> None:
+    """The receiver plays a stream live; its sound server stalls (stopped) as the sender
+    stops. What the sender waits for is the recording: it is confirmed at once, and the
+    sender says nothing was lost; the receiver closes its device when the server is back."""
+    rec = tmp_path / "rec"
+    with jack_server(tmp_path) as name:
+        env = {"JACK_DEFAULT_SERVER": name}
+        rx, port = receiver("--record", str(rec), env=env)
+        tx = Micwire(
+            "send", f"ws://127.0.0.1:{port}", "--source", "tone:440", "--name", "stall",
+            "--duration", "4",
+        )  # fmt: skip
+        (jackd,) = subprocess.run(
+            ["pgrep", "-f", f"jackd -n {name} "], capture_output=True, text=True, check=True
+        ).stdout.split()
+        try:
+            rx.wait_for(r"stream 'stall': recording to")
+            time.sleep(seconds(2.5))
+            os.kill(int(jackd), signal.SIGSTOP)
+            assert tx.wait(seconds(15)) == 0, tx.log
+            assert "nothing lost (the receiver confirmed every sample)" in tx.lines[-1]
+        finally:
+            os.kill(int(jackd), signal.SIGCONT)
+            tx.kill()
+            rx.signal(signal.SIGTERM)
+            rx.wait()
+    data, _, _ = read_single(rec, "stall-*.wav")
+    assert len(data) == 4 * RATE
+
+
 def test_devices_lists_the_jack_card(jack: str) -> None:
     cli = Micwire("devices", env={"JACK_DEFAULT_SERVER": jack})
     assert cli.wait() == 0
