@@ -150,6 +150,9 @@ class Supervisor:
         port = self.config.port
         for index, (family, host) in enumerate(self._addresses()):
             with socket.socket(family, socket.SOCK_STREAM) as probe:
+                # a listener still fails this bind; connections lingering in TIME_WAIT
+                # from the last run (every stream that ended) do not
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if family == socket.AF_INET6:
                     probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 try:

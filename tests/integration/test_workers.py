@@ -270,3 +270,25 @@ def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
     sidecar = json.loads(next(rec.glob("orphan-*.json")).read_text())
     assert sidecar["parts"][0]["outcome"].endswith("the receiver stopped"), sidecar
     assert sidecar["parts"][0]["samples"] > 0
+
+
+def test_a_receiver_with_workers_starts_again_at_once_on_its_port(tmp_path: Path) -> None:
+    """A stream that ended normally leaves its connection in TIME_WAIT on the receiver's
+    port for a minute: a restart (systemd's Restart=, an operator's Ctrl-C and up-arrow)
+    must not take that for another receiver."""
+    rx, port = receiver("--workers", "2", "--record", str(tmp_path), "--no-play")
+    tx = tone_sender(f"ws://127.0.0.1:{port}", "brief", 1)
+    try:
+        assert tx.wait(seconds(20)) == 0, tx.log
+    finally:
+        tx.kill()
+        rx.signal(signal.SIGINT)
+        rx.wait(seconds(30))
+    again = Micwire(
+        "receive", "--host", "127.0.0.1", "--port", str(port), "--no-play", "--workers", "2"
+    )
+    try:
+        again.wait_for(rf"listening on ws://127\.0\.0\.1:{port} \(2 workers\)")
+    finally:
+        again.signal(signal.SIGINT)
+        again.wait(seconds(30))
