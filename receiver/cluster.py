@@ -227,12 +227,15 @@ async def hand_off(streams: Streams, hello: Hello) -> dict[str, Any]:
     )
     if name in streams.admitting:
         return {"refuse": f"stream name {name!r} is being taken by another connection"}
-    stream = streams.live.get(name) or streams.parked.get(name)
+    stream = await streams.known(name)  # once a finalisation in progress is written
     if stream is not None:
         if not stream.proves(hello):
             return {"refuse": in_use}
         await streams.let_go(stream)
-        await streams.finish(stream, MOVED)
+        if stream.state == "ended":  # its last packet came meanwhile: it ended here
+            await streams.known(name)
+        else:
+            await streams.finish(stream, MOVED)
     else:
         ended = streams.ended.get(name)
         if ended is not None and streams.held(name):

@@ -592,7 +592,7 @@ class Streams:
         self.admitting.add(name)
         admitted = False
         try:
-            stream = await self._known(name)
+            stream = await self.known(name)
             claim = await self._claim(hello) if stream is None else Claim()
             if stream is not None and not stream.proves(hello):
                 raise Refusal(
@@ -604,7 +604,7 @@ class Streams:
             if stream is not None and not await self._take_back(stream, peer):
                 # its last packet came while its old connection was let go: it is
                 # finished, and continued like any stream that ended here (a new part)
-                stream = await self._known(name)
+                stream = await self.known(name)
                 claim = await self._claim(hello) if stream is None else Claim()
             if stream is not None:
                 accept_at: int | None = stream.position
@@ -629,7 +629,7 @@ class Streams:
             if not admitted and name not in self.live and name not in self.parked:
                 self._tell(name, "held" if self.held(name) else "free")
 
-    async def _known(self, name: str) -> Stream | None:
+    async def known(self, name: str) -> Stream | None:
         """The live or parked stream of this name, once a finalisation in progress is
         over (a sender coming back as its stream ends must find the sidecar complete)."""
         while (finishing := self.finishing.get(name)) is not None:

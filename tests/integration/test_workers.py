@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -292,3 +294,45 @@ def test_a_receiver_with_workers_starts_again_at_once_on_its_port(tmp_path: Path
     finally:
         again.signal(signal.SIGINT)
         again.wait(seconds(30))
+
+
+def test_a_sender_back_on_the_other_worker_as_its_stream_ends_finds_it_complete(
+    tmp_path: Path,
+) -> None:
+    """The worker holding a stream freezes just before the sender's last packet; the
+    sender, hearing nothing, reconnects and lands on the other worker, which asks the
+    frozen one to let go. When it thaws it reads the last packet and hands over at once:
+    the stream ends once, complete, one part in each format, nothing cut or doubled."""
+    rec = tmp_path / "rec"
+    rx, port = receiver("--workers", "2", "--record", str(rec), "--format", "wav,mp3", "--no-play")
+    first, second = (ports[0] for ports in ports_by_worker(port, 1))
+    proxy = ProxyThread(port, source_ports=[first, second])
+    tx = Micwire(
+        "send", proxy.url, "--name", "late", "--source", "tone:440", "--duration", "3",
+        "--finish-timeout", "30",
+    )  # fmt: skip
+    try:
+        tx.wait_for("sending 'late'")
+        held = subprocess.run(
+            ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        (worker,) = {int(pid) for pid in re.findall(r"pid=(\d+)", held)}
+        time.sleep(seconds(2.3))
+        os.kill(worker, signal.SIGSTOP)  # past the sender's 6 s without a word
+        time.sleep(seconds(9))
+        os.kill(worker, signal.SIGCONT)
+        assert tx.wait(seconds(30)) == 0, tx.log
+        assert "nothing lost" in tx.lines[-1] and "1 reconnects" in tx.lines[-1], tx.log
+    finally:
+        tx.kill()
+        proxy.close()
+        rx.signal(signal.SIGINT)
+        assert rx.wait(seconds(30)) == 0, rx.log
+    (sidecar_path,) = rec.glob("late-*.json")
+    sidecar = json.loads(sidecar_path.read_text())
+    assert sidecar["outcome"] == "complete"
+    assert [(p["outcome"], p["samples"]) for p in sidecar["parts"]] == [("complete", 3 * RATE)]
+    wav, mp3 = sidecar["parts"][0]["files"]
+    assert np.array_equal(sf.read(str(rec / wav), dtype="int16")[0], expected_tone(3 * RATE))
+    assert sf.info(str(rec / mp3)).frames == 3 * RATE
