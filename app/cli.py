@@ -67,6 +67,13 @@ def _in_range(
 
 
 _port = _in_range(int, 0, 65535, "a port number", "port must be 0..65535")
+
+
+def _host(text: str) -> str:
+    """An address; an IPv6 one may come in brackets, as in a URL (``[::1]``)."""
+    return text[1:-1] if text.startswith("[") and text.endswith("]") else text
+
+
 # the receiver's own tick (0.2 s) wakes it anyway: more would not gather more
 _gather_ms = _in_range(float, 0, 200, "milliseconds", "must be 0..200 ms")
 _percent = _in_range(int, 0, 100, "a whole number", "must be 0..100 (%)")
@@ -117,7 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     rx = sub.add_parser("receive", help="serve WebSocket streams: play them and record them")
     rx.add_argument(
-        "--host", default=_env("host", None), help="address to listen on (default: all)"
+        "--host",
+        type=_host,
+        default=_env("host", None),
+        help="address to listen on (default: all)",
     )
     rx.add_argument("--port", type=_port, default=_env("port", "8765"), help="port (default 8765)")
     rx.add_argument(

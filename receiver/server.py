@@ -181,7 +181,8 @@ class Receiver:
                     "pick another --port"
                 ) from exc
             # asyncio's own message repeats the address: the system's words alone
-            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            code = exc.errno or 0  # a name lookup's are negative
+            why = os.strerror(code) if code > 0 else exc.strerror or str(exc)
             raise TransportError(f"cannot listen on {where}: {why}") from exc
         tasks: list[asyncio.Task[None]] = []
         try:

@@ -235,7 +235,10 @@ def test_port_in_use_is_one_line(tmp_path: Path) -> None:
 @pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6 on this machine")
 def test_an_ipv6_receiver_gives_urls_a_sender_can_use(tmp_path: Path) -> None:
     """The address in brackets (ws://[::1]:PORT), as a URL needs it, and it works."""
-    rx = Micwire("receive", "--host", "::1", "--port", "0", "--no-play", "--record", str(tmp_path))
+    # brackets or none, as the user likes
+    rx = Micwire(
+        "receive", "--host", "[::1]", "--port", "0", "--no-play", "--record", str(tmp_path)
+    )
     try:
         port = int(rx.wait_for(r"listening on ws://\[::1\]:(\d+)$").group(1))
         rx.wait_for(rf"monitor page: http://\[::1\]:{port}/$")
@@ -252,6 +255,10 @@ def test_an_ipv6_receiver_gives_urls_a_sender_can_use(tmp_path: Path) -> None:
             cli, "cannot listen on [2001:db8::1]:8765: Cannot assign requested address"
         )
         assert cli.lines[0].count("2001:db8::1") == 1
+        lookup = run("receive", "--host", "nosuchhost.invalid", "--workers", workers, "--no-play")
+        # the resolver's words (which depend on the machine's DNS), not "Unknown error -2"
+        assert_one_line_error(lookup, "cannot listen on nosuchhost.invalid:8765: ")
+        assert "Unknown error" not in lookup.lines[0]
 
 
 def test_stats_json_into_a_missing_directory_is_one_line(tmp_path: Path) -> None:
