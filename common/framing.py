@@ -169,6 +169,14 @@ class Framer:
             frames.append(self._take())
         return frames
 
+    def restart(self) -> int | None:
+        """Drop the partial frame held back; the next block starts a new frame wherever
+        it is. Returns where the dropped samples started (None: nothing was held)."""
+        held = self._start if self._fill else None
+        self._fill = 0
+        self._next = None
+        return held
+
     def flush(self) -> FrameChunk | None:
         """The partial frame held back, if any (call at the end of the stream)."""
         return self._take() if self._fill else None

@@ -40,6 +40,7 @@ class Feed:
         self.packetizer = packetizer
         #: Timeline position up to which the spool has been read.
         self.cursor = cursor
+        self._grid = cursor  # frames start here, and every frame_samples on from it
         self.report = report
         #: Encoded packets waiting for the link, oldest first.
         self.backlog: deque[bytes] = deque()
@@ -61,6 +62,9 @@ class Feed:
                 blocks = self.spool.read(self.cursor, self.spool.rate_hz // 4)
                 if not blocks:
                     return
+                if self.cursor < oldest and self.framer.fill_gaps:
+                    self._skip_frames(oldest)
+                    continue
                 self._lost(self.cursor, oldest)  # gone before the receiver had it
                 if not self.report.packets_sent:
                     self._first()
@@ -74,6 +78,17 @@ class Feed:
         except Exception as exc:  # the task raises it (a pump runs in capture callbacks)
             self.error = exc
             self._attention.set()
+
+    def _skip_frames(self, oldest: int) -> None:
+        """Opus: the spool dropped audio this connection had not sent. Go on from the next
+        whole frame, as if packets had been lost on the way (the codec runs on, the
+        receiver conceals): it records the skipped frames as a gap, exactly as counted
+        here. (Frames of coded silence would be recorded as audio, not as a gap.)"""
+        frame = self.framer.frame_samples
+        held = self.framer.restart()  # a partial frame can no longer be completed
+        boundary = oldest + (self._grid - oldest) % frame
+        self._lost(self.cursor if held is None else held, boundary)
+        self.cursor = boundary
 
     def put(self, data: bytes) -> None:
         """Send a packet now if the link takes it, else queue it for the task."""

@@ -57,6 +57,18 @@ def test_framer_can_fill_gaps_with_silence() -> None:
     assert framer.gap_samples == 250
 
 
+def test_a_restarted_framer_drops_its_partial_frame_and_starts_anywhere() -> None:
+    framer = Framer(100, 1, 1000, fill_gaps=True)
+    framer.push(Block(0, noise(150), 0.0))
+    assert framer.restart() == 100  # 50 samples from 100 were held: dropped
+    assert framer.restart() is None  # nothing held now
+    signal = noise(250, seed=1)
+    chunks = framer.push(Block(700, signal, 0.7))  # no silence for 150..700
+    assert [c.timestamp for c in chunks] == [700, 800]
+    assert np.array_equal(np.concatenate([c.samples for c in chunks]), signal[:200])
+    assert framer.gap_samples == 0
+
+
 def test_partial_framer_holds_nothing_back_for_the_next_block() -> None:
     signal = noise(1000)
     framer = Framer(120, 1, 48000, partial=True)
