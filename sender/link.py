@@ -94,6 +94,10 @@ def connect_options(config: SenderConfig) -> dict[str, Any]:
         "open_timeout": config.connect_timeout_s,
         # a close handshake with a dead receiver must not hold up a reconnect
         "close_timeout": 2.0,
+        # no keepalive pings: the receiver's acknowledgements say the link is alive
+        # (Link._watch), and on a link slower than the stream a ping waits behind the
+        # audio queued in the socket, times out, and drops a working connection
+        "ping_interval": None,
         "user_agent_header": SOFTWARE,
         "proxy": None,
     }
