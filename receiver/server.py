@@ -174,7 +174,8 @@ class Receiver:
             await runner.cleanup()
             if internal is not None:
                 await internal.cleanup()
-            where = netloc(cfg.host or "0.0.0.0", cfg.port)
+            # no host: IPv4 and IPv6 both, and either may be the one that failed
+            where = netloc(cfg.host, cfg.port) if cfg.host else f"port {cfg.port} (IPv4 and IPv6)"
             if exc.errno == errno.EADDRINUSE:
                 raise TransportError(
                     f"cannot listen on {where}: the port is in use (another receiver?); "

@@ -32,6 +32,7 @@ from micwire.common.protocol import (
     Refuse,
     close_reason,
 )
+from micwire.receiver.config import netloc
 from micwire.receiver.streams import Attachment, Refusal, Stream
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ class Session:
         self.ws = ws
         self.transport: Any = request.transport
         peer = request.transport.get_extra_info("peername") if request.transport else None
-        self.peer = f"{peer[0]}:{peer[1]}" if peer else "unknown"
+        self.peer = netloc(peer[0], peer[1]) if peer else "unknown"
         self.attachment = Attachment(self._abort)
         self.stream: Stream | None = None
         self.last_packet = time.monotonic()

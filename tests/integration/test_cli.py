@@ -244,6 +244,7 @@ def test_an_ipv6_receiver_gives_urls_a_sender_can_use(tmp_path: Path) -> None:
         rx.wait_for(rf"monitor page: http://\[::1\]:{port}/$")
         tx = run("send", f"ws://[::1]:{port}", "--source", "tone:440", "--duration", "0.5")
         assert tx.proc.returncode == 0 and "nothing lost" in tx.lines[-1], tx.log
+        rx.wait_for(r"stream '[^']+' from \[::1\]:\d+: pcm")  # the sender's address too
         again = run("receive", "--host", "::1", "--port", str(port), "--no-play")
         assert_one_line_error(again, f"cannot listen on [::1]:{port}: the port is in use")
     finally:
