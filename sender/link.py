@@ -164,6 +164,8 @@ async def open_connection(config: SenderConfig) -> ClientConnection:
 #: A receiver acknowledges every second; this long without a word, the link is taken for
 #: dead (a half-open connection: a network that stopped delivering without a reset).
 SILENCE_TIMEOUT_S = 6.0
+#: A version 1 receiver is pinged this often, and given as long to answer.
+PING_INTERVAL_S = 20.0
 
 
 class Link:
@@ -184,6 +186,8 @@ class Link:
         self._watchdog: asyncio.Task[None] | None = None
         if accept.version >= 2:  # version 1 receivers send nothing after the accept
             self._watchdog = asyncio.create_task(self._watch())
+        else:  # so they get pings, as websockets' keepalive would
+            self._watchdog = asyncio.create_task(self._ping())
 
     @classmethod
     async def open(cls, config: SenderConfig, hello: Callable[[], Hello]) -> Link:
@@ -241,6 +245,18 @@ class Link:
                 log.warning("no word from the receiver for %.0f s; the link is dead", silent)
                 self.ws.transport.abort()
                 return
+
+    async def _ping(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while not self._reader.done():
+                await asyncio.sleep(PING_INTERVAL_S)
+                pong = await self.ws.ping()
+                try:
+                    await asyncio.wait_for(pong, PING_INTERVAL_S)
+                except asyncio.TimeoutError:
+                    log.warning("no answer to a ping for %g s; the link is dead", PING_INTERVAL_S)
+                    self.ws.transport.abort()
+                    return
 
     @property
     def lost(self) -> bool:

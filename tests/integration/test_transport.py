@@ -4,7 +4,9 @@ hostile input. Sources are files and tones (paced in real time); no sound device
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -709,3 +711,42 @@ def test_a_sender_kept_waiting_past_the_receivers_backlog_reports_the_start_as_l
     assert missing > 24000  # it waited about 1.7 s and the receiver took 0.5 s of it
     assert report.link_lost_samples == missing == sidecar["origin"]
     assert "nothing lost" not in report.summary()
+
+
+def test_a_version_1_receiver_that_stops_reading_is_found_dead_by_pings(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A version 1 receiver sends nothing after its accept (no acknowledgements to watch):
+    the sender pings it, and a link where pings go unanswered is taken for dead."""
+    from websockets.asyncio.server import serve
+
+    from micwire.common.protocol import Accept
+    from micwire.sender import link
+
+    monkeypatch.setattr(link, "PING_INTERVAL_S", 0.5)
+
+    async def stuck_v1_receiver(ws: Any) -> None:
+        hello_ = json.loads(await ws.recv())
+        await ws.send(Accept(hello_["stream"], None, version=1).serialize())
+        await ws.wait_closed()  # reads nothing more: its queue fills, pings go unanswered
+
+    async def main() -> None:
+        async with serve(
+            stuck_v1_receiver, "127.0.0.1", 0, max_queue=4, close_timeout=0.5
+        ) as server:
+            port = server.sockets[0].getsockname()[1]
+            config = SenderConfig(f"ws://127.0.0.1:{port}", name="old", source="tone:440")
+            task = asyncio.create_task(Sender(config).run())
+            try:
+                for _ in range(100):
+                    if "no answer to a ping" in caplog.text:
+                        return
+                    await asyncio.sleep(0.1)
+                raise AssertionError("the dead link was not noticed: " + caplog.text)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    with caplog.at_level(logging.WARNING, logger="micwire.sender"):
+        asyncio.run(main())
