@@ -88,8 +88,10 @@ class SenderReport:
         )
         if self.lost_samples:
             text += (
-                f"; LOST {self.link_lost_samples} samples while the link was down "
-                "(recorded as silence)"
+                f"; LOST {self.link_lost_samples} samples "
+                f"({self.link_lost_samples / (self.rate_hz or 1):.2f} s) that could not "
+                "reach the receiver in time (a link down or slower than the stream for "
+                "longer than --spool-s; recorded as silence)"
             )
         elif self.confirmed == self.samples_captured:
             text += ", nothing lost (the receiver confirmed every sample)"
