@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from micwire.common.protocol import (
     CLOSE_REFUSED,
     CLOSE_TOO_BIG,
     CLOSE_TRY_AGAIN,
+    HEADER,
     Accept,
     Ack,
     Done,
@@ -78,9 +80,24 @@ def check_url(url: str) -> None:
 
 
 #: Bytes asyncio's transport may hold before sending waits. (The kernel's socket buffer
-#: holds more, up to megabytes: whatever a dead connection held is sent again on the next,
-#: which resumes from what the receiver has.)
+#: holds about a second more, :func:`send_buffer_bytes`: whatever a dead connection held
+#: is sent again on the next, which resumes from what the receiver has.)
 WRITE_LIMIT = 2**15
+
+
+def send_buffer_bytes(config: SenderConfig) -> int:
+    """The socket's send buffer: half a second of the stream on the wire (the kernel
+    doubles it), at least 16 KiB. Left to itself Linux lets it grow to 4 MB (40 s of PCM,
+    16 minutes of Opus) on a link slower than the stream: audio would wait there, out of
+    the spool's bound (--spool-s) and of its count, and live listening would fall ever
+    further behind. A second in flight still fills a link of up to a second's round trip.
+    """
+    if config.codec == "pcm":
+        per_s = config.rate_hz * config.channels * 2
+    else:
+        per_s = config.bitrate // 8
+    headers_per_s = 1000 / config.frame_ms * (HEADER.size + 14)  # ours and WebSocket's
+    return max(2**14, int((per_s + headers_per_s) / 2))
 
 
 def connect_options(config: SenderConfig) -> dict[str, Any]:
@@ -126,7 +143,11 @@ async def open_connection(config: SenderConfig) -> ClientConnection:
     """Open a connection, turning every failure into one actionable TransportError."""
     url = config.url
     try:
-        return await connect(url, **connect_options(config))
+        ws = await connect(url, **connect_options(config))
+        sock = ws.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes(config))
+        return ws
     except ssl.SSLCertVerificationError as exc:
         raise TransportError(
             f"the receiver at {url} has a TLS certificate this machine does not trust "
