@@ -231,10 +231,7 @@ async def hand_off(streams: Streams, hello: Hello) -> dict[str, Any]:
     if stream is not None:
         if not stream.proves(hello):
             return {"refuse": in_use}
-        await streams.let_go(stream)
-        if stream.state == "ended":  # its last packet came meanwhile: it ended here
-            await streams.known(name)
-        else:
+        if await streams.let_go(stream):  # (else its last packet came: it ended here)
             await streams.finish(stream, MOVED)
     else:
         ended = streams.ended.get(name)

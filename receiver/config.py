@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from micwire.common.errors import TransportError
 
 
 @dataclass
@@ -94,3 +98,15 @@ class ReceiverConfig:
 def netloc(host: str, port: int) -> str:
     """``host:port`` as it goes in a URL: an IPv6 address in brackets (``[::1]:8765``)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def listen_error(where: str, exc: OSError) -> TransportError:
+    """One line for a port that cannot be listened on (``where``: an address or port)."""
+    if exc.errno == errno.EADDRINUSE:
+        return TransportError(
+            f"cannot listen on {where}: the port is in use (another receiver?); pick another --port"
+        )
+    # asyncio's own message repeats the address: the system's words alone
+    code = exc.errno or 0  # a name lookup's are negative
+    why = os.strerror(code) if code > 0 else exc.strerror or str(exc)
+    return TransportError(f"cannot listen on {where}: {why}")

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import logging
-import os
 import ssl
 import tempfile
 import time
@@ -33,12 +31,12 @@ from aiohttp import web
 
 from micwire.common.alerts import AlertRules
 from micwire.common.devices import resolve_device
-from micwire.common.errors import DeviceError, ParameterError, StorageError, TransportError
+from micwire.common.errors import DeviceError, ParameterError, StorageError
 from micwire.receiver import eventloop, logs
 from micwire.receiver.alerts import Webhook
 from micwire.receiver.auth import Tokens, check_token
 from micwire.receiver.cluster import MOVED, ClusterLink, merge_views
-from micwire.receiver.config import ReceiverConfig, netloc
+from micwire.receiver.config import ReceiverConfig, listen_error, netloc
 from micwire.receiver.playback import sounddevice
 from micwire.receiver.recording import RECORDING_FORMATS
 from micwire.receiver.storage import repair_interrupted
@@ -176,15 +174,7 @@ class Receiver:
                 await internal.cleanup()
             # no host: IPv4 and IPv6 both, and either may be the one that failed
             where = netloc(cfg.host, cfg.port) if cfg.host else f"port {cfg.port} (IPv4 and IPv6)"
-            if exc.errno == errno.EADDRINUSE:
-                raise TransportError(
-                    f"cannot listen on {where}: the port is in use (another receiver?); "
-                    "pick another --port"
-                ) from exc
-            # asyncio's own message repeats the address: the system's words alone
-            code = exc.errno or 0  # a name lookup's are negative
-            why = os.strerror(code) if code > 0 else exc.strerror or str(exc)
-            raise TransportError(f"cannot listen on {where}: {why}") from exc
+            raise listen_error(where, exc) from exc
         tasks: list[asyncio.Task[None]] = []
         try:
             server: Any = site._server

@@ -654,9 +654,11 @@ class Streams:
         ended = self.ended.get(name)
         return ended is not None and time.time() - ended[0] < self.config.resume_grace_s
 
-    async def let_go(self, stream: Stream) -> None:
+    async def let_go(self, stream: Stream) -> bool:
         """Cut the stream's connection, if it has one: no close handshake (the link may be
-        dead); wait a little for its handler to let go."""
+        dead); wait a little for its handler to let go. False if that connection ended the
+        stream meanwhile (its last packet was still to be read): then once it is
+        finalised."""
         old = stream.attachment
         if old is not None:
             old.replaced = True
@@ -664,6 +666,10 @@ class Streams:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(old.detached.wait(), TAKEOVER_WAIT_S)
             stream.detach()
+        if stream.state == "ended":
+            await self.known(stream.name)
+            return False
+        return True
 
     async def _take_back(self, stream: Stream, peer: str) -> bool:
         """The stream's own sender is back: from parked, or replacing its own connection
@@ -674,8 +680,7 @@ class Streams:
             stream.expiry = None
         if stream.attachment is not None:
             log.warning("stream %r: %s replaces its own stale connection", stream.name, peer)
-            await self.let_go(stream)
-            if stream.state == "ended":
+            if not await self.let_go(stream):
                 return False
         self.parked.pop(stream.name, None)
         stream.reconnects += 1

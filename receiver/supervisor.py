@@ -34,7 +34,7 @@ from typing import Any
 from micwire.common.errors import MicwireError, TransportError
 from micwire.receiver import logs
 from micwire.receiver.cluster import LINE_LIMIT, Line
-from micwire.receiver.config import ReceiverConfig, netloc
+from micwire.receiver.config import ReceiverConfig, listen_error, netloc
 from micwire.receiver.server import CONTROL_SOCKET, LIMITED_LOGGERS, Receiver, open_stats_file
 from micwire.receiver.storage import repair_interrupted
 
@@ -160,7 +160,7 @@ class Supervisor:
                 except OSError as exc:
                     if index and exc.errno == errno.EAFNOSUPPORT:
                         continue  # no IPv6 here: the workers will not listen there either
-                    raise self._port_error(host, port, exc) from exc
+                    raise listen_error(netloc(host, port), exc) from exc
                 port = probe.getsockname()[1]
         family, host = self._addresses()[0]
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -170,7 +170,7 @@ class Supervisor:
             sock.bind((host, port))
         except OSError as exc:
             sock.close()
-            raise self._port_error(host, port, exc) from exc
+            raise listen_error(netloc(host, port), exc) from exc
         return sock
 
     def _addresses(self) -> list[tuple[socket.AddressFamily, str]]:
@@ -178,15 +178,6 @@ class Supervisor:
         if host is None:  # every interface: IPv4 and IPv6, like aiohttp's site
             return [(socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")]
         return [(socket.AF_INET6 if ":" in host else socket.AF_INET, host)]
-
-    @staticmethod
-    def _port_error(host: str, port: int, exc: OSError) -> TransportError:
-        if exc.errno == errno.EADDRINUSE:
-            return TransportError(
-                f"cannot listen on {netloc(host, port)}: the port is in use (another receiver?); "
-                "pick another --port"
-            )
-        return TransportError(f"cannot listen on {netloc(host, port)}: {exc.strerror or exc}")
 
     async def _start(self, worker: Worker, run_dir: Path) -> None:
         assert self.port is not None

@@ -6,7 +6,7 @@ wakes up for it. What the link cannot take at once (its write buffer is full, a 
 after a reconnect) waits in ``backlog`` for the connection's task, which sends it with
 flow control; meanwhile the pump leaves the spool alone, so a slow link backs up into
 the spool (bounded, the oldest dropped and counted): the backlog holds at most one spool
-block's packets (for Opus, also the silence frames filling a gap the spool dropped).
+block's packets.
 """
 
 from __future__ import annotations
