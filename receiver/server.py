@@ -274,6 +274,8 @@ class Receiver:
         shown = {s.name for s in self.streams.all()}
         ended: list[Stream] = []
         for stream in reversed(self.finished):
+            if stream.ended_before:  # the stream it confirmed is what the page shows
+                continue
             if stream.name not in shown and len(ended) < RECENT_ENDED:
                 shown.add(stream.name)
                 ended.append(stream)

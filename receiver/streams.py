@@ -174,6 +174,16 @@ class Stream:
         )
 
     @property
+    def ended_before(self) -> bool:
+        """Continues a stream that had ended complete: its sender is back only to hear
+        that confirmed (the "done" did not reach it), with nothing new to record."""
+        return (
+            self.previous is not None
+            and self.previous.data["parts"][-1].get("outcome") == "complete"
+            and not self.has_audio
+        )
+
+    @property
     def has_audio(self) -> bool:
         return (
             self.recording is not None
@@ -367,6 +377,8 @@ class Stream:
         try:
             if self.recording is not None:
                 await self.recording.close(outcome)
+            elif self.ended_before:  # its sidecar already says complete: it stays so
+                self.outcome = "complete"
             elif self.previous is not None:  # continued, but nothing new: the first part's
                 await asyncio.to_thread(self._close_previous, outcome)  # entry is updated
         except StorageError as exc:
@@ -511,11 +523,13 @@ class Stream:
 
     def recordings(self) -> list[dict[str, Any]]:
         directory = self.config.record_dir
-        if directory is None or self.recording is None:
+        if directory is None:
             return []
-        names = [*self.paths, self.recording.sidecar.name]
+        names = [*self.paths]
+        if self.recording is not None:
+            names.append(self.recording.sidecar.name)
         if self.previous is not None:
-            names = [*self.previous.data.get("files", []), *names]
+            names = [*self.previous.data.get("files", []), *names, self.previous.sidecar.name]
         out = []
         for name in dict.fromkeys(names):
             with contextlib.suppress(OSError):
@@ -525,6 +539,14 @@ class Stream:
 
     def summary(self) -> str:
         stats = self.stats()
+        if self.ended_before:
+            assert self.previous is not None
+            recorded = sum(int(p["samples"]) for p in self.previous.data["parts"])
+            return (
+                f"stream {self.name!r} from {self.peer}: its sender came back to hear it "
+                f"confirmed; it had ended complete ({recorded / self.params.rate_hz:.2f} s, "
+                f"recorded to {', '.join(self.previous.data.get('files', []))})"
+            )
         seconds = stats.samples / self.params.rate_hz
         text = (
             f"stream {self.name!r} from {self.peer}: {self.outcome}; {seconds:.2f} s, "
@@ -733,12 +755,20 @@ class Streams:
             else:
                 bound = RealTimeBound(rate, previous.position, now)
             origin: int | None = previous.position
-            log.info(
-                "stream %r: continuing %s from sample %d in a new part",
-                hello.stream,
-                previous.sidecar.name,
-                previous.position,
-            )
+            if previous.data["parts"][-1].get("outcome") == "complete":
+                log.info(
+                    "stream %r: ended complete at sample %d (%s); its sender is back",
+                    hello.stream,
+                    previous.position,
+                    previous.sidecar.name,
+                )
+            else:
+                log.info(
+                    "stream %r: continuing %s from sample %d in a new part",
+                    hello.stream,
+                    previous.sidecar.name,
+                    previous.position,
+                )
         else:
             claimed = int(hello.claimed_age_us * rate / 1_000_000)
             bound = RealTimeBound(rate, claimed, now)
@@ -843,7 +873,7 @@ class Streams:
             done.set()
 
     async def _finish(self, stream: Stream, outcome: str) -> None:
-        if stream.resumable and resumable_outcome(outcome):
+        if stream.resumable and resumable_outcome(outcome) and not stream.ended_before:
             self.ended[stream.name] = (time.time(), stream)
             while len(self.ended) > 1000:
                 oldest = next(iter(self.ended))

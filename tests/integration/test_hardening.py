@@ -593,7 +593,7 @@ def test_a_peer_that_hangs_up_during_the_upgrade_leaves_no_traceback(
 
 @pytest.mark.parametrize("wait_s", [0.0, 0.5], ids=["before-the-end-is-read", "while-written"])
 def test_a_sender_back_as_its_stream_ends_finds_it_complete(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wait_s: float
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, wait_s: float
 ) -> None:
     """A sender sent its last packet but heard nothing back (the receiver was frozen), so
     it reconnects; the receiver, catching up, ends the stream from the old connection as
@@ -635,9 +635,56 @@ def test_a_sender_back_as_its_stream_ends_finds_it_complete(
                             break
             # each part ended once (not the old one finalised again, as if it went on)
             assert len({id(stream) for stream in rx.finished}) == len(rx.finished) == 2
+            # the page shows the stream, not the empty connection that confirmed it
+            (view,) = [v for v in rx.local_views() if v["stream"] == "back"]
+            assert (view["state"], view["outcome"], view["seconds"]) == ("ended", "complete", 0.1)
+            assert sorted(r["name"].rsplit(".")[-1] for r in view["recordings"]) == ["json", "wav"]
 
-    asyncio.run(main())
+    with caplog.at_level(logging.INFO):
+        asyncio.run(main())
     sidecar, audio = parts_of(rec, "back")
     assert sidecar["outcome"] == "complete"
     assert [p["outcome"] for p in sidecar["parts"]] == ["complete"]
     assert np.array_equal(audio[:, 0], tone)
+    assert "new part" not in caplog.text
+    assert "came back to hear it confirmed; it had ended complete (0.10 s" in caplog.text
+
+
+def test_a_sender_back_after_its_stream_ended_leaves_it_complete(tmp_path: Path) -> None:
+    """A sender whose "done" got lost comes back to a stream that ended complete, and
+    loses that link too before saying its (empty) last packet: the recording still says
+    complete, and the name is free for the next stream at once."""
+    rec = tmp_path / "rec"
+    tone = expected_tone(4800)
+
+    async def main() -> None:
+        async with running_receiver(record_dir=rec) as (_, url):
+            now = int(time.time() * 1e6)
+            first = Hello("again", StreamParams(), now - 100_000, now, stream_id="a" * 32)
+            async with connect(url) as old:
+                await old.send(first.serialize())
+                secret = json.loads(await old.recv())["resume_secret"]
+                for i in range(5):
+                    await old.send(
+                        Packet(i, 960 * i, 960, tone[960 * i :][:960].tobytes()).serialize()
+                    )
+                await old.send(Packet(5, 4800, 0, b"", flags=FLAG_LAST).serialize())
+                async for message in old:
+                    if json.loads(message)["type"] == "done":
+                        break
+            again = replace(first, resuming=True, resume_secret=secret)
+            async with connect(url) as new:
+                await new.send(again.serialize())
+                reply = json.loads(await new.recv())
+                assert (reply["type"], reply["resume_timestamp"]) == ("accept", 4800)
+            await asyncio.sleep(0.5)  # (the receiver notices the close)
+            other = Hello("again", StreamParams(), now, now, stream_id="b" * 32)
+            async with connect(url) as newcomer:
+                await newcomer.send(other.serialize())
+                assert json.loads(await newcomer.recv())["type"] == "accept"
+
+    asyncio.run(main())
+    sidecars = [json.loads(p.read_text()) for p in rec.glob("*.json")]
+    (sidecar,) = [s for s in sidecars if s["stream_id"] == "a" * 32]
+    assert (sidecar["outcome"], sidecar["samples"]) == ("complete", 4800)
+    assert [p["outcome"] for p in sidecar["parts"]] == ["complete"]
