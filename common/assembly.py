@@ -48,6 +48,10 @@ class AssemblyStats:
     duplicate_packets: int = 0
     #: Samples dropped because the timeline already had audio there.
     overlap_samples: int = 0
+    #: Packets and samples from before where the connection was accepted, sent on purpose
+    #: (a resumed Opus encoder's warm-up): decoded, then dropped. Not duplicates.
+    lead_in_packets: int = 0
+    lead_in_samples: int = 0
 
 
 class Depacketizer:
@@ -141,7 +145,10 @@ class Depacketizer:
             return [kept]
         out = self._trim([*filler, kept], at - max(0, gap))
         if packet.samples and all(isinstance(s, int) for s in out):
-            self.stats.duplicate_packets += 1
+            if at + len(kept) <= (self.start or 0):
+                self.stats.lead_in_packets += 1
+            else:
+                self.stats.duplicate_packets += 1
         return out
 
     def _trim(self, segments: list[Segment], at: int) -> list[Segment]:
@@ -157,7 +164,9 @@ class Depacketizer:
                 if isinstance(segment, int):
                     segment -= before
                 else:
-                    self.stats.overlap_samples += before
+                    lead = min(before, max(0, (self.start or 0) - (at - length)))
+                    self.stats.lead_in_samples += lead
+                    self.stats.overlap_samples += before - lead
                     segment = segment[before:]
             if not segment_length(segment):
                 continue

@@ -557,6 +557,11 @@ class Stream:
                 f", {stats.duplicate_packets} duplicate packets "
                 f"({stats.overlap_samples} samples already recorded, dropped)"
             )
+        if stats.lead_in_packets or stats.lead_in_samples:
+            text += (
+                f", {stats.lead_in_samples / self.params.rate_hz:.2f} s of codec warm-up "
+                "before the resume point (decoded, not recorded)"
+            )
         if self.reconnects:
             text += f", {self.reconnects} reconnects"
         if self.previous is not None:

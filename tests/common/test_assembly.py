@@ -165,3 +165,27 @@ def test_a_packet_ahead_of_real_time_is_refused_before_it_costs_anything() -> No
     with pytest.raises(FrameError, match=r"runs 1\.0 s ahead of the stream's real time"):
         d.push(pcm_packet(1, 16000 - 160 + 8000), limit=bound.limit(100.0))
     assert bound.limit(50.0) == 16000  # a clock that went back gives no credit
+
+
+def test_a_resumed_opus_encoders_warm_up_is_not_counted_as_duplicates() -> None:
+    """The receiver has the stream up to 1 s; the sender's fresh encoder starts half a
+    second before that to settle (as micwire's does). That half second is decoded and
+    dropped, counted as warm-up; a packet really sent twice is still a duplicate."""
+    from micwire.common.codecs import make_encoder
+    from micwire.common.framing import Block, Framer, Packetizer
+
+    rate, start, cursor = 48000, 48000, 24000
+    encoder = make_encoder(StreamParams("opus", rate, 1, 20.0))
+    params = StreamParams("opus", rate, 1, 20.0, pre_skip=encoder.pre_skip)
+    tone = np.rint(np.sin(np.arange(2 * rate) / 10) * 8000).astype(np.int16)[:, None]
+    framer = Framer(960, 1, rate, fill_gaps=True, partial=False)
+    packetizer = Packetizer(encoder, origin=cursor)
+    chunks = framer.push(Block(cursor, tone[cursor:], 0.0))
+    wire = [p for chunk in chunks for p in packetizer.packets(chunk)]
+    wire += packetizer.finish(9.0)
+    wire.insert(41, wire[40])  # a packet after the resume point again (a sender's bug, say)
+    d = Depacketizer(params, make_decoder(params), start=start)
+    out = [s for packet in wire for s in d.push(packet)]
+    assert d.ended and d.position == 2 * rate and len(flat(out)) == 2 * rate - start
+    assert (d.stats.lead_in_samples, d.stats.lead_in_packets) == (start - cursor, 25)
+    assert (d.stats.duplicate_packets, d.stats.overlap_samples) == (1, 960)

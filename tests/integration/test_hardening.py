@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -104,7 +105,7 @@ def assert_opus_like(audio: np.ndarray, source: np.ndarray) -> None:
 
 @pytest.mark.parametrize("how", ["restarted", "grace expired"])
 def test_opus_resumes_gap_free_when_the_receiver_no_longer_holds_the_stream(
-    tmp_path: Path, how: str
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, how: str
 ) -> None:
     """The receiver lost the stream's decoder (restarted, or it gave up waiting): it finds
     the stream's recording by its sidecar, and the sender encodes from where it ends with
@@ -154,11 +155,16 @@ def test_opus_resumes_gap_free_when_the_receiver_no_longer_holds_the_stream(
             proxy.refuse_new = False
             return await task
 
-    sent = asyncio.run(restarted() if how == "restarted" else grace_expired())
+    with caplog.at_level(logging.INFO):
+        sent = asyncio.run(restarted() if how == "restarted" else grace_expired())
     assert sent.lost_samples == 0 and sent.confirmed == sent.samples_captured == len(source)
     sidecar, audio = parts_of(rec, "phoenix")
     assert len(sidecar["parts"]) == 2 and sidecar["parts"][1]["origin"] > 0
     assert_opus_like(audio[:, 0], source)
+    # the fresh encoder's warm-up (sent on purpose from before the resume point) is said
+    # as such, not as packets the receiver had already
+    assert "duplicate" not in caplog.text
+    assert re.search(r"0\.5\d s of codec warm-up before the resume point", caplog.text)
 
 
 def test_a_new_record_directory_starts_where_the_receiver_confirmed(tmp_path: Path) -> None:
