@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -98,6 +99,35 @@ class ReceiverConfig:
 def netloc(host: str, port: int) -> str:
     """``host:port`` as it goes in a URL: an IPv6 address in brackets (``[::1]:8765``)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def own_address(family: socket.AddressFamily) -> str | None:
+    """This machine's address on its default route, if it has one (nothing is sent: a
+    UDP socket only picks its route when connected)."""
+    probe = "192.0.2.1" if family == socket.AF_INET else "2001:db8::1"  # documentation nets
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((probe, 9))
+            return str(s.getsockname()[0])
+    except OSError:
+        return None
+
+
+def announce(host: str | None, port: int, tls: bool) -> tuple[str, str]:
+    """Where senders and browsers reach a receiver listening on ``host`` (None: every
+    interface): its WebSocket URL and its monitor page, each as the log says it. On every
+    interface, "0.0.0.0" reaches nothing from elsewhere: the address another machine uses
+    is said too (this machine's on its default route, or its name)."""
+    ws, web = ("wss", "https") if tls else ("ws", "http")
+    if host not in (None, "", "0.0.0.0", "::"):
+        return f"{ws}://{netloc(host, port)}", f"{web}://{netloc(host, port)}/"
+    family = socket.AF_INET6 if host == "::" else socket.AF_INET
+    there = netloc(own_address(family) or socket.gethostname(), port)
+    here = netloc(host or "0.0.0.0", port)
+    return (
+        f"{ws}://{here} (every interface; from another machine: {ws}://{there})",
+        f"{web}://{netloc('localhost', port)}/ (from another machine: {web}://{there}/)",
+    )
 
 
 def listen_error(where: str, exc: OSError) -> TransportError:

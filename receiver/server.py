@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import ssl
 import tempfile
 import time
@@ -36,7 +37,7 @@ from micwire.receiver import eventloop, logs
 from micwire.receiver.alerts import Webhook
 from micwire.receiver.auth import Tokens, check_token
 from micwire.receiver.cluster import MOVED, ClusterLink, merge_views
-from micwire.receiver.config import ReceiverConfig, listen_error, netloc
+from micwire.receiver.config import ReceiverConfig, announce, listen_error, netloc
 from micwire.receiver.playback import sounddevice
 from micwire.receiver.recording import RECORDING_FORMATS
 from micwire.receiver.storage import repair_interrupted
@@ -178,23 +179,21 @@ class Receiver:
         tasks: list[asyncio.Task[None]] = []
         try:
             server: Any = site._server
-            self.port = int(server.sockets[0].getsockname()[1])
-            scheme = "wss" if self.ssl else "ws"
+            # with --port 0 on every interface, IPv4 and IPv6 each get a port of their
+            # own: the one said is IPv4's, what other machines most likely use
+            ours = sorted(server.sockets, key=lambda s: s.family != socket.AF_INET)
+            self.port = int(ours[0].getsockname()[1])
             if self.cluster is not None:  # the supervisor says where it listens
                 self.cluster.tell("ready", worker=cfg.worker)
+            senders, page = announce(cfg.host, self.port, self.ssl is not None)
             log.log(
                 logging.DEBUG if self.cluster else logging.INFO,
-                "listening on %s://%s%s",
-                scheme,
-                netloc(cfg.host or "0.0.0.0", self.port),
+                "listening on %s%s",
+                senders,
                 " (token required)" if cfg.token else "",
             )
             if cfg.web and self.cluster is None:
-                log.info(
-                    "monitor page: %s://%s/",
-                    "https" if self.ssl else "http",
-                    netloc(cfg.host or "localhost", self.port),
-                )
+                log.info("monitor page: %s", page)
             if ready is not None:
                 ready(self.port)
             tasks.append(asyncio.create_task(self._tick(stop)))

@@ -34,7 +34,7 @@ from typing import Any
 from micwire.common.errors import MicwireError, TransportError
 from micwire.receiver import logs
 from micwire.receiver.cluster import LINE_LIMIT, Line
-from micwire.receiver.config import ReceiverConfig, listen_error, netloc
+from micwire.receiver.config import ReceiverConfig, announce, listen_error, netloc
 from micwire.receiver.server import CONTROL_SOCKET, LIMITED_LOGGERS, Receiver, open_stats_file
 from micwire.receiver.storage import repair_interrupted
 
@@ -218,20 +218,15 @@ class Supervisor:
     def _announce(self) -> None:
         cfg = self.config
         assert self.port is not None
-        tls = cfg.certfile is not None
+        senders, page = announce(cfg.host, self.port, cfg.certfile is not None)
         log.info(
-            "listening on %s://%s%s (%d workers)",
-            "wss" if tls else "ws",
-            netloc(cfg.host or "0.0.0.0", self.port),
+            "listening on %s%s (%d workers)",
+            senders,
             " (token required)" if cfg.token else "",
             len(self.workers),
         )
         if cfg.web:
-            log.info(
-                "monitor page: %s://%s/",
-                "https" if tls else "http",
-                netloc(cfg.host or "localhost", self.port),
-            )
+            log.info("monitor page: %s", page)
 
     async def _watch(self, worker: Worker, run_dir: Path, stop: asyncio.Event) -> None:
         """Start the worker again when it dies (not while stopping)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import time
@@ -260,6 +261,31 @@ def test_an_ipv6_receiver_gives_urls_a_sender_can_use(tmp_path: Path) -> None:
         # the resolver's words (which depend on the machine's DNS), not "Unknown error -2"
         assert_one_line_error(lookup, "cannot listen on nosuchhost.invalid:8765: ")
         assert "Unknown error" not in lookup.lines[0]
+
+
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["plain", "workers"])
+def test_a_receiver_on_every_interface_says_where_another_machine_reaches_it(
+    workers: list[str],
+) -> None:
+    """Not just ws://0.0.0.0 (which reaches nothing from elsewhere): this machine's own
+    address, and a sender given that URL gets through."""
+    rx = Micwire("receive", "--port", "0", "--no-play", *workers)
+    try:
+        line = rx.wait_for(
+            r"listening on ws://0\.0\.0\.0:(\d+) \(every interface; from another machine: "
+            r"(ws://(\S+):(\d+))\)"
+        )
+        port, url, there = line.group(1), line.group(2), line.group(3)
+        assert line.group(4) == port and there not in ("0.0.0.0", "localhost", "127.0.0.1")
+        rx.wait_for(
+            rf"monitor page: http://localhost:{port}/ \(from another machine: "
+            rf"http://{re.escape(there)}:{port}/\)$"
+        )
+        tx = run("send", url, "--source", "tone:440", "--duration", "0.5")
+        assert tx.proc.returncode == 0 and "nothing lost" in tx.lines[-1], tx.log
+    finally:
+        rx.signal(signal.SIGTERM)
+        rx.wait()
 
 
 def test_stats_json_into_a_missing_directory_is_one_line(tmp_path: Path) -> None:
