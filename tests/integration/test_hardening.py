@@ -597,6 +597,17 @@ def test_a_peer_that_hangs_up_during_the_upgrade_leaves_no_traceback(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
+async def whole_stream(ws: Any, first: Hello, tone: np.ndarray) -> str:
+    """Send a hello and the tone in 960-sample packets, the last one flagged; the
+    stream's resume secret."""
+    await ws.send(first.serialize())
+    secret: str = json.loads(await ws.recv())["resume_secret"]
+    for i in range(0, len(tone), 960):
+        await ws.send(Packet(i // 960, i, 960, tone[i : i + 960].tobytes()).serialize())
+    await ws.send(Packet(len(tone) // 960, len(tone), 0, b"", flags=FLAG_LAST).serialize())
+    return secret
+
+
 @pytest.mark.parametrize("wait_s", [0.0, 0.5], ids=["before-the-end-is-read", "while-written"])
 def test_a_sender_back_as_its_stream_ends_finds_it_complete(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, wait_s: float
@@ -621,13 +632,7 @@ def test_a_sender_back_as_its_stream_ends_finds_it_complete(
             now = int(time.time() * 1e6)
             first = Hello("back", StreamParams(), now - 100_000, now, stream_id="r" * 32)
             async with connect(url) as old:
-                await old.send(first.serialize())
-                secret = json.loads(await old.recv())["resume_secret"]
-                for i in range(5):
-                    await old.send(
-                        Packet(i, 960 * i, 960, tone[960 * i :][:960].tobytes()).serialize()
-                    )
-                await old.send(Packet(5, 4800, 0, b"", flags=FLAG_LAST).serialize())
+                secret = await whole_stream(old, first, tone)
                 await asyncio.sleep(wait_s)
                 again = replace(first, resuming=True, resume_secret=secret)
                 async with connect(url) as new:
@@ -668,13 +673,7 @@ def test_a_sender_back_after_its_stream_ended_leaves_it_complete(tmp_path: Path)
             now = int(time.time() * 1e6)
             first = Hello("again", StreamParams(), now - 100_000, now, stream_id="a" * 32)
             async with connect(url) as old:
-                await old.send(first.serialize())
-                secret = json.loads(await old.recv())["resume_secret"]
-                for i in range(5):
-                    await old.send(
-                        Packet(i, 960 * i, 960, tone[960 * i :][:960].tobytes()).serialize()
-                    )
-                await old.send(Packet(5, 4800, 0, b"", flags=FLAG_LAST).serialize())
+                secret = await whole_stream(old, first, tone)
                 async for message in old:
                     if json.loads(message)["type"] == "done":
                         break
