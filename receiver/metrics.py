@@ -49,7 +49,7 @@ class ReceiverCollector(Collector):
         yield CounterMetricFamily(
             "micwire_sent_bytes",
             "Bytes sent to listeners",
-            value=rx.listener_bytes + sum(s.listener_bytes for s in streams),
+            value=rx.listener_bytes + sum(x.sent_bytes for s in streams for x in s.listeners),
         )
         counters = {
             "packets": ("micwire_packets", "Audio packets received"),

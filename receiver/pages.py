@@ -367,6 +367,7 @@ async def _listen(request: web.Request) -> web.StreamResponse:
         await listener.run()
     finally:
         stream.remove_listener(listener)
+        rx.listener_bytes += listener.sent_bytes  # the receiver's total outlives the stream
         reader.cancel()
     return ws
 

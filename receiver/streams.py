@@ -152,7 +152,6 @@ class Stream:
         self._playback_totals: dict[str, int] = {}
         self.listeners: set[Listener] = set()
         self.listener_dropped = 0  # packets dropped for listeners that have left
-        self.listener_bytes = 0
         self.alerts = StreamAlerts(self.name, alert_rules or AlertRules())
         self.ended_at: float | None = None
         self._seq = 0  # sequence numbers of decoded packets made for PCM listeners
@@ -288,7 +287,6 @@ class Stream:
     def remove_listener(self, listener: Listener) -> None:
         self.listeners.discard(listener)
         self.listener_dropped += listener.dropped_packets
-        self.listener_bytes += listener.sent_bytes
 
     def start_listener(self, listener: Listener) -> None:
         p = self.params

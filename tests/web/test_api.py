@@ -232,6 +232,32 @@ def test_listeners_get_the_stream_and_a_stalled_one_harms_nobody(tmp_path: Path)
     assert np.array_equal(data, expected_tone(int(duration * 48000)))
 
 
+def test_bytes_sent_to_listeners_only_ever_grow(tmp_path: Path) -> None:
+    """micwire_sent_bytes_total is a counter: what a listener got still counts once it
+    left, and once its stream ended (Prometheus would take a drop for a restart)."""
+
+    async def sent_bytes(url: str) -> float:
+        _, _, body = await get(http(url) + "/metrics")
+        return metrics_of(body.decode())[("micwire_sent_bytes_total", ())]
+
+    async def main() -> tuple[dict[str, Any], list[float]]:
+        async with running_receiver(record_dir=tmp_path) as (_rx, url):
+            sender = Sender(SenderConfig(url, name="hall", source="tone:440", duration_s=3.0))
+            task = asyncio.create_task(sender.run())
+            await asyncio.sleep(0.3)
+            got = await listen(url, "hall", 1.0)
+            await asyncio.sleep(0.2)  # (the receiver sees the listener go)
+            seen = [await sent_bytes(url)]  # the listener left, the stream goes on
+            await task
+            seen.append(await sent_bytes(url))  # the stream ended
+            return got, seen
+
+    got, seen = asyncio.run(main())
+    audio = sum(HEADER.size + len(p.payload) for p in got["packets"])
+    assert audio > 48000 * 2 * 0.8  # it heard most of a second
+    assert seen[0] >= audio and seen[1] == seen[0], seen
+
+
 def test_an_opus_stream_can_be_listened_to_as_pcm(tmp_path: Path) -> None:
     async def main() -> tuple[Any, ...]:
         async with running_receiver(record_dir=tmp_path) as (_rx, url):
