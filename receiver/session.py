@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
-from micwire.common.errors import MicwireError, ProtocolError, StorageError
+from micwire.common.errors import FrameError, MicwireError, ProtocolError, StorageError
 from micwire.common.protocol import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
@@ -119,8 +119,11 @@ class Session:
             return Packet.parse(message.data)  # raises: a text message after the hello
         if message.type is WSMsgType.CLOSE:
             raise ConnectionEnded(int(message.data))
-        if message.type is WSMsgType.ERROR and self.ws.close_code not in (None, CLOSE_NORMAL):
-            raise ConnectionEnded(None)  # aiohttp already closed it (1009: too big)
+        if message.type is WSMsgType.ERROR and getattr(message.data, "code", None) == 1009:
+            # aiohttp closed it already (1009, no reason): a sender's fault, not a lost link
+            raise FrameError(
+                f"a message too large for any packet ({message.data}; closed with 1009)"
+            )
         raise ConnectionEnded(None)  # the connection is gone
 
     async def _receive(self, stream: Stream, acks: bool) -> tuple[str, bool]:
@@ -142,8 +145,8 @@ class Session:
             if ended.code is not None:
                 return f"connection closed ({ended.code})", True
             code = self.ws.close_code
-            if code not in (None, CLOSE_NORMAL, CLOSE_ABNORMAL):  # closed here (1009: too big)
-                return f"connection closed ({code})", code != 1009
+            if code not in (None, CLOSE_NORMAL, CLOSE_ABNORMAL):  # closed here
+                return f"connection closed ({code})", True
             return "connection lost (no close frame)", True
         except ProtocolError as exc:
             await self._close(CLOSE_PROTOCOL_ERROR, str(exc))
