@@ -876,20 +876,14 @@ class Streams:
             done.set()
 
     async def _finish(self, stream: Stream, outcome: str) -> None:
-        if stream.resumable and resumable_outcome(outcome) and not stream.ended_before:
+        held = stream.resumable and resumable_outcome(outcome) and not stream.ended_before
+        if held:
             self.ended[stream.name] = (time.time(), stream)
             while len(self.ended) > 1000:
                 oldest = next(iter(self.ended))
                 del self.ended[oldest]
                 if oldest not in self.live and oldest not in self.parked:
                     self._tell(oldest, "free")  # the supervisor must forget it too
-            if self.cluster is not None:
-                self._tell(stream.name, "held")
-                asyncio.get_running_loop().call_later(
-                    self.config.resume_grace_s, self._release_held, stream
-                )
-        else:
-            self._tell(stream.name, "free")
         if self.live.get(stream.name) is stream:
             del self.live[stream.name]
         if self.parked.get(stream.name) is stream:
@@ -902,6 +896,15 @@ class Streams:
             log.error("stream %r: %s", stream.name, exc)
         except Exception:
             log.exception("stream %r: could not finalise", stream.name)
+        # the other workers hear of it only now: its sender, back on one of them, must
+        # find the sidecar final (not its last periodic write, taken for an interruption)
+        if not held:
+            self._tell(stream.name, "free")
+        elif self.cluster is not None:
+            self._tell(stream.name, "held")
+            asyncio.get_running_loop().call_later(
+                self.config.resume_grace_s, self._release_held, stream
+            )
         stopped = stream.playback_stopped
         if stopped is not None and not stopped.done():  # for the receiver's stop to wait on
             self.stopping_playback.add(stopped)

@@ -336,3 +336,65 @@ def test_a_sender_back_on_the_other_worker_as_its_stream_ends_finds_it_complete(
     wav, mp3 = sidecar["parts"][0]["files"]
     assert np.array_equal(sf.read(str(rec / wav), dtype="int16")[0], expected_tone(3 * RATE))
     assert sf.info(str(rec / mp3)).frames == 3 * RATE
+
+
+def test_a_sender_back_on_the_other_worker_right_after_its_last_packet_leaves_it_whole(
+    tmp_path: Path,
+) -> None:
+    """A sender sends its stream in a burst and its last packet, and reconnects at once
+    on the other worker (its "done" not yet heard), then resends from where it is told,
+    as micwire's sender does. Whether the holder is still reading, finalising or done,
+    every recording is the tone, whole, in each format; no part is taken for
+    interrupted. (The race is timing-dependent: several tries, each a new stream.)"""
+    from dataclasses import replace
+
+    from websockets.asyncio.client import connect
+
+    from micwire.common.protocol import FLAG_LAST, Hello, Packet, StreamParams
+
+    rec, tries, n = tmp_path / "rec", 12, 2 * RATE
+    rx, port = receiver("--workers", "2", "--record", str(rec), "--format", "wav,mp3", "--no-play")
+    holder, newcomer = ports_by_worker(port, tries)
+    tone = expected_tone(n)
+    url = f"ws://127.0.0.1:{port}"
+
+    async def stream(name: str, first_port: int, second_port: int, pause_s: float) -> None:
+        now = int(time.time() * 1e6)
+        first = Hello(name, StreamParams(), now - 3_000_000, now, stream_id=name * 4)
+
+        async def send(ws: Any, start: int) -> None:
+            for i, at in enumerate(range(start, n, 960)):
+                chunk = tone[at : at + 960]
+                await ws.send(Packet(i, at, len(chunk), chunk.tobytes()).serialize())
+                await asyncio.sleep(0.001)  # (the worker keeps up: it ends as the last comes)
+            last = len(range(start, n, 960))
+            await ws.send(Packet(last, n, 0, b"", flags=FLAG_LAST).serialize())
+
+        old = await connect(url, local_addr=("127.0.0.1", first_port))
+        await old.send(first.serialize())
+        secret = json.loads(await old.recv())["resume_secret"]
+        await send(old, 0)
+        await asyncio.sleep(pause_s)
+        again = replace(first, resuming=True, resume_secret=secret)
+        async with connect(url, local_addr=("127.0.0.1", second_port)) as new:
+            await new.send(again.serialize())
+            accept = json.loads(await new.recv())
+            await send(new, accept["resume_timestamp"])
+            async for message in new:
+                if json.loads(message)["type"] == "done":
+                    break
+        old.transport.abort()
+
+    try:
+        for i in range(tries):
+            asyncio.run(stream(f"race{i}", holder[i], newcomer[i], 0.005 * (i % 4)))
+    finally:
+        rx.signal(signal.SIGINT)
+        assert rx.wait(seconds(30)) == 0, rx.log
+    for i in range(tries):
+        audio, sidecar = joined_parts(rec, f"race{i}")
+        outcomes = [part["outcome"] for part in sidecar["parts"]]
+        assert sidecar["outcome"] == "complete" and "interrupted" not in str(outcomes), sidecar
+        assert np.array_equal(audio, tone), (i, outcomes)
+        mp3 = [sf.info(str(rec / part["files"][1])).frames for part in sidecar["parts"]]
+        assert sum(mp3) == n, (i, outcomes, mp3)
