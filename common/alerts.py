@@ -101,6 +101,10 @@ class StreamAlerts:
                     )
         return changes
 
+    def clear_all(self) -> list[Alert]:
+        """Clear whatever is raised (a new stream of the same name took over)."""
+        return [change for kind in list(self.active) for change in self._clear(kind)]
+
     def _raise(self, kind: str, since: float, message: str) -> list[Alert]:
         if kind in self.active:
             return []

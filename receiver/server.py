@@ -268,6 +268,17 @@ class Receiver:
             listener.end(stream.outcome)
         log.info("%s", stream.summary())
 
+    def _alerts(self, stream: Stream, changes: list[Any], now: float) -> None:
+        """Log alert changes and send them to the webhook."""
+        with logs.about(stream.peer, stream.name):  # its lines count against it
+            for change in changes:
+                verb = "raised" if change.active else "cleared"
+                log.warning(
+                    "stream %r: alert %s %s: %s", stream.name, change.kind, verb, change.message
+                )
+                if self.webhook is not None:
+                    self.webhook.post(change.event(now))
+
     def recent(self) -> list[Stream]:
         """Every stream the page shows: live, reconnecting, and recently ended."""
         shown = {s.name for s in self.streams.all()}
@@ -326,22 +337,15 @@ class Receiver:
                 continue
             next_second += self.config.stats_interval_s
             now = time.time()
+            back = {s.name for s in self.streams.all()}
+            for stream in self.finished:  # a room that is back: its old stream is not down
+                if stream.name in back and stream.alerts.active:
+                    self._alerts(stream, stream.alerts.clear_all(), now)
             for stream in self.recent():
-                with logs.about(stream.peer, stream.name):  # its lines count against it
-                    for change in stream.check_alerts(now):
-                        verb = "raised" if change.active else "cleared"
-                        log.warning(
-                            "stream %r: alert %s %s: %s",
-                            stream.name,
-                            change.kind,
-                            verb,
-                            change.message,
-                        )
-                        if self.webhook is not None:
-                            self.webhook.post(change.event(now))
-                    for listener in list(stream.listeners):
-                        if listener.stalled:
-                            listener.abort("not reading")
+                self._alerts(stream, stream.check_alerts(now), now)
+                for listener in list(stream.listeners):
+                    if listener.stalled:
+                        listener.abort("not reading")
             if out is None and show is None:
                 continue
             lines = [stream.figures().line() for stream in self.streams.all()]

@@ -46,3 +46,11 @@ def test_a_stream_that_ended_normally_is_not_down() -> None:
     assert kinds(a.update(6, "ended", -120, -120)) == [("down", True)]
     assert kinds(a.update(7, "ended_complete", -120, -120)) == [("down", False)]
     assert a.update(20, "ended_complete", -120, -120) == []
+
+
+def test_everything_raised_clears_at_once_when_a_new_stream_takes_the_name() -> None:
+    a = StreamAlerts("room", RULES)
+    a.update(0, "ended", -120, -120)
+    assert kinds(a.update(6, "ended", -120, -120)) == [("down", True)]
+    assert kinds(a.clear_all()) == [("down", False)] and not a.active
+    assert a.clear_all() == []

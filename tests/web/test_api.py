@@ -380,3 +380,28 @@ def test_another_site_cannot_open_sockets_even_without_a_token(tmp_path: Path) -
     )
     assert out["/api/listen/x", "http://evil.example"] == 401
     assert "evil" not in out["next"]
+
+
+def test_a_down_room_clears_when_a_new_stream_of_its_name_starts(tmp_path: Path) -> None:
+    """A stream the receiver closed (a malformed packet) is down after --down-s, on the
+    page and at the webhook; when the room streams again under its name, the old stream's
+    alert is cleared (a webhook consumer must not keep it open for good)."""
+    from test_transport import converse, good_packet, hello
+
+    async def main() -> list[dict[str, Any]]:
+        async with (
+            webhook_server() as (hook, received),
+            running_receiver(down_s=1.0, webhook=hook) as (_rx, url),
+        ):
+            await converse(url, hello(stream="hall"), good_packet(), b"\x01\x00")  # 1002
+            await asyncio.sleep(2.5)
+            sender = Sender(SenderConfig(url, name="hall", source="tone:440", duration_s=2.0))
+            await sender.run()
+            await asyncio.sleep(0.2)
+        return received
+
+    received = asyncio.run(main())
+    assert [(e["alert"], e["state"], e["stream"]) for e in received] == [
+        ("down", "raised", "hall"),
+        ("down", "cleared", "hall"),
+    ], received
