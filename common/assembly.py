@@ -145,7 +145,7 @@ class Depacketizer:
             return [kept]
         out = self._trim([*filler, kept], at - max(0, gap))
         if packet.samples and all(isinstance(s, int) for s in out):
-            if at + len(kept) <= (self.start or 0):
+            if self._whole_frames and at + len(kept) <= (self.start or 0):
                 self.stats.lead_in_packets += 1
             else:
                 self.stats.duplicate_packets += 1
@@ -164,7 +164,9 @@ class Depacketizer:
                 if isinstance(segment, int):
                     segment -= before
                 else:
+                    # only a codec needs a run-up: PCM from before the start is overlap
                     lead = min(before, max(0, (self.start or 0) - (at - length)))
+                    lead = lead if self._whole_frames else 0
                     self.stats.lead_in_samples += lead
                     self.stats.overlap_samples += before - lead
                     segment = segment[before:]

@@ -261,6 +261,8 @@ def carry_over(stream: Stream, carry: dict[str, Any]) -> None:
     for name, value in carry.get("totals", {}).items():
         if hasattr(stream.totals, name) and isinstance(value, int):
             setattr(stream.totals, name, getattr(stream.totals, name) + value)
+    # its earlier parts are in the sidecar too: the summary must not add them twice
+    stream.carried_samples += stream.totals.samples
     stream.reconnects = int(carry.get("reconnects", 0)) + 1
     stream.created = time.monotonic() - float(carry.get("uptime_s", 0.0))
     stream.first_seen = min(stream.first_seen, float(carry.get("first_seen", stream.first_seen)))

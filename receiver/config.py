@@ -113,20 +113,24 @@ def own_address(family: socket.AddressFamily) -> str | None:
         return None
 
 
-def announce(host: str | None, port: int, tls: bool) -> tuple[str, str]:
+def announce(host: str | None, port: int, tls: bool, note: str = "") -> tuple[str, str]:
     """Where senders and browsers reach a receiver listening on ``host`` (None: every
-    interface): its WebSocket URL and its monitor page, each as the log says it. On every
-    interface, "0.0.0.0" reaches nothing from elsewhere: the address another machine uses
-    is said too (this machine's on its default route, or its name)."""
+    interface): its WebSocket URL (with ``note``) and its monitor page, each as the log
+    says it. On every interface, "0.0.0.0" reaches nothing from elsewhere: the address
+    another machine uses is said too (this machine's on its default route, or its name)."""
     ws, web = ("wss", "https") if tls else ("ws", "http")
     if host not in (None, "", "0.0.0.0", "::"):
-        return f"{ws}://{netloc(host, port)}", f"{web}://{netloc(host, port)}/"
+        listen = f"{ws}://{netloc(host, port)}" + (f" ({note})" if note else "")
+        return listen, f"{web}://{netloc(host, port)}/"
+    # "::" alone is IPv6 only (asyncio sets IPV6_V6ONLY), "0.0.0.0" IPv4 only
     family = socket.AF_INET6 if host == "::" else socket.AF_INET
     there = netloc(own_address(family) or socket.gethostname(), port)
-    here = netloc(host or "0.0.0.0", port)
+    every = {"::": "every IPv6 interface", "0.0.0.0": "every IPv4 interface"}
+    local = "[::1]" if host == "::" else "localhost"
+    notes = "; ".join(x for x in (note, every.get(host or "", "every interface")) if x)
     return (
-        f"{ws}://{here} (every interface; from another machine: {ws}://{there})",
-        f"{web}://{netloc('localhost', port)}/ (from another machine: {web}://{there}/)",
+        f"{ws}://{netloc(host or '0.0.0.0', port)} ({notes}; from another machine: {ws}://{there})",
+        f"{web}://{local}:{port}/ (from another machine: {web}://{there}/)",
     )
 
 

@@ -185,13 +185,9 @@ class Receiver:
             self.port = int(ours[0].getsockname()[1])
             if self.cluster is not None:  # the supervisor says where it listens
                 self.cluster.tell("ready", worker=cfg.worker)
-            senders, page = announce(cfg.host, self.port, self.ssl is not None)
-            log.log(
-                logging.DEBUG if self.cluster else logging.INFO,
-                "listening on %s%s",
-                senders,
-                " (token required)" if cfg.token else "",
-            )
+            note = "token required" if cfg.token else ""
+            senders, page = announce(cfg.host, self.port, self.ssl is not None, note)
+            log.log(logging.DEBUG if self.cluster else logging.INFO, "listening on %s", senders)
             if cfg.web and self.cluster is None:
                 log.info("monitor page: %s", page)
             if ready is not None:

@@ -136,6 +136,8 @@ class Stream:
         self.playback: Playback | None = None
         self.levels = LevelMeter()
         self.totals = AssemblyStats()
+        #: Of ``totals.samples``, what earlier workers recorded (parts in the sidecar).
+        self.carried_samples = 0
         self.state = "live"  # live, parked, ended
         self.outcome = "open"
         self.reconnects = 0
@@ -564,7 +566,7 @@ class Stream:
             text += f", {self.reconnects} reconnects"
         if self.previous is not None:
             earlier = sum(int(p["samples"]) for p in self.previous.data["parts"])
-            whole = (earlier + stats.samples) / self.params.rate_hz
+            whole = (earlier + stats.samples - self.carried_samples) / self.params.rate_hz
             text += f" (with its earlier parts: {whole:.2f} s)"
         if self.paths:
             text += ", recorded to " + ", ".join(self.paths)

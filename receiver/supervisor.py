@@ -218,13 +218,9 @@ class Supervisor:
     def _announce(self) -> None:
         cfg = self.config
         assert self.port is not None
-        senders, page = announce(cfg.host, self.port, cfg.certfile is not None)
-        log.info(
-            "listening on %s%s (%d workers)",
-            senders,
-            " (token required)" if cfg.token else "",
-            len(self.workers),
-        )
+        note = f"{len(self.workers)} workers" + ("; token required" if cfg.token else "")
+        senders, page = announce(cfg.host, self.port, cfg.certfile is not None, note)
+        log.info("listening on %s", senders)
         if cfg.web:
             log.info("monitor page: %s", page)
 

@@ -189,3 +189,13 @@ def test_a_resumed_opus_encoders_warm_up_is_not_counted_as_duplicates() -> None:
     assert d.ended and d.position == 2 * rate and len(flat(out)) == 2 * rate - start
     assert (d.stats.lead_in_samples, d.stats.lead_in_packets) == (start - cursor, 25)
     assert (d.stats.duplicate_packets, d.stats.overlap_samples) == (1, 960)
+
+
+def test_pcm_from_before_the_start_is_overlap_not_warm_up() -> None:
+    """PCM needs no run-up: a resend from before where the connection was accepted is
+    audio the timeline had (overlap), not a codec's warm-up."""
+    d = Depacketizer(PCM, make_decoder(PCM), start=320)
+    out = [s for i in range(4) for s in d.push(pcm_packet(i, 160 * i, value=i + 1))]
+    assert len(flat(out)) == 320 and d.position == 640
+    assert (d.stats.duplicate_packets, d.stats.overlap_samples) == (2, 320)
+    assert (d.stats.lead_in_packets, d.stats.lead_in_samples) == (0, 0)

@@ -272,7 +272,8 @@ def test_a_receiver_on_every_interface_says_where_another_machine_reaches_it(
     rx = Micwire("receive", "--port", "0", "--no-play", *workers)
     try:
         line = rx.wait_for(
-            r"listening on ws://0\.0\.0\.0:(\d+) \(every interface; from another machine: "
+            r"listening on ws://0\.0\.0\.0:(\d+) \((?:2 workers; )?every interface; "
+            r"from another machine: "
             r"(ws://(\S+):(\d+))\)"
         )
         port, url, there = line.group(1), line.group(2), line.group(3)
