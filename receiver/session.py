@@ -178,8 +178,7 @@ class Session:
             return stream.outcome
         if acks:
             stats = stream.stats()
-            recording = stream.paths[0] if stream.paths else None
-            done = Done(stream.position, stats.gap_samples, recording)
+            done = Done(stream.position, stats.gap_samples, stream.recording_name)
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await self.ws.send_str(done.serialize())
         await self._close(CLOSE_NORMAL, "complete")

@@ -138,6 +138,8 @@ class Stream:
         self.totals = AssemblyStats()
         #: Of ``totals.samples``, what earlier workers recorded (parts in the sidecar).
         self.carried_samples = 0
+        #: How the connection of a sender back after the stream ended complete ended.
+        self.came_back = ""
         self.state = "live"  # live, parked, ended
         self.outcome = "open"
         self.reconnects = 0
@@ -378,7 +380,7 @@ class Stream:
             if self.recording is not None:
                 await self.recording.close(outcome)
             elif self.ended_before:  # its sidecar already says complete: it stays so
-                self.outcome = "complete"
+                self.outcome, self.came_back = "complete", outcome
             elif self.previous is not None:  # continued, but nothing new: the first part's
                 await asyncio.to_thread(self._close_previous, outcome)  # entry is updated
         except StorageError as exc:
@@ -521,6 +523,15 @@ class Stream:
         )
         return view
 
+    @property
+    def recording_name(self) -> str | None:
+        """The file the stream's "done" names: its latest part's first file."""
+        if self.paths:
+            return self.paths[0]
+        if self.previous is None or not self.previous.data["parts"][-1]["files"]:
+            return None
+        return str(self.previous.data["parts"][-1]["files"][0])
+
     def recordings(self) -> list[dict[str, Any]]:
         directory = self.config.record_dir
         if directory is None:
@@ -542,11 +553,14 @@ class Stream:
         if self.ended_before:
             assert self.previous is not None
             recorded = sum(int(p["samples"]) for p in self.previous.data["parts"])
-            return (
+            text = (
                 f"stream {self.name!r} from {self.peer}: its sender came back to hear it "
                 f"confirmed; it had ended complete ({recorded / self.params.rate_hz:.2f} s, "
                 f"recorded to {', '.join(self.previous.data.get('files', []))})"
             )
+            if self.came_back != "complete":  # what went wrong with that connection
+                text += f"; that connection: {self.came_back}"
+            return text
         seconds = stats.samples / self.params.rate_hz
         text = (
             f"stream {self.name!r} from {self.peer}: {self.outcome}; {seconds:.2f} s, "

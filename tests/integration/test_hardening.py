@@ -642,8 +642,9 @@ def test_a_sender_back_as_its_stream_ends_finds_it_complete(
                     await asyncio.sleep(0.5)  # (the old end's write lands first)
                     await new.send(Packet(0, 4800, 0, b"", flags=FLAG_LAST).serialize())
                     async for message in new:
-                        if json.loads(message)["type"] == "done":
+                        if (done := json.loads(message))["type"] == "done":
                             break
+                    assert done["recording"].startswith("back-"), done  # the stream's file
             # each part ended once (not the old one finalised again, as if it went on)
             assert len({id(stream) for stream in rx.finished}) == len(rx.finished) == 2
             # the page shows the stream, not the empty connection that confirmed it
@@ -661,7 +662,9 @@ def test_a_sender_back_as_its_stream_ends_finds_it_complete(
     assert "came back to hear it confirmed; it had ended complete (0.10 s" in caplog.text
 
 
-def test_a_sender_back_after_its_stream_ended_leaves_it_complete(tmp_path: Path) -> None:
+def test_a_sender_back_after_its_stream_ended_leaves_it_complete(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A sender whose "done" got lost comes back to a stream that ended complete, and
     loses that link too before saying its (empty) last packet: the recording still says
     complete, and the name is free for the next stream at once."""
@@ -688,7 +691,11 @@ def test_a_sender_back_after_its_stream_ended_leaves_it_complete(tmp_path: Path)
                 await newcomer.send(other.serialize())
                 assert json.loads(await newcomer.recv())["type"] == "accept"
 
-    asyncio.run(main())
+    with caplog.at_level(logging.INFO):
+        asyncio.run(main())
+    # the stream stays complete; what became of the connection that came back is said
+    assert "ended complete (0.10 s" in caplog.text
+    assert "; that connection: sender closed without end-of-stream" in caplog.text
     sidecars = [json.loads(p.read_text()) for p in rec.glob("*.json")]
     (sidecar,) = [s for s in sidecars if s["stream_id"] == "a" * 32]
     assert (sidecar["outcome"], sidecar["samples"]) == ("complete", 4800)
