@@ -270,14 +270,15 @@ def carry_over(stream: Stream, carry: dict[str, Any]) -> None:
 
 def merge_views(views: list[dict[str, Any]], limit_ended: int) -> list[dict[str, Any]]:
     """Every worker's streams as one list: a name once (live over ended: a stream that
-    moved to another worker leaves an ended part behind), at most ``limit_ended`` ended."""
+    moved to another worker leaves an ended part behind; of ended ones the latest, whichever
+    worker answers first), at most ``limit_ended`` ended."""
     chosen: dict[str, dict[str, Any]] = {}
     for view in views:
         name = view.get("stream")
         if not isinstance(name, str):
             continue
         held = chosen.get(name)
-        if held is None or (held.get("state") == "ended" and view.get("state") != "ended"):
+        if held is None or _shown_before(view, held):
             chosen[name] = view
     ended = 0
     merged = []
@@ -288,6 +289,18 @@ def merge_views(views: list[dict[str, Any]], limit_ended: int) -> list[dict[str,
                 continue
         merged.append(view)
     return merged
+
+
+def _shown_before(view: dict[str, Any], held: dict[str, Any]) -> bool:
+    """Is ``view`` what the page shows of its name rather than ``held``?"""
+    if held.get("state") != "ended":
+        return False
+    return view.get("state") != "ended" or _ended(view) > _ended(held)
+
+
+def _ended(view: dict[str, Any]) -> float:
+    ended = view.get("ended_utc")
+    return float(ended) if isinstance(ended, (int, float)) else 0.0
 
 
 def merge_metrics(texts: list[str]) -> bytes:

@@ -158,6 +158,7 @@ class Stream:
         self.listener_dropped = 0  # packets dropped for listeners that have left
         self.alerts = StreamAlerts(self.name, alert_rules or AlertRules())
         self.ended_at: float | None = None
+        self.ended_utc: float | None = None
         self._seq = 0  # sequence numbers of decoded packets made for PCM listeners
         self._callback_errors_seen = 0
 
@@ -376,6 +377,7 @@ class Stream:
         self.state = "ended"
         self.outcome = outcome
         self.ended_at = time.monotonic()
+        self.ended_utc = round(time.time(), 3)
         try:
             if self.recording is not None:
                 await self.recording.close(outcome)
@@ -514,6 +516,7 @@ class Stream:
             outcome=self.outcome,
             frame_ms=p.frame_ms,
             uptime_s=round(end - self.created, 1),
+            ended_utc=self.ended_utc,
             listeners=len(self.listeners),
             alerts=[
                 {"kind": a.kind, "since": a.since, "message": a.message}
