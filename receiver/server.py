@@ -303,6 +303,7 @@ class Receiver:
             for answer in await self.cluster.others("views"):
                 views.extend(answer)
             views = merge_views(views, RECENT_ENDED)
+        views.sort(key=lambda view: str(view.get("stream")))  # a building's rooms, by name
         return {"type": "streams", "time": round(time.time(), 3), "streams": views}
 
     def _gather_s(self) -> float:
