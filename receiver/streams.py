@@ -450,7 +450,7 @@ class Stream:
             rate_hz=self.params.rate_hz,
             channels=self.params.channels,
             state=self.state,
-            seconds=stats.samples / self.params.rate_hz,
+            seconds=(stats.samples + self.earlier_samples) / self.params.rate_hz,
             packets=stats.packets,
             gaps=stats.gaps,
             gap_samples=stats.gap_samples,
@@ -551,6 +551,15 @@ class Stream:
                 out.append({"name": name, "url": f"/recordings/{quote(name)}", "bytes": size})
         return out
 
+    @property
+    def earlier_samples(self) -> int:
+        """The stream's samples in earlier parts (a receiver restart, another worker)
+        that its own counters do not hold."""
+        if self.previous is None:
+            return 0
+        earlier = sum(int(p["samples"]) for p in self.previous.data["parts"])
+        return earlier - self.carried_samples
+
     def summary(self) -> str:
         stats = self.stats()
         if self.ended_before:
@@ -582,8 +591,7 @@ class Stream:
         if self.reconnects:
             text += f", {self.reconnects} reconnects"
         if self.previous is not None:
-            earlier = sum(int(p["samples"]) for p in self.previous.data["parts"])
-            whole = (earlier + stats.samples - self.carried_samples) / self.params.rate_hz
+            whole = (stats.samples + self.earlier_samples) / self.params.rate_hz
             text += f" (with its earlier parts: {whole:.2f} s)"
         if self.paths:
             text += ", recorded to " + ", ".join(self.paths)

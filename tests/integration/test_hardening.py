@@ -130,8 +130,12 @@ def test_opus_resumes_gap_free_when_the_receiver_no_longer_holds_the_stream(
             task = asyncio.create_task(sender.run())
             await asyncio.sleep(1.5)
         await asyncio.sleep(0.5)
-        async with receiver_on(port, record_dir=rec):
-            return await task
+        async with receiver_on(port, record_dir=rec) as rx:
+            sent = await task
+            # the page shows the whole stream, not only the part since the restart
+            (view,) = rx.local_views()
+            assert view["seconds"] == 5.0, view
+            return sent
 
     async def grace_expired() -> Any:
         async with (
