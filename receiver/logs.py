@@ -8,7 +8,8 @@ stream from another.
 
 Many streams can share one address (senders behind a NAT, several on one machine, every
 sender behind a load balancer): once a connection is admitted to a stream, its lines
-count against that stream, so each stream's start and end are shown; all the streams of
+count against that stream (its name and its sender's id: a sender that takes the name
+after another has its own), so each stream's start and end are shown; all the streams of
 one address together still pass at most ``wide_burst`` lines of a kind per period (the
 receiver sets it to --max-streams: as many as can be live at once).
 """

@@ -266,7 +266,7 @@ class Receiver:
 
     def _alerts(self, stream: Stream, changes: list[Any], now: float) -> None:
         """Log alert changes and send them to the webhook."""
-        with logs.about(stream.peer, stream.name):  # its lines count against it
+        with logs.about(stream.peer, stream.log_key):  # its lines count against it
             for change in changes:
                 verb = "raised" if change.active else "cleared"
                 log.warning(

@@ -93,6 +93,11 @@ class Attachment:
         self.live: Depacketizer | None = None
 
 
+def log_key(name: str, stream_id: str) -> str:
+    """What a stream's log lines count against (logs.py): its name and its sender's id."""
+    return f"{name}/{stream_id}"
+
+
 class Stream:
     """One stream across its connections: identity, recording, playback, figures."""
 
@@ -176,6 +181,10 @@ class Stream:
             and hello.stream_id == self.stream_id
             and hello.params == self.params
         )
+
+    @property
+    def log_key(self) -> str:
+        return log_key(self.name, self.stream_id)
 
     @property
     def ended_before(self) -> bool:
@@ -652,7 +661,9 @@ class Streams:
                     "name, or retry when it ends",
                     retry=True,
                 )
-            logs.STREAM.set(name)  # admitted: its lines count against the stream (logs.py)
+            # admitted: its lines count against the stream (logs.py): this sender's, so that
+            # another taking the name after it has its own lines shown
+            logs.STREAM.set(log_key(name, hello.stream_id))
             if stream is not None and not await self._take_back(stream, peer):
                 # its last packet came while its old connection was let go: it is
                 # finished, and continued like any stream that ended here (a new part)
@@ -867,7 +878,7 @@ class Streams:
         await stream.stop_playback()  # a parked stream holds no sound device
         while len(self.parked) > self.config.parked_limit:
             oldest = next(iter(self.parked.values()))
-            with logs.about(oldest.peer, oldest.name):  # its lines, not the parker's
+            with logs.about(oldest.peer, oldest.log_key):  # its lines, not the parker's
                 log.warning("stream %r: too many streams waiting; finalising it", oldest.name)
                 await self.finish(oldest, oldest.outcome)
 

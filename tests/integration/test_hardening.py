@@ -704,3 +704,31 @@ def test_a_sender_back_after_its_stream_ended_leaves_it_complete(
     (sidecar,) = [s for s in sidecars if s["stream_id"] == "a" * 32]
     assert (sidecar["outcome"], sidecar["samples"]) == ("complete", 4800)
     assert [p["outcome"] for p in sidecar["parts"]] == ["complete"]
+
+
+def test_each_sender_of_a_name_has_its_own_lines_shown(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One room's stream, started again and again from one address (a flaky box, a
+    script): each new sender's lines count apart, so the seventh start and end are still
+    in the log, not suppressed as repeats of the first six."""
+    tone = expected_tone(960)
+
+    async def main() -> None:
+        async with running_receiver(record_dir=tmp_path) as (_, url):
+            for k in range(7):
+                now = int(time.time() * 1e6)
+                first = Hello("room", StreamParams(), now, now, stream_id=f"{k:032d}")
+                async with connect(url) as ws:
+                    await ws.send(first.serialize())
+                    await ws.recv()
+                    await ws.send(Packet(0, 0, 960, tone.tobytes()).serialize())
+                    await ws.send(Packet(1, 960, 0, b"", flags=FLAG_LAST).serialize())
+                    async for message in ws:
+                        if json.loads(message)["type"] == "done":
+                            break
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(main())
+    assert caplog.text.count("stream 'room' from 127.0.0.1") == 14, caplog.text
+    assert "not shown" not in caplog.text
