@@ -845,8 +845,8 @@ class Streams:
             stream.detach()
             if stream.state == "ended":
                 return  # finished already (its last packet came)
-            if self.stopping:
-                await self.finish(stream, f"{outcome}; the receiver stopped")
+            if self.stopping:  # its connection ended because the receiver closed it (1001)
+                await self.finish(stream, "interrupted (the receiver stopped)")
             elif lost and stream.resumable and stream.has_audio:
                 await self._park(stream, outcome)
             else:

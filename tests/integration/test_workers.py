@@ -271,7 +271,7 @@ def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
         tx.kill()
         rx.kill()
     sidecar = json.loads(next(rec.glob("orphan-*.json")).read_text())
-    assert sidecar["parts"][0]["outcome"].endswith("the receiver stopped"), sidecar
+    assert "the receiver stopped" in sidecar["parts"][0]["outcome"], sidecar
     assert sidecar["parts"][0]["samples"] > 0
 
 
