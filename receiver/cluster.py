@@ -280,15 +280,11 @@ def merge_views(views: list[dict[str, Any]], limit_ended: int) -> list[dict[str,
         held = chosen.get(name)
         if held is None or _shown_before(view, held):
             chosen[name] = view
-    ended = 0
-    merged = []
-    for view in chosen.values():
-        if view.get("state") == "ended":
-            ended += 1
-            if ended > limit_ended:
-                continue
-        merged.append(view)
-    return merged
+    # the latest ended over every worker (each lists its own latest): not the first
+    # worker's alone
+    ended = sorted((v for v in chosen.values() if v.get("state") == "ended"), key=_ended)
+    shown = {id(view) for view in ended[::-1][:limit_ended]}
+    return [v for v in chosen.values() if v.get("state") != "ended" or id(v) in shown]
 
 
 def _shown_before(view: dict[str, Any], held: dict[str, Any]) -> bool:
