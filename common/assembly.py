@@ -165,8 +165,9 @@ class Depacketizer:
                     segment -= before
                 else:
                     # only a codec needs a run-up: PCM from before the start is overlap
-                    lead = min(before, max(0, (self.start or 0) - (at - length)))
-                    lead = lead if self._whole_frames else 0
+                    lead = 0
+                    if self._whole_frames:
+                        lead = min(before, max(0, (self.start or 0) - (at - length)))
                     self.stats.lead_in_samples += lead
                     self.stats.overlap_samples += before - lead
                     segment = segment[before:]

@@ -109,6 +109,17 @@ class Previous:
     #: Timeline position its recording reaches (where the next part starts).
     position: int
 
+    @property
+    def complete(self) -> bool:
+        """Did the stream end with its last packet (its sender may only come back to
+        hear that confirmed)?"""
+        return bool(self.data["parts"][-1].get("outcome") == "complete")
+
+    @property
+    def samples(self) -> int:
+        """Samples over all its parts."""
+        return sum(int(part["samples"]) for part in self.data["parts"])
+
 
 def _valid(data: Any) -> bool:
     """Does this look like one of our sidecars, with every field a resume relies on?"""

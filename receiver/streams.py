@@ -190,11 +190,7 @@ class Stream:
     def ended_before(self) -> bool:
         """Continues a stream that had ended complete: its sender is back only to hear
         that confirmed (the "done" did not reach it), with nothing new to record."""
-        return (
-            self.previous is not None
-            and self.previous.data["parts"][-1].get("outcome") == "complete"
-            and not self.has_audio
-        )
+        return self.previous is not None and self.previous.complete and not self.has_audio
 
     @property
     def has_audio(self) -> bool:
@@ -408,7 +404,7 @@ class Stream:
         assert self.previous is not None
         data = self.previous.data
         data["outcome"] = outcome
-        data["samples"] = sum(part["samples"] for part in data["parts"])
+        data["samples"] = self.previous.samples
         write_json(self.previous.sidecar, data)
 
     async def stop_playback(self, drain: bool = False) -> None:
@@ -566,14 +562,13 @@ class Stream:
         that its own counters do not hold."""
         if self.previous is None:
             return 0
-        earlier = sum(int(p["samples"]) for p in self.previous.data["parts"])
-        return earlier - self.carried_samples
+        return self.previous.samples - self.carried_samples
 
     def summary(self) -> str:
         stats = self.stats()
         if self.ended_before:
             assert self.previous is not None
-            recorded = sum(int(p["samples"]) for p in self.previous.data["parts"])
+            recorded = self.previous.samples
             text = (
                 f"stream {self.name!r} from {self.peer}: its sender came back to hear it "
                 f"confirmed; it had ended complete ({recorded / self.params.rate_hz:.2f} s, "
@@ -796,7 +791,7 @@ class Streams:
             else:
                 bound = RealTimeBound(rate, previous.position, now)
             origin: int | None = previous.position
-            if previous.data["parts"][-1].get("outcome") == "complete":
+            if previous.complete:
                 log.info(
                     "stream %r: ended complete at sample %d (%s); its sender is back",
                     hello.stream,

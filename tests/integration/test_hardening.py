@@ -601,6 +601,23 @@ def test_a_peer_that_hangs_up_during_the_upgrade_leaves_no_traceback(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
+async def resume(ws: Any, first: Hello, secret: str) -> int:
+    """Say the resuming hello of ``first``'s stream; where the receiver has it up to."""
+    await ws.send(replace(first, resuming=True, resume_secret=secret).serialize())
+    reply = json.loads(await ws.recv())
+    assert reply["type"] == "accept", reply
+    at: int = reply["resume_timestamp"]
+    return at
+
+
+async def until_done(ws: Any) -> dict[str, Any]:
+    """Read the receiver's messages up to its "done"."""
+    async for message in ws:
+        if (reply := json.loads(message))["type"] == "done":
+            return dict(reply)
+    raise AssertionError("closed without a done")
+
+
 async def whole_stream(ws: Any, first: Hello, tone: np.ndarray) -> str:
     """Send a hello and the tone in 960-sample packets, the last one flagged; the
     stream's resume secret."""
@@ -638,16 +655,11 @@ def test_a_sender_back_as_its_stream_ends_finds_it_complete(
             async with connect(url) as old:
                 secret = await whole_stream(old, first, tone)
                 await asyncio.sleep(wait_s)
-                again = replace(first, resuming=True, resume_secret=secret)
                 async with connect(url) as new:
-                    await new.send(again.serialize())
-                    reply = json.loads(await new.recv())
-                    assert (reply["type"], reply["resume_timestamp"]) == ("accept", 4800)
+                    assert await resume(new, first, secret) == 4800
                     await asyncio.sleep(0.5)  # (the old end's write lands first)
                     await new.send(Packet(0, 4800, 0, b"", flags=FLAG_LAST).serialize())
-                    async for message in new:
-                        if (done := json.loads(message))["type"] == "done":
-                            break
+                    done = await until_done(new)
                     assert done["recording"].startswith("back-"), done  # the stream's file
             # each part ended once (not the old one finalised again, as if it went on)
             assert len({id(stream) for stream in rx.finished}) == len(rx.finished) == 2
@@ -681,14 +693,9 @@ def test_a_sender_back_after_its_stream_ended_leaves_it_complete(
             first = Hello("again", StreamParams(), now - 100_000, now, stream_id="a" * 32)
             async with connect(url) as old:
                 secret = await whole_stream(old, first, tone)
-                async for message in old:
-                    if json.loads(message)["type"] == "done":
-                        break
-            again = replace(first, resuming=True, resume_secret=secret)
+                await until_done(old)
             async with connect(url) as new:
-                await new.send(again.serialize())
-                reply = json.loads(await new.recv())
-                assert (reply["type"], reply["resume_timestamp"]) == ("accept", 4800)
+                assert await resume(new, first, secret) == 4800
             await asyncio.sleep(0.5)  # (the receiver notices the close)
             other = Hello("again", StreamParams(), now, now, stream_id="b" * 32)
             async with connect(url) as newcomer:
@@ -724,9 +731,7 @@ def test_each_sender_of_a_name_has_its_own_lines_shown(
                     await ws.recv()
                     await ws.send(Packet(0, 0, 960, tone.tobytes()).serialize())
                     await ws.send(Packet(1, 960, 0, b"", flags=FLAG_LAST).serialize())
-                    async for message in ws:
-                        if json.loads(message)["type"] == "done":
-                            break
+                    await until_done(ws)
 
     with caplog.at_level(logging.INFO):
         asyncio.run(main())
