@@ -88,7 +88,7 @@ class DeviceSource(Source):
     The PortAudio callback only copies the block and, when :class:`HandOff` says a
     packet's worth has gathered, hands what it holds to the event loop
     (``call_soon_threadsafe``): with ``gather``, one wake-up per frame rather than one per
-    device period. Numbering runs on the loop, where the block goes straight to the sink
+    device period. With ``whole_frames`` PortAudio itself calls back once a frame. Numbering runs on the loop, where the block goes straight to the sink
     (the sender's spool: bounded, it drops the oldest audio and counts it).
     """
 
@@ -174,8 +174,12 @@ class DeviceSource(Source):
                 samplerate=self.rate_hz,
                 channels=self.channels,
                 dtype="int16",
-                blocksize=0,
-                latency="low",  # whatever the host API gives
+                # whole frames: PortAudio gathers a frame from the device's periods and
+                # calls back once a frame, at the moment its last sample arrives (as
+                # HandOff would, without a call into Python every period); else each
+                # period as the host API gives it
+                blocksize=self.block_samples if self.whole_frames else 0,
+                latency="low",
                 callback=callback,
                 dither_off=True,
             )
