@@ -22,7 +22,10 @@ class ReceiverConfig:
     play: bool = True
     output_device: str | None = None
     latency_ms: float = 20.0
-    #: A connection must send its hello within this time.
+    #: A connection must send its request within this time (else it is closed: a client
+    #: that never finishes its headers must not hold a connection for ever), and once
+    #: upgraded to a WebSocket its hello; an idle keep-alive HTTP connection is closed
+    #: after as long.
     hello_timeout_s: float = 10.0
     #: A connection that sends no audio for this long is closed (1013); a stream that had
     #: audio is kept for its sender to resume, like a broken link.

@@ -13,12 +13,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from micwire.common.protocol import max_message_bytes
@@ -276,6 +277,12 @@ async def recording(request: web.Request) -> web.StreamResponse:
     path = directory / name
     if not path.is_file():
         raise web.HTTPNotFound()
+    if re.fullmatch(r"bytes=\s*-0+\s*", request.headers.get(hdrs.RANGE, "")):
+        # a suffix of no bytes cannot be satisfied (RFC 9110 14.1.1); aiohttp would send
+        # the whole file as if it were one
+        raise web.HTTPRequestRangeNotSatisfiable(
+            headers={hdrs.CONTENT_RANGE: f"bytes */{path.stat().st_size}"}
+        )
     return web.FileResponse(
         path, headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}"}
     )

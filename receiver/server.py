@@ -153,7 +153,13 @@ class Receiver:
         cfg = self.config
         self._stop = stop
         runner = web.AppRunner(
-            build_app(self), access_log=None, handle_signals=False, shutdown_timeout=2.0
+            build_app(self),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=2.0,
+            # aiohttp's keep-alive timer also runs from the connection's start until a
+            # whole request has arrived: the only bound on half-sent headers it has
+            keepalive_timeout=cfg.hello_timeout_s,
         )
         await runner.setup()
         site = web.TCPSite(

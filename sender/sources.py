@@ -88,8 +88,9 @@ class DeviceSource(Source):
     The PortAudio callback only copies the block and, when :class:`HandOff` says a
     packet's worth has gathered, hands what it holds to the event loop
     (``call_soon_threadsafe``): with ``gather``, one wake-up per frame rather than one per
-    device period. With ``whole_frames`` PortAudio itself calls back once a frame. Numbering runs on the loop, where the block goes straight to the sink
-    (the sender's spool: bounded, it drops the oldest audio and counts it).
+    device period; with ``whole_frames``, PortAudio itself calls back once a frame.
+    Numbering runs on the loop, where the block goes straight to the sink (the sender's
+    spool: bounded, it drops the oldest audio and counts it).
     """
 
     def __init__(

@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,6 +25,7 @@ from micwire.common.errors import TransportError
 from micwire.common.protocol import HEADER, Hello, Packet, StreamParams
 from micwire.receiver.server import Receiver, ReceiverConfig
 from micwire.sender import Sender, SenderConfig
+from micwire.sender.config import SenderReport
 
 
 @asynccontextmanager
@@ -755,3 +758,39 @@ def test_a_version_1_receiver_that_stops_reading_is_found_dead_by_pings(
 
     with caplog.at_level(logging.WARNING, logger="micwire.sender"):
         asyncio.run(main())
+
+
+def test_half_sent_requests_are_closed_and_lock_nobody_out(tmp_path: Path) -> None:
+    """Connections that never finish their request headers (a slowloris: a byte now and
+    then) are closed after the hello timeout; a sender streaming meanwhile goes on past
+    it, whole."""
+
+    async def half_request(port: int) -> float:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        started = time.monotonic()
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        try:
+            while time.monotonic() - started < 10:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    if await asyncio.wait_for(reader.read(1), 0.3) == b"":
+                        return time.monotonic() - started
+                writer.write(b"X")
+        except ConnectionError:
+            return time.monotonic() - started
+        finally:
+            writer.close()
+        return math.inf
+
+    async def main() -> tuple[list[float], SenderReport]:
+        async with running_receiver(hello_timeout_s=1.5, record_dir=tmp_path) as (_rx, url):
+            sender = Sender(SenderConfig(url, name="past", source="tone:440", duration_s=4.0))
+            sending = asyncio.create_task(sender.run())
+            port = int(url.rsplit(":", 1)[1])
+            held = await asyncio.gather(*(half_request(port) for _ in range(20)))
+            return held, await sending
+
+    held, report = asyncio.run(main())
+    assert all(1.4 < seconds < 4.0 for seconds in held), held
+    assert (report.confirmed, report.reconnects) == (4 * 48000, 0)
+    data, _, _ = read_single(tmp_path, "past-*.wav")
+    assert len(data) == 4 * 48000

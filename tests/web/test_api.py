@@ -155,13 +155,16 @@ def test_recordings_download_with_ranges(tmp_path: Path) -> None:
             wav = next(r for r in view["recordings"] if r["name"].endswith(".wav"))
             whole = await get(http(url) + wav["url"])
             part = await get(http(url) + wav["url"], headers={"Range": "bytes=44-1043"})
+            none = await get(http(url) + wav["url"], headers={"Range": "bytes=-0"})
             traversal = await get(http(url) + "/recordings/..%2F..%2Fetc%2Fpasswd")
-            return wav, whole, part, traversal
+            return wav, whole, part, none, traversal
 
-    wav, whole, part, traversal = asyncio.run(main())
+    wav, whole, part, none, traversal = asyncio.run(main())
     path = next(tmp_path.glob("dl-*.wav"))
     assert whole[0] == 200 and whole[2] == path.read_bytes() and wav["bytes"] == len(whole[2])
     assert part[0] == 206 and part[2] == path.read_bytes()[44:1044]
+    # the last 0 bytes: nothing to send, and said so (not the whole file as a "part")
+    assert none[0] == 416 and none[1]["Content-Range"] == f"bytes */{len(whole[2])}"
     assert "attachment" in whole[1]["Content-Disposition"]
     assert traversal[0] == 404
 
