@@ -410,9 +410,18 @@ def device_sender_costs(url: str, seconds: float) -> list[tuple[str, float]]:
         "Python PortAudio callback, copy only": [sys.executable, "-c", BARE_CALLBACK],
     }
     jack_src = ["gst-launch-1.0", "-q", "jackaudiosrc", "connect=auto"]
-    probe = subprocess.run(["gst-inspect-1.0", "jackaudiosrc"], capture_output=True)
+    have_jack_src = (
+        shutil.which("gst-inspect-1.0") is not None
+        and subprocess.run(["gst-inspect-1.0", "jackaudiosrc"], capture_output=True).returncode == 0
+    )
+    if not have_jack_src:
+        print(
+            "GStreamer's jackaudiosrc is missing (Debian: gstreamer1.0-plugins-good): "
+            "no GStreamer sound-card sender figures",
+            file=sys.stderr,
+        )
     with tempfile.TemporaryDirectory() as tmp, jack_server(Path(tmp), period=256) as name:
-        if shutil.which("gst-launch-1.0") and probe.returncode == 0:
+        if have_jack_src:
             # GStreamer's own sound-card sender: a buffer per period, as micwire's PCM
             jack_src += [f"server={name}", "latency-time=5333", "!", "audio/x-raw,channels=1"]
             runs["GStreamer card, Opus RTP"] = [
