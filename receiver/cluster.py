@@ -20,7 +20,6 @@ import contextlib
 import itertools
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -251,7 +250,6 @@ def carried(stream: Stream) -> dict[str, Any]:
     return {
         "totals": vars(stream.stats()),
         "reconnects": stream.reconnects,
-        "uptime_s": time.monotonic() - stream.created,
         "first_seen": stream.first_seen,
     }
 
@@ -264,7 +262,6 @@ def carry_over(stream: Stream, carry: dict[str, Any]) -> None:
     # its earlier parts are in the sidecar too: the summary must not add them twice
     stream.carried_samples += stream.totals.samples
     stream.reconnects = int(carry.get("reconnects", 0)) + 1
-    stream.created = time.monotonic() - float(carry.get("uptime_s", 0.0))
     stream.first_seen = min(stream.first_seen, float(carry.get("first_seen", stream.first_seen)))
 
 

@@ -168,6 +168,9 @@ class Recording:
         self.paths: list[Path] = []
         self._writers: list[Writer] = []
         self.samples_written = 0
+        #: How often the stream's sender reconnected (kept in the sidecar, so a stream
+        #: continued after a restart counts on from there).
+        self.reconnects = 0
         #: Set when a write failed; every later write raises it.
         self.failure: StorageError | None = None
         try:
@@ -286,6 +289,7 @@ class Recording:
             "seconds": round(samples / self.rate_hz, 6),
             "gaps": gaps,
             "outcome": self.outcome,
+            "reconnects": self.reconnects,
             "parts": [{k: part.get(k) for k in PART_KEYS} for part in parts],
         }
         write_json(self.sidecar, data)

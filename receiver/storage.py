@@ -120,6 +120,12 @@ class Previous:
         """Samples over all its parts."""
         return sum(int(part["samples"]) for part in self.data["parts"])
 
+    @property
+    def reconnects(self) -> int:
+        """Its sender's reconnections so far (0 in a sidecar from before they were kept)."""
+        count = self.data.get("reconnects")
+        return count if type(count) is int and count >= 0 else 0
+
 
 def _valid(data: Any) -> bool:
     """Does this look like one of our sidecars, with every field a resume relies on?"""

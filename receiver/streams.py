@@ -147,7 +147,9 @@ class Stream:
         self.came_back = ""
         self.state = "live"  # live, parked, ended
         self.outcome = "open"
-        self.reconnects = 0
+        #: Its sender's reconnections (one more for continuing a recording left by an
+        #: earlier receiver: the sender reconnected to get here).
+        self.reconnects = 0 if previous is None else previous.reconnects + 1
         self.network_ms = 0.0  # arrival minus capture time of the newest packet
         self.attachment: Attachment | None = None
         self.expiry: asyncio.Task[None] | None = None
@@ -373,6 +375,7 @@ class Stream:
             previous.sidecar if previous is not None else None,
             previous.data["parts"] if previous is not None else None,
         )
+        recording.reconnects = self.reconnects
         self.paths = [p.name for p in recording.paths]
         log.info("stream %r: recording to %s", self.name, ", ".join(self.paths))
         return recording
@@ -515,12 +518,14 @@ class Stream:
                 "reconnects",
             )
         }
-        end = self.ended_at if self.ended_at is not None else time.monotonic()
+        # since the stream was first seen, by this receiver or one before it (a restart,
+        # another worker)
+        end = self.ended_utc if self.ended_utc is not None else time.time()
         view.update(
             state=self.page_state,
             outcome=self.outcome,
             frame_ms=p.frame_ms,
-            uptime_s=round(end - self.created, 1),
+            uptime_s=round(end - self.first_seen, 1),
             ended_utc=self.ended_utc,
             listeners=len(self.listeners),
             alerts=[
@@ -742,6 +747,8 @@ class Streams:
                 return False
         self.parked.pop(stream.name, None)
         stream.reconnects += 1
+        if stream.recording is not None:
+            stream.recording.reconnects = stream.reconnects
         stream.peer = peer
         stream.outcome = "open"
         log.info("stream %r: %s is back; resuming at sample %d", stream.name, peer, stream.position)

@@ -135,6 +135,8 @@ def test_opus_resumes_gap_free_when_the_receiver_no_longer_holds_the_stream(
             # the page shows the whole stream, not only the part since the restart
             (view,) = rx.local_views()
             assert view["seconds"] == 5.0, view
+            # ...up since its start before the restart, its sender's reconnection counted
+            assert view["uptime_s"] >= 5.0 and view["reconnects"] == 1, view
             return sent
 
     async def grace_expired() -> Any:
@@ -164,6 +166,7 @@ def test_opus_resumes_gap_free_when_the_receiver_no_longer_holds_the_stream(
     assert sent.lost_samples == 0 and sent.confirmed == sent.samples_captured == len(source)
     sidecar, audio = parts_of(rec, "phoenix")
     assert len(sidecar["parts"]) == 2 and sidecar["parts"][1]["origin"] > 0
+    assert sidecar["reconnects"] == 1
     assert_opus_like(audio[:, 0], source)
     # the fresh encoder's warm-up (sent on purpose from before the resume point) is said
     # as such, not as packets the receiver had already
