@@ -141,7 +141,11 @@ async def anything_else(request: web.Request) -> web.StreamResponse:
 async def page(request: web.Request, name: str) -> web.StreamResponse:
     if _role(request, MAY_WATCH) is None:
         raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs, safe='')}")
-    return _file(WEB_DIR / name)
+    response = _file(WEB_DIR / name)
+    if not _receiver(request).tokens.required and isinstance(response.body, bytes):
+        # no token: nobody logged in, so there is nothing to log out of
+        response.body = response.body.replace(b'class="logout"', b'class="logout" hidden')
+    return response
 
 
 async def send_page(request: web.Request) -> web.StreamResponse:

@@ -95,7 +95,9 @@ def test_tokens_guard_everything_but_health(tmp_path: Path) -> None:
                 ) as r:
                     out["login"] = (r.status, r.headers["Location"], r.headers["Set-Cookie"])
                 async with browser.get(base + "/") as r:
-                    out["after_login"] = (r.status, "<html" in (await r.text()).lower())
+                    text = await r.text()
+                    out["after_login"] = (r.status, "<html" in text.lower())
+                    out["logout"] = 'class="logout">' in text
                 for origin, key in ((base, "ws_same_origin"), ("http://evil.example", "ws_evil")):
                     try:
                         async with browser.ws_connect(
@@ -125,10 +127,20 @@ def test_tokens_guard_everything_but_health(tmp_path: Path) -> None:
     assert (status, location) == (303, "/")
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "look-t" not in cookie
     assert out["after_login"] == (200, True)
+    assert out["logout"]  # logged in: the page offers to log out
     assert out["ws_same_origin"] == "streams" and out["ws_evil"] == 401
     assert "wants a valid token (HTTP 401)" in out["send_look"]
     assert out["send_send"] == 9600
     assert "wants a valid token" in out["none"]
+
+
+def test_without_a_token_the_page_offers_no_log_out(tmp_path: Path) -> None:
+    async def main() -> str:
+        async with running_receiver() as (_rx, url):
+            return (await get(http(url) + "/"))[2].decode()
+
+    page = asyncio.run(main())
+    assert 'class="logout" hidden' in page and 'class="logout">' not in page
 
 
 def test_a_wrong_password_goes_back_to_the_form(tmp_path: Path) -> None:
