@@ -534,6 +534,8 @@ class Stream:
             ],
             recordings=self.recordings(),
         )
+        if self.state == "ended":  # no sound to measure, not a silence of -120 dBFS
+            view.update(peak_dbfs=None, rms_dbfs=None)
         return view
 
     @property

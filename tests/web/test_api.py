@@ -164,6 +164,8 @@ def test_recordings_download_with_ranges(tmp_path: Path) -> None:
         async with running_receiver(record_dir=tmp_path) as (rx, url):
             await Sender(SenderConfig(url, name="dl", source="tone:440", duration_s=1.0)).run()
             (view,) = (await rx.snapshot())["streams"]
+            # an ended stream has no level to show (not a -120 dBFS silence)
+            assert view["state"] == "ended" and view["peak_dbfs"] is view["rms_dbfs"] is None
             wav = next(r for r in view["recordings"] if r["name"].endswith(".wav"))
             whole = await get(http(url) + wav["url"])
             part = await get(http(url) + wav["url"], headers={"Range": "bytes=44-1043"})
