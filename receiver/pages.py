@@ -211,7 +211,15 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 
 async def login(request: web.Request) -> web.StreamResponse:
     rx = _receiver(request)
-    form = await request.post()
+    try:  # a body sent a byte now and then must not hold the connection for ever
+        async with asyncio.timeout(rx.config.hello_timeout_s):
+            form = await request.post()
+    except TimeoutError:
+        late = web.Response(status=HTTPStatus.REQUEST_TIMEOUT, text="the form came too slowly")
+        await late.prepare(request)
+        await late.write_eof()
+        request.protocol.force_close()  # not aiohttp's lingering wait for the rest of it
+        return late
     next_page = _safe_next(str(form.get("next") or request.query.get("next") or "/"))
     offered = form.get("token")
     role = rx.tokens.role_of_token(str(offered) if offered is not None else None)
@@ -281,7 +289,7 @@ async def recording(request: web.Request) -> web.StreamResponse:
     path = directory / name
     if not path.is_file():
         raise web.HTTPNotFound()
-    if re.fullmatch(r"bytes=\s*-0+\s*", request.headers.get(hdrs.RANGE, "")):
+    if re.fullmatch(r"bytes=\s*-0+\s*", request.headers.get(hdrs.RANGE, ""), re.IGNORECASE):
         # a suffix of no bytes cannot be satisfied (RFC 9110 14.1.1); aiohttp would send
         # the whole file as if it were one
         raise web.HTTPRequestRangeNotSatisfiable(

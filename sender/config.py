@@ -94,7 +94,8 @@ class SenderReport:
                 "longer than --spool-s; recorded as silence)"
             )
         elif self.confirmed == self.samples_captured:
-            text += ", nothing lost (the receiver confirmed every sample)"
+            on_the_way = " on the way" if self.input_overflows else ""
+            text += f", nothing lost{on_the_way} (the receiver confirmed every sample)"
         if self.confirmed is None:
             undelivered = (self.samples_captured - self.acknowledged) / (self.rate_hz or 1)
             text += f"; NOT CONFIRMED by the receiver: {undelivered:.2f} s may be missing"
@@ -104,5 +105,9 @@ class SenderReport:
                 f"{self.resent_samples / (self.rate_hz or 1):.2f} s resent"
             )
         if self.input_overflows:  # the OS/driver lost input before PortAudio handed it over
-            text += f"; the input device reported {self.input_overflows} overflow(s)"
+            text += (
+                f"; but the input device LOST audio {self.input_overflows} time(s) before "
+                "micwire could read it (input overflow: the machine or its sound server "
+                "was too busy)"
+            )
         return text

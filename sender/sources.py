@@ -118,6 +118,15 @@ class DeviceSource(Source):
         #: Hand audio over in packets of up to ``block_samples`` (always for whole frames),
         #: or every device block at once (the lowest latency, a wake-up per device period).
         self.gather = gather or whole_frames
+        # Whole frames of at least two device periods: PortAudio gathers each frame from
+        # the periods and calls back once a frame, the moment its last sample arrives (as
+        # HandOff would, without a call into Python every period). A shorter frame stays
+        # with a callback per period: else several calls into Python would fall within
+        # one period of the sound server's cycle, more work where it can least wait, for
+        # no saving. The host API's low input latency is its period (JACK) or near it
+        # (ALSA).
+        period = float(info["default_low_input_latency"]) * rate_hz
+        self.blocksize = block_samples if whole_frames and block_samples >= 2 * period else 0
         self.description = f"device {info['name']!r}"
         if not whole_frames:
             self.note = (
@@ -175,11 +184,7 @@ class DeviceSource(Source):
                 samplerate=self.rate_hz,
                 channels=self.channels,
                 dtype="int16",
-                # whole frames: PortAudio gathers a frame from the device's periods and
-                # calls back once a frame, at the moment its last sample arrives (as
-                # HandOff would, without a call into Python every period); else each
-                # period as the host API gives it
-                blocksize=self.block_samples if self.whole_frames else 0,
+                blocksize=self.blocksize,  # 0: each period as the host API gives it
                 latency="low",
                 callback=callback,
                 dither_off=True,

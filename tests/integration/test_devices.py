@@ -532,6 +532,37 @@ print(json.dumps({"errors": playback.callback_errors, "last": playback.last_call
 """
 
 
+BLOCKSIZE_SCRIPT = """
+import json
+from micwire.sender.sources import DeviceSource
+print(json.dumps({ms: DeviceSource("system", 48000, 1, 48 * ms, whole_frames=True).blocksize
+                  for ms in (5, 10, 20, 60)}))
+"""
+
+
+def test_opus_frames_come_whole_from_the_card_only_when_they_span_two_periods(
+    tmp_path: Path,
+) -> None:
+    """Frame-sized callbacks (PortAudio gathering a frame from the card's periods) save a
+    call into Python per period; a frame shorter than two periods keeps a callback per
+    period (several calls into Python within one cycle of the sound server would be more
+    work where it can least wait). 256-frame periods: 20 ms frames and up."""
+    import subprocess
+    import sys
+
+    with jack_server(tmp_path, period=256) as jack:  # a USB card at a low-latency setting
+        env = {**os.environ, "JACK_DEFAULT_SERVER": jack, "JACK_NO_START_SERVER": "1"}
+        done = subprocess.run(
+            [sys.executable, "-c", BLOCKSIZE_SCRIPT],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"5": 0, "10": 0, "20": 960, "60": 2880}
+
+
 def test_a_failing_playback_callback_is_counted_and_playback_goes_on(jack: str) -> None:
     """An exception in the PortAudio callback would stop that stream's playback for good:
     it is caught, the block is silence, it is counted, and the next callbacks play."""

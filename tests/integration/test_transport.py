@@ -761,14 +761,19 @@ def test_a_version_1_receiver_that_stops_reading_is_found_dead_by_pings(
 
 
 def test_half_sent_requests_are_closed_and_lock_nobody_out(tmp_path: Path) -> None:
-    """Connections that never finish their request headers (a slowloris: a byte now and
-    then) are closed after the hello timeout; a sender streaming meanwhile goes on past
-    it, whole."""
+    """Connections that never finish their request headers, or the login form's body (a
+    slowloris: a byte now and then), are closed after the hello timeout; a sender
+    streaming meanwhile goes on past it, whole."""
+    heads = [
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\n",
+        b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n\r\ntoken=",
+    ]
 
-    async def half_request(port: int) -> float:
+    async def half_request(port: int, head: bytes) -> float:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         started = time.monotonic()
-        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        writer.write(head)
         try:
             while time.monotonic() - started < 10:
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -786,7 +791,7 @@ def test_half_sent_requests_are_closed_and_lock_nobody_out(tmp_path: Path) -> No
             sender = Sender(SenderConfig(url, name="past", source="tone:440", duration_s=4.0))
             sending = asyncio.create_task(sender.run())
             port = int(url.rsplit(":", 1)[1])
-            held = await asyncio.gather(*(half_request(port) for _ in range(20)))
+            held = await asyncio.gather(*(half_request(port, heads[i % 2]) for i in range(20)))
             return held, await sending
 
     held, report = asyncio.run(main())

@@ -169,7 +169,7 @@ def test_recordings_download_with_ranges(tmp_path: Path) -> None:
             wav = next(r for r in view["recordings"] if r["name"].endswith(".wav"))
             whole = await get(http(url) + wav["url"])
             part = await get(http(url) + wav["url"], headers={"Range": "bytes=44-1043"})
-            none = await get(http(url) + wav["url"], headers={"Range": "bytes=-0"})
+            none = await get(http(url) + wav["url"], headers={"Range": "Bytes=-0"})
             traversal = await get(http(url) + "/recordings/..%2F..%2Fetc%2Fpasswd")
             return wav, whole, part, none, traversal
 
