@@ -147,9 +147,8 @@ class Stream:
         self.came_back = ""
         self.state = "live"  # live, parked, ended
         self.outcome = "open"
-        #: Its sender's reconnections (one more for continuing a recording left by an
-        #: earlier receiver: the sender reconnected to get here).
-        self.reconnects = 0 if previous is None else previous.reconnects + 1
+        # one more than the recording it continues had: the sender reconnected to get here
+        self._reconnects = 0 if previous is None else previous.reconnects + 1
         self.network_ms = 0.0  # arrival minus capture time of the newest packet
         self.attachment: Attachment | None = None
         self.expiry: asyncio.Task[None] | None = None
@@ -168,6 +167,17 @@ class Stream:
         self.ended_utc: float | None = None
         self._seq = 0  # sequence numbers of decoded packets made for PCM listeners
         self._callback_errors_seen = 0
+
+    @property
+    def reconnects(self) -> int:
+        """Its sender's reconnections, over every part (the sidecar keeps the count)."""
+        return self._reconnects
+
+    @reconnects.setter
+    def reconnects(self, count: int) -> None:
+        self._reconnects = count
+        if self.recording is not None:
+            self.recording.reconnects = count
 
     @property
     def resumable(self) -> bool:
@@ -749,8 +759,6 @@ class Streams:
                 return False
         self.parked.pop(stream.name, None)
         stream.reconnects += 1
-        if stream.recording is not None:
-            stream.recording.reconnects = stream.reconnects
         stream.peer = peer
         stream.outcome = "open"
         log.info("stream %r: %s is back; resuming at sample %d", stream.name, peer, stream.position)
