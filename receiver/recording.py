@@ -6,11 +6,11 @@ segment; a writer task hands everything queued to a thread once about
 disk slows the sender down (through TCP) rather than losing audio: at most
 :data:`MAX_PENDING_S` waits in memory.
 
-Crash safety: every file is flushed at least every second. WAV is written as RF64 with
-libsndfile's auto-downgrade, so it is a plain WAV up to 4 GiB and RF64 beyond (a plain
-WAV header cannot count past 4 GiB), and its header is rewritten on every write
-(``SFC_SET_UPDATE_HEADER_AUTO``); MP3 is constant bitrate with a LAME tag kept current
-(:mod:`micwire.receiver.mp3`), so a file cut short still decodes aligned, to its length.
+Crash safety: every file is flushed at least every second. WAV is a plain 16-bit PCM
+WAV up to 4 GiB and RF64 beyond (a plain WAV header cannot count past 4 GiB), written
+straight to the file with its header rewritten on every write (micwire.receiver.wav);
+MP3 is constant bitrate with a LAME tag kept current (:mod:`micwire.receiver.mp3`), so
+a file cut short still decodes aligned, to its length.
 A receiver killed with SIGKILL leaves files a player opens, missing at most the last
 second. The sidecar (:mod:`micwire.receiver.storage`) is rewritten each
 second with the counts.
@@ -41,6 +41,7 @@ from micwire.common.errors import AudioFormatError, StorageError
 from micwire.common.names import recording_filename
 from micwire.receiver.mp3 import Mp3Writer
 from micwire.receiver.storage import PART_KEYS, storage_error, write_json
+from micwire.receiver.wav import WavWriter
 
 log = logging.getLogger("micwire.receiver")
 FLUSH_INTERVAL_S = 1.0
@@ -53,9 +54,6 @@ MAX_PENDING_S = 10.0
 GAP_PIECE_S = 1.0
 RECORDING_FORMATS = ("wav", "mp3", "flac", "ogg")
 
-_SFC_SET_UPDATE_HEADER_AUTO = 0x1061  # sndfile.h
-_SFC_RF64_AUTO_DOWNGRADE = 0x1210
-
 Samples = npt.NDArray[np.int16]
 
 
@@ -66,24 +64,17 @@ class Writer(Protocol):
 
 
 class SoundfileWriter:
-    """A file written by libsndfile (through soundfile), made crash-safe."""
+    """A FLAC or Ogg file written by libsndfile (through soundfile)."""
 
     def __init__(self, path: Path, fmt: FileFormat, rate_hz: int, channels: int) -> None:
-        container = "RF64" if fmt.name == "wav" else fmt.container
         self._file = sf.SoundFile(
-            path, "w", samplerate=rate_hz, channels=channels, format=container, subtype=fmt.subtype
+            path,
+            "w",
+            samplerate=rate_hz,
+            channels=channels,
+            format=fmt.container,
+            subtype=fmt.subtype,
         )
-        self._header_auto = False
-        if fmt.name == "wav":
-            try:
-                self._command(_SFC_RF64_AUTO_DOWNGRADE, 1)
-                self._command(_SFC_SET_UPDATE_HEADER_AUTO, 1)
-                self._header_auto = True
-            except AttributeError:  # soundfile internals moved: the 1 s flush still bounds loss
-                log.warning("cannot keep WAV headers current with this soundfile version")
-
-    def _command(self, command: int, value: int) -> None:
-        sf._snd.sf_command(self._file._file, command, sf._ffi.NULL, value)
 
     def write(self, samples: Samples) -> None:
         try:
@@ -92,13 +83,8 @@ class SoundfileWriter:
             raise self._detailed(exc) from exc
 
     def flush(self) -> None:
-        """Make what was written readable by another process, or after this one is killed.
-        WAV: nothing to do (every write reaches the file, header included: see
-        ``SFC_SET_UPDATE_HEADER_AUTO``); no fsync either, which costs a disk write a
-        second per stream and protects only against power loss. Other formats: libsndfile
-        flushes its encoder's buffers."""
-        if self._header_auto:
-            return
+        """Make what was written readable by another process, or after this one is killed:
+        libsndfile flushes its encoder's buffers."""
         try:
             self._file.flush()
         except sf.LibsndfileError as exc:
@@ -133,6 +119,8 @@ def _create_unique(directory: Path, filename: str) -> Path:
 
 
 def open_writer(path: Path, fmt: FileFormat, rate_hz: int, channels: int) -> Writer:
+    if fmt.name == "wav":  # plain PCM that every reader opens, RF64 past 4 GiB (receiver/wav.py)
+        return WavWriter(path, rate_hz, channels)
     if fmt.name == "mp3":  # LAME directly: gapless, crash-safe, cheaper (receiver/mp3.py)
         return Mp3Writer(path, rate_hz, channels)
     return SoundfileWriter(path, fmt, rate_hz, channels)

@@ -28,9 +28,10 @@ from typing import Any
 
 import soundfile as sf
 
-from micwire.common.errors import StorageError
+from micwire.common.errors import AudioFormatError, StorageError
 from micwire.common.names import sanitize_stream_name
 from micwire.common.protocol import StreamParams
+from micwire.receiver import wav
 
 log = logging.getLogger("micwire.receiver")
 PART_KEYS = ("files", "origin", "samples", "gaps", "outcome")
@@ -181,12 +182,8 @@ def _part_end(directory: Path, part: dict[str, Any]) -> int:
         samples = int(part["samples"])
     for name in part["files"]:
         if isinstance(name, str) and name.endswith(".wav") and "/" not in name:
-            with (
-                contextlib.suppress(RuntimeError, OSError),
-                sf.SoundFile(str(directory / name), "r+") as f,
-            ):
-                if f.frames > samples:
-                    f.truncate(samples)
+            with contextlib.suppress(AudioFormatError, OSError):
+                wav.truncate(directory / name, samples)
     part["samples"] = samples
     return int(part["origin"]) + samples
 

@@ -233,9 +233,12 @@ class Micwire:
     def wait(self, timeout: float = 30.0) -> int:
         try:
             self.proc.wait(timeout=seconds(timeout))
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
             self.proc.kill()
-            raise
+            self._reader.join(5)
+            raise AssertionError(
+                f"{self.args[0]} did not exit within {exc.timeout:g} s; log:\n{self.log}"
+            ) from exc
         self._reader.join(5)
         self._out_reader.join(5)
         return self.proc.returncode

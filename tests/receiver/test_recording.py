@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import wave
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 import soundfile as sf
 
 from micwire.common.errors import StorageError
+from micwire.receiver import wav
 from micwire.receiver.recording import Recording
 
 START = datetime(2026, 12, 3, 10, 0, 0, tzinfo=timezone.utc)
@@ -89,6 +91,41 @@ def test_a_short_wav_is_a_plain_wav(tmp_path: Path) -> None:
     with open(recording.paths[0], "rb") as f:
         header = f.read(12)
     assert header[:4] == b"RIFF" and header[8:12] == b"WAVE"
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_mono_and_stereo_recordings_open_with_pythons_own_wave_module(
+    tmp_path: Path, channels: int
+) -> None:
+    """What the snippets people start from use: ``wave`` refuses WAVE_FORMAT_EXTENSIBLE
+    ("unknown format: 65534"), which libsndfile's RF64 writer put even in mono files."""
+    rng = np.random.default_rng(3)
+    audio = rng.integers(-9000, 9000, (4800, channels), dtype=np.int16)
+    recording = asyncio.run(record(tmp_path, [audio, 480, audio], channels=channels))
+    expected = np.concatenate([audio, np.zeros((480, channels), np.int16), audio])
+    with wave.open(str(recording.paths[0])) as w:
+        assert (w.getnchannels(), w.getframerate(), w.getsampwidth()) == (channels, 48000, 2)
+        frames = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, channels)
+    assert np.array_equal(frames, expected)
+    data, _ = sf.read(str(recording.paths[0]), dtype="int16", always_2d=True)
+    assert np.array_equal(data, expected)
+
+
+@pytest.mark.parametrize("rf64", [False, True])
+def test_a_wav_is_cut_to_a_part_end_with_its_header_saying_so(tmp_path: Path, rf64: bool) -> None:
+    """After a crash a part is cut to where every one of its files has audio (so parts join
+    exactly): our files, and libsndfile's RF64 files from earlier versions."""
+    audio = np.arange(-2000, 2000, dtype=np.int16).reshape(-1, 2)
+    if rf64:
+        path = tmp_path / "old.wav"
+        sf.write(str(path), audio, 48000, format="RF64", subtype="PCM_16")
+    else:
+        path = asyncio.run(record(tmp_path, [audio], channels=2)).paths[0]
+    wav.truncate(path, 1500)
+    data, _ = sf.read(str(path), dtype="int16", always_2d=True)
+    assert np.array_equal(data, audio[:1500])
+    wav.truncate(path, 1900)  # holds less already: left alone
+    assert sf.info(str(path)).frames == 1500
 
 
 @pytest.fixture
