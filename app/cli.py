@@ -223,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-streams", type=_positive(int), default=16, help="streams at once (default 16)"
     )
     rx.add_argument(
+        "--max-listeners",
+        type=_positive(int),
+        default=_env("max_listeners", "100"),
+        metavar="N",
+        help="browser listeners per stream; the next is answered 503 (default 100)",
+    )
+    rx.add_argument(
         "--gather-ms",
         type=_gather_ms,
         default=_env("gather_ms", "100"),
@@ -450,6 +457,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
         certfile=args.cert,
         keyfile=args.key,
         max_streams=args.max_streams,
+        max_listeners=args.max_listeners,
         gather_ms=args.gather_ms,
         on_stats=display.update if display else None,
         listen_token=args.listen_token,

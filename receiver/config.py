@@ -31,6 +31,10 @@ class ReceiverConfig:
     #: audio is kept for its sender to resume, like a broken link.
     idle_timeout_s: float = 30.0
     max_streams: int = 16
+    #: Browser listeners per stream (the next is answered 503).
+    max_listeners: int = 100
+    #: A listener whose connection takes no audio for this long is disconnected.
+    listener_stalled_s: float = 10.0
     #: While nothing is served live (playback, a page, a listener), the event loop looks
     #: at the network at most this often (micwire.receiver.eventloop). 0: at once; more
     #: than 200 gathers no more (the receiver's 0.2 s tick wakes the loop).

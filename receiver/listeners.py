@@ -4,8 +4,10 @@ A stream offers every packet to each of its listeners with :meth:`Listener.offer
 never waits: a listener's queue holds about a second of audio, and when it is full the
 oldest goes (counted). Each listener has its own task that writes its queue to its
 WebSocket; one that cannot keep up loses its own audio, and one that stops reading
-(nothing written for ``stalled_s``) is disconnected. Nothing a listener does slows the
-sender, the recording, live playback or another listener.
+(nothing written for ``stalled_s``) is disconnected. Its connection holds at most about
+half a second of audio on the way (:func:`bound_in_flight`), so "stopped reading" is seen
+at once, not once the kernel has buffered tens of seconds of it. Nothing a listener does
+slows the sender, the recording, live playback or another listener.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import time
 from collections import deque
 from typing import Any
@@ -25,14 +28,52 @@ log = logging.getLogger("micwire.receiver")
 QUEUE_S = 1.0
 #: A listener whose socket takes no data for this long is disconnected.
 STALLED_S = 10.0
+#: Audio the connection itself may hold on its way (asyncio's write buffer, and the
+#: kernel's send buffer: each about this much). Left to itself Linux grows a send buffer to
+#: 4 MB, 40 s of PCM, before a listener that stopped reading is noticed at all.
+IN_FLIGHT_S = 0.25
+#: Smallest buffer either is given, in bytes (Linux doubles what is asked, and has a floor).
+MIN_BUFFER_BYTES = 4096
+
+
+def bytes_per_s(codec: str, rate_hz: int, channels: int, frame_ms: float, bitrate: int) -> int:
+    """What a listener is sent per second: payload and each packet's headers (ours, 24
+    bytes, and WebSocket's, up to 10)."""
+    payload = rate_hz * channels * 2 if codec == "pcm" else bitrate // 8
+    return int(payload + 1000 / frame_ms * (24 + 10))
+
+
+def bound_in_flight(transport: Any, per_s: int) -> int:
+    """Keep what a listener's connection holds to about IN_FLIGHT_S of its audio, so one
+    that stops reading shows in its own queue within a second, and is disconnected
+    STALLED_S later (not after the kernel has taken tens of seconds of it). Returns the
+    bound in bytes, for the WebSocket writer's own (it checks for room only that often)."""
+    limit = max(MIN_BUFFER_BYTES, int(per_s * IN_FLIGHT_S))
+    if transport is None:
+        return limit
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limit)
+    with contextlib.suppress(AttributeError, ValueError):
+        transport.set_write_buffer_limits(high=limit)
+    return limit
 
 
 class Listener:
-    def __init__(self, ws: web.WebSocketResponse, stream: str, pcm: bool, rate_hz: int) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        stream: str,
+        pcm: bool,
+        rate_hz: int,
+        stalled_s: float = STALLED_S,
+    ) -> None:
         self.ws = ws
         self.stream = stream
         #: Wants decoded PCM whatever the stream's codec (a browser without Opus).
         self.pcm = pcm
+        self.stalled_s = stalled_s
         self._capacity = int(QUEUE_S * rate_hz)
         self._queue: deque[tuple[bytes | str, int]] = deque()  # (message, samples)
         self._queued = 0
@@ -81,7 +122,7 @@ class Listener:
 
     @property
     def stalled(self) -> bool:
-        return bool(self._queue) and time.monotonic() - self._last_progress > STALLED_S
+        return bool(self._queue) and time.monotonic() - self._last_progress > self.stalled_s
 
     async def run(self) -> None:
         """Write the queue to the socket until the stream ends or the listener goes."""

@@ -26,7 +26,7 @@ from micwire.common.protocol import max_message_bytes
 from micwire.receiver import logs
 from micwire.receiver.auth import COOKIE, MAY_SEND, MAY_WATCH, same_origin
 from micwire.receiver.cluster import merge_metrics
-from micwire.receiver.listeners import Listener
+from micwire.receiver.listeners import Listener, bound_in_flight, bytes_per_s
 from micwire.receiver.metrics import registry_for
 from micwire.receiver.relay import relay
 from micwire.receiver.server import worker_socket
@@ -40,7 +40,6 @@ WEB_DIR = Path(__file__).parent / "web"
 RECEIVER = web.AppKey("receiver", object)
 #: Bounds on what browsers can hold open.
 MAX_EVENT_CLIENTS = 100
-MAX_LISTENERS_PER_STREAM = 100
 RECORDING_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg", ".json")
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -374,11 +373,19 @@ async def _listen(request: web.Request) -> web.StreamResponse:
                 rx.relayed_listeners -= 1
     if stream is None:
         raise web.HTTPNotFound(text=f"no stream {name!r}\n")
-    if len(stream.listeners) >= MAX_LISTENERS_PER_STREAM:
-        raise web.HTTPServiceUnavailable(text="too many listeners\n")
-    ws = web.WebSocketResponse(compress=False, heartbeat=20.0, timeout=2.0)
+    if len(stream.listeners) >= rx.config.max_listeners:
+        raise web.HTTPServiceUnavailable(
+            text=f"too many listeners ({rx.config.max_listeners}: --max-listeners)\n"
+        )
+    pcm = request.query.get("format") == "pcm"
+    p = stream.params
+    codec = "pcm" if pcm else p.codec
+    limit = bound_in_flight(
+        request.transport, bytes_per_s(codec, p.rate_hz, p.channels, p.frame_ms, p.bitrate)
+    )
+    ws = web.WebSocketResponse(compress=False, heartbeat=20.0, timeout=2.0, writer_limit=limit)
     await ws.prepare(request)
-    listener = Listener(ws, name, request.query.get("format") == "pcm", stream.params.rate_hz)
+    listener = Listener(ws, name, pcm, p.rate_hz, rx.config.listener_stalled_s)
     stream.add_listener(listener)
     reader = asyncio.create_task(_drain(ws))
     reader.add_done_callback(lambda _: listener.stop())

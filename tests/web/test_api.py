@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
-from rig import expected_tone
+from rig import expected_tone, seconds
 from test_transport import running_receiver
 
 from micwire.common.protocol import HEADER, Packet
@@ -251,6 +251,70 @@ def test_listeners_get_the_stream_and_a_stalled_one_harms_nobody(tmp_path: Path)
         assert np.array_equal(audio, expected_tone(int(duration * 48000))[first:])
     data, _ = sf.read(str(next(tmp_path.glob("room-*.wav"))), dtype="int16")
     assert np.array_equal(data, expected_tone(int(duration * 48000)))
+
+
+def test_a_listener_that_stops_reading_is_cut_off_after_the_stall_time(tmp_path: Path) -> None:
+    """Its connection holds a fraction of a second of audio, so "not reading for S s" is
+    seen after S s: Linux let a listener's send buffer grow to 2.8 MB (29 s of PCM) before
+    the receiver's queue saw anything, and the 10 s cut-off came after 40-45 s."""
+    stall_s, duration = 2.0, 14.0
+    seen: dict[str, float] = {}
+
+    async def stops_reading(rx: Any, url: str) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        writer.write(
+            b"GET /api/listen/room HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        got = 0
+        while got < 48000:  # a listener for a while: the handshake and half a second
+            got += len(await reader.read(65536))
+        seen["stopped"] = time.monotonic()  # and not a byte more from here on
+        stream = rx.streams.live["room"]
+        deadline = seen["stopped"] + seconds(duration)
+        while stream.listeners and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if not stream.listeners:
+            seen["cut"] = time.monotonic()
+        writer.transport.abort()
+
+    async def main() -> Any:
+        async with running_receiver(record_dir=tmp_path, listener_stalled_s=stall_s) as (rx, url):
+            sender = Sender(SenderConfig(url, name="room", source="tone:440", duration_s=duration))
+            task = asyncio.create_task(sender.run())
+            while "room" not in rx.streams.live:
+                await asyncio.sleep(0.02)
+            await stops_reading(rx, url)
+            return await task
+
+    sent = asyncio.run(main())
+    assert "cut" in seen, f"still connected {duration:g} s after it stopped reading"
+    # the stall time, plus what the listener's queue (1 s) and the connection hold on our
+    # side (0.5 s), what the listener's own receive buffer took (measured: 3-4 s here) and
+    # the once-a-second check
+    assert seen["cut"] - seen["stopped"] < stall_s + seconds(7), seen
+    assert sent.confirmed == sent.samples_captured == duration * 48000
+
+
+def test_listeners_beyond_the_limit_are_told_so(tmp_path: Path) -> None:
+    async def main() -> tuple[int, bytes]:
+        async with running_receiver(record_dir=tmp_path, max_listeners=1) as (rx, url):
+            task = asyncio.create_task(
+                Sender(SenderConfig(url, name="hall", source="tone:440", duration_s=2.0)).run()
+            )
+            while "hall" not in rx.streams.live:
+                await asyncio.sleep(0.02)
+            async with (
+                aiohttp.ClientSession() as session,
+                session.ws_connect(http(url) + "/api/listen/hall"),
+            ):
+                status, _, body = await get(http(url) + "/api/listen/hall")
+            await task
+            return status, body
+
+    status, body = asyncio.run(main())
+    assert status == 503 and b"--max-listeners" in body, body
 
 
 def test_bytes_sent_to_listeners_only_ever_grow(tmp_path: Path) -> None:
