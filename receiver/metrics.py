@@ -25,7 +25,7 @@ class ReceiverCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         rx = self.receiver
-        streams = rx.streams.all()
+        streams = rx.streams.shown()
         live = GaugeMetricFamily("micwire_streams", "Streams by state", labels=["state"])
         live.add_metric(["live"], len(rx.streams.live))
         live.add_metric(["reconnecting"], len(rx.streams.parked))
@@ -41,6 +41,14 @@ class ReceiverCollector(Collector):
         for reason, count in sorted(rx.refusals.items()):
             refused.add_metric([reason], count)
         yield refused
+        empty = CounterMetricFamily(
+            "micwire_connections_without_audio",
+            "Sender connections that ended before any audio (not listed as streams), by kind",
+            labels=["kind"],
+        )
+        for kind, count in sorted(rx.empty_connections.items()):
+            empty.add_metric([kind], count)
+        yield empty
         yield CounterMetricFamily(
             "micwire_received_bytes",
             "Bytes of audio received from senders",
@@ -49,7 +57,8 @@ class ReceiverCollector(Collector):
         yield CounterMetricFamily(
             "micwire_sent_bytes",
             "Bytes sent to listeners",
-            value=rx.listener_bytes + sum(x.sent_bytes for s in streams for x in s.listeners),
+            value=rx.listener_bytes
+            + sum(x.sent_bytes for s in rx.streams.all() for x in s.listeners),
         )
         counters = {
             "packets": ("micwire_packets", "Audio packets received"),

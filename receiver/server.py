@@ -71,6 +71,17 @@ def worker_socket(worker: int) -> str:
 LIMITED_LOGGERS = ("micwire.receiver", "aiohttp.server", "aiohttp.web", "asyncio")
 
 
+def _empty_kind(outcome: str) -> str:
+    """A short label for counting connections that ended without audio."""
+    if outcome.startswith("closed:"):
+        return "malformed"
+    if outcome.startswith("no audio"):
+        return "idle"
+    if outcome == "complete":
+        return "ended"
+    return "left"
+
+
 def _refusal_kind(reason: str) -> str:
     """A short label for counting refusals by kind."""
     for kind in ("full", "in use", "no hello", "token", "protocol version", "origin"):
@@ -130,6 +141,8 @@ class Receiver:
         #: Streams that have ended, in order (their final figures and outcome).
         self.finished: list[Stream] = []
         self.refusals: Counter[str] = Counter()
+        #: Sender connections that ended without any audio, by kind (not listed as streams).
+        self.empty_connections: Counter[str] = Counter()
         self.received_bytes = 0
         self.listener_bytes = 0  # sent to listeners that have left
         self.port: int | None = None
@@ -259,6 +272,17 @@ class Receiver:
         log.warning("refused %s: %s", peer, reason)
 
     async def _finished(self, stream: Stream) -> None:
+        if not stream.shown:  # a connection that never sent audio: counted, not listed
+            self.empty_connections[_empty_kind(stream.outcome)] += 1
+            for listener in list(stream.listeners):
+                listener.end(stream.outcome)
+            log.info(
+                "connection from %s for stream %r ended without audio: %s",
+                stream.peer,
+                stream.name,
+                stream.outcome,
+            )
+            return
         if stream.outcome == MOVED:  # it goes on, on another worker: not an ended stream
             for listener in list(stream.listeners):
                 listener.stop()  # closed without an "end": the page reconnects to it there
@@ -283,7 +307,8 @@ class Receiver:
 
     def recent(self) -> list[Stream]:
         """Every stream the page shows: live, reconnecting, and recently ended."""
-        shown = {s.name for s in self.streams.all()}
+        current = self.streams.shown()
+        shown = {s.name for s in current}
         ended: list[Stream] = []
         for stream in reversed(self.finished):
             if stream.ended_before:  # the stream it confirmed is what the page shows
@@ -291,7 +316,7 @@ class Receiver:
             if stream.name not in shown and len(ended) < RECENT_ENDED:
                 shown.add(stream.name)
                 ended.append(stream)
-        return [*self.streams.all(), *ended]
+        return [*current, *ended]
 
     def stop_requested(self) -> None:
         if self._stop is not None:
@@ -340,7 +365,7 @@ class Receiver:
                 continue
             next_second += self.config.stats_interval_s
             now = time.time()
-            back = {s.name for s in self.streams.all()}
+            back = {s.name for s in self.streams.shown()}
             for stream in self.finished:  # a room that is back: its old stream is not down
                 if stream.name in back and stream.alerts.active:
                     self._alerts(stream, stream.alerts.clear_all(), now)
@@ -351,7 +376,7 @@ class Receiver:
                         listener.abort("not reading")
             if out is None and show is None:
                 continue
-            lines = [stream.figures().line() for stream in self.streams.all()]
+            lines = [stream.figures().line() for stream in self.streams.shown()]
             if out is not None:
                 try:
                     out.writelines(json.dumps(line) + "\n" for line in lines)

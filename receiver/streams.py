@@ -205,6 +205,13 @@ class Stream:
         return self.previous is not None and self.previous.complete and not self.has_audio
 
     @property
+    def shown(self) -> bool:
+        """Is this a stream people see (page, /metrics, stats, alerts)? Only once audio
+        came, or it continues a recording: a bare hello, or a connection whose first packet
+        was malformed, is a connection counted and logged, not a stream listed."""
+        return self.has_audio or self.previous is not None
+
+    @property
     def has_audio(self) -> bool:
         return (
             self.recording is not None
@@ -656,6 +663,10 @@ class Streams:
     def all(self) -> list[Stream]:
         return [*self.live.values(), *self.parked.values()]
 
+    def shown(self) -> list[Stream]:
+        """Live and parked streams that people see (:attr:`Stream.shown`)."""
+        return [stream for stream in self.all() if stream.shown]
+
     async def admit(self, hello: Hello, peer: str, attachment: Attachment) -> Accept:
         """Attach a connection to the stream its hello names: a new stream, or the
         stream's own sender coming back. Raises Refusal."""
@@ -926,7 +937,14 @@ class Streams:
             done.set()
 
     async def _finish(self, stream: Stream, outcome: str) -> None:
-        held = stream.resumable and resumable_outcome(outcome) and not stream.ended_before
+        # a connection that never sent audio holds no name: a bare hello must not lock a
+        # room's own sender out of it for the grace
+        held = (
+            stream.resumable
+            and stream.shown
+            and resumable_outcome(outcome)
+            and not stream.ended_before
+        )
         if held:
             self.ended[stream.name] = (time.time(), stream)
             while len(self.ended) > 1000:

@@ -5,6 +5,7 @@ listeners (fan-out; a stalled one harms nobody), alerts to a webhook."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +19,8 @@ import soundfile as sf
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from rig import expected_tone, seconds
-from test_transport import running_receiver
+from test_transport import converse, hello, running_receiver
+from websockets.asyncio.client import connect
 
 from micwire.common.protocol import HEADER, Packet
 from micwire.sender import Sender, SenderConfig
@@ -315,6 +317,54 @@ def test_listeners_beyond_the_limit_are_told_so(tmp_path: Path) -> None:
 
     status, body = asyncio.run(main())
     assert status == 503 and b"--max-listeners" in body, body
+
+
+def test_connections_without_audio_are_counted_not_listed(tmp_path: Path) -> None:
+    """A bare hello, or one malformed packet, is not a stream: anyone with a send token
+    could fill the page with ENDED rows and DOWN alerts. They are counted in /metrics and
+    logged; and a bare hello does not hold the name it asked for."""
+
+    async def main() -> tuple[Any, ...]:
+        async with running_receiver(record_dir=tmp_path, down_s=0.3) as (rx, url):
+            async with connect(url, compression=None) as ws:  # a bare hello, kept open
+                await ws.send(hello(stream="kit", stream_id="junk", protocol=2))
+                await ws.recv()
+                _, _, body = await get(http(url) + "/api/streams")
+                while_open = [v["stream"] for v in json.loads(body)["streams"]]
+            bad = Packet(0, 0, 960, b"\0" * 10).serialize()  # claims 960 samples, has 5
+            code, _, _ = await converse(url, hello(stream="bogus", protocol=2), bad)
+            # the name the bare hello asked for is free at once for a real sender
+            kit = Sender(SenderConfig(url, name="kit", source="tone:440", duration_s=0.5))
+            kit_report = await kit.run()
+            # a real stream whose sender vanishes: its DOWN alert shows the tick has run
+            task = asyncio.create_task(
+                Sender(SenderConfig(url, name="room", source="tone:440", duration_s=9)).run()
+            )
+            while "room" not in rx.streams.live or not rx.streams.live["room"].has_audio:
+                await asyncio.sleep(0.02)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            deadline = time.monotonic() + seconds(10)
+            while time.monotonic() < deadline:
+                _, _, body = await get(http(url) + "/api/streams")
+                views = json.loads(body)["streams"]
+                if any(v["stream"] == "room" and v["alerts"] for v in views):
+                    break
+                await asyncio.sleep(0.1)
+            _, _, text = await get(http(url) + "/metrics")
+            return while_open, code, kit_report, views, text.decode()
+
+    while_open, code, kit_report, views, text = asyncio.run(main())
+    assert while_open == []
+    assert code == 1002
+    assert kit_report.confirmed == kit_report.samples_captured == 24000
+    assert sorted(v["stream"] for v in views) == ["kit", "room"]
+    assert [a["kind"] for v in views if v["stream"] == "room" for a in v["alerts"]] == ["down"]
+    m = metrics_of(text)
+    assert m[("micwire_connections_without_audio_total", (("kind", "left"),))] == 1
+    assert m[("micwire_connections_without_audio_total", (("kind", "malformed"),))] == 1
+    assert not any(labels == (("stream", "bogus"),) for _, labels in m)
 
 
 def test_bytes_sent_to_listeners_only_ever_grow(tmp_path: Path) -> None:
