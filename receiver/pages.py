@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import re
+import stat
 from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -285,8 +286,8 @@ async def recording(request: web.Request) -> web.StreamResponse:
         or not name.endswith(RECORDING_SUFFIXES)
     ):
         raise web.HTTPNotFound()
-    path = directory / name
-    if not path.is_file():
+    path = _own_file(directory, name)
+    if path is None:
         raise web.HTTPNotFound()
     if re.fullmatch(r"bytes=\s*-0+\s*", request.headers.get(hdrs.RANGE, ""), re.IGNORECASE):
         # a suffix of no bytes cannot be satisfied (RFC 9110 14.1.1); aiohttp would send
@@ -297,6 +298,20 @@ async def recording(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(
         path, headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}"}
     )
+
+
+def _own_file(directory: Path, name: str) -> Path | None:
+    """A regular file in the record directory itself, or None: never a symlink (a
+    ``link.wav`` pointing elsewhere would serve any file the receiver can read), nor
+    anything whose real path leaves the directory."""
+    path = directory / name
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return None
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    return real if real.parent == directory.resolve() else None
 
 
 # --- live ----------------------------------------------------------------------------------

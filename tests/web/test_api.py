@@ -176,9 +176,16 @@ def test_recordings_download_with_ranges(tmp_path: Path) -> None:
                 for spec in ("bytes=-0", "Bytes=-0")  # a range unit is case-insensitive
             ]
             traversal = await get(http(url) + "/recordings/..%2F..%2Fetc%2Fpasswd")
-            return wav, whole, part, none, traversal
+            # a symlink in the record directory to a file outside it, and to one inside
+            secret = tmp_path.parent / f"{tmp_path.name}-secret.wav"
+            secret.write_bytes(b"RIFF not for download")
+            (tmp_path / "link.wav").symlink_to(secret)
+            (tmp_path / "alias.wav").symlink_to(tmp_path / wav["name"])
+            links = [await get(http(url) + f"/recordings/{n}") for n in ("link.wav", "alias.wav")]
+            return wav, whole, part, none, traversal, links
 
-    wav, whole, part, none, traversal = asyncio.run(main())
+    wav, whole, part, none, traversal, links = asyncio.run(main())
+    assert [status for status, _, _ in links] == [404, 404]
     path = next(tmp_path.glob("dl-*.wav"))
     assert whole[0] == 200 and whole[2] == path.read_bytes() and wav["bytes"] == len(whole[2])
     assert part[0] == 206 and part[2] == path.read_bytes()[44:1044]
