@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from micwire import __version__
 from micwire.common.errors import MicwireError
+from micwire.common.paths import state_home
 from micwire.common.protocol import CODECS, FRAME_DURATIONS_MS
 from micwire.receiver.recording import RECORDING_FORMATS
 
@@ -177,6 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("send_token", None),
         metavar="T",
         help="send-only token: may send a stream (a guest's link), not watch",
+    )
+    rx.add_argument(
+        "--state",
+        type=Path,
+        default=_env("state", None),
+        metavar="DIR",
+        help="where to keep what outlives the receiver besides recordings: logins ended by "
+        "'Log out' (default $XDG_STATE_HOME/micwire, ~/.local/state/micwire)",
     )
     rx.add_argument(
         "--web",
@@ -467,6 +476,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
         silence_s=args.silence_s,
         down_s=args.down_s,
         webhook=args.webhook,
+        state_dir=args.state if args.state is not None else state_home(),
     )
     server: Receiver | Supervisor
     if args.workers > 1:

@@ -71,6 +71,9 @@ class ReceiverConfig:
     silence_s: float = 30.0
     down_s: float = 10.0
     webhook: str | None = None
+    #: Where the receiver keeps what must outlive it, other than recordings (the logins
+    #: ended by "Log out"). None: in memory only.
+    state_dir: Path | None = None
     #: Let several processes listen on the port (SO_REUSEPORT).
     reuse_port: bool = False
     #: Set in the workers of ``--workers N``: the supervisor's private directory (its
@@ -95,7 +98,7 @@ class ReceiverConfig:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ReceiverConfig:
         config = cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
-        for name in ("record_dir", "stats_json", "certfile", "keyfile", "run_dir"):
+        for name in ("record_dir", "stats_json", "certfile", "keyfile", "run_dir", "state_dir"):
             value = getattr(config, name)
             if value is not None:
                 setattr(config, name, Path(value))

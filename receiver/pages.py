@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import stat
+import time
 from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from micwire.common.protocol import max_message_bytes
 from micwire.receiver import logs
-from micwire.receiver.auth import COOKIE, MAY_SEND, MAY_WATCH, same_origin
+from micwire.receiver.auth import COOKIE, LOGIN_S, MAY_SEND, MAY_WATCH, same_origin
 from micwire.receiver.cluster import merge_metrics
 from micwire.receiver.listeners import Listener, bound_in_flight, bytes_per_s
 from micwire.receiver.metrics import registry_for
@@ -78,7 +79,9 @@ def _role(request: web.Request, allowed: frozenset[str]) -> str | None:
     needed: another site must not listen to, or send into, a receiver its visitor can
     reach. Senders and scripts send no ``Origin``."""
     rx = _receiver(request)
-    role, by_cookie = rx.tokens.role(request.headers.getall("Authorization", []), request.cookies)
+    role, by_cookie = rx.tokens.role(
+        request.headers.getall("Authorization", []), request.cookies, rx.revocations.revoked
+    )
     if role not in allowed:
         return None
     if _is_upgrade(request):
@@ -174,12 +177,12 @@ async def send_page(request: web.Request) -> web.StreamResponse:
 def _set_login_cookie(response: web.StreamResponse, rx: Receiver, role: str) -> None:
     response.set_cookie(
         COOKIE,
-        rx.tokens.cookie_for(role),
+        rx.tokens.new_login(role, time.time()),  # each login its own, to be logged out alone
         httponly=True,
         samesite="Strict",
         secure=rx.ssl is not None,
         path="/",
-        max_age=30 * 24 * 3600,
+        max_age=LOGIN_S,
     )
 
 
@@ -238,6 +241,12 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
+    """End this login: its cookie stops working here and on every receiver sharing the
+    state directory, even if someone copied it (not only in this browser)."""
+    rx = _receiver(request)
+    login = rx.tokens.login_of_cookie(request.cookies.get(COOKIE), time.time())
+    if login is not None:
+        rx.revocations.revoke(login)
     response = web.HTTPSeeOther("/login")
     response.del_cookie(COOKIE, path="/")
     raise response

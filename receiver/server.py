@@ -35,7 +35,7 @@ from micwire.common.devices import resolve_device
 from micwire.common.errors import DeviceError, ParameterError, StorageError
 from micwire.receiver import eventloop, logs
 from micwire.receiver.alerts import Webhook
-from micwire.receiver.auth import Tokens, check_token
+from micwire.receiver.auth import Revocations, Tokens, check_token
 from micwire.receiver.cluster import MOVED, ClusterLink, merge_views
 from micwire.receiver.config import ReceiverConfig, announce, listen_error, netloc
 from micwire.receiver.playback import sounddevice
@@ -48,6 +48,8 @@ log = logging.getLogger("micwire.receiver")
 EVENTS_INTERVAL_S = 0.2
 #: Ended streams the page keeps listing.
 RECENT_ENDED = 20
+#: In the state directory: the logins ended by "Log out" before their expiry.
+REVOKED_LOGINS = "logins-revoked.json"
 #: In the run directory of ``--workers N``: the supervisor's control socket.
 CONTROL_SOCKET = "control.sock"
 
@@ -105,6 +107,10 @@ class Receiver:
         check_token(config.listen_token, "--listen-token")
         check_token(config.send_token, "--send-token")
         self.tokens = Tokens(config.token, config.listen_token, config.send_token)
+        #: Logins ended by "Log out" (kept in the state directory, if there is one).
+        self.revocations = Revocations(
+            config.state_dir / REVOKED_LOGINS if config.state_dir is not None else None
+        )
         if config.record_dir is not None:
             if config.record_dir.exists() and not config.record_dir.is_dir():
                 raise StorageError(f"cannot record to {config.record_dir}: it is a file")

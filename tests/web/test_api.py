@@ -136,6 +136,67 @@ def test_tokens_guard_everything_but_health(tmp_path: Path) -> None:
     assert "wants a valid token" in out["none"]
 
 
+async def log_in(base: str, token: str) -> str:
+    """Log in with the form, as a browser would; the cookie's value."""
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser,
+        browser.post(base + "/login", data={"token": token, "next": "/"}, allow_redirects=False),
+    ):
+        return next(c.value for c in browser.cookie_jar if c.key == "micwire_auth")
+
+
+async def api_status(base: str, cookie: str) -> int:
+    return (await get(base + "/api/streams", cookies={"micwire_auth": cookie}))[0]
+
+
+def test_each_login_is_its_own_and_log_out_ends_it_everywhere(tmp_path: Path) -> None:
+    """A copied cookie used to live until the token changed (every login got the same
+    value). Now each login has its own value and expiry; Log out ends that login on this
+    receiver, after its restart, and on another receiver sharing the state directory,
+    while other logins go on."""
+    state = tmp_path / "state"
+
+    async def main() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async with running_receiver(token="t", state_dir=state) as (rx, url):
+            base = http(url)
+            first, second = await log_in(base, "t"), await log_in(base, "t")
+            out["same"] = first == second
+            out["before"] = [await api_status(base, c) for c in (first, second)]
+            async with (
+                aiohttp.ClientSession() as browser,
+                browser.post(
+                    base + "/logout", cookies={"micwire_auth": first}, allow_redirects=False
+                ) as r,
+            ):
+                out["logout"] = r.status
+            out["after"] = [await api_status(base, c) for c in (first, second)]
+            # forged: another role, an expiry moved on, a login made long ago
+            role, expires, nonce, mac = second.split(".")
+            stale = rx.tokens.new_login("full", time.time() - 31 * 24 * 3600)
+            out["forged"] = [
+                await api_status(base, c)
+                for c in (
+                    f"listen.{expires}.{nonce}.{mac}",
+                    f"{role}.9{expires}.{nonce}.{mac}",
+                    stale,
+                )
+            ]
+        async with running_receiver(token="t", state_dir=state) as (_rx, url):  # restarted
+            out["restarted"] = [await api_status(http(url), c) for c in (first, second)]
+        async with running_receiver(token="other", state_dir=state) as (_rx, url):
+            out["other_token"] = [await api_status(http(url), c) for c in (first, second)]
+        return out
+
+    out = asyncio.run(main())
+    assert not out["same"]
+    assert out["before"] == [200, 200] and out["logout"] == 303
+    assert out["after"] == [401, 200]
+    assert out["forged"] == [401, 401, 401]
+    assert out["restarted"] == [401, 200]
+    assert out["other_token"] == [401, 401]
+
+
 def test_without_a_token_the_page_offers_no_log_out(tmp_path: Path) -> None:
     async def main() -> str:
         async with running_receiver() as (_rx, url):
