@@ -144,6 +144,17 @@ def announce(host: str | None, port: int, tls: bool, note: str = "") -> tuple[st
     )
 
 
+def open_warning(config: ReceiverConfig) -> str | None:
+    """One line for a receiver anyone on the network may use: every interface, no token."""
+    if config.token is not None or config.host not in (None, "", "0.0.0.0", "::"):
+        return None
+    what = "listen, download the recordings and send" if config.web else "send streams"
+    return (
+        f"no --token and every interface: anyone who can reach port {config.port} here can "
+        f"{what}; add --token SECRET, or --host 127.0.0.1 to keep it to this machine"
+    )
+
+
 def listen_error(where: str, exc: OSError) -> TransportError:
     """One line for a port that cannot be listened on (``where``: an address or port)."""
     if exc.errno == errno.EADDRINUSE:

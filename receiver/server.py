@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -37,7 +38,13 @@ from micwire.receiver import eventloop, logs
 from micwire.receiver.alerts import Webhook
 from micwire.receiver.auth import Revocations, Tokens, check_token
 from micwire.receiver.cluster import MOVED, ClusterLink, merge_views
-from micwire.receiver.config import ReceiverConfig, announce, listen_error, netloc
+from micwire.receiver.config import (
+    ReceiverConfig,
+    announce,
+    listen_error,
+    netloc,
+    open_warning,
+)
 from micwire.receiver.playback import sounddevice
 from micwire.receiver.recording import RECORDING_FORMATS
 from micwire.receiver.storage import repair_interrupted
@@ -215,6 +222,9 @@ class Receiver:
             log.log(logging.DEBUG if self.cluster else logging.INFO, "listening on %s", senders)
             if cfg.web and self.cluster is None:
                 log.info("monitor page: %s", page)
+            warning = open_warning(replace(cfg, port=self.port))
+            if warning is not None and self.cluster is None:  # (the supervisor says it)
+                log.warning("%s", warning)
             if ready is not None:
                 ready(self.port)
             tasks.append(asyncio.create_task(self._tick(stop)))

@@ -34,7 +34,13 @@ from typing import Any
 from micwire.common.errors import MicwireError, TransportError
 from micwire.receiver import logs
 from micwire.receiver.cluster import LINE_LIMIT, Line
-from micwire.receiver.config import ReceiverConfig, announce, listen_error, netloc
+from micwire.receiver.config import (
+    ReceiverConfig,
+    announce,
+    listen_error,
+    netloc,
+    open_warning,
+)
 from micwire.receiver.server import CONTROL_SOCKET, LIMITED_LOGGERS, Receiver, open_stats_file
 from micwire.receiver.storage import repair_interrupted
 
@@ -223,6 +229,9 @@ class Supervisor:
         log.info("listening on %s", senders)
         if cfg.web:
             log.info("monitor page: %s", page)
+        warning = open_warning(replace(cfg, port=self.port))
+        if warning is not None:
+            log.warning("%s", warning)
 
     async def _watch(self, worker: Worker, run_dir: Path, stop: asyncio.Event) -> None:
         """Start the worker again when it dies (not while stopping)."""

@@ -282,11 +282,28 @@ def test_a_receiver_on_every_interface_says_where_another_machine_reaches_it(
             rf"monitor page: http://localhost:{port}/ \(from another machine: "
             rf"http://{re.escape(there)}:{port}/\)$"
         )
+        # open to anyone on the network, and said so once, with the two ways out
+        rx.wait_for(
+            rf"no --token and every interface: anyone who can reach port {port} here can "
+            r"listen, download the recordings and send; add --token SECRET, or --host "
+            r"127\.0\.0\.1 to keep it to this machine"
+        )
         tx = run("send", url, "--source", "tone:440", "--duration", "0.5")
         assert tx.proc.returncode == 0 and "nothing lost" in tx.lines[-1], tx.log
     finally:
         rx.signal(signal.SIGTERM)
         rx.wait()
+
+
+@pytest.mark.parametrize("closed", [["--host", "127.0.0.1"], ["--token", "t"]])
+def test_a_receiver_with_a_token_or_kept_local_warns_of_nothing(closed: list[str]) -> None:
+    rx = Micwire("receive", "--port", "0", "--no-play", *closed)
+    try:
+        rx.wait_for(r"monitor page: ")
+    finally:
+        rx.signal(signal.SIGTERM)
+        assert rx.wait() == 0
+    assert not [line for line in rx.lines if "--token SECRET" in line], rx.log
 
 
 def test_stats_json_into_a_missing_directory_is_one_line(tmp_path: Path) -> None:
