@@ -86,11 +86,12 @@ class Depacketizer:
         self._whole_frames = params.codec != "pcm"
         self._next_ts = 0  # where the next packet's timestamp is expected
 
-    def push(self, packet: Packet, limit: int | None = None) -> list[Segment]:
+    def push(self, packet: Packet, limit: int | None = None, allowance: int = 0) -> list[Segment]:
         """Check and decode one packet; return what it adds to the timeline, in order.
 
         ``limit``: the furthest timeline position the stream may reach now (the receiver's
         wall-clock bound); a packet reaching past it is refused before it costs anything.
+        ``allowance``: how much of ``limit`` is margin beyond real time (said in the error).
         """
         if self.ended:
             raise FrameError("packet after the end-of-stream packet")
@@ -103,8 +104,12 @@ class Depacketizer:
         elif ts < self._last_ts:
             raise FrameError(f"timestamp went backwards ({ts} after {self._last_ts})")
         if limit is not None and ts + packet.samples > limit:
-            ahead = (ts + packet.samples - limit) / self.params.rate_hz
-            raise FrameError(f"timestamp runs {ahead:.1f} s ahead of the stream's real time")
+            rate = self.params.rate_hz
+            ahead = (ts + packet.samples - (limit - allowance)) / rate
+            raise FrameError(
+                f"timestamp runs {ahead:.3f} s ahead of the stream's real time "
+                f"(at most {allowance / rate:g} s is allowed)"
+            )
         self._last_ts = ts
         self.ended = packet.last
         self.stats.packets += 1
@@ -206,6 +211,11 @@ class RealTimeBound:
     time: float
     margin_s: float = 2.0
     drift: float = 1e-3
+
+    @property
+    def allowance(self) -> int:
+        """The margin :meth:`limit` allows beyond real time, in samples."""
+        return int(self.rate_hz * self.margin_s)
 
     def limit(self, now: float) -> int:
         elapsed = max(0.0, now - self.time)

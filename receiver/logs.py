@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -42,9 +43,13 @@ def about(peer: str, stream: str) -> Iterator[None]:
 
 
 #: (logger, template, peer, stream): stream is "" before admission, ALL for the total of
-#: the address's admitted streams.
+#: the address's admitted streams, KINDS for the total over the kinds of one template.
 _Key = tuple[str, str, str, str]
 ALL = "\0all"
+KINDS = "\0kinds"
+#: Between a template and its kind in a key (a record's ``limit_kind``, e.g. why a
+#: connection was refused: each reason gets its own lines, not one count for all).
+_KIND = "\0"
 
 
 class RepeatFilter(logging.Filter):
@@ -54,10 +59,14 @@ class RepeatFilter(logging.Filter):
         period_s: float = 10.0,
         wide_burst: int = 100,
         max_kinds: int = 5000,
+        kinds_burst: int = 20,
     ) -> None:
         super().__init__()
         self.burst = burst
         self.wide_burst = wide_burst
+        #: Lines of one template from one address over all its kinds (the kinds are the
+        #: sender's to choose: a flood of different reasons is still bounded).
+        self.kinds_burst = kinds_burst
         self.period_s = period_s
         self.max_kinds = max_kinds
         # key -> (window start, passed, suppressed)
@@ -71,9 +80,13 @@ class RepeatFilter(logging.Filter):
         template = getattr(record, "template", None) or str(record.msg)
         record.template = template
         peer, stream = PEER.get(), STREAM.get()
-        limits: list[tuple[_Key, int]] = [((record.name, template, peer, stream), self.burst)]
+        kind = getattr(record, "limit_kind", None)
+        own = template if kind is None else f"{template}{_KIND}{kind}"
+        limits: list[tuple[_Key, int]] = [((record.name, own, peer, stream), self.burst)]
         if stream:  # the stream's own limit, then its address's total
-            limits.append(((record.name, template, peer, ALL), self.wide_burst))
+            limits.append(((record.name, own, peer, ALL), self.wide_burst))
+        if kind is not None:  # each kind its own lines, within a total for the template
+            limits.append(((record.name, template, peer, KINDS), self.kinds_burst))
         now = time.monotonic()
         windows = []
         for key, _ in limits:
@@ -83,6 +96,8 @@ class RepeatFilter(logging.Filter):
             windows.append((start, passed, suppressed))
         for (key, burst), (start, passed, suppressed) in zip(limits, windows, strict=True):
             if passed >= burst:
+                if key[3] == KINDS:  # counted against its own kind, to be said as such
+                    key, (start, passed, suppressed) = limits[0][0], windows[0]
                 self._seen[key] = (start, passed, suppressed + 1)
                 return False
         left_out = sum(suppressed for _, _, suppressed in windows)
@@ -98,13 +113,21 @@ class RepeatFilter(logging.Filter):
     def left_out(self) -> list[tuple[str, str, int]]:
         """(template, peer, count) of lines suppressed and not yet reported, per address."""
         totals: dict[tuple[str, str], int] = {}
-        for (_, msg, peer, _), (_, _, n) in self._seen.items():
-            if n:
-                totals[(msg, peer)] = totals.get((msg, peer), 0) + n
+        for (_, msg, peer, stream), (_, _, n) in self._seen.items():
+            if n and stream != KINDS:  # (the kinds' total: counted in each kind's own)
+                template, _, kind = msg.partition(_KIND)
+                said = f"{template} ({kind})" if kind else template
+                totals[(said, peer)] = totals.get((said, peer), 0) + n
         out = [(msg, peer, n) for (msg, peer), n in totals.items()]
         if self.forgotten:
             out.append(("(of many kinds, from many addresses)", "", self.forgotten))
         return out
+
+
+def kind_of(reason: str) -> str:
+    """What a reason's lines are limited as (``extra={"limit_kind": ...}``): its words up to
+    the first colon, numbers left out ("unsupported protocol version N", "not valid JSON")."""
+    return re.sub(r"\d+", "N", reason.partition(":")[0])[:60]
 
 
 def install(*names: str, wide_burst: int = 100) -> None:

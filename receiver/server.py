@@ -285,7 +285,8 @@ class Receiver:
 
     def note_refusal(self, peer: str, reason: str) -> None:
         self.refusals[_refusal_kind(reason)] += 1
-        log.warning("refused %s: %s", peer, reason)
+        # limited per reason: a user must see why (bad JSON, a wrong version), not a count
+        log.warning("refused %s: %s", peer, reason, extra={"limit_kind": logs.kind_of(reason)})
 
     async def _finished(self, stream: Stream) -> None:
         if not stream.shown:  # a connection that never sent audio: counted, not listed

@@ -285,7 +285,7 @@ class Stream:
         if packet.capture_time_us:
             self.network_ms = time.time() * 1000 - packet.capture_time_us / 1000
         depacketizer = attachment.depacketizer
-        segments = depacketizer.push(packet, self.bound.limit(now))
+        segments = depacketizer.push(packet, self.bound.limit(now), self.bound.allowance)
         if self.origin is None:
             self.origin = depacketizer.start
         # live playback of a codec with concealment decodes separately, so a lost frame is

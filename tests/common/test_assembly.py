@@ -162,8 +162,13 @@ def test_a_packet_ahead_of_real_time_is_refused_before_it_costs_anything() -> No
     assert bound.limit(110.0) == pytest.approx(16000 + 80080, abs=1)  # 10 s on (+0.1 % drift)
     d = depacketizer()
     d.push(pcm_packet(0, 0), limit=bound.limit(100.0))
-    with pytest.raises(FrameError, match=r"runs 1\.0 s ahead of the stream's real time"):
-        d.push(pcm_packet(1, 16000 - 160 + 8000), limit=bound.limit(100.0))
+    with pytest.raises(
+        FrameError, match=r"runs 3\.000 s ahead of the stream's real time \(at most 2 s is"
+    ):
+        d.push(pcm_packet(1, 16000 - 160 + 8000), bound.limit(100.0), bound.allowance)
+    # just past the margin: the real figure, not "0.0 s ahead"
+    with pytest.raises(FrameError, match=r"runs 2\.005 s ahead"):
+        d.push(pcm_packet(1, 16000 - 160 + 40), bound.limit(100.0), bound.allowance)
     assert bound.limit(50.0) == 16000  # a clock that went back gives no credit
 
 

@@ -114,3 +114,33 @@ def test_lines_left_out_stay_counted_when_their_kind_is_forgotten() -> None:
             logger.warning("bad hello from %s", f"10.0.1.{k}")
     assert len(seen) == 11
     assert ("(of many kinds, from many addresses)", "", 2) in limiter.left_out()
+
+
+def test_each_reason_is_shown_and_all_reasons_together_are_bounded() -> None:
+    """Twenty different refusals from one address were merged into "(and 30 more like this,
+    not shown)": a user never saw why. Each reason now passes its own burst; an attacker
+    choosing ever new reasons still gets at most the kinds' total."""
+    limiter = logs.RepeatFilter(burst=2, period_s=60, kinds_burst=6)
+    reasons = ["not valid JSON: x", "unsupported protocol version 9", "no hello within 10 s"]
+    with shown_through(limiter) as (logger, seen):
+        logs.PEER.set("10.0.0.9")
+        for reason in reasons * 4:
+            logger.warning(
+                "refused %s: %s", "10.0.0.9", reason, extra={"limit_kind": logs.kind_of(reason)}
+            )
+        assert [line.split(": ", 1)[1] for line in seen] == reasons * 2
+        for k in range(50):  # a flood of reasons of its own making
+            reason = f"stream name 'n{k}' is in use"
+            logger.warning(
+                "refused %s: %s", "10.0.0.9", reason, extra={"limit_kind": logs.kind_of(reason)}
+            )
+    assert len(seen) == 6
+    left = dict(((msg, n) for msg, _, n in limiter.left_out()))
+    assert left["refused %s: %s (not valid JSON)"] == 2
+    assert left["refused %s: %s (unsupported protocol version N)"] == 2
+    assert sum(left.values()) == 3 * 2 + 50
+
+
+def test_kinds_leave_out_the_details() -> None:
+    assert logs.kind_of("unsupported protocol version 9") == "unsupported protocol version N"
+    assert logs.kind_of("not valid JSON: Expecting value: line 1") == "not valid JSON"
