@@ -51,6 +51,8 @@ _STREAM_ID = re.compile(r"[A-Za-z0-9-]{0,64}")
 _SECRET = re.compile(r"[A-Za-z0-9_-]{0,128}")
 #: Clock fields stop at the start of year 2200: a wall clock beyond that is broken.
 MAX_TIME_US = 7_258_118_400_000_000
+#: A refusal's ``retry_after_s`` beyond this is not believed (a sender would wait an hour).
+MAX_RETRY_AFTER_S = 3600.0
 #: Upper bound for a hello message, in bytes of UTF-8.
 MAX_HELLO_BYTES = 4096
 #: An Opus packet of one frame is at most 1275 bytes (RFC 6716 §3.2.1); code 3 packets that
@@ -186,11 +188,17 @@ class Hello:
     #: The secret the receiver gave this stream in its accept; proves a resuming sender is
     #: the stream's own (version 2).
     resume_secret: str = ""
+    #: With ``resuming``: a new process of the stream's sender (it restarted), which only
+    #: ends the stream (its next packet is the last, at the resume point). What the earlier
+    #: process had not delivered is lost; the recording says so.
+    restarted: bool = False
 
     TYPE: ClassVar[str] = "hello"
 
     def serialize(self) -> str:
         p = self.params
+        # "restarted" only when set: every other hello stays as it was
+        extra = {"restarted": True} if self.restarted else {}
         return json.dumps(
             {
                 "type": self.TYPE,
@@ -208,6 +216,7 @@ class Hello:
                 "stream_id": self.stream_id,
                 "resuming": self.resuming,
                 "resume_secret": self.resume_secret,
+                **extra,
             }
         )
 
@@ -251,7 +260,10 @@ class Hello:
         secret = _field(obj, "resume_secret", str, "")
         if not _SECRET.fullmatch(secret):
             raise HelloError("resume_secret must be 0..128 letters, digits, '-' or '_'")
-        return cls(stream, params, start, sent, software, version, stream_id, resuming, secret)
+        restarted = resuming and obj.get("restarted", False) is True
+        return cls(
+            stream, params, start, sent, software, version, stream_id, resuming, secret, restarted
+        )
 
 
 @dataclass(frozen=True)
@@ -293,11 +305,17 @@ class Refuse:
     #: The refusal is for now, not for good (receiver full, the name is in use): the sender
     #: may try again later. The close code is then 1013, else 1008.
     retry: bool = False
+    #: With ``retry``: when it is worth trying again, in seconds, if the receiver knows (a
+    #: name held for a sender that may come back frees then). Optional on the wire.
+    retry_after_s: float | None = None
 
     TYPE: ClassVar[str] = "refuse"
 
     def serialize(self) -> str:
-        return json.dumps({"type": self.TYPE, "reason": self.reason, "retry": self.retry})
+        message: dict[str, Any] = {"type": self.TYPE, "reason": self.reason, "retry": self.retry}
+        if self.retry_after_s is not None:
+            message["retry_after_s"] = round(self.retry_after_s, 1)
+        return json.dumps(message)
 
 
 @dataclass(frozen=True)
@@ -348,7 +366,20 @@ def parse_reply(text: str | bytes) -> Accept | Refuse | Ack | Done:
     obj = _load_object(text, "reply")
     kind = obj.get("type")
     if kind == Refuse.TYPE:
-        return Refuse(str(obj.get("reason", "no reason given"))[:500], obj.get("retry") is True)
+        retry = obj.get("retry") is True
+        after = obj.get("retry_after_s")
+        if not (
+            retry
+            and isinstance(after, (int, float))
+            and not isinstance(after, bool)
+            and 0 <= after <= MAX_RETRY_AFTER_S
+        ):
+            after = None  # absent, or nonsense: the sender's own back-off
+        return Refuse(
+            str(obj.get("reason", "no reason given"))[:500],
+            retry,
+            float(after) if after is not None else None,
+        )
     if kind == Accept.TYPE:
         recording = obj.get("recording")
         secret = obj.get("resume_secret")

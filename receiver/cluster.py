@@ -20,12 +20,14 @@ import contextlib
 import itertools
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from micwire.common.errors import TransportError
 from micwire.common.protocol import Hello
+from micwire.receiver.holds import Holder
 
 if TYPE_CHECKING:
     from micwire.receiver.server import Receiver
@@ -45,6 +47,7 @@ class Claim:
     """The supervisor's answer to "may this worker take the name?"."""
 
     refusal: str | None = None  # why not
+    retry_after_s: float | None = None  # and when to try again, if known
     live_elsewhere: int = 0  # live streams on the other workers
     handed_over: bool = False  # another worker held it and let the stream's sender go
     carry: dict[str, Any] | None = None  # the stream's figures there (see carried())
@@ -163,8 +166,10 @@ class ClusterLink:
             answer = await self.ask("acquire", name=hello.stream, hello=hello.serialize())
         except (TransportError, asyncio.TimeoutError):
             return Claim("the receiver's supervisor is not answering; retry")
+        after = answer.get("retry_after_s")
         return Claim(
             answer.get("refuse"),
+            float(after) if isinstance(after, (int, float)) else None,
             int(answer.get("live_elsewhere", 0)),
             bool(answer.get("handed_over", False)),
             answer.get("carry"),
@@ -220,28 +225,30 @@ async def hand_off(streams: Streams, hello: Hello) -> dict[str, Any]:
     from the sidecar): ``{"proven": True}``; let the name go if nothing holds it any more
     (``{"proven": False}``); else say why not (``{"refuse": reason}``)."""
     name = hello.stream
-    in_use = (
-        f"stream name {name!r} is in use by another sender; pick another name, "
-        "or retry when it ends"
-    )
     if name in streams.admitting:
         return {"refuse": f"stream name {name!r} is being taken by another connection"}
     stream = await streams.known(name)  # once a finalisation in progress is written
     if stream is not None:
         if not stream.proves(hello):
-            return {"refuse": in_use}
+            return _in_use(name, streams.holder(stream))
         if await streams.let_go(stream):  # (else its last packet came: it ended here)
             await streams.finish(stream, MOVED)
     else:
         ended = streams.ended.get(name)
         if ended is not None and streams.held(name):
             if not ended[1].proves(hello):
-                return {"refuse": in_use}
+                until = ended[0] + streams.config.resume_grace_s
+                return _in_use(name, Holder(ended[1].peer, until=until))
             stream = ended[1]
     streams.ended.pop(name, None)  # the name is the other worker's now
     if stream is None:
         return {"proven": False}
     return {"proven": True, "carry": carried(stream)}
+
+
+def _in_use(name: str, holder: Holder) -> dict[str, Any]:
+    now = time.time()
+    return {"refuse": holder.reason(name, now), "retry_after_s": holder.retry_after_s(now)}
 
 
 def carried(stream: Stream) -> dict[str, Any]:

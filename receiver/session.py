@@ -33,6 +33,7 @@ from micwire.common.protocol import (
     close_reason,
 )
 from micwire.receiver.config import netloc
+from micwire.receiver.storage import SENDER_RESTARTED
 from micwire.receiver.streams import Attachment, Refusal, Stream
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ class Session:
         try:
             accept = await self.receiver.streams.admit(hello, self.peer, self.attachment)
         except Refusal as refusal:
-            await self._refuse(refusal.reason, refusal.retry)
+            await self._refuse(refusal.reason, refusal.retry, refusal.retry_after_s)
             return
         self.stream = stream = self.receiver.streams.live[hello.stream]
         outcome, lost = "connection lost (no close frame)", True
@@ -87,7 +88,7 @@ class Session:
         try:
             await self.ws.send_str(accept.serialize())
             self._log_start(stream, hello)
-            outcome, lost = await self._receive(stream, hello.version >= 2)
+            outcome, lost = await self._receive(stream, hello)
         except (ConnectionError, RuntimeError):
             pass  # the connection went while we answered
         finally:
@@ -126,8 +127,11 @@ class Session:
             )
         raise ConnectionEnded(None)  # the connection is gone
 
-    async def _receive(self, stream: Stream, acks: bool) -> tuple[str, bool]:
+    async def _receive(self, stream: Stream, hello: Hello) -> tuple[str, bool]:
         """Packets until the end of the stream or the connection; (outcome, link lost)."""
+        acks = hello.version >= 2
+        # a restarted sender ends the stream its earlier process left: not complete
+        ending = SENDER_RESTARTED if hello.restarted else "complete"
         try:
             while True:
                 packet = await self._next_packet()
@@ -136,7 +140,7 @@ class Session:
                 await stream.on_packet(packet)
                 assert self.attachment.depacketizer is not None
                 if self.attachment.depacketizer.ended:
-                    return await self._complete(stream, acks), False
+                    return await self._complete(stream, acks, ending), False
         except ConnectionEnded as ended:
             if self.idle:
                 return f"no audio for {self.config.idle_timeout_s:g} s", True
@@ -170,10 +174,11 @@ class Session:
             await self._close(CLOSE_INTERNAL_ERROR, f"internal error: {type(exc).__name__}")
             return f"internal error: {type(exc).__name__}: {exc}", False
 
-    async def _complete(self, stream: Stream, acks: bool) -> str:
+    async def _complete(self, stream: Stream, acks: bool, outcome: str) -> str:
         """The sender's last packet: finalise the recording, confirm, close."""
-        await self.receiver.streams.finish(stream, "complete")
-        if stream.outcome != "complete":  # finalising failed
+        await self.receiver.streams.finish(stream, outcome)
+        # finalising failed (a stream that had ended complete stays so)
+        if stream.outcome not in (outcome, "complete"):
             await self._close(CLOSE_INTERNAL_ERROR, stream.outcome)
             return stream.outcome
         if acks:
@@ -181,8 +186,8 @@ class Session:
             done = Done(stream.position, stats.gap_samples, stream.recording_name)
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await self.ws.send_str(done.serialize())
-        await self._close(CLOSE_NORMAL, "complete")
-        return "complete"
+        await self._close(CLOSE_NORMAL, "complete" if stream.outcome == "complete" else "ended")
+        return stream.outcome
 
     async def _watch(self, stream: Stream, acks: bool) -> None:
         """Once a second: acknowledge what is recorded; close a connection that has sent
@@ -207,10 +212,12 @@ class Session:
         with contextlib.suppress(ConnectionError, RuntimeError, asyncio.TimeoutError):
             await self.ws.close(code=code, message=close_reason(reason).encode())
 
-    async def _refuse(self, reason: str, retry: bool = False) -> None:
+    async def _refuse(
+        self, reason: str, retry: bool = False, retry_after_s: float | None = None
+    ) -> None:
         self.receiver.note_refusal(self.peer, reason)
         with contextlib.suppress(ConnectionError, RuntimeError):
-            await self.ws.send_str(Refuse(reason, retry).serialize())
+            await self.ws.send_str(Refuse(reason, retry, retry_after_s).serialize())
         await self._close(CLOSE_TRY_AGAIN if retry else CLOSE_REFUSED, reason)
 
     def _log_start(self, stream: Stream, hello: Hello) -> None:

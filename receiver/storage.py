@@ -32,6 +32,7 @@ from micwire.common.errors import AudioFormatError, StorageError
 from micwire.common.names import sanitize_stream_name
 from micwire.common.protocol import StreamParams
 from micwire.receiver import wav
+from micwire.receiver.holds import Holder
 
 log = logging.getLogger("micwire.receiver")
 PART_KEYS = ("files", "origin", "samples", "gaps", "outcome")
@@ -222,6 +223,15 @@ def find_previous(
     return Previous(path, data, position)
 
 
+#: How a stream ends when a new process of its sender ends it (its hello says
+#: ``restarted``): the earlier process died before the receiver had everything, and what it
+#: had not delivered died with it. Final: the name is free at once.
+SENDER_RESTARTED = (
+    "ended by its sender, which had restarted (what the earlier sender process had not "
+    "delivered is not in the recording)"
+)
+
+
 def resumable_outcome(outcome: object) -> bool:
     """Did the stream end in a way its sender may come back from (a lost link, a
     receiver that stopped), rather than complete or refused for good?"""
@@ -236,14 +246,15 @@ def resumable_outcome(outcome: object) -> bool:
     )
 
 
-def name_reserved(directory: Path, stream: str, started: float, grace_s: float) -> bool:
-    """Does a sidecar of this exact name say its stream was interrupted, recently enough
+def name_reserved(directory: Path, stream: str, started: float, grace_s: float) -> Holder | None:
+    """Is a sidecar of this exact name saying its stream was interrupted, recently enough
     that its sender may still come back? "Recently": within ``grace_s`` of when it was
-    last written, or of ``started`` (the receiver's own start, after a restart).
-    Blocking: run it off the event loop."""
+    last written, or of ``started`` (the receiver's own start, after a restart). Returns
+    whose the name is and until when. Blocking: run it off the event loop."""
     import time
 
     now = time.time()
+    holder: Holder | None = None
     for path in directory.glob(f"{sanitize_stream_name(stream)}-*.json"):
         try:
             mtime = path.stat().st_mtime
@@ -253,8 +264,10 @@ def name_reserved(directory: Path, stream: str, started: float, grace_s: float) 
         except (OSError, ValueError, UnicodeDecodeError):
             continue
         if _valid(data) and data["stream"] == stream and resumable_outcome(data.get("outcome")):
-            return True
-    return False
+            until = max(mtime, started) + grace_s
+            if holder is None or holder.until is None or until > holder.until:
+                holder = Holder(str(data.get("peer") or "an unknown address"), until=until)
+    return holder
 
 
 def repair_interrupted(directory: Path, streams: set[str] | None = None) -> list[Path]:

@@ -37,10 +37,12 @@ from micwire.common.stats import StreamFigures
 from micwire.receiver import logs
 from micwire.receiver.cluster import Claim, ClusterLink, carry_over
 from micwire.receiver.config import ReceiverConfig
+from micwire.receiver.holds import Holder
 from micwire.receiver.listeners import Listener
 from micwire.receiver.playback import Playback
 from micwire.receiver.recording import Recording
 from micwire.receiver.storage import (
+    SENDER_RESTARTED,
     Previous,
     find_previous,
     name_reserved,
@@ -73,12 +75,21 @@ TAKEOVER_WAIT_S = 2.0
 
 
 class Refusal(MicwireError):
-    """A hello the receiver will not serve: for good (1008) or for now (1013)."""
+    """A hello the receiver will not serve: for good (1008) or for now (1013; then perhaps
+    when to try again)."""
 
-    def __init__(self, reason: str, retry: bool = False) -> None:
+    def __init__(
+        self, reason: str, retry: bool = False, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry = retry
+        self.retry_after_s = retry_after_s
+
+    @classmethod
+    def in_use(cls, name: str, holder: Holder) -> Refusal:
+        now = time.time()
+        return cls(holder.reason(name, now), True, holder.retry_after_s(now))
 
 
 class Attachment:
@@ -152,6 +163,8 @@ class Stream:
         self.network_ms = 0.0  # arrival minus capture time of the newest packet
         self.attachment: Attachment | None = None
         self.expiry: asyncio.Task[None] | None = None
+        #: When its connection broke and it began waiting for its sender (Unix seconds).
+        self.parked_at: float | None = None
         self.created = time.monotonic()
         self.paths: list[str] = []
         #: Live-playback figures of the last connection (kept once playback stops).
@@ -500,8 +513,9 @@ class Stream:
         window = min(1.0, time.monotonic() - self.created)
         peak, rms = self.levels.read(time.monotonic(), window)
         state = self.state
-        if state == "ended":
-            state = "ended_complete" if self.outcome == "complete" else "ended"
+        if state == "ended":  # ended by its own sender (a restarted one too): not down
+            ended_well = self.outcome in ("complete", SENDER_RESTARTED)
+            state = "ended_complete" if ended_well else "ended"
         return self.alerts.update(now, state, rms, peak, window)
 
     def view(self, window_s: float) -> dict[str, Any]:
@@ -679,15 +693,11 @@ class Streams:
             stream = await self.known(name)
             claim = await self._claim(hello) if stream is None else Claim()
             if stream is not None and not stream.proves(hello):
-                raise Refusal(
-                    f"stream name {name!r} is in use by another sender; pick another "
-                    "name, or retry when it ends",
-                    retry=True,
-                )
+                raise Refusal.in_use(name, self.holder(stream))
             # admitted: its lines count against the stream (logs.py): this sender's, so that
             # another taking the name after it has its own lines shown
             logs.STREAM.set(log_key(name, hello.stream_id))
-            if stream is not None and not await self._take_back(stream, peer):
+            if stream is not None and not await self._take_back(stream, peer, hello.restarted):
                 # its last packet came while its old connection was let go: it is
                 # finished, and continued like any stream that ended here (a new part)
                 stream = await self.known(name)
@@ -728,12 +738,22 @@ class Streams:
             return Claim()
         claim = await self.cluster.acquire(hello)
         if claim.refusal is not None:
-            raise Refusal(claim.refusal, retry=True)
+            raise Refusal(claim.refusal, True, claim.retry_after_s)
         return claim
 
     def _tell(self, name: str, state: str) -> None:
         if self.cluster is not None:
             self.cluster.state(name, state)
+
+    def holder(self, stream: Stream) -> Holder:
+        """Whose the live or parked ``stream``'s name is, and until when."""
+        if stream.state != "parked" or stream.parked_at is None:
+            return Holder(stream.peer, since=stream.first_seen)
+        grace = self.config.resume_grace_s
+        until = stream.parked_at + grace
+        if stream.resumable and resumable_outcome(stream.outcome):
+            until += grace  # once finalised, its name is held as long again (_finish)
+        return Holder(stream.peer, until=until)
 
     def held(self, name: str) -> bool:
         """Is the name held for a stream that ended here and whose sender may come back?"""
@@ -757,7 +777,7 @@ class Streams:
             return False
         return True
 
-    async def _take_back(self, stream: Stream, peer: str) -> bool:
+    async def _take_back(self, stream: Stream, peer: str, restarted: bool = False) -> bool:
         """The stream's own sender is back: from parked, or replacing its own connection
         (a half-open link the receiver has not noticed yet). False if the old connection
         ended the stream (its last packet) while it was let go."""
@@ -772,7 +792,17 @@ class Streams:
         stream.reconnects += 1
         stream.peer = peer
         stream.outcome = "open"
-        log.info("stream %r: %s is back; resuming at sample %d", stream.name, peer, stream.position)
+        if restarted:
+            log.info(
+                "stream %r: its sender restarted (%s) and ends it at sample %d",
+                stream.name,
+                peer,
+                stream.position,
+            )
+        else:
+            log.info(
+                "stream %r: %s is back; resuming at sample %d", stream.name, peer, stream.position
+            )
         return True
 
     async def _new(
@@ -799,14 +829,15 @@ class Streams:
         # handed over by another worker: the holder checked the secret (without --record
         # there is no sidecar to prove it here)
         proven = proven or claim.handed_over
-        if not proven and await self._reserved(hello):
-            raise Refusal(
-                f"stream name {hello.stream!r} is in use by another sender (it may come back "
-                "to continue); pick another name, or retry later",
-                retry=True,
-            )
+        if not proven and (holder := await self._reserved(hello)) is not None:
+            raise Refusal.in_use(hello.stream, holder)
         if not proven and len(self.live) + claim.live_elsewhere >= cfg.max_streams:
             raise Refusal(f"receiver is full ({cfg.max_streams} streams)", retry=True)
+        ended = self.ended.get(hello.stream)
+        if ended is not None and (proven or ended[1].proves(hello)):
+            # the sender the name was held for is back: it is its own again (and once this
+            # stream ends, e.g. because that sender restarted, nobody is waited for)
+            del self.ended[hello.stream]
         rate = hello.params.rate_hz
         now = time.monotonic()
         if previous is not None:
@@ -819,7 +850,14 @@ class Streams:
             else:
                 bound = RealTimeBound(rate, previous.position, now)
             origin: int | None = previous.position
-            if previous.complete:
+            if hello.restarted:
+                log.info(
+                    "stream %r: its sender restarted and ends it at sample %d (%s)",
+                    hello.stream,
+                    previous.position,
+                    previous.sidecar.name,
+                )
+            elif previous.complete:
                 log.info(
                     "stream %r: ended complete at sample %d (%s); its sender is back",
                     hello.stream,
@@ -882,6 +920,7 @@ class Streams:
         self.live.pop(stream.name, None)
         self.parked[stream.name] = stream
         stream.state = "parked"
+        stream.parked_at = time.time()
         stream.outcome = outcome
         self._tell(stream.name, "parked")
         grace = self.config.resume_grace_s
@@ -905,16 +944,19 @@ class Streams:
                 log.warning("stream %r: too many streams waiting; finalising it", oldest.name)
                 await self.finish(oldest, oldest.outcome)
 
-    async def _reserved(self, hello: Hello) -> bool:
+    async def _reserved(self, hello: Hello) -> Holder | None:
         """Is the name held for a stream whose sender may still come back? (Ended here
         without its last packet, or interrupted by a restart of the receiver: for a
-        grace period from then, only the stream's own sender may take the name.)"""
+        grace period from then, only the stream's own sender may take the name.) Whose
+        it is, and until when."""
         grace = self.config.resume_grace_s
         ended = self.ended.get(hello.stream)
         if ended is not None and time.time() - ended[0] < grace:
-            return not ended[1].proves(hello)
+            if ended[1].proves(hello):
+                return None
+            return Holder(ended[1].peer, until=ended[0] + grace)
         if self.config.record_dir is None:
-            return False
+            return None
         return await asyncio.to_thread(
             name_reserved, self.config.record_dir, hello.stream, self.started, grace
         )

@@ -369,7 +369,10 @@ class Supervisor:
                         except (TransportError, asyncio.TimeoutError):
                             return {"refuse": "the stream's worker is not answering; retry"}
                         if answer.get("refuse") or answer.get("error"):
-                            return {"refuse": answer.get("refuse") or answer["error"]}
+                            return {
+                                "refuse": answer.get("refuse") or answer["error"],
+                                "retry_after_s": answer.get("retry_after_s"),
+                            }
                         handed_over = bool(answer.get("proven"))
                         carry = answer.get("carry")
                 self.owners[name] = Owner(index, "admitting")

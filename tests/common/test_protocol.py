@@ -142,6 +142,29 @@ def test_replies_round_trip() -> None:
         parse_reply('{"type": "what"}')
 
 
+def test_a_refusal_may_say_when_to_retry() -> None:
+    held = Refuse("stream name 'a' is in use: held ...", True, 47.25)
+    assert json.loads(held.serialize())["retry_after_s"] == 47.2  # rounded, 0.1 s is enough
+    assert parse_reply(held.serialize()) == Refuse(held.reason, True, 47.2)
+    # optional: without it a refusal is what it always was (older senders ignore it)
+    assert "retry_after_s" not in json.loads(Refuse("full", True).serialize())
+    for odd in ('"soon"', "true", "-1", "1e9", "NaN", "Infinity"):
+        text = f'{{"type": "refuse", "reason": "r", "retry": true, "retry_after_s": {odd}}}'
+        assert parse_reply(text) == Refuse("r", True), odd
+    # for good is for good: no time to come back
+    no_retry = '{"type": "refuse", "reason": "r", "retry": false, "retry_after_s": 5}'
+    assert parse_reply(no_retry) == Refuse("r")
+
+
+def test_a_restarted_sender_says_so_only_when_it_resumes() -> None:
+    ending = Hello("mic", StreamParams(), 1, 2, stream_id="x", resuming=True, restarted=True)
+    assert Hello.parse(ending.serialize()) == ending
+    assert Hello.parse(json.dumps(hello_dict(restarted=True))).restarted is False
+    assert Hello.parse(json.dumps(hello_dict(resuming=True, restarted="yes"))).restarted is False
+    # every other hello is as it was: no new field on the wire
+    assert "restarted" not in hello_dict()
+
+
 def test_packet_round_trip() -> None:
     packet = Packet(
         seq=7,

@@ -501,8 +501,17 @@ def test_after_a_restart_the_name_waits_for_its_own_sender(tmp_path: Path) -> No
             )
             return attempt, await task
 
-    (code, reason, _), sent = asyncio.run(main())
-    assert code == 1013 and "in use by another sender" in reason
+    (code, reason, replies), sent = asyncio.run(main())
+    assert code == 1013 and reason.startswith("stream name 'victim' is in use: held for its")
+    # the refusal says whose the name is and until when, and when to try again
+    refusal = json.loads(replies[0])
+    assert re.fullmatch(
+        r"stream name 'victim' is in use: held for its sender at 127\.0\.0\.1:\d+, which may "
+        r"come back to continue it, until \d\d:\d\d:\d\d UTC \((\d+) s\); pick another "
+        r"name, or retry then",
+        refusal["reason"],
+    ), refusal
+    assert refusal["retry"] is True and 50 <= refusal["retry_after_s"] <= 60
     assert sent.confirmed == sent.samples_captured == 4 * 48000
     sidecar, audio = parts_of(rec, "victim")
     assert len(sidecar["parts"]) == 2 and np.array_equal(audio[:, 0], expected_tone(4 * 48000))
