@@ -322,14 +322,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--reconnect",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="reconnect after a network failure, resending what was lost (default on)",
+        help="wait for a receiver that is not up yet, and reconnect after a network failure, "
+        "resending what was lost (default on); --no-reconnect: fail at once instead",
     )
     tx.add_argument(
         "--reconnect-timeout",
         type=_positive(float),
         default=None,
         metavar="S",
-        help="give up when the receiver cannot be reached for S seconds "
+        help="give up when the receiver cannot be reached for S seconds, at the start too "
         "(default: keep trying while capturing; the spool keeps the newest audio)",
     )
     tx.add_argument(

@@ -15,6 +15,7 @@ not know micwire::
     ├── DeviceError (RuntimeError)        PortAudio missing, unknown device, stream failure
     ├── StorageError (OSError)            a recording cannot be created or written
     └── TransportError (ConnectionError)  receiver unreachable, refused us, or went away
+        ├── UnreachableError              nothing answered there (yet): retrying may help
         └── RefusedError                  the receiver answered the hello with a refusal
 
 Messages are written for the person at the terminal: they say what is wrong and,
@@ -65,14 +66,32 @@ class StorageError(MicwireError, OSError):
 
 
 class TransportError(MicwireError, ConnectionError):
-    """The receiver could not be reached, refused the stream, or the link broke."""
+    """The receiver could not be reached, refused the stream, or the link broke.
+    ``retry``: trying again later may help (nothing listens there yet, no route, a proxy's
+    503), as against what only a person can fix (a bad token, an untrusted certificate,
+    TLS on one side only)."""
+
+    def __init__(self, message: str, retry: bool = False) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
+class UnreachableError(TransportError):
+    """No connection to the receiver could be made: nothing listens there (yet), no route,
+    no answer in time, a proxy with no receiver behind it. ``why`` says which, briefly."""
+
+    def __init__(self, message: str, why: str) -> None:
+        super().__init__(message, retry=True)
+        self.why = why
 
 
 class RefusedError(TransportError):
     """The receiver refused the stream; ``reason`` says why, ``retry`` whether it may
-    accept it later (full, or the name is in use)."""
+    accept it later (full, or the name is in use), ``retry_after_s`` when, if it said."""
 
-    def __init__(self, reason: str, retry: bool = False) -> None:
-        super().__init__(f"the receiver refused the stream: {reason}")
+    def __init__(
+        self, reason: str, retry: bool = False, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(f"the receiver refused the stream: {reason}", retry)
         self.reason = reason
-        self.retry = retry
+        self.retry_after_s = retry_after_s

@@ -26,11 +26,13 @@ from dataclasses import replace
 from websockets.exceptions import ConnectionClosed
 
 from micwire.common.codecs import Encoder, make_encoder
-from micwire.common.errors import ParameterError, RefusedError, TransportError
+from micwire.common.errors import ParameterError, RefusedError, TransportError, UnreachableError
 from micwire.common.framing import Block, Framer, Packetizer, codec_origin
 from micwire.common.protocol import Hello, StreamParams
+from micwire.common.resume import ResumeEntry, receiver_key
 from micwire.common.spool import Losses, Spool
 from micwire.sender.config import SenderConfig, SenderReport
+from micwire.sender.earlier import end_earlier
 from micwire.sender.feed import Feed
 from micwire.sender.link import (
     SOFTWARE,
@@ -41,6 +43,7 @@ from micwire.sender.link import (
     warn_about_plain_token,
 )
 from micwire.sender.sources import Source, open_source
+from micwire.sender.state import StreamState
 
 log = logging.getLogger("micwire.sender")
 #: A resumed Opus stream starts its fresh encoder this much before where the receiver's
@@ -51,6 +54,9 @@ OPUS_PRIME_S = 0.5
 #: seconds a web client's back-off starts at).
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 2.0
+#: A receiver's "retry after" is believed up to this (it holds a name at most a minute or
+#: two for a sender that may come back).
+RETRY_AFTER_MAX_S = 150.0
 
 
 class Sender:
@@ -96,6 +102,10 @@ class Sender:
         self._start_us = 0
         self._sent_to = 0  # furthest timeline position sent on any connection
         self._link: Link | None = None
+        #: This stream's resume state on disk (sender/state.py), and the stream an
+        #: earlier process of this sender left there, to be ended first.
+        self._state: StreamState | None = None
+        self._earlier: ResumeEntry | None = None
 
     def _make_encoder(self, params: StreamParams) -> Encoder:
         cfg = self.config
@@ -110,6 +120,7 @@ class Sender:
         Raises TransportError if the receiver could not be reached, refused the stream for
         good, or did not confirm everything within ``finish_timeout_s`` of the stop."""
         warn_about_plain_token(self.config)
+        self._open_state()
         capture = asyncio.create_task(self._capture())
         deliver = asyncio.create_task(self._deliver())
         try:
@@ -133,6 +144,8 @@ class Sender:
             deliver.cancel()
             await asyncio.wait([capture])
             self.report.input_overflows = self.source.input_overflows
+            if self._state is not None:
+                self._state.release()
         capture.result()  # a device that failed mid-stream
         return self.report
 
@@ -172,42 +185,72 @@ class Sender:
         """Connections, one after the other, until the receiver confirms the stream."""
         delay = BACKOFF_FIRST_S
         failing_since: float | None = None
+        waiting_since: float | None = None  # not in yet, and said so (once)
+        told = ""  # what kind of wait the log has been told of
         while True:
             try:
+                if self._earlier is not None:
+                    await end_earlier(self.config, self._earlier)
+                    self._earlier = None
+                    if self._state is not None:
+                        self._state.forget()
                 link = await Link.open(self.config, self._hello)
             except TransportError as exc:
-                retry = isinstance(exc, RefusedError) and exc.retry
-                if not self._secret and not retry:
-                    raise  # the first connection: a wrong address, token, or a refusal
-                failing_since = failing_since or time.monotonic()
-                if not self.config.reconnect and not retry:
+                refused = isinstance(exc, RefusedError)
+                # the first connection gives up at once only on what waiting cannot fix
+                if not self._secret and not exc.retry:
                     raise
+                if not self.config.reconnect and not (refused and exc.retry):
+                    raise
+                now = time.monotonic()
+                failing_since = failing_since or now
                 give_up = self.config.reconnect_timeout_s
-                if give_up is not None and time.monotonic() - failing_since > give_up:
+                if give_up is not None and now - failing_since > give_up:
+                    again = " again" if self._secret else ""
                     raise TransportError(
-                        f"could not reach the receiver at {self.config.url} again within "
+                        f"could not reach the receiver at {self.config.url}{again} within "
                         f"{give_up:g} s ({exc}); "
                         f"{self._undelivered_s():.1f} s of audio were not delivered"
                     ) from exc
-                if retry:
-                    log.warning("%s; trying again (still capturing)", exc)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                wait = delay * random.uniform(0.5, 1.5)
+                if isinstance(exc, RefusedError) and exc.retry_after_s is not None:
+                    # a name held until then: no use asking before (jitter: not all at once)
+                    later = exc.retry_after_s + random.uniform(0.2, 1.0)
+                    wait = max(wait, min(later, RETRY_AFTER_MAX_S))
+                if give_up is not None:  # and the last try comes at the deadline
+                    wait = min(wait, max(0.0, failing_since + give_up - now) + 0.05)
+                told = self._tell_waiting(exc, told, wait)
+                if told and waiting_since is None:
+                    waiting_since = now
+                await asyncio.sleep(wait)
                 delay = min(BACKOFF_MAX_S, delay * 2)
                 continue
+            if waiting_since is not None:
+                log.info(
+                    "the receiver at %s took the stream after %.1f s",
+                    self.config.url,
+                    time.monotonic() - waiting_since,
+                )
+            waiting_since, told = None, ""
             if self._secret:
                 self.report.reconnects += 1
                 log.info("reconnected to %s", self.config.url)
             self._note_backlog_cut(link.accept.resume_timestamp)
             self._secret = link.accept.resume_secret or self._secret
+            self._keep_state()
             self.report.stream, self.report.recording = link.accept.stream, link.accept.recording
             self._link = link
             link.on_lost = self._attention.set
             acknowledged = self.report.acknowledged
             try:
                 await self._stream(link)
+                if self._state is not None:  # confirmed: nothing is left to end
+                    self._state.forget()
                 return
             except ConnectionClosed as exc:
                 if final_close(exc) or not self.config.reconnect:
+                    if final_close(exc) and self._state is not None:
+                        self._state.forget()  # the receiver ended it: nothing to end
                     raise TransportError(closed_message(exc)) from exc
                 log.warning("%s; reconnecting (still capturing)", closed_message(exc))
             finally:
@@ -220,6 +263,62 @@ class Sender:
             else:  # it failed at once: back off, as for a failed connect
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(BACKOFF_MAX_S, delay * 2)
+
+    def _tell_waiting(self, exc: TransportError, told: str, wait_s: float) -> str:
+        """Say once why the sender is waiting (not once per try): the receiver refuses
+        the stream for now, or (before the stream first got in) cannot be reached. Returns
+        what the log has been told now."""
+        if isinstance(exc, RefusedError):
+            if told != "refused":
+                when = f" in {wait_s:.0f} s" if exc.retry_after_s is not None else ""
+                log.warning("%s; trying again%s (still capturing)", exc, when)
+            return "refused"
+        if self._secret:  # reconnecting: the line about the lost connection said it
+            return told
+        if told != "unreachable":
+            why = exc.why if isinstance(exc, UnreachableError) else str(exc)
+            log.warning(
+                "the receiver at %s is not reachable yet (%s); capturing and trying again; "
+                "the spool keeps the last %g s",
+                self.config.url,
+                why,
+                self.config.spool_s,
+            )
+        return "unreachable"
+
+    def _open_state(self) -> None:
+        """Own this stream's resume state, if no other process sends it; an entry found
+        there was left by an earlier process of this sender: its stream is ended first."""
+        cfg = self.config
+        if cfg.state_dir is None:
+            return
+        try:
+            receiver = receiver_key(cfg.url)
+        except ValueError:
+            return
+        self._state = StreamState(cfg.state_dir, receiver, cfg.name)
+        if self._state.claim():
+            earlier = self._state.earlier()
+            if earlier is not None and (earlier.receiver, earlier.stream) == (receiver, cfg.name):
+                self._earlier = earlier  # (else a digest collision, in theory: not ours)
+        else:
+            log.debug("another sender process holds %s: leaving it alone", self._state.path)
+
+    def _keep_state(self) -> None:
+        """Keep the stream's proof of ownership (the receiver's secret) on disk until the
+        receiver confirms the stream."""
+        if self._state is None or not self._secret:
+            return
+        self._state.save(
+            ResumeEntry(
+                receiver_key(self.config.url),
+                self.config.name,
+                self.stream_id,
+                self._secret,
+                self.params,
+                self._start_us,
+            )
+        )
 
     def _hello(self) -> Hello:
         now_us = int(time.time() * 1e6)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from micwire.common.protocol import StreamParams
+from micwire.sender.state import default_state_dir
 
 
 @dataclass
@@ -49,6 +50,9 @@ class SenderConfig:
     cafile: Path | None = None
     #: Scales the pacing clock of tone/file sources (tests of clock drift).
     clock_scale: float = 1.0
+    #: Where each stream's resume state is kept until the receiver confirms the stream, so
+    #: that a restarted sender can end the stream it left (sender/state.py); None: nowhere.
+    state_dir: Path | None = field(default_factory=default_state_dir)
 
     def params(self) -> StreamParams:
         return StreamParams(

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import socket
 import ssl
 import time
@@ -24,7 +25,13 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.protocol import State
 
 from micwire import __version__
-from micwire.common.errors import ParameterError, ProtocolError, RefusedError, TransportError
+from micwire.common.errors import (
+    ParameterError,
+    ProtocolError,
+    RefusedError,
+    TransportError,
+    UnreachableError,
+)
 from micwire.common.protocol import (
     CLOSE_PROTOCOL_ERROR,
     CLOSE_REFUSED,
@@ -139,8 +146,30 @@ def warn_about_plain_token(config: SenderConfig) -> None:
         )
 
 
+#: HTTP statuses of a connection attempt that may go away by themselves: a proxy with no
+#: receiver behind it yet (502, 503, 504), a busy server (429), a slow request (408).
+PASSING_STATUSES = (408, 429)
+
+
+def _passing(status: int) -> bool:
+    return status in PASSING_STATUSES or 500 <= status <= 599
+
+
+def _why(exc: BaseException) -> str:
+    """An OS error in a few words: "Connection refused", not "[Errno 111] Connect call
+    failed ('127.0.0.1', 9)"."""
+    code = getattr(exc, "errno", None)
+    if isinstance(code, int) and code > 0:
+        return os.strerror(code)
+    if isinstance(exc, asyncio.TimeoutError):
+        return "no answer"
+    return getattr(exc, "strerror", None) or str(exc) or "no answer"
+
+
 async def open_connection(config: SenderConfig) -> ClientConnection:
-    """Open a connection, turning every failure into one actionable TransportError."""
+    """Open a connection, turning every failure into one actionable TransportError; its
+    ``retry`` says whether trying again later may help (nothing is listening there yet)
+    or only a person can fix it (bad token, untrusted certificate, TLS on one side)."""
     url = config.url
     try:
         ws = await connect(url, **connect_options(config))
@@ -158,25 +187,38 @@ async def open_connection(config: SenderConfig) -> ClientConnection:
             f"bad receiver URL {url!r}: use ws://HOST:PORT or wss://HOST:PORT"
         ) from exc
     except InvalidStatus as exc:
-        if exc.response.status_code == HTTPStatus.UNAUTHORIZED:
+        status = exc.response.status_code
+        if status == HTTPStatus.UNAUTHORIZED:
             raise TransportError(
                 f"the receiver at {url} wants a valid token (HTTP 401): "
                 "pass --token or set MICWIRE_TOKEN"
             ) from exc
-        raise TransportError(f"the receiver at {url} rejected the connection: {exc}") from exc
+        message = f"the receiver at {url} rejected the connection: {exc}"
+        if _passing(status):
+            raise UnreachableError(message, f"HTTP {status}") from exc
+        raise TransportError(message) from exc
+    except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError) as exc:
+        # the connection went during the TLS handshake: a receiver (re)starting, a network
+        # dropping, as for any connection that goes
+        raise UnreachableError(
+            f"the connection to {url} closed during the TLS handshake ({exc})",
+            "closed during the TLS handshake",
+        ) from exc
     except ssl.SSLError as exc:
         hint = "; is it ws:// (no TLS)?" if url.startswith("wss://") else ""
         raise TransportError(f"TLS with the receiver at {url} failed ({exc}){hint}") from exc
     except (OSError, asyncio.TimeoutError) as exc:
-        why = getattr(exc, "strerror", None) or str(exc) or "no answer"
+        why = _why(exc)
         hint = (
             "; is it ws:// (no TLS)?"
             if url.startswith("wss://") and isinstance(exc, asyncio.TimeoutError)
             else "; is `micwire receive` running there?"
         )
-        raise TransportError(f"cannot reach the receiver at {url} ({why}){hint}") from exc
+        raise UnreachableError(f"cannot reach the receiver at {url} ({why}){hint}", why) from exc
     except ConnectionClosed as exc:  # a proxy that accepted, then closed during the upgrade
-        raise TransportError(f"the connection to {url} closed during the handshake") from exc
+        raise UnreachableError(
+            f"the connection to {url} closed during the handshake", "closed during the handshake"
+        ) from exc
     except InvalidHandshake as exc:
         hint = "; is it wss:// (TLS)?" if url.startswith("ws://") else ""
         raise TransportError(f"the receiver at {url} rejected the connection: {exc}{hint}") from exc
@@ -223,10 +265,12 @@ class Link:
             if code in (CLOSE_REFUSED, CLOSE_TRY_AGAIN):
                 reason = exc.rcvd.reason if exc.rcvd else ""
                 raise RefusedError(reason or "no reason given", code == CLOSE_TRY_AGAIN) from exc
-            raise TransportError(closed_message(exc)) from exc
+            # closed before it answered (a receiver shutting down, 1001): as for any
+            # connection that goes, unless it said retrying cannot help
+            raise TransportError(closed_message(exc), retry=not final_close(exc)) from exc
         except asyncio.TimeoutError as exc:
             ws.transport.abort()
-            raise TransportError("the receiver did not answer the hello") from exc
+            raise TransportError("the receiver did not answer the hello", retry=True) from exc
         try:
             reply = parse_reply(text)
         except ProtocolError as exc:
@@ -235,7 +279,7 @@ class Link:
         if isinstance(reply, Refuse):
             with contextlib.suppress(ConnectionClosed, asyncio.TimeoutError):
                 await asyncio.wait_for(ws.wait_closed(), 2.0)
-            raise RefusedError(reply.reason, reply.retry)
+            raise RefusedError(reply.reason, reply.retry, reply.retry_after_s)
         if not isinstance(reply, Accept):
             ws.transport.abort()
             raise TransportError(f"the receiver answered the hello with {reply.TYPE!r}")

@@ -28,11 +28,43 @@ def assert_one_line_error(cli: Micwire, *fragments: str) -> None:
         assert fragment in cli.lines[0]
 
 
-def test_unreachable_receiver() -> None:
-    cli = run("send", "ws://127.0.0.1:9", "--source", "tone:440")
+def test_unreachable_receiver_with_no_reconnect_fails_at_once() -> None:
+    cli = run("send", "ws://127.0.0.1:9", "--source", "tone:440", "--no-reconnect")
     assert_one_line_error(
-        cli, "cannot reach the receiver at ws://127.0.0.1:9", "is `micwire receive` running there?"
+        cli,
+        "cannot reach the receiver at ws://127.0.0.1:9 (Connection refused)",
+        "is `micwire receive` running there?",
     )
+
+
+def test_an_unreachable_receiver_is_waited_for_until_the_reconnect_timeout() -> None:
+    """Started before its receiver, a sender captures and keeps trying (saying so once);
+    --reconnect-timeout bounds that, and the error says what was not delivered."""
+    cli = run("send", "ws://127.0.0.1:9", "--source", "tone:440", "--reconnect-timeout", "1.5")
+    assert cli.proc.returncode == 1, cli.log
+    assert cli.lines[0] == (
+        "micwire: the receiver at ws://127.0.0.1:9 is not reachable yet (Connection refused); "
+        "capturing and trying again; the spool keeps the last 120 s"
+    )
+    assert len(cli.lines) == 2 and "Traceback" not in cli.log, cli.log
+    assert re.fullmatch(
+        r"micwire: error: could not reach the receiver at ws://127\.0\.0\.1:9 within 1\.5 s "
+        r"\(cannot reach .*\); 1\.\d s of audio were not delivered",
+        cli.lines[1],
+    ), cli.lines[1]
+
+
+def test_a_bad_token_fails_at_once(tmp_path: Path) -> None:
+    rx, port = receiver("--no-play", "--token", "s3cret")
+    try:
+        cli = Micwire("send", f"ws://127.0.0.1:{port}", "--source", "tone:440", "--token", "nope")
+        cli.wait(timeout=20)
+        assert_one_line_error(
+            cli, "wants a valid token (HTTP 401)", "pass --token or set MICWIRE_TOKEN"
+        )
+    finally:
+        rx.signal(signal.SIGTERM)
+        assert rx.wait() == 0
 
 
 def test_bad_url() -> None:
@@ -65,7 +97,7 @@ def test_usage_errors_exit_2() -> None:
 
 
 def test_debug_shows_the_traceback() -> None:
-    cli = run("--debug", "send", "ws://127.0.0.1:9", "--source", "tone:440")
+    cli = run("--debug", "send", "ws://127.0.0.1:9", "--source", "tone:440", "--no-reconnect")
     assert cli.proc.returncode != 0 and "Traceback" in cli.log
 
 

@@ -365,7 +365,7 @@ def test_hostile_traffic_does_not_disturb_a_good_stream(tmp_path: Path) -> None:
 
 def test_sender_reports_unreachable_receiver() -> None:
     async def main() -> None:
-        await Sender(SenderConfig("ws://127.0.0.1:9", source="tone:440")).run()
+        await Sender(SenderConfig("ws://127.0.0.1:9", source="tone:440", reconnect=False)).run()
 
     with pytest.raises(
         TransportError,
