@@ -12,6 +12,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import re
 import socket
 import ssl
 import time
@@ -163,7 +164,10 @@ def _why(exc: BaseException) -> str:
         return os.strerror(code)
     if isinstance(exc, asyncio.TimeoutError):
         return "no answer"
-    return getattr(exc, "strerror", None) or str(exc) or "no answer"
+    text = getattr(exc, "strerror", None) or str(exc) or "no answer"
+    # a name with several addresses: "Multiple exceptions: [Errno 111] ..., [Errno 111] ..."
+    codes = set(re.findall(r"\[Errno (\d+)\]", text))
+    return os.strerror(int(codes.pop())) if len(codes) == 1 else text
 
 
 async def open_connection(config: SenderConfig) -> ClientConnection:
