@@ -312,6 +312,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tx.add_argument("--cafile", type=Path, help="CA certificate to trust for wss:// (PEM)")
     tx.add_argument(
+        "--state",
+        type=Path,
+        default=_env("state", None),
+        metavar="DIR",
+        help="where to keep the stream's resume secret until the receiver confirms the "
+        "stream, so that a restarted sender can end it (default $XDG_STATE_HOME/micwire, "
+        "~/.local/state/micwire)",
+    )
+    tx.add_argument(
         "--spool-s",
         type=_positive(float, minimum=1.0),
         default=120.0,
@@ -518,6 +527,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         reconnect=args.reconnect,
         reconnect_timeout_s=args.reconnect_timeout,
         finish_timeout_s=args.finish_timeout,
+        state_dir=args.state if args.state is not None else state_home(),
     )
     if args.name:
         config.name = args.name

@@ -6,8 +6,8 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from micwire.common.paths import state_home
 from micwire.common.protocol import StreamParams
-from micwire.sender.state import default_state_dir
 
 
 @dataclass
@@ -50,9 +50,10 @@ class SenderConfig:
     cafile: Path | None = None
     #: Scales the pacing clock of tone/file sources (tests of clock drift).
     clock_scale: float = 1.0
-    #: Where each stream's resume state is kept until the receiver confirms the stream, so
-    #: that a restarted sender can end the stream it left (sender/state.py); None: nowhere.
-    state_dir: Path | None = field(default_factory=default_state_dir)
+    #: micwire's state directory: each stream's resume state is kept in it (``resume/``)
+    #: until the receiver confirms the stream, so that a restarted sender can end the
+    #: stream it left (sender/state.py). None: nowhere.
+    state_dir: Path | None = field(default_factory=state_home)
 
     def params(self) -> StreamParams:
         return StreamParams(

@@ -1,10 +1,11 @@
 """A sender's resume state on disk: one small file per (receiver, stream name).
 
-Under ``$XDG_STATE_HOME/micwire/`` (default ``~/.local/state/micwire/``), ``<stem>.json``
-holds the :class:`~micwire.common.resume.ResumeEntry` of the stream a sender process is
-sending, from the receiver's first accept until the receiver confirms the stream
-(``done``); then it is removed. A process that died before that (killed, or stopped while
-its receiver was down) leaves it, so the next one can end that stream (sender/earlier.py).
+In ``resume/`` of micwire's state directory (``$XDG_STATE_HOME/micwire``, default
+``~/.local/state/micwire``; ``--state DIR``), ``<stem>.json`` holds the
+:class:`~micwire.common.resume.ResumeEntry` of the stream a sender process is sending,
+from the receiver's first accept until the receiver confirms the stream (``done``); then
+it is removed. A process that died before that (killed, or stopped while its receiver was
+down) leaves it, so the next one can end that stream (sender/earlier.py).
 
 ``<stem>.lock`` is held (``fcntl.flock``) for as long as a process owns the entry: a second
 ``micwire send`` with the same receiver and name on the same machine cannot take it, and
@@ -12,8 +13,9 @@ so leaves the first one's stream alone (the receiver refuses it, as it should). 
 goes with the process, however it ends.
 
 The entry holds a secret: written atomically (a temporary file renamed over it), mode
-0600, in a 0700 directory. A state directory that cannot be written is said once; the
-stream goes on without (only a restart of this sender will not find its stream).
+0600, in a 0700 directory (and micwire's state directory 0700, if this creates it). A
+state directory that cannot be written is said once; the stream goes on without (only a
+restart of this sender will not find its stream).
 """
 
 from __future__ import annotations
@@ -31,25 +33,18 @@ except ImportError:  # Windows: no flock; no resume state there
     fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger("micwire.sender")
-
-
-def default_state_dir() -> Path:
-    """``$XDG_STATE_HOME/micwire``, or ``~/.local/state/micwire`` (the XDG Base Directory
-    specification: a relative ``XDG_STATE_HOME`` is invalid, and ignored)."""
-    base = os.environ.get("XDG_STATE_HOME", "")
-    if not os.path.isabs(base):
-        base = str(Path.home() / ".local" / "state")
-    return Path(base) / "micwire"
+#: The sender's part of micwire's state directory (the receiver keeps its own files there).
+RESUME_DIR = "resume"
 
 
 class StreamState:
     """The entry of one (receiver, stream name), for the process that holds its lock."""
 
-    def __init__(self, directory: Path, receiver: str, stream: str) -> None:
-        self.directory = directory
+    def __init__(self, state_dir: Path, receiver: str, stream: str) -> None:
+        self.directory = state_dir / RESUME_DIR
         stem = entry_stem(receiver, stream)
-        self.path = directory / f"{stem}.json"
-        self.lock_path = directory / f"{stem}.lock"
+        self.path = self.directory / f"{stem}.json"
+        self.lock_path = self.directory / f"{stem}.lock"
         self._lock_fd: int | None = None
         self._failed = False  # said once; nothing more is tried
         self._saved: ResumeEntry | None = None
@@ -66,7 +61,8 @@ class StreamState:
         if fcntl is None or self._failed:
             return False
         try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.directory.mkdir(mode=0o700, exist_ok=True)
             while True:
                 fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
                 try:

@@ -38,7 +38,7 @@ def state_home(path: Path) -> dict[str, str]:
 
 
 def entries(state: Path) -> list[Path]:
-    return sorted((state / "micwire").glob("*.json"))
+    return sorted((state / "micwire" / "resume").glob("*.json"))
 
 
 def wait_for_entry(state: Path) -> Path:
@@ -81,13 +81,16 @@ def test_both_sides_restarted_the_sender_gets_its_name_back_at_once(tmp_path: Pa
     rec, state = tmp_path / "rec", tmp_path / "state"
     rx, port = receiver("--record", str(rec), "--no-play")
     url = f"ws://127.0.0.1:{port}"
-    first = Micwire("send", url, "--source", "tone:440", "--name", "kit", env=state_home(state))
+    # --state DIR: the same place as XDG_STATE_HOME=... gives (DIR = .../micwire)
+    here = ("--state", str(state / "micwire"))
+    first = Micwire("send", url, "--source", "tone:440", "--name", "kit", *here)
     second: Micwire | None = None
     try:
         rx.wait_for("stream 'kit': recording to")
         entry = wait_for_entry(state)
         assert stat.S_IMODE(entry.stat().st_mode) == 0o600  # it holds the stream's secret
         assert stat.S_IMODE(entry.parent.stat().st_mode) == 0o700
+        assert entry.parent == state / "micwire" / "resume"
         rx.signal(signal.SIGINT)
         assert rx.wait() == 0
         first.wait_for("reconnecting")
@@ -105,7 +108,7 @@ def test_both_sides_restarted_the_sender_gets_its_name_back_at_once(tmp_path: Pa
             "kit",
             "--duration",
             "3",
-            env=state_home(state),
+            *here,
         )
         assert second.wait(timeout=40) == 0, second.log
     finally:
@@ -116,7 +119,7 @@ def test_both_sides_restarted_the_sender_gets_its_name_back_at_once(tmp_path: Pa
         rx.wait()
     assert "ended this sender's earlier stream 'kit'" in second.log
     assert "nothing lost" in second.log and REFUSED not in second.log, second.log
-    assert entries(state) == [] and list((state / "micwire").iterdir()) == []
+    assert entries(state) == [] and list((state / "micwire" / "resume").iterdir()) == []
     assert_earlier_ended_and_new_exact(rec, 3.0)
 
 
@@ -326,7 +329,9 @@ def test_a_stream_whose_grace_ran_out_is_ended_and_its_name_freed(
 
     async def main() -> tuple[list[str], Any]:
         async with running_receiver(record_dir=rec if record else None) as (rx, url):
-            config = SenderConfig(url, name="kit", source="tone:440", codec=codec, state_dir=state)
+            config = SenderConfig(
+                url, name="kit", source="tone:440", codec=codec, state_dir=state / "micwire"
+            )
             dying = asyncio.create_task(Sender(config).run())
             await until(
                 lambda: "kit" in rx.streams.live and rx.streams.live["kit"].position > 24000,
@@ -341,7 +346,12 @@ def test_a_stream_whose_grace_ran_out_is_ended_and_its_name_freed(
             assert rx.streams.held("kit")
             restarted = Sender(
                 SenderConfig(
-                    url, name="kit", source="tone:440", codec=codec, duration_s=1.0, state_dir=state
+                    url,
+                    name="kit",
+                    source="tone:440",
+                    codec=codec,
+                    duration_s=1.0,
+                    state_dir=state / "micwire",
                 )
             )
             sent = await asyncio.wait_for(restarted.run(), seconds(30))

@@ -11,20 +11,21 @@ from pathlib import Path
 
 import pytest
 
+from micwire.common.paths import state_home
 from micwire.common.protocol import StreamParams
 from micwire.common.resume import ResumeEntry, receiver_key
-from micwire.sender.state import StreamState, default_state_dir
+from micwire.sender.config import SenderConfig
+from micwire.sender.state import StreamState
 
 RECEIVER = receiver_key("ws://127.0.0.1:8765")
 ENTRY = ResumeEntry(RECEIVER, "kit", "abc", "s3cret", StreamParams(), 1_795_000_000_000_000)
 
 
-def test_the_state_directory_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_the_state_directory_is_micwires(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
-    assert default_state_dir() == tmp_path / "micwire"
-    monkeypatch.setenv("XDG_STATE_HOME", "relative/path")  # invalid per the spec: ignored
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert default_state_dir() == tmp_path / "home" / ".local" / "state" / "micwire"
+    assert SenderConfig("ws://x:1").state_dir == state_home() == tmp_path / "micwire"
+    state = StreamState(state_home(), RECEIVER, "kit")
+    assert state.path.parent == tmp_path / "micwire" / "resume"  # the receiver has its own
 
 
 def test_an_entry_is_a_secret_kept_until_forgotten(tmp_path: Path) -> None:
@@ -33,6 +34,7 @@ def test_an_entry_is_a_secret_kept_until_forgotten(tmp_path: Path) -> None:
     first.save(ENTRY)
     assert stat.S_IMODE(first.path.stat().st_mode) == 0o600
     assert stat.S_IMODE(first.directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "micwire").stat().st_mode) == 0o700
     assert [p.name for p in first.directory.iterdir() if p.name.endswith(".tmp")] == []
     first.release()  # the process ends before the receiver confirmed the stream
 
