@@ -11,6 +11,8 @@ from rich.logging import RichHandler
 from rich.table import Table
 from rich.text import Text
 
+from micwire.common.names import visible
+
 
 class LiveDisplay:
     """A table of streams under the log lines; logging goes through the same console so
@@ -60,12 +62,14 @@ class LiveDisplay:
             table.add_column(column, justify="left" if column == "stream" else "right")
         for s in streams:
             playing = "buffer_ms" in s
+            # a name is text, never markup ("[/bold]x" or "USB mic [/dev/snd/…]" must not
+            # break the table, or the receiver), and what hides itself or turns the text
+            # around ("\u202egnp.exe" reads "exe.png") is shown escaped
+            name = visible(s["stream"])
             table.add_row(
-                # a name is text, never markup: "[/bold]x" or "USB mic [/dev/snd/…]" must
-                # not break the table (or the receiver)
-                Text(s["stream"])
+                Text(name)
                 if s.get("state", "live") == "live"
-                else Text(f"{s['stream']} ({s['state']})", style="dim"),
+                else Text(f"{name} ({s['state']})", style="dim"),
                 s["codec"],
                 f"{s['seconds']:.0f} s",
                 f"{s['peak_dbfs']:.0f} / {s['rms_dbfs']:.0f}",

@@ -4,7 +4,9 @@
 //
 // Safety: stream names, peers, alert messages and recording names come from senders or the
 // receiver's disk. They only ever reach the page through textContent and attribute setters,
-// never innerHTML, and links are only followed when they are paths on this site.
+// never innerHTML, and links are only followed when they are paths on this site. What a
+// person reads of them goes through visible() (util.js): a control or bidi character shows
+// as an escape ("\u202Egnp.exe"), never turning the text around it ("exe.png").
 //
 // Test hooks (Playwright), see tests/web/browser.py:
 //   window.micwire = {ctx, output, listening: {<stream>: {latencyMs, underruns, codecPath,
@@ -12,7 +14,7 @@
 //   `output` is the GainNode every stream is mixed into right before ctx.destination.
 
 import { EM, fmt, fmtBytes, fmtChannels, fmtClock, fmtCount, fmtDuration, fmtRate, fmtSamples, fmtSigned,
-  isNum, minus, safePath, setText, wsUrl, backoff } from './util.js';
+  isNum, minus, safePath, setText, visible, wsUrl, backoff } from './util.js';
 import { Listener, audio, ensureAudio } from './listen.js';
 
 const METER_FLOOR_DB = -60;
@@ -212,13 +214,13 @@ class StreamView {
     this.alertsKey = '';
     this.recsKey = '';
     this.state = null;
-    this.el.dataset.stream = name; // attribute value: not parsed as markup
-    setText(this.f.name, name);
-    this.f.name.title = name;
+    this.el.dataset.stream = name; // attribute value: not parsed as markup, not shown
+    setText(this.f.name, visible(name));
+    this.f.name.title = visible(name);
     this.f.listen.addEventListener('click', () => this.toggleListen());
     const vol = loadVolume(name);
     this.f.volume.value = String(Math.round(vol * 100));
-    this.f.volume.setAttribute('aria-label', `Volume of ${name}`);
+    this.f.volume.setAttribute('aria-label', `Volume of ${visible(name)}`);
     this.f.volume.addEventListener('input', () => {
       const v = Number(this.f.volume.value) / 100;
       saveVolume(name, v);
@@ -245,7 +247,7 @@ class StreamView {
       isNum(s.frame_ms) ? `${s.frame_ms} ms` : '',
     ].filter(Boolean);
     setText(f.codec, codecBits.join(' · ') || EM);
-    setText(f.peer, typeof s.peer === 'string' && s.peer ? s.peer : EM);
+    setText(f.peer, typeof s.peer === 'string' && s.peer ? visible(s.peer) : EM);
     setText(f.uptime, isNum(s.uptime_s) ? `up ${fmtDuration(s.uptime_s)}` : EM);
     setText(f.listeners, isNum(s.listeners) ? `${s.listeners} listener${s.listeners === 1 ? '' : 's'}` : '');
     this.meters.peak.set(s.peak_dbfs);
@@ -284,12 +286,12 @@ class StreamView {
           const li = document.createElement('li');
           li.dataset.kind = typeof a.kind === 'string' ? a.kind : 'other';
           const label = document.createElement('strong');
-          label.textContent = ALERT_LABELS[a.kind] || String(a.kind || 'Alert');
+          label.textContent = ALERT_LABELS[a.kind] || visible(a.kind || 'Alert');
           const since = document.createElement('span');
           since.className = 'since';
           const msg = document.createElement('span');
           msg.className = 'msg';
-          msg.textContent = typeof a.message === 'string' ? a.message : '';
+          msg.textContent = typeof a.message === 'string' ? visible(a.message) : '';
           li.append(label, ' ', since, ' ', msg);
           return li;
         }),
@@ -320,8 +322,8 @@ class StreamView {
         a.href = href;
         a.setAttribute('download', name);
       }
-      a.textContent = name;
-      a.title = name;
+      a.textContent = visible(name);
+      a.title = visible(name);
       li.append(a);
       if (isNum(r.bytes)) {
         const size = document.createElement('span');

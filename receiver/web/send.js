@@ -22,7 +22,7 @@
 // Test hooks (Playwright): window.micwireSend = {state, stats(), start(), stop(),
 // trackSettings(), ready(), spooled()}.
 
-import { EM, clampNumber, isNum, minus, setText, wsUrl } from './util.js';
+import { EM, clampNumber, isNum, minus, setText, visible, wsUrl } from './util.js';
 import { Framer, Packetizer, Spool, makeBlock, opusHeadPreSkip, packetBytes, pcmBytes } from './send-core.js';
 
 const RATE_HZ = 48000;
@@ -818,7 +818,7 @@ function main() {
       const [connState, connText] = CONN_STATES[sender.state] || ['idle', sender.state];
       els.conn.dataset.state = connState;
       setText(els.conn.querySelector('.conn-text'), connText);
-      setText(els.status, sender.status);
+      setText(els.status, visible(sender.status)); // may quote the receiver, which quotes the name
       els.status.dataset.state = sender.state;
       const st = sender.stats();
       setText($('f-captured'), fmtSeconds(st.capturedSamples));
@@ -848,7 +848,18 @@ function main() {
     levels.dirty = false;
   }, 50);
 
+  // the name box shows the name as typed (or as the link gave it): a right-to-left override
+  // makes "\u202Egnp.exe" look like "exe.png" there, so the escaped form is said below it
+  const nameShown = $('name-shown');
+  const showName = () => {
+    const name = els.name.value.trim();
+    const shown = visible(name);
+    nameShown.hidden = shown === name;
+    setText(nameShown, shown === name ? '' : `The receiver shows this name as ${shown}: it holds characters that are invisible or turn text around.`);
+  };
+  els.name.addEventListener('input', showName);
   els.name.value = settings.name;
+  showName();
   els.processing.checked = settings.processing;
 
   if (!window.isSecureContext) {
@@ -970,7 +981,10 @@ function main() {
     },
     stats: () => sender.stats(),
     start: (name) => {
-      if (name) els.name.value = name;
+      if (name) {
+        els.name.value = name;
+        showName();
+      }
       sender.mic.ensureContext();
       return sender.start(els.name.value.trim() || 'guest');
     },

@@ -87,6 +87,25 @@ export function* backoff(first = 0.5, max = 10) {
   }
 }
 
+/** Characters a reader cannot see, or that move the text around them: controls (C0, C1),
+ * format characters (bidi overrides, embeddings, isolates and marks, zero-width spaces and
+ * joiners, word joiner, invisible operators, BOM, tags), lone surrogates, line and paragraph
+ * separators, and the Hangul fillers (letters that draw nothing). */
+const HIDDEN = /[\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}\u115F\u1160\u3164\uFFA0]/gu;
+
+/** `text` as a person should see it: whatever hides itself or turns the text around is
+ * written as an escape, `\u202E` (`\U000E0041` beyond the BMP), so a stream named
+ * "\u202Egnp.exe" does not read "exe.png". For every name, peer, file name and message
+ * that came from outside; the same rule as `visible()` in common/names.py (the terminal). */
+export function visible(text) {
+  return String(text).replace(HIDDEN, (ch) => {
+    const code = ch.codePointAt(0);
+    return code <= 0xffff
+      ? '\\u' + code.toString(16).toUpperCase().padStart(4, '0')
+      : '\\U' + code.toString(16).toUpperCase().padStart(8, '0');
+  });
+}
+
 export function setText(el, text) {
   if (el.textContent !== text) el.textContent = text;
 }

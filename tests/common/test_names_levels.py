@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from micwire.common.levels import SILENCE_DBFS, peak_dbfs, rms_dbfs
-from micwire.common.names import recording_filename, sanitize_stream_name
+from micwire.common.names import recording_filename, sanitize_stream_name, visible
 
 
 @pytest.mark.parametrize(
@@ -40,6 +40,31 @@ def test_names_that_differ_stay_apart_where_scripts_differ() -> None:
 def test_recording_filename_uses_utc() -> None:
     start = datetime(2026, 11, 22, 4, 5, 6, tzinfo=timezone(timedelta(hours=2)))
     assert recording_filename("../mic", start, "mp3") == "mic-20261122T020506Z.mp3"
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("\u202egnp.exe", "\\u202Egnp.exe"),  # not "exe.png"
+        ("kitchen", "kitchen"),
+        ("кухня", "кухня"),
+        ("研究室 2", "研究室 2"),
+        ("Café Müller", "Café Müller"),
+        ("C:\\mic", "C:\\mic"),  # a backslash is just a backslash
+        ("a\x00b\nc\x1b[31m\x7f\x85\x9f", "a\\u0000b\\u000Ac\\u001B[31m\\u007F\\u0085\\u009F"),
+        ("\u061c\u200e\u200f", "\\u061C\\u200E\\u200F"),  # bidi marks
+        ("\u202a\u202b\u202c\u202d", "\\u202A\\u202B\\u202C\\u202D"),  # embeddings, overrides
+        ("\u2066\u2067\u2068\u2069", "\\u2066\\u2067\\u2068\\u2069"),  # isolates
+        ("a\u200bb\u200cc\u200dd", "a\\u200Bb\\u200Cc\\u200Dd"),  # zero-width
+        ("\u2060\u2061\u2062\u2063\u2064\ufeff", "\\u2060\\u2061\\u2062\\u2063\\u2064\\uFEFF"),
+        ("a\u2028b\u2029", "a\\u2028b\\u2029"),  # line and paragraph separators
+        ("x\U000e0041", "x\\U000E0041"),  # a tag character, beyond the BMP
+        ("\ud800", "\\uD800"),  # a lone surrogate (JSON can carry one)
+        ("\u3164", "\\u3164"),  # a Hangul filler: a name that looks empty
+    ],
+)
+def test_visible_escapes_what_hides_or_turns_text(name: str, shown: str) -> None:
+    assert visible(name) == shown
 
 
 def test_levels() -> None:

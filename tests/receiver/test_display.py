@@ -58,3 +58,17 @@ def test_a_name_is_shown_as_text_never_as_markup() -> None:
             ]
         )
         assert name in text
+
+
+def test_a_name_cannot_turn_the_table_around() -> None:
+    """A right-to-left override (U+202E) before "gnp.exe" would show the name as
+    "exe.png"; the table shows the escape."""
+    row = {"codec": "pcm", "seconds": 1.0, "peak_dbfs": -6.0, "rms_dbfs": -9.0, "gaps": 0}
+    text = render(
+        [
+            {"stream": "\u202egnp.exe", **row},
+            {"stream": "desk\u200b", **row, "state": "ended"},
+        ]
+    )
+    assert "\\u202Egnp.exe" in text and "\u202e" not in text
+    assert "desk\\u200B (ended)" in text and "\u200b" not in text

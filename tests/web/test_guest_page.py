@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -456,3 +457,31 @@ def test_voice_processing_is_off_unless_asked_for(mic_wav: Path, tmp_path: Path)
             " return s && !s.echoCancellation && !s.noiseSuppression && !s.autoGainControl; }",
             timeout=seconds(10) * 1000,
         )
+
+
+def test_a_name_that_turns_text_around_is_shown_escaped(mic_wav: Path, tmp_path: Path) -> None:
+    """A link whose name starts with a right-to-left override (U+202E): the name box shows
+    "exe.png", so the page says the name as it really is, escaped; the stream gets the
+    name exactly as given, and the monitor page shows it escaped too."""
+    name = "\u202egnp.exe"
+    with (
+        recording_receiver(tmp_path / "rec") as (rx, port),
+        browser_page(f"http://127.0.0.1:{port}", fake_mic_wav=mic_wav) as page,
+    ):
+        open_guest_page(page, "name=%E2%80%AEgnp.exe&codec=pcm")
+        assert page.input_value("#name") == name
+        hint = page.locator("#name-shown")
+        assert hint.is_visible()
+        assert "\\u202Egnp.exe" in hint.inner_text() and "\u202e" not in hint.inner_text()
+        page.evaluate("() => window.micwireSend.start()")
+        wait_for_audio(page, 1)
+        rx.wait_for(f"stream {re.escape(repr(name))} from")  # the name as sent, not escaped
+        monitor = page.context.new_page()
+        monitor.goto("/")
+        card = monitor.locator("article.stream .name")
+        card.wait_for(timeout=seconds(10) * 1000)
+        assert card.inner_text() == "\\u202Egnp.exe"
+        monitor.close()
+        assert stop_and_wait(page)["state"] == "delivered"
+        page.fill("#name", "anna")  # a plain name needs no word
+        assert not hint.is_visible()

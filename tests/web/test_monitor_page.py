@@ -5,6 +5,7 @@ page's audio output is tapped with an AnalyserNode), and a token keeps strangers
 from __future__ import annotations
 
 import json
+import re
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ def tone_stream(name: str, hz: int, *extra: str, receive: tuple[str, ...] = ()) 
     rx, port = receiver("--no-play", *receive)
     tx = Micwire("send", f"ws://127.0.0.1:{port}", "--name", name, "--source", f"tone:{hz}", *extra)
     try:
-        rx.wait_for(f"stream '{name}' from")
+        rx.wait_for(f"stream {re.escape(repr(name))} from")  # the log escapes names
         yield f"http://127.0.0.1:{port}"
     finally:
         tx.signal(signal.SIGINT)
@@ -126,3 +127,37 @@ def test_a_token_keeps_strangers_out_and_the_listen_token_lets_in(tmp_path: Path
         page.context.clear_cookies()
         assert page.request.get(url + "/metrics").status == 401
         assert json.loads(page.request.get(url + "/healthz").text())["status"] == "ok"
+
+
+#: Where the first "g" and the last "x" of an element's text are drawn (px from the left):
+#: what a reader sees, not the order the characters are stored in.
+READING_ORDER_JS = """
+(el) => {
+  const node = el.firstChild;
+  const range = document.createRange();
+  const left = (i) => {
+    range.setStart(node, i);
+    range.setEnd(node, i + 1);
+    return range.getBoundingClientRect().left;
+  };
+  return { g: left(node.data.indexOf('g')), x: left(node.data.lastIndexOf('x')) };
+}
+"""
+
+
+def test_a_name_cannot_turn_the_page_around() -> None:
+    """A right-to-left override (U+202E) before "gnp.exe" draws the name as "exe.png";
+    the page shows it escaped, read left to right."""
+    name = "\u202egnp.exe"
+    with tone_stream(name, 440) as url, browser_page(url) as page:
+        page.goto("/")
+        card = page.locator(f'article.stream[data-stream="{name}"]')
+        card.wait_for(timeout=seconds(10) * 1000)
+        shown = card.locator(".name")
+        assert shown.inner_text() == "\\u202Egnp.exe"
+        assert shown.get_attribute("title") == "\\u202Egnp.exe"
+        order = shown.evaluate(READING_ORDER_JS)
+        assert order["g"] < order["x"], order  # "…gnp.exe" as written, not "exe.png"
+        label = card.locator(".volume").get_attribute("aria-label")
+        assert label == "Volume of \\u202Egnp.exe"
+        assert "\u202e" not in page.locator("body").inner_text()
