@@ -22,6 +22,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -563,7 +564,7 @@ class Stream:
                 {"kind": a.kind, "since": a.since, "message": a.message}
                 for a in self.alerts.active.values()
             ],
-            recordings=self.recordings(),
+            **self.recording_views(),
         )
         if self.state == "ended":  # no sound to measure, not a silence of -120 dBFS
             view.update(peak_dbfs=None, rms_dbfs=None)
@@ -578,21 +579,52 @@ class Stream:
             return None
         return str(self.previous.data["parts"][-1]["files"][0])
 
-    def recordings(self) -> list[dict[str, Any]]:
+    def recording_views(self) -> dict[str, Any]:
+        """The stream's recording as the page shows it (docs/PROTOCOL.md §10): ``parts``,
+        one per part in order (when it began by the sender's clock, how long it is, how it
+        ended, its files and their formats), its ``sidecar``, and ``recordings``, every
+        file in one list (what scripts read before parts were given)."""
         directory = self.config.record_dir
         if directory is None:
-            return []
-        names = [*self.paths]
-        if self.recording is not None:
-            names.append(self.recording.sidecar.name)
+            return {"parts": [], "sidecar": None, "recordings": []}
+        # a stream continued after a restart (or on another worker) has its earlier parts
+        # in the sidecar; the part being recorded here comes last
+        parts: list[dict[str, Any]] = []
         if self.previous is not None:
-            names = [*self.previous.data.get("files", []), *names, self.previous.sidecar.name]
-        out = []
-        for name in dict.fromkeys(names):
-            with contextlib.suppress(OSError):
-                size = (directory / name).stat().st_size
-                out.append({"name": name, "url": f"/recordings/{quote(name)}", "bytes": size})
-        return out
+            parts.extend(self.previous.data["parts"])
+        if self.recording is not None:
+            parts.append(self.recording.part())
+        sidecar: str | None = None
+        if self.recording is not None:
+            sidecar = self.recording.sidecar.name
+        elif self.previous is not None:
+            sidecar = self.previous.sidecar.name
+        start = self.start.timestamp()
+        rate = self.params.rate_hz
+        views: list[dict[str, Any]] = []
+        every: list[dict[str, Any]] = []  # the files, without their format
+        for number, part in enumerate(parts, 1):
+            files: list[dict[str, Any]] = []
+            for name in part.get("files", []):
+                entry = _file_view(directory, name)
+                if entry is not None:
+                    every.append(entry)
+                    files.append({**entry, "format": name.rpartition(".")[2].lower()})
+            views.append(
+                {
+                    "part": number,
+                    "start_utc": round(start + int(part["origin"]) / rate, 3),
+                    "seconds": round(int(part["samples"]) / rate, 3),
+                    "outcome": part.get("outcome"),
+                    "files": files,
+                }
+            )
+        sidecar_view = _file_view(directory, sidecar) if sidecar is not None else None
+        return {
+            "parts": views,
+            "sidecar": sidecar_view,
+            "recordings": every + ([sidecar_view] if sidecar_view is not None else []),
+        }
 
     @property
     def earlier_samples(self) -> int:
@@ -638,6 +670,18 @@ class Stream:
         if self.paths:
             text += ", recorded to " + ", ".join(self.paths)
         return text
+
+
+def _file_view(directory: Path, name: object) -> dict[str, Any] | None:
+    """A file of the record directory as the page links it; None when it is not there (or
+    the sidecar names something that is not a file of the directory)."""
+    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+        return None
+    try:
+        size = (directory / name).stat().st_size
+    except OSError:
+        return None
+    return {"name": name, "url": f"/recordings/{quote(name)}", "bytes": size}
 
 
 class Streams:

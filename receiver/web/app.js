@@ -268,7 +268,7 @@ class StreamView {
     }
 
     this.updateAlerts(Array.isArray(s.alerts) ? s.alerts : [], now);
-    this.updateRecordings(Array.isArray(s.recordings) ? s.recordings : []);
+    this.updateRecordings(Array.isArray(s.parts) ? s.parts : [], s.sidecar && typeof s.sidecar === 'object' ? s.sidecar : null);
     const disabled = !listeners.has(this.name) && state === 'ended';
     if (f.listen.disabled !== disabled) {
       f.listen.disabled = disabled;
@@ -306,43 +306,71 @@ class StreamView {
     });
   }
 
-  updateRecordings(recs) {
+  /** The recording, part by part in order (a stream continued after a receiver restart has
+   * more than one): "part 2 · 20:14 · 3m 05s" and a link per file named by its format, "WAV ·
+   * MP3 · sidecar", the file's full name in its tooltip (PROTOCOL.md §10: parts, sidecar). */
+  updateRecordings(parts, sidecar) {
     const f = this.f;
-    const key = JSON.stringify(recs.map((r) => [r.name, r.url, r.bytes]));
+    const many = parts.length > 1;
+    const lines = parts.map((p, i) => ({
+      when: [
+        many ? `part ${isNum(p.part) ? p.part : i + 1}` : '',
+        fmtPartStart(p.start_utc, latestTime),
+        p.outcome === 'recording' ? `${fmtDuration(p.seconds)} so far` : fmtDuration(p.seconds),
+      ].filter(Boolean),
+      files: (Array.isArray(p.files) ? p.files : []).map((file) => ({
+        ...fileLink(file),
+        label: typeof file.format === 'string' && file.format ? file.format.toUpperCase() : 'file',
+      })),
+    }));
+    // the sidecar describes every part: it goes with the first, whose files it is named after
+    if (lines.length && sidecar) lines[0].files.push({ ...fileLink(sidecar), label: 'sidecar', sidecar: true });
+    const key = JSON.stringify(lines);
     if (key === this.recsKey) return;
     this.recsKey = key;
-    // newest first
-    const items = recs.slice().reverse().map((r) => {
+    const items = lines.map((line, i) => {
       const li = document.createElement('li');
-      const name = typeof r.name === 'string' ? r.name : String(r.url || 'recording');
-      if (name.endsWith('.json')) li.className = 'sidecar'; // what the recording is (PROTOCOL.md §8)
-      const href = safePath(r.url);
-      const a = document.createElement(href ? 'a' : 'span');
-      if (href) {
-        a.href = href;
-        a.setAttribute('download', name);
-      }
-      a.textContent = visible(name);
-      a.title = visible(name);
-      li.append(a);
-      if (isNum(r.bytes)) {
-        const size = document.createElement('span');
-        size.className = 'size';
-        size.textContent = fmtBytes(r.bytes);
-        li.append(' ', size);
-      }
+      li.className = 'part';
+      li.dataset.part = String(i + 1);
+      // "part 2 · 20:14 · 3m 05s": each piece whole, the line may break between them
+      const when = document.createElement('span');
+      when.className = 'when';
+      line.when.forEach((text, k) => {
+        const piece = document.createElement('span');
+        piece.textContent = text;
+        when.append(...(k ? [' · ', piece] : [piece]));
+      });
+      const files = document.createElement('span');
+      files.className = 'files';
+      line.files.forEach((file, k) => {
+        if (k) files.append(' · ');
+        const a = document.createElement(file.href ? 'a' : 'span');
+        if (file.href) {
+          a.href = file.href;
+          a.setAttribute('download', file.name);
+        }
+        if (file.sidecar) a.className = 'sidecar'; // what the recording is (PROTOCOL.md §8)
+        a.dataset.format = file.sidecar ? 'json' : file.label.toLowerCase();
+        a.textContent = file.label;
+        a.title = file.title;
+        files.append(a);
+      });
+      if (!line.files.length) files.textContent = 'no file';
+      li.append(when, ' ', files);
       return li;
     });
-    f.recs.replaceChildren(...items.slice(0, RECS_SHOWN));
     if (items.length === 0) {
       const li = document.createElement('li');
       li.className = 'none';
       li.textContent = 'no recording';
-      f.recs.append(li);
+      items.push(li);
     }
-    f.recsMore.replaceChildren(...items.slice(RECS_SHOWN));
-    f.moreRecs.hidden = items.length <= RECS_SHOWN;
-    setText(f.moreRecs.querySelector('summary'), `${items.length - RECS_SHOWN} more`);
+    // the latest parts stay in view; earlier ones fold away above them, in order
+    const folded = Math.max(0, items.length - RECS_SHOWN);
+    f.recsMore.replaceChildren(...items.slice(0, folded));
+    f.recs.replaceChildren(...items.slice(folded));
+    f.moreRecs.hidden = folded === 0;
+    setText(f.moreRecs.querySelector('summary'), `${folded} earlier part${folded === 1 ? '' : 's'}`);
   }
 
   setListening(on) {
@@ -382,6 +410,23 @@ class StreamView {
     setText(f.lUnderruns, `${h.underruns} underrun${h.underruns === 1 ? '' : 's'}`);
     f.lUnderruns.classList.toggle('nonzero', h.underruns > 0);
   }
+}
+
+/** A file of the record directory as a link: its path on this site (null if the data says
+ * otherwise), its name, and a tooltip with the whole name and its size. */
+function fileLink(file) {
+  const name = typeof file.name === 'string' ? file.name : String(file.url || 'recording');
+  const size = isNum(file.bytes) ? ` · ${fmtBytes(file.bytes)}` : '';
+  return { href: safePath(file.url), name, title: visible(name) + size };
+}
+
+/** When a part began: the time of day, with the date when it was not on `now`'s day. */
+function fmtPartStart(epochS, now) {
+  if (!isNum(epochS)) return EM;
+  const at = new Date(epochS * 1000);
+  const time = at.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  if (at.toDateString() === new Date(now * 1000).toDateString()) return time;
+  return `${at.toLocaleDateString([], { month: 'short', day: 'numeric' })} ${time}`;
 }
 
 /** A level meter: a bar over −60…0 dBFS plus the number. The bar is a gradient that a cover

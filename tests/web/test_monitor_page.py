@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -161,3 +162,96 @@ def test_a_name_cannot_turn_the_page_around() -> None:
         label = card.locator(".volume").get_attribute("aria-label")
         assert label == "Volume of \\u202Egnp.exe"
         assert "\u202e" not in page.locator("body").inner_text()
+
+
+#: Each part line of a card's recordings: its words, and its links; whether each is drawn
+#: whole inside the recordings cell (not cut off, not spilling into the next column).
+PARTS_JS = """
+(card) => {
+  const cell = card.querySelector('.c-rec').getBoundingClientRect();
+  const inside = (el) => {
+    const box = el.getBoundingClientRect();
+    return box.width > 0 && box.left >= cell.left - 1 && box.right <= cell.right + 1
+      && el.scrollWidth <= el.clientWidth + 1;
+  };
+  return [...card.querySelectorAll('.c-rec li.part')].map((li) => ({
+    when: li.querySelector('.when').innerText,
+    whenInside: inside(li.querySelector('.when')),
+    links: [...li.querySelectorAll('.files a')].map((a) => ({
+      text: a.innerText, title: a.title, href: a.getAttribute('href'), inside: inside(a),
+    })),
+  }));
+}
+"""
+
+
+def test_the_page_shows_each_part_of_a_recording_with_its_formats(tmp_path: Path) -> None:
+    """A stream recorded as WAV and MP3, continued after a receiver restart (two parts),
+    and one recorded once: in the wide layout, each part is one line, in order, saying the
+    part, its start and length, with a link per file named by its format (its full name in
+    the tooltip), none cut off."""
+    rec = tmp_path / "rec"
+    formats = ("--record", str(rec), "--no-play", "--format", "wav,mp3")
+    rx, port = receiver(*formats)
+    url = f"ws://127.0.0.1:{port}"
+    phoenix = Micwire("send", url, "--name", "phoenix", "--source", "tone:440")
+    rx2 = kitchen = None
+    try:
+        rx.wait_for("stream 'phoenix' from")
+        time.sleep(seconds(1.5))
+        rx.signal(signal.SIGINT)  # stopped (Ctrl-C) and started again on the same directory
+        rx.wait()
+        rx2 = Micwire("receive", "--host", "127.0.0.1", "--port", str(port), *formats)
+        rx2.wait_for("continuing phoenix-.* from sample")
+        kitchen = Micwire("send", url, "--name", "kitchen", "--source", "tone:660")
+        rx2.wait_for("stream 'kitchen' from")
+        sidecar = json.loads(next(rec.glob("phoenix-*.json")).read_text())
+        with browser_page(f"http://127.0.0.1:{port}", viewport=(1400, 900)) as page:
+            page.goto("/")
+            card = page.locator('article.stream[data-stream="phoenix"]')
+            page.wait_for_function(
+                "() => document.querySelectorAll("
+                "'article.stream[data-stream=kitchen] .c-rec li.part a').length === 3"
+                " && document.querySelectorAll("
+                "'article.stream[data-stream=phoenix] .c-rec li.part').length === 2",
+                timeout=seconds(10) * 1000,
+            )
+            parts = card.evaluate(PARTS_JS)
+            once = page.locator('article.stream[data-stream="kitchen"]').evaluate(PARTS_JS)
+            api = page.request.get(f"http://127.0.0.1:{port}/api/streams").json()
+            first_wav = page.request.get(f"http://127.0.0.1:{port}" + parts[0]["links"][0]["href"])
+            assert first_wav.status == 200 and first_wav.body()[:4] == b"RIFF"
+    finally:
+        for proc in (phoenix, kitchen, rx2):
+            if proc is not None:
+                proc.signal(signal.SIGINT)
+                proc.wait()
+    names = [part["files"] for part in sidecar["parts"]]
+    assert len(names) == 2 and [n.rsplit(".", 1)[1] for n in names[1]] == ["wav", "mp3"]
+    # part 1, then part 2: each with its start, its length and its files by format
+    assert [p["when"].split(" · ")[0] for p in parts] == ["part 1", "part 2"]
+    assert all(len(p["when"].split(" · ")) == 3 for p in parts), parts
+    assert [link["text"] for link in parts[0]["links"]] == ["WAV", "MP3", "sidecar"]
+    assert [link["text"] for link in parts[1]["links"]] == ["WAV", "MP3"]
+    assert [link["title"].split(" · ")[0] for link in parts[0]["links"]] == [
+        *names[0],
+        next(rec.glob("phoenix-*.json")).name,
+    ]
+    assert [link["title"].split(" · ")[0] for link in parts[1]["links"]] == names[1]
+    assert all(link["inside"] for p in parts + once for link in p["links"]), parts + once
+    assert all(p["whenInside"] for p in parts + once), parts + once
+    # a recording in one part says no part number
+    assert len(once) == 1 and not once[0]["when"].startswith("part")
+    assert [link["text"] for link in once[0]["links"]] == ["WAV", "MP3", "sidecar"]
+    # scripts get the same from the API: parts in order, files with their formats
+    view = next(s for s in api["streams"] if s["stream"] == "phoenix")
+    assert [p["part"] for p in view["parts"]] == [1, 2]
+    assert [[f["format"] for f in p["files"]] for p in view["parts"]] == [["wav", "mp3"]] * 2
+    assert view["parts"][0]["start_utc"] < view["parts"][1]["start_utc"]
+    assert view["parts"][0]["outcome"] == "interrupted (the receiver stopped)"
+    assert view["sidecar"]["name"] == next(rec.glob("phoenix-*.json")).name
+    assert [r["name"] for r in view["recordings"]] == [
+        *names[0],
+        *names[1],
+        view["sidecar"]["name"],
+    ]
