@@ -69,13 +69,11 @@ bench-haproxy:
 	$(MAKE) setup EXTRA_PACKAGES=haproxy
 	$(BIN)/python bench/haproxy.py
 
-# ruff, and mypy --strict on the installed layout (micwire.*) through the link tree of
-# tools/typing_tree.py: the editable install's import hook is invisible to static tools
+# ruff, and mypy --strict on the product's folders (tools/typecheck.py)
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python tools/typing_tree.py .typing >/dev/null
-	$(BIN)/mypy -p micwire
+	$(BIN)/python tools/typecheck.py
 
 clean:
-	rm -rf $(VENV) micwire-demo .pytest_cache .typing .mypy_cache
+	rm -rf $(VENV) micwire-demo .pytest_cache .mypy_cache

@@ -20,14 +20,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from micwire import __version__
-from micwire.common.errors import MicwireError
-from micwire.common.paths import state_home
-from micwire.common.protocol import CODECS, FRAME_DURATIONS_MS
-from micwire.receiver.recording import RECORDING_FORMATS
+from .. import __version__
+from ..common.errors import MicwireError
+from ..common.paths import state_home
+from ..common.protocol import CODECS, FRAME_DURATIONS_MS
+from ..receiver.recording import RECORDING_FORMATS
 
 if TYPE_CHECKING:
-    from micwire.receiver.supervisor import Supervisor
+    from ..receiver.supervisor import Supervisor
 
 log = logging.getLogger("micwire")
 EXIT_ERROR = 1
@@ -103,7 +103,7 @@ MAX_WORKERS = 64
 
 def _workers(text: str) -> int:
     if text == "auto":
-        from micwire.receiver.supervisor import default_workers
+        from ..receiver.supervisor import default_workers
 
         return default_workers()
     workers = int(_positive(int)(text))
@@ -412,7 +412,7 @@ def _loop_factory(receiver: bool) -> Callable[[], asyncio.AbstractEventLoop] | N
     if os.environ.get("MICWIRE_LOOP", "asyncio") != "uvloop":
         if not receiver or sys.platform == "win32":  # Windows' asyncio: its proactor loop
             return None
-        from micwire.receiver import eventloop
+        from ..receiver import eventloop
 
         return eventloop.new_event_loop
     try:
@@ -434,14 +434,14 @@ def _more_files() -> None:
 
 
 def cmd_receive(args: argparse.Namespace) -> int:
-    from micwire.receiver import Receiver, ReceiverConfig
+    from ..receiver import Receiver, ReceiverConfig
 
     _more_files()
 
     if args.self_signed:
         if args.cert or args.key:
             raise MicwireError("--self-signed or --cert/--key, not both")
-        from micwire.receiver.tls import self_signed
+        from ..receiver.tls import self_signed
 
         args.cert, args.key, fingerprint = self_signed()
         log.info("TLS with a self-signed certificate (%s)", args.cert)
@@ -450,7 +450,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
     live = sys.stderr.isatty() if args.live is None else args.live
     display = None
     if live:
-        from micwire.receiver.display import LiveDisplay
+        from ..receiver.display import LiveDisplay
 
         display = LiveDisplay()
         root = logging.getLogger()
@@ -490,7 +490,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
     )
     server: Receiver | Supervisor
     if args.workers > 1:
-        from micwire.receiver.supervisor import Supervisor
+        from ..receiver.supervisor import Supervisor
 
         server = Supervisor(config, args.workers)
     else:
@@ -504,7 +504,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from micwire.sender import Sender, SenderConfig
+    from ..sender import Sender, SenderConfig
 
     config = SenderConfig(
         url=args.url,
@@ -547,8 +547,8 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(_args: argparse.Namespace) -> int:
-    from micwire.common.devices import describe_devices
-    from micwire.sender.sources import sounddevice
+    from ..common.devices import describe_devices
+    from ..sender.sources import sounddevice
 
     sd = sounddevice()
     print(describe_devices(list(sd.query_devices()), list(sd.query_hostapis())))
@@ -556,7 +556,7 @@ def cmd_devices(_args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from micwire.demo import run_demo
+    from .demo import run_demo
 
     return run_until_signal(lambda stop: run_demo(args.dir, args.seconds, stop))  # type: ignore[no-any-return]
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import soundfile as sf
 
-from micwire.receiver import Receiver, ReceiverConfig
-from micwire.sender import Sender, SenderConfig
+from ..receiver import Receiver, ReceiverConfig
+from ..sender import Sender, SenderConfig
 
 log = logging.getLogger("micwire")
 

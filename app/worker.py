@@ -1,4 +1,4 @@
-"""``python -m micwire.worker``: one worker of ``micwire receive --workers N``, started by
+"""``python -m micwire.app.worker``: one worker of ``micwire receive --workers N``, started by
 the supervisor (micwire/receiver/supervisor.py) with its configuration as JSON on
 standard input. Its log lines and figures go to the supervisor, who shows them as one
 receiver's."""
@@ -9,11 +9,11 @@ import json
 import logging
 import sys
 
-from micwire.cli import EXIT_ERROR, run_until_signal
-from micwire.common.errors import MicwireError
-from micwire.receiver import logs
-from micwire.receiver.cluster import ClusterLink
-from micwire.receiver.config import ReceiverConfig
+from ..common.errors import MicwireError
+from ..receiver import logs
+from ..receiver.cluster import ClusterLink
+from ..receiver.config import ReceiverConfig
+from .cli import EXIT_ERROR, run_until_signal
 
 
 class ToSupervisor(logging.Handler):
@@ -51,7 +51,7 @@ def main() -> int:
     handler = ToSupervisor()
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=[handler])
     try:
-        from micwire.receiver import Receiver
+        from ..receiver import Receiver
 
         config = ReceiverConfig.from_json(json.loads(sys.stdin.read()))
         receiver = Receiver(config)

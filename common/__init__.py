@@ -6,7 +6,7 @@ bytes and arrays in and gives bytes and arrays out, so it is fast to test exhaus
 
 from __future__ import annotations
 
-from micwire.common.audiofile import from_bytes, read, to_bytes, write
-from micwire.common.errors import MicwireError
+from .audiofile import from_bytes, read, to_bytes, write
+from .errors import MicwireError
 
 __all__ = ["MicwireError", "from_bytes", "read", "to_bytes", "write"]

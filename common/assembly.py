@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from micwire.common.codecs import Decoder
-from micwire.common.errors import FrameError
-from micwire.common.protocol import Packet, StreamParams
+from .codecs import Decoder
+from .errors import FrameError
+from .protocol import Packet, StreamParams
 
 Samples = npt.NDArray[np.int16]
 #: A piece of the timeline: decoded samples, or a count of samples of silence (a gap).

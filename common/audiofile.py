@@ -2,7 +2,7 @@
 
 The everyday scripting case people reach for pydub + ffmpeg for::
 
-    from micwire.common import to_bytes, write
+    from . import to_bytes, write
     mp3 = to_bytes(samples, 48000, "mp3")      # bytes, ready to send or store
     write("take1.flac", samples, 48000)        # format from the extension
 
@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
-from micwire.common.errors import AudioFormatError
+from .errors import AudioFormatError
 
 MAX_CHANNELS = 8
 #: MPEG-1/2/2.5 Layer III sample rates (ISO/IEC 11172-3, 13818-3).

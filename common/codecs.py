@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from micwire.common.errors import CodecError, CodecUnavailableError, FrameError, ParameterError
-from micwire.common.protocol import StreamParams
+from .errors import CodecError, CodecUnavailableError, FrameError, ParameterError
+from .protocol import StreamParams
 
 Frame = npt.NDArray[np.int16]
 

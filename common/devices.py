@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from micwire.common.errors import DeviceError
+from .errors import DeviceError
 
 Kind = Literal["input", "output"]
 INSTALL_HINT = (

@@ -30,8 +30,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
-from micwire.common.codecs import Encoder
-from micwire.common.protocol import FLAG_LAST, Packet
+from .codecs import Encoder
+from .protocol import FLAG_LAST, Packet
 
 Samples = npt.NDArray[np.int16]
 

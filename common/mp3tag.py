@@ -58,7 +58,7 @@ from functools import cache
 import numpy as np
 import numpy.typing as npt
 
-from micwire.common.errors import AudioFormatError
+from .errors import AudioFormatError
 
 #: Samples every Layer III decoder outputs before the encoder's first sample: the synthesis
 #: filterbank (ISO/IEC 11172-3 Annex C) plus the IMDCT overlap, 528 + 1. libmpg123 calls it

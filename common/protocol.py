@@ -25,7 +25,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
-from micwire.common.errors import FrameError, HelloError, ParameterError
+from .errors import FrameError, HelloError, ParameterError
 
 PROTOCOL_VERSION = 2
 #: Hello versions a receiver serves. Version 1 senders get no acknowledgements and cannot

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from micwire.common.errors import MicwireError
-from micwire.common.names import sanitize_stream_name
-from micwire.common.protocol import Hello, StreamParams
+from .errors import MicwireError
+from .names import sanitize_stream_name
+from .protocol import Hello, StreamParams
 
 #: The entry file's own format version (a later micwire may keep more).
 ENTRY_VERSION = 1

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from micwire.common.framing import Block
+from .framing import Block
 
 
 class Spool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from micwire.receiver.config import ReceiverConfig
-from micwire.receiver.server import Receiver
+from .config import ReceiverConfig
+from .server import Receiver
 
 __all__ = ["Receiver", "ReceiverConfig"]

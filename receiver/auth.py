@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from micwire.common.errors import ParameterError
+from ..common.errors import ParameterError
 
 log = logging.getLogger("micwire.receiver")
 COOKIE = "micwire_auth"

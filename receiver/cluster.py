@@ -25,13 +25,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from micwire.common.errors import TransportError
-from micwire.common.protocol import Hello
-from micwire.receiver.holds import Holder
+from ..common.errors import TransportError
+from ..common.protocol import Hello
+from .holds import Holder
 
 if TYPE_CHECKING:
-    from micwire.receiver.server import Receiver
-    from micwire.receiver.streams import Stream, Streams
+    from .server import Receiver
+    from .streams import Stream, Streams
 
 log = logging.getLogger("micwire.receiver")
 #: A control line may carry every stream's view (a few hundred bytes each).
@@ -210,7 +210,7 @@ class ClusterLink:
         if op == "metrics":
             from prometheus_client import generate_latest
 
-            from micwire.receiver.metrics import registry_for
+            from .metrics import registry_for
 
             return {"text": generate_latest(registry_for(receiver)).decode()}
         if op == "stop":

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from micwire.common.errors import TransportError
+from ..common.errors import TransportError
 
 
 @dataclass

@@ -11,7 +11,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 from rich.text import Text
 
-from micwire.common.names import visible
+from ..common.names import visible
 
 
 class LiveDisplay:

@@ -44,8 +44,8 @@ import lameenc
 import numpy as np
 import numpy.typing as npt
 
-from micwire.common import mp3tag
-from micwire.common.errors import AudioFormatError, CodecError, StorageError
+from ..common import mp3tag
+from ..common.errors import AudioFormatError, CodecError, StorageError
 
 #: LAME's own delay before the first input sample (LAME encoder.h: ``ENCDELAY``), the same
 #: at every rate and bitrate.

@@ -24,18 +24,18 @@ from urllib.parse import quote
 from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from micwire.common.protocol import max_message_bytes
-from micwire.receiver import logs
-from micwire.receiver.auth import COOKIE, LOGIN_S, MAY_SEND, MAY_WATCH, same_origin
-from micwire.receiver.cluster import merge_metrics
-from micwire.receiver.listeners import Listener, bound_in_flight, bytes_per_s
-from micwire.receiver.metrics import registry_for
-from micwire.receiver.relay import relay
-from micwire.receiver.server import worker_socket
-from micwire.receiver.session import Session
+from ..common.protocol import max_message_bytes
+from . import logs
+from .auth import COOKIE, LOGIN_S, MAY_SEND, MAY_WATCH, same_origin
+from .cluster import merge_metrics
+from .listeners import Listener, bound_in_flight, bytes_per_s
+from .metrics import registry_for
+from .relay import relay
+from .server import worker_socket
+from .session import Session
 
 if TYPE_CHECKING:
-    from micwire.receiver.server import Receiver
+    from .server import Receiver
 
 log = logging.getLogger("micwire.receiver")
 WEB_DIR = Path(__file__).parent / "web"

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from micwire.common.devices import INSTALL_HINT
-from micwire.common.drift import DriftController, FractionalResampler
-from micwire.common.errors import DeviceError
-from micwire.common.jitter import JitterBuffer
+from ..common.devices import INSTALL_HINT
+from ..common.drift import DriftController, FractionalResampler
+from ..common.errors import DeviceError
+from ..common.jitter import JitterBuffer
 
 MAX_BUFFER_S = 2.0
 SETTLE_S = 0.25  # a stream's first moments (connection set-up, first writes) are not jitter

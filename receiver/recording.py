@@ -35,13 +35,13 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
-from micwire.common.assembly import Segment, segment_length
-from micwire.common.audiofile import FileFormat, get_format
-from micwire.common.errors import AudioFormatError, StorageError
-from micwire.common.names import recording_filename
-from micwire.receiver.mp3 import Mp3Writer
-from micwire.receiver.storage import PART_KEYS, storage_error, write_json
-from micwire.receiver.wav import WavWriter
+from ..common.assembly import Segment, segment_length
+from ..common.audiofile import FileFormat, get_format
+from ..common.errors import AudioFormatError, StorageError
+from ..common.names import recording_filename
+from .mp3 import Mp3Writer
+from .storage import PART_KEYS, storage_error, write_json
+from .wav import WavWriter
 
 log = logging.getLogger("micwire.receiver")
 FLUSH_INTERVAL_S = 1.0

@@ -31,24 +31,24 @@ from typing import IO, Any
 
 from aiohttp import web
 
-from micwire.common.alerts import AlertRules
-from micwire.common.devices import resolve_device
-from micwire.common.errors import DeviceError, ParameterError, StorageError
-from micwire.receiver import eventloop, logs
-from micwire.receiver.alerts import Webhook
-from micwire.receiver.auth import Revocations, Tokens, check_token
-from micwire.receiver.cluster import MOVED, ClusterLink, merge_views
-from micwire.receiver.config import (
+from ..common.alerts import AlertRules
+from ..common.devices import resolve_device
+from ..common.errors import DeviceError, ParameterError, StorageError
+from . import eventloop, logs
+from .alerts import Webhook
+from .auth import Revocations, Tokens, check_token
+from .cluster import MOVED, ClusterLink, merge_views
+from .config import (
     ReceiverConfig,
     announce,
     listen_error,
     netloc,
     open_warning,
 )
-from micwire.receiver.playback import sounddevice
-from micwire.receiver.recording import RECORDING_FORMATS
-from micwire.receiver.storage import repair_interrupted
-from micwire.receiver.streams import Stream, Streams
+from .playback import sounddevice
+from .recording import RECORDING_FORMATS
+from .storage import repair_interrupted
+from .streams import Stream, Streams
 
 log = logging.getLogger("micwire.receiver")
 #: How often the page's figures are pushed, and the meters' window.
@@ -174,7 +174,7 @@ class Receiver:
 
     async def run(self, stop: asyncio.Event, ready: Callable[[int], None] | None = None) -> None:
         """Serve until ``stop`` is set; then close every stream and finalise its files."""
-        from micwire.receiver.pages import build_app, build_internal_app
+        from .pages import build_app, build_internal_app
 
         cfg = self.config
         self._stop = stop

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
-from micwire.common.errors import FrameError, MicwireError, ProtocolError, StorageError
-from micwire.common.protocol import (
+from ..common.errors import FrameError, MicwireError, ProtocolError, StorageError
+from ..common.protocol import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
     CLOSE_PROTOCOL_ERROR,
@@ -32,12 +32,12 @@ from micwire.common.protocol import (
     Refuse,
     close_reason,
 )
-from micwire.receiver.config import netloc
-from micwire.receiver.storage import SENDER_RESTARTED
-from micwire.receiver.streams import Attachment, Refusal, Stream
+from .config import netloc
+from .storage import SENDER_RESTARTED
+from .streams import Attachment, Refusal, Stream
 
 if TYPE_CHECKING:
-    from micwire.receiver.server import Receiver
+    from .server import Receiver
 
 log = logging.getLogger("micwire.receiver")
 ACK_INTERVAL_S = 1.0

@@ -28,11 +28,11 @@ from typing import Any
 
 import soundfile as sf
 
-from micwire.common.errors import AudioFormatError, StorageError
-from micwire.common.names import sanitize_stream_name
-from micwire.common.protocol import StreamParams
-from micwire.receiver import wav
-from micwire.receiver.holds import Holder
+from ..common.errors import AudioFormatError, StorageError
+from ..common.names import sanitize_stream_name
+from ..common.protocol import StreamParams
+from . import wav
+from .holds import Holder
 
 log = logging.getLogger("micwire.receiver")
 PART_KEYS = ("files", "origin", "samples", "gaps", "outcome")

@@ -26,23 +26,23 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from micwire import __version__
-from micwire.common.alerts import AlertRules, StreamAlerts
-from micwire.common.assembly import AssemblyStats, Depacketizer, RealTimeBound, Segment
-from micwire.common.audiofile import get_format
-from micwire.common.codecs import make_decoder
-from micwire.common.errors import AudioFormatError, DeviceError, MicwireError, StorageError
-from micwire.common.levels import LevelMeter
-from micwire.common.protocol import Accept, Hello, Packet
-from micwire.common.stats import StreamFigures
-from micwire.receiver import logs
-from micwire.receiver.cluster import Claim, ClusterLink, carry_over
-from micwire.receiver.config import ReceiverConfig
-from micwire.receiver.holds import Holder
-from micwire.receiver.listeners import Listener
-from micwire.receiver.playback import Playback
-from micwire.receiver.recording import Recording
-from micwire.receiver.storage import (
+from .. import __version__
+from ..common.alerts import AlertRules, StreamAlerts
+from ..common.assembly import AssemblyStats, Depacketizer, RealTimeBound, Segment
+from ..common.audiofile import get_format
+from ..common.codecs import make_decoder
+from ..common.errors import AudioFormatError, DeviceError, MicwireError, StorageError
+from ..common.levels import LevelMeter
+from ..common.protocol import Accept, Hello, Packet
+from ..common.stats import StreamFigures
+from . import logs
+from .cluster import Claim, ClusterLink, carry_over
+from .config import ReceiverConfig
+from .holds import Holder
+from .listeners import Listener
+from .playback import Playback
+from .recording import Recording
+from .storage import (
     SENDER_RESTARTED,
     Previous,
     find_previous,

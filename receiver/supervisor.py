@@ -1,6 +1,6 @@
 """``micwire receive --workers N``: N receiver processes on one port, seen as one receiver.
 
-The supervisor reserves the port, starts the workers (``python -m micwire.worker``, its
+The supervisor reserves the port, starts the workers (``python -m micwire.app.worker``, its
 configuration on standard input: tokens never show in ``ps``), and then:
 
 - says which worker holds which stream name (receiver/cluster.py): a worker asks before it
@@ -31,18 +31,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from micwire.common.errors import MicwireError, TransportError
-from micwire.receiver import logs
-from micwire.receiver.cluster import LINE_LIMIT, Line
-from micwire.receiver.config import (
+from ..common.errors import MicwireError, TransportError
+from . import logs
+from .cluster import LINE_LIMIT, Line
+from .config import (
     ReceiverConfig,
     announce,
     listen_error,
     netloc,
     open_warning,
 )
-from micwire.receiver.server import CONTROL_SOCKET, LIMITED_LOGGERS, Receiver, open_stats_file
-from micwire.receiver.storage import repair_interrupted
+from .server import CONTROL_SOCKET, LIMITED_LOGGERS, Receiver, open_stats_file
+from .storage import repair_interrupted
 
 log = logging.getLogger("micwire.receiver")
 #: A worker must say it listens within this time.
@@ -193,7 +193,7 @@ class Supervisor:
         worker.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "micwire.worker",
+            "micwire.app.worker",
             *(["--debug"] if log.isEnabledFor(logging.DEBUG) else []),
             stdin=asyncio.subprocess.PIPE,
         )

@@ -15,7 +15,7 @@ import os
 import socket
 from pathlib import Path
 
-from micwire.common.errors import ParameterError
+from ..common.errors import ParameterError
 
 VALID_DAYS = 30
 

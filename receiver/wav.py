@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from micwire.common import wav
+from ..common import wav
 
 
 class WavWriter:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from micwire.sender.client import Sender
-from micwire.sender.config import SenderConfig, SenderReport
+from .client import Sender
+from .config import SenderConfig, SenderReport
 
 __all__ = ["Sender", "SenderConfig", "SenderReport"]

@@ -25,16 +25,16 @@ from dataclasses import replace
 
 from websockets.exceptions import ConnectionClosed
 
-from micwire.common.codecs import Encoder, make_encoder
-from micwire.common.errors import ParameterError, RefusedError, TransportError, UnreachableError
-from micwire.common.framing import Block, Framer, Packetizer, codec_origin
-from micwire.common.protocol import Hello, StreamParams
-from micwire.common.resume import ResumeEntry, receiver_key
-from micwire.common.spool import Losses, Spool
-from micwire.sender.config import SenderConfig, SenderReport
-from micwire.sender.earlier import end_earlier
-from micwire.sender.feed import Feed
-from micwire.sender.link import (
+from ..common.codecs import Encoder, make_encoder
+from ..common.errors import ParameterError, RefusedError, TransportError, UnreachableError
+from ..common.framing import Block, Framer, Packetizer, codec_origin
+from ..common.protocol import Hello, StreamParams
+from ..common.resume import ResumeEntry, receiver_key
+from ..common.spool import Losses, Spool
+from .config import SenderConfig, SenderReport
+from .earlier import end_earlier
+from .feed import Feed
+from .link import (
     SOFTWARE,
     Link,
     check_url,
@@ -42,8 +42,8 @@ from micwire.sender.link import (
     final_close,
     warn_about_plain_token,
 )
-from micwire.sender.sources import Source, open_source
-from micwire.sender.state import StreamState
+from .sources import Source, open_source
+from .state import StreamState
 
 log = logging.getLogger("micwire.sender")
 #: A resumed Opus stream starts its fresh encoder this much before where the receiver's

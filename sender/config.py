@@ -6,8 +6,8 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from micwire.common.paths import state_home
-from micwire.common.protocol import StreamParams
+from ..common.paths import state_home
+from ..common.protocol import StreamParams
 
 
 @dataclass

@@ -19,13 +19,13 @@ import time
 
 from websockets.exceptions import ConnectionClosed
 
-from micwire.common.codecs import make_encoder
-from micwire.common.errors import CodecError, RefusedError, TransportError, UnreachableError
-from micwire.common.framing import Packetizer
-from micwire.common.protocol import Hello
-from micwire.common.resume import ResumeEntry
-from micwire.sender.config import SenderConfig
-from micwire.sender.link import SOFTWARE, Link
+from ..common.codecs import make_encoder
+from ..common.errors import CodecError, RefusedError, TransportError, UnreachableError
+from ..common.framing import Packetizer
+from ..common.protocol import Hello
+from ..common.resume import ResumeEntry
+from .config import SenderConfig
+from .link import SOFTWARE, Link
 
 log = logging.getLogger("micwire.sender")
 #: How long the receiver may take to confirm the end (it finalises the recording first).

@@ -15,10 +15,10 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
-from micwire.common.framing import Framer, Packetizer
-from micwire.common.spool import Spool
-from micwire.sender.config import SenderReport
-from micwire.sender.link import Link
+from ..common.framing import Framer, Packetizer
+from ..common.spool import Spool
+from .config import SenderReport
+from .link import Link
 
 
 class Feed:

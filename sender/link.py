@@ -25,15 +25,15 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.protocol import State
 
-from micwire import __version__
-from micwire.common.errors import (
+from .. import __version__
+from ..common.errors import (
     ParameterError,
     ProtocolError,
     RefusedError,
     TransportError,
     UnreachableError,
 )
-from micwire.common.protocol import (
+from ..common.protocol import (
     CLOSE_PROTOCOL_ERROR,
     CLOSE_REFUSED,
     CLOSE_TOO_BIG,
@@ -46,7 +46,7 @@ from micwire.common.protocol import (
     Refuse,
     parse_reply,
 )
-from micwire.sender.config import SenderConfig
+from .config import SenderConfig
 
 log = logging.getLogger("micwire.sender")
 SOFTWARE = f"micwire/{__version__}"

@@ -22,9 +22,9 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from micwire.common.devices import INSTALL_HINT, resolve_device
-from micwire.common.errors import AudioFormatError, DeviceError, ParameterError
-from micwire.common.framing import Block, HandOff
+from ..common.devices import INSTALL_HINT, resolve_device
+from ..common.errors import AudioFormatError, DeviceError, ParameterError
+from ..common.framing import Block, HandOff
 
 Samples = npt.NDArray[np.int16]
 Sink = Callable[[Block], None]

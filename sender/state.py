@@ -25,7 +25,7 @@ import logging
 import os
 from pathlib import Path
 
-from micwire.common.resume import ResumeEntry, entry_stem
+from ..common.resume import ResumeEntry, entry_stem
 
 try:
     import fcntl

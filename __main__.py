@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from micwire.cli import main
+from .app.cli import main
 
 sys.exit(main())
