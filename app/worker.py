@@ -11,8 +11,8 @@ import sys
 
 from ..common.errors import MicwireError
 from ..receiver import logs
-from ..receiver.cluster import ClusterLink
 from ..receiver.config import ReceiverConfig
+from ..receiver.control import WorkerLink
 from .cli import EXIT_ERROR, run_until_signal
 
 
@@ -21,7 +21,7 @@ class ToSupervisor(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__()
-        self.link: ClusterLink | None = None
+        self.link: WorkerLink | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -55,7 +55,7 @@ def main() -> int:
 
         config = ReceiverConfig.from_json(json.loads(sys.stdin.read()))
         receiver = Receiver(config)
-        link = receiver.cluster
+        link = receiver.worker
         handler.link = link
         if link is not None:
             receiver.config.on_stats = lambda lines: link.tell("stats", lines=lines)

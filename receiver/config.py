@@ -74,12 +74,13 @@ class ReceiverConfig:
     #: Where the receiver keeps what must outlive it, other than recordings (the logins
     #: ended by "Log out"). None: in memory only.
     state_dir: Path | None = None
-    #: Let several processes listen on the port (SO_REUSEPORT).
-    reuse_port: bool = False
     #: Set in the workers of ``--workers N``: the supervisor's private directory (its
-    #: control socket, each worker's own socket) and which worker this is.
+    #: control socket), which worker this is of how many, and the descriptor the
+    #: supervisor hands it its connections on (micwire.receiver.acceptor).
     run_dir: Path | None = None
     worker: int = 0
+    workers: int = 1
+    handed_fd: int | None = None
 
     @property
     def parked_limit(self) -> int:

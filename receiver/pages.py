@@ -27,11 +27,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ..common.protocol import max_message_bytes
 from . import logs
 from .auth import COOKIE, LOGIN_S, MAY_SEND, MAY_WATCH, same_origin
-from .cluster import merge_metrics
+from .control import merge_metrics
 from .listeners import Listener, bound_in_flight, bytes_per_s
 from .metrics import registry_for
-from .relay import relay
-from .server import worker_socket
 from .session import Session
 
 if TYPE_CHECKING:
@@ -261,7 +259,7 @@ async def healthz(request: web.Request) -> web.StreamResponse:
         "live": len(rx.streams.live),
         "parked": len(rx.streams.parked),
     }
-    if rx.cluster is not None:  # with --workers: this worker's streams, and which it is
+    if rx.worker is not None:  # with --workers: this worker's streams, and which it is
         body["worker"] = rx.config.worker
     return web.json_response(body, status=status)
 
@@ -271,8 +269,8 @@ async def metrics(request: web.Request) -> web.StreamResponse:
         return _unauthorized(request, "metrics")
     rx = _receiver(request)
     body = generate_latest(registry_for(rx))
-    if rx.cluster is not None:  # every worker's figures, as one receiver's
-        body = merge_metrics([body.decode(), *await rx.cluster.others("metrics")])
+    if rx.worker is not None:  # every worker's figures, as one receiver's
+        body = merge_metrics([body.decode(), *await rx.worker.others("metrics")])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -378,23 +376,13 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 async def listen(request: web.Request) -> web.StreamResponse:
+    """A listener (with ``--workers N`` its connection reaches the worker of the stream:
+    the supervisor routes ``/api/listen/<name>`` by the name)."""
     if _role(request, MAY_WATCH) is None:
         return _unauthorized(request, "listen")
-    return await _listen(request)
-
-
-async def _listen(request: web.Request) -> web.StreamResponse:
     rx = _receiver(request)
     name = request.match_info["stream"]
     stream = rx.streams.live.get(name) or rx.streams.parked.get(name)
-    if stream is None and rx.cluster is not None and rx.config.run_dir is not None:
-        owner = await rx.cluster.owner(name)
-        if owner is not None and owner != rx.config.worker:
-            rx.relayed_listeners += 1  # served live: the loop must not gather wake-ups
-            try:
-                return await relay(request, rx.config.run_dir / worker_socket(owner))
-            finally:
-                rx.relayed_listeners -= 1
     if stream is None:
         raise web.HTTPNotFound(text=f"no stream {name!r}\n")
     if len(stream.listeners) >= rx.config.max_listeners:
@@ -436,19 +424,18 @@ async def by_peer(request: web.Request, handler: Any) -> web.StreamResponse:
     return response
 
 
-def build_internal_app(receiver: Receiver) -> web.Application:
-    """What a worker of ``--workers N`` serves the others on its own socket (in the
-    supervisor's private directory): a listener on a stream it holds. The asking worker
-    has checked the caller's right to listen."""
-    app = web.Application(client_max_size=64 * 1024)
-    app[RECEIVER] = receiver
-    app.router.add_get("/api/listen/{stream}", _listen)
-    return app
+async def _say_worker(request: web.Request, response: web.StreamResponse) -> None:
+    """With ``--workers N``: which worker answered (``X-Micwire-Worker``), for an operator
+    (or a test) looking at one of them."""
+    rx = _receiver(request)
+    if rx.worker is not None:
+        response.headers["X-Micwire-Worker"] = str(rx.config.worker)
 
 
 def build_app(receiver: Receiver) -> web.Application:
     app = web.Application(client_max_size=64 * 1024, middlewares=[by_peer])
     app[RECEIVER] = receiver
+    app.on_response_prepare.append(_say_worker)
     router = app.router
     router.add_get("/healthz", healthz)
     if receiver.config.web:

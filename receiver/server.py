@@ -34,10 +34,11 @@ from aiohttp import web
 from ..common.alerts import AlertRules
 from ..common.devices import resolve_device
 from ..common.errors import DeviceError, ParameterError, StorageError
+from ..common.routing import owner
 from . import eventloop, logs
+from .acceptor import HandedConnections
 from .alerts import Webhook
 from .auth import Revocations, Tokens, check_token
-from .cluster import MOVED, ClusterLink, merge_views
 from .config import (
     ReceiverConfig,
     announce,
@@ -45,6 +46,7 @@ from .config import (
     netloc,
     open_warning,
 )
+from .control import WorkerLink, merge_views
 from .playback import sounddevice
 from .recording import RECORDING_FORMATS
 from .storage import repair_interrupted
@@ -69,11 +71,6 @@ def open_stats_file(path: Path | None) -> IO[str] | None:
         return open(path, "a", buffering=1)
     except OSError as exc:
         raise StorageError(f"cannot write --stats-json {path}: {exc.strerror or exc}") from exc
-
-
-def worker_socket(worker: int) -> str:
-    """A worker's own socket in the run directory (for the other workers)."""
-    return f"worker-{worker}.sock"
 
 
 #: Loggers a flood of connections could fill (asyncio: "accept() out of system resource").
@@ -162,19 +159,18 @@ class Receiver:
         self.stopping = False
         self.sessions: set[Any] = set()  # open sender WebSockets (closed with 1001 at stop)
         self.event_clients: set[Any] = set()
-        #: Listeners of streams on other workers, relayed through this one.
-        self.relayed_listeners = 0
         self.webhook = Webhook(config.webhook) if config.webhook else None
-        self.cluster: ClusterLink | None = None
+        #: In a worker of ``--workers N``: its line to the supervisor.
+        self.worker: WorkerLink | None = None
         if config.run_dir is not None:
-            self.cluster = ClusterLink(str(config.run_dir / CONTROL_SOCKET), config.worker)
+            self.worker = WorkerLink(str(config.run_dir / CONTROL_SOCKET), config.worker)
         self._stop: asyncio.Event | None = None
         # an attacker must not be able to fill the log (or the disk it is written to)
         logs.install(*LIMITED_LOGGERS, wide_burst=max(5, config.max_streams))
 
     async def run(self, stop: asyncio.Event, ready: Callable[[int], None] | None = None) -> None:
         """Serve until ``stop`` is set; then close every stream and finalise its files."""
-        from .pages import build_app, build_internal_app
+        from .pages import build_app
 
         cfg = self.config
         self._stop = stop
@@ -188,48 +184,36 @@ class Receiver:
             keepalive_timeout=cfg.hello_timeout_s,
         )
         await runner.setup()
-        site = web.TCPSite(
-            runner, cfg.host, cfg.port, ssl_context=self.ssl, reuse_port=cfg.reuse_port
-        )
-        internal: web.AppRunner | None = None
+        if cfg.record_dir is not None:  # before any connection: nothing else writes there
+            await self._repair(cfg.record_dir)
+        site: web.TCPSite | None = None
+        handed: HandedConnections | None = None
         try:
-            if self.cluster is not None and cfg.run_dir is not None:
-                # the other workers' way in (a listener on a stream this worker holds)
-                internal = web.AppRunner(build_internal_app(self), access_log=None)
-                await internal.setup()
-                await web.UnixSite(internal, str(cfg.run_dir / worker_socket(cfg.worker))).start()
-                await self.cluster.connect(self)
-                self.streams.cluster = self.cluster
-            await site.start()
+            if self.worker is not None:  # a worker: its connections come from the supervisor
+                assert cfg.handed_fd is not None
+                await self.worker.connect(self)
+                self.streams.on_live = self._tell_live
+                handed = HandedConnections(cfg.handed_fd, runner, self.stop_requested)
+                handed.start()
+                self.port = cfg.port
+            else:
+                site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=self.ssl)
+                await site.start()
+                self.port = self._port_of(site)
         except OSError as exc:
             await runner.cleanup()
-            if internal is not None:
-                await internal.cleanup()
             # no host: IPv4 and IPv6 both, and either may be the one that failed
             where = netloc(cfg.host, cfg.port) if cfg.host else f"port {cfg.port} (IPv4 and IPv6)"
             raise listen_error(where, exc) from exc
         tasks: list[asyncio.Task[None]] = []
         try:
-            server: Any = site._server
-            # with --port 0 on every interface, IPv4 and IPv6 each get a port of their
-            # own: the one said is IPv4's, what other machines most likely use
-            ours = sorted(server.sockets, key=lambda s: s.family != socket.AF_INET)
-            self.port = int(ours[0].getsockname()[1])
-            if self.cluster is not None:  # the supervisor says where it listens
-                self.cluster.tell("ready", worker=cfg.worker)
-            note = "token required" if cfg.token else ""
-            senders, page = announce(cfg.host, self.port, self.ssl is not None, note)
-            log.log(logging.DEBUG if self.cluster else logging.INFO, "listening on %s", senders)
-            if cfg.web and self.cluster is None:
-                log.info("monitor page: %s", page)
-            warning = open_warning(replace(cfg, port=self.port))
-            if warning is not None and self.cluster is None:  # (the supervisor says it)
-                log.warning("%s", warning)
+            if self.worker is not None:  # the supervisor says where it listens
+                self.worker.tell("ready", worker=cfg.worker)
+            else:
+                self._announce()
             if ready is not None:
                 ready(self.port)
             tasks.append(asyncio.create_task(self._tick(stop)))
-            if cfg.record_dir is not None and self.cluster is None:  # else: the supervisor's
-                tasks.append(asyncio.create_task(self._repair(cfg.record_dir)))
             if self.webhook is not None:
                 tasks.append(asyncio.create_task(self.webhook.run()))
             await stop.wait()
@@ -237,27 +221,53 @@ class Receiver:
             log.info(
                 "stopping: closing %d stream(s)%s",
                 len(self.streams.live),
-                f" (worker {cfg.worker})" if self.cluster is not None else "",
+                f" (worker {cfg.worker})" if self.worker is not None else "",
             )
         finally:
             if self.webhook is not None:
                 await self.webhook.flush(2.0)
             for task in tasks:
                 task.cancel()
-            await site.stop()  # no new connections: a reconnecting sender finds our successor
+            # no new connections: a reconnecting sender finds our successor
+            if site is not None:
+                await site.stop()
+            if handed is not None:
+                handed.stop()
             for stream in list(self.streams.parked.values()):
                 await self.streams.finish(stream, f"{stream.outcome}; the receiver stopped")
             await self._close_everything()
             if self.streams.stopping_playback:  # each bounded (playback.CLOSE_TIMEOUT_S)
                 await asyncio.wait(self.streams.stopping_playback)
             await runner.cleanup()
-            if internal is not None:
-                await internal.cleanup()
             if self.webhook is not None:
                 await self.webhook.close()
             if self._stats_file is not None:
                 self._stats_file.close()
             logs.report_left_out(*LIMITED_LOGGERS)
+
+    def _tell_live(self, count: int) -> None:
+        if self.worker is not None:
+            self.worker.tell("live", count=count)
+
+    @staticmethod
+    def _port_of(site: web.TCPSite) -> int:
+        server: Any = site._server
+        # with --port 0 on every interface, IPv4 and IPv6 each get a port of their own:
+        # the one said is IPv4's, what other machines most likely use
+        ours = sorted(server.sockets, key=lambda s: s.family != socket.AF_INET)
+        return int(ours[0].getsockname()[1])
+
+    def _announce(self) -> None:
+        cfg = self.config
+        assert self.port is not None
+        note = "token required" if cfg.token else ""
+        senders, page = announce(cfg.host, self.port, self.ssl is not None, note)
+        log.info("listening on %s", senders)
+        if cfg.web:
+            log.info("monitor page: %s", page)
+        warning = open_warning(replace(cfg, port=self.port))
+        if warning is not None:
+            log.warning("%s", warning)
 
     async def _close_everything(self) -> None:
         """Tell every sender, listener and page the receiver is going (1001), and let the
@@ -278,9 +288,17 @@ class Receiver:
         while self.sessions and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
 
-    async def _repair(self, directory: Any) -> None:
-        """Sidecars a crash left saying "recording" are brought up to date (off the loop)."""
-        for path in await asyncio.to_thread(repair_interrupted, directory):
+    async def _repair(self, directory: Path) -> None:
+        """Sidecars a crash left saying "recording" are brought up to date (off the loop);
+        a worker's, of the streams it owns (a restarted worker's senders resume from them,
+        as after a restart of a receiver)."""
+        cfg = self.config
+
+        def owned(name: str) -> bool:
+            return owner(name, cfg.workers) == cfg.worker
+
+        mine = owned if cfg.workers > 1 else None
+        for path in await asyncio.to_thread(repair_interrupted, directory, mine):
             log.info("%s: the recording was interrupted; its sidecar is up to date now", path.name)
 
     def note_refusal(self, peer: str, reason: str) -> None:
@@ -299,11 +317,6 @@ class Receiver:
                 stream.name,
                 stream.outcome,
             )
-            return
-        if stream.outcome == MOVED:  # it goes on, on another worker: not an ended stream
-            for listener in list(stream.listeners):
-                listener.stop()  # closed without an "end": the page reconnects to it there
-            log.info("%s", stream.summary())
             return
         self.finished.append(stream)
         del self.finished[:-1000]  # bounded: the latest are what views show
@@ -347,8 +360,8 @@ class Receiver:
         """The page's view of every stream (one ``streams`` event): with ``--workers``,
         every worker's."""
         views = self.local_views()
-        if self.cluster is not None:
-            for answer in await self.cluster.others("views"):
+        if self.worker is not None:
+            for answer in await self.worker.others("views"):
                 views.extend(answer)
             views = merge_views(views, RECENT_ENDED)
         views.sort(key=lambda view: str(view.get("stream")))  # a building's rooms, by name
@@ -360,7 +373,6 @@ class Receiver:
         live = (
             self.config.play
             or self.event_clients
-            or self.relayed_listeners
             or any(stream.listeners for stream in self.streams.all())
         )
         return 0.0 if live else self.config.gather_ms / 1000

@@ -22,6 +22,7 @@ import hmac
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -270,24 +271,20 @@ def name_reserved(directory: Path, stream: str, started: float, grace_s: float) 
     return holder
 
 
-def repair_interrupted(directory: Path, streams: set[str] | None = None) -> list[Path]:
-    """After a crash: bring sidecars that still say "recording" (and have not been written
-    for a while: no receiver is on them) up to date with their files, and say the part was
-    interrupted. Only the sidecars of ``streams``, if given (a dead worker's). Blocking: run it
-    off the event loop. Returns the sidecars it repaired."""
-    import time
-
+def repair_interrupted(directory: Path, owned: Callable[[str], bool] | None = None) -> list[Path]:
+    """After a crash: bring sidecars that still say "recording" up to date with their
+    files, and say the part was interrupted. Run before the receiver takes any connection
+    (nothing else writes them then); with ``--workers``, each worker repairs the streams it
+    ``owned``. Blocking: run it off the event loop. Returns the sidecars it repaired."""
     repaired = []
     for path in directory.glob("*.json"):
         try:
-            if time.time() - path.stat().st_mtime < 5.0:
-                continue  # being written: a live recording
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError, UnicodeDecodeError):
             continue
         if not _valid(data) or data.get("outcome") != "recording":
             continue
-        if streams is not None and data["stream"] not in streams:
+        if owned is not None and not owned(data["stream"]):
             continue
         last = data["parts"][-1]
         _part_end(directory, last)

@@ -34,9 +34,9 @@ from ..common.codecs import make_decoder
 from ..common.errors import AudioFormatError, DeviceError, MicwireError, StorageError
 from ..common.levels import LevelMeter
 from ..common.protocol import Accept, Hello, Packet
+from ..common.routing import owner
 from ..common.stats import StreamFigures
 from . import logs
-from .cluster import Claim, ClusterLink, carry_over
 from .config import ReceiverConfig
 from .holds import Holder
 from .listeners import Listener
@@ -153,8 +153,6 @@ class Stream:
         self.playback: Playback | None = None
         self.levels = LevelMeter()
         self.totals = AssemblyStats()
-        #: Of ``totals.samples``, what earlier workers recorded (parts in the sidecar).
-        self.carried_samples = 0
         #: How the connection of a sender back after the stream ended complete ended.
         self.came_back = ""
         self.state = "live"  # live, parked, ended
@@ -550,8 +548,7 @@ class Stream:
                 "reconnects",
             )
         }
-        # since the stream was first seen, by this receiver or one before it (a restart,
-        # another worker)
+        # since the stream was first seen, by this receiver or one before it (a restart)
         end = self.ended_utc if self.ended_utc is not None else time.time()
         view.update(
             state=self.page_state,
@@ -587,7 +584,7 @@ class Stream:
         directory = self.config.record_dir
         if directory is None:
             return {"parts": [], "sidecar": None, "recordings": []}
-        # a stream continued after a restart (or on another worker) has its earlier parts
+        # a stream continued after a restart has its earlier parts
         # in the sidecar; the part being recorded here comes last
         parts: list[dict[str, Any]] = []
         if self.previous is not None:
@@ -628,11 +625,11 @@ class Stream:
 
     @property
     def earlier_samples(self) -> int:
-        """The stream's samples in earlier parts (a receiver restart, another worker)
+        """The stream's samples in earlier parts (before a restart of the receiver)
         that its own counters do not hold."""
         if self.previous is None:
             return 0
-        return self.previous.samples - self.carried_samples
+        return self.previous.samples
 
     def summary(self) -> str:
         stats = self.stats()
@@ -705,9 +702,10 @@ class Streams:
         self.finishing: dict[str, asyncio.Event] = {}
         #: Live playback of ended streams still playing out or closing its device.
         self.stopping_playback: set[asyncio.Future[None]] = set()
-        #: In a worker of ``--workers N``: its line to the supervisor, who says which
-        #: worker holds which name (receiver/cluster.py).
-        self.cluster: ClusterLink | None = None
+        #: With ``--workers N``: live streams on the other workers (the supervisor says),
+        #: and who hears of this worker's own count when it changes.
+        self.live_elsewhere = 0
+        self.on_live: Callable[[int], None] | None = None
         #: The receiver is shutting down: streams are finalised, not parked.
         self.stopping = False
         #: Streams that ended without their last packet (their sender may come back to
@@ -729,13 +727,18 @@ class Streams:
         """Attach a connection to the stream its hello names: a new stream, or the
         stream's own sender coming back. Raises Refusal."""
         name = hello.stream
+        cfg = self.config
+        if cfg.workers > 1 and owner(name, cfg.workers) != cfg.worker:
+            # a connection on a path without the name (routed to any worker)
+            raise Refusal(
+                f"this receiver runs {cfg.workers} workers: a sender connects to "
+                "/stream/<name> (URL-encoded), which takes it to the worker of its stream"
+            )
         if name in self.admitting:
             raise Refusal(f"stream name {name!r} is being taken by another connection", True)
         self.admitting.add(name)
-        admitted = False
         try:
             stream = await self.known(name)
-            claim = await self._claim(hello) if stream is None else Claim()
             if stream is not None and not stream.proves(hello):
                 raise Refusal.in_use(name, self.holder(stream))
             # admitted: its lines count against the stream (logs.py): this sender's, so that
@@ -745,19 +748,15 @@ class Streams:
                 # its last packet came while its old connection was let go: it is
                 # finished, and continued like any stream that ended here (a new part)
                 stream = await self.known(name)
-                claim = await self._claim(hello) if stream is None else Claim()
             if stream is not None:
                 accept_at: int | None = stream.position
                 secret: str | None = hello.resume_secret
             else:
-                stream, accept_at, secret = await self._new(hello, peer, claim)
-                if claim.carry is not None:  # it comes from another worker
-                    carry_over(stream, claim.carry)
+                stream, accept_at, secret = await self._new(hello, peer)
             await stream.settle()
             stream.attach(attachment)
             self.live[name] = stream
-            admitted = True
-            self._tell(name, "live")
+            self._live_changed()
             return Accept(
                 name,
                 stream.paths[0] if stream.paths else None,
@@ -766,8 +765,6 @@ class Streams:
             )
         finally:
             self.admitting.discard(name)
-            if not admitted and name not in self.live and name not in self.parked:
-                self._tell(name, "held" if self.held(name) else "free")
 
     async def known(self, name: str) -> Stream | None:
         """The live or parked stream of this name, once a finalisation in progress is
@@ -776,18 +773,9 @@ class Streams:
             await finishing.wait()
         return self.live.get(name) or self.parked.get(name)
 
-    async def _claim(self, hello: Hello) -> Claim:
-        """A new stream's name, from the other workers of ``--workers N``."""
-        if self.cluster is None:
-            return Claim()
-        claim = await self.cluster.acquire(hello)
-        if claim.refusal is not None:
-            raise Refusal(claim.refusal, True, claim.retry_after_s)
-        return claim
-
-    def _tell(self, name: str, state: str) -> None:
-        if self.cluster is not None:
-            self.cluster.state(name, state)
+    def _live_changed(self) -> None:
+        if self.on_live is not None:
+            self.on_live(len(self.live))
 
     def holder(self, stream: Stream) -> Holder:
         """Whose the live or parked ``stream``'s name is, and until when."""
@@ -849,9 +837,7 @@ class Streams:
             )
         return True
 
-    async def _new(
-        self, hello: Hello, peer: str, claim: Claim
-    ) -> tuple[Stream, int | None, str | None]:
+    async def _new(self, hello: Hello, peer: str) -> tuple[Stream, int | None, str | None]:
         cfg = self.config
         for name in cfg.formats if cfg.record_dir is not None else ():
             try:  # refused now, for good, rather than failing on the first audio, again and again
@@ -870,12 +856,9 @@ class Streams:
                 hello.params,
             )
             proven = previous is not None
-        # handed over by another worker: the holder checked the secret (without --record
-        # there is no sidecar to prove it here)
-        proven = proven or claim.handed_over
         if not proven and (holder := await self._reserved(hello)) is not None:
             raise Refusal.in_use(hello.stream, holder)
-        if not proven and len(self.live) + claim.live_elsewhere >= cfg.max_streams:
+        if not proven and len(self.live) + self.live_elsewhere >= cfg.max_streams:
             raise Refusal(f"receiver is full ({cfg.max_streams} streams)", retry=True)
         ended = self.ended.get(hello.stream)
         if ended is not None and (proven or ended[1].proves(hello)):
@@ -962,11 +945,11 @@ class Streams:
     async def _park(self, stream: Stream, outcome: str) -> None:
         # parked before anything is awaited: a sender coming back at once must find it
         self.live.pop(stream.name, None)
+        self._live_changed()
         self.parked[stream.name] = stream
         stream.state = "parked"
         stream.parked_at = time.time()
         stream.outcome = outcome
-        self._tell(stream.name, "parked")
         grace = self.config.resume_grace_s
         log.warning(
             "stream %r: %s; keeping it open %g s for the sender to come back",
@@ -1005,13 +988,6 @@ class Streams:
             name_reserved, self.config.record_dir, hello.stream, self.started, grace
         )
 
-    def _release_held(self, stream: Stream) -> None:
-        ended = self.ended.get(stream.name)
-        name = stream.name
-        busy = name in self.admitting or name in self.live or name in self.parked
-        if ended is not None and ended[1] is stream and not busy:
-            self._tell(name, "free")
-
     async def finish(self, stream: Stream, outcome: str) -> None:
         """Finalise a stream for good: files, sidecar, report."""
         done = self.finishing[stream.name] = asyncio.Event()
@@ -1034,12 +1010,10 @@ class Streams:
         if held:
             self.ended[stream.name] = (time.time(), stream)
             while len(self.ended) > 1000:
-                oldest = next(iter(self.ended))
-                del self.ended[oldest]
-                if oldest not in self.live and oldest not in self.parked:
-                    self._tell(oldest, "free")  # the supervisor must forget it too
+                del self.ended[next(iter(self.ended))]
         if self.live.get(stream.name) is stream:
             del self.live[stream.name]
+            self._live_changed()
         if self.parked.get(stream.name) is stream:
             del self.parked[stream.name]
         if stream.expiry is not None and stream.expiry is not asyncio.current_task():
@@ -1050,15 +1024,6 @@ class Streams:
             log.error("stream %r: %s", stream.name, exc)
         except Exception:
             log.exception("stream %r: could not finalise", stream.name)
-        # the other workers hear of it only now: its sender, back on one of them, must
-        # find the sidecar final (not its last periodic write, taken for an interruption)
-        if not held:
-            self._tell(stream.name, "free")
-        elif self.cluster is not None:
-            self._tell(stream.name, "held")
-            asyncio.get_running_loop().call_later(
-                self.config.resume_grace_s, self._release_held, stream
-            )
         stopped = stream.playback_stopped
         if stopped is not None and not stopped.done():  # for the receiver's stop to wait on
             self.stopping_playback.add(stopped)

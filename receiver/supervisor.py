@@ -1,15 +1,20 @@
 """``micwire receive --workers N``: N receiver processes on one port, seen as one receiver.
 
-The supervisor reserves the port, starts the workers (``python -m micwire.app.worker``, its
-configuration on standard input: tokens never show in ``ps``), and then:
+The supervisor listens on the port and hands each connection to the worker that owns the
+stream its path names (micwire.receiver.acceptor; a name's owner is a hash of it,
+micwire.common.routing): a stream lives in one worker for its whole life, so nothing about
+it is ever handed between processes. It starts the workers (``python -m
+micwire.app.worker``, its configuration on standard input: tokens never show in ``ps``),
+and over the control line (micwire.receiver.control):
 
-- says which worker holds which stream name (receiver/cluster.py): a worker asks before it
-  takes a name, and a name held elsewhere is handed over only to the stream's own sender;
+- tells each worker how many streams the others have live (``--max-streams`` is the
+  whole receiver's);
 - answers a worker's "everybody's streams" (the page, ``/api/streams``, ``/metrics``) by
   asking the others;
 - shows every worker's log lines and figures as one receiver's (terminal, --stats-json);
-- starts a worker again if it dies (its senders reconnect, resume from the sidecars and
-  lose nothing), and stops them all on SIGINT/SIGTERM.
+- starts a worker again if it dies (the connections of its streams come back to it, and
+  its senders resume from the sidecars it left, as after a restart of a receiver), and
+  stops them all on SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -31,27 +36,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..common.errors import MicwireError, TransportError
+from ..common.errors import MicwireError, ParameterError, TransportError
 from . import logs
-from .cluster import LINE_LIMIT, Line
-from .config import (
-    ReceiverConfig,
-    announce,
-    listen_error,
-    netloc,
-    open_warning,
-)
+from .acceptor import Acceptor
+from .config import ReceiverConfig, announce, listen_error, netloc, open_warning
+from .control import LINE_LIMIT, Line
 from .server import CONTROL_SOCKET, LIMITED_LOGGERS, Receiver, open_stats_file
-from .storage import repair_interrupted
 
 log = logging.getLogger("micwire.receiver")
-#: A worker must say it listens within this time.
+#: A worker must say it is ready within this time.
 START_TIMEOUT_S = 30.0
 #: Workers have this long to finalise their streams at a stop before they are killed.
 STOP_TIMEOUT_S = 20.0
-#: A dead worker's sidecars are repaired this long after (the repair leaves alone what
-#: was written in the last 5 s: a stream its sender has continued on another worker).
-REPAIR_AFTER_S = 6.0
 #: A worker that dies this soon after its start twice in a row is not started again.
 CRASH_LOOP_S = 5.0
 
@@ -61,51 +57,56 @@ class Worker:
     index: int
     process: asyncio.subprocess.Process | None = None
     line: Line | None = None
+    #: The supervisor's end of the socket pair connections are handed over.
+    handing: socket.socket | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     started: float = 0.0
     quick_deaths: int = 0
+    live: int = 0
     stats: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class Owner:
-    worker: int
-    state: str  # admitting, live, parked, held
 
 
 class Supervisor:
     def __init__(self, config: ReceiverConfig, workers: int) -> None:
         if workers < 2:
             raise MicwireError("--workers needs 2 or more (1 is a plain receiver)")
+        if config.certfile is not None:
+            # the supervisor routes a connection by its request path, which TLS hides
+            raise ParameterError(
+                "--workers serves plain ws:// and http:// (it routes each connection by the "
+                "stream name in its path, which TLS would hide): terminate TLS in front of "
+                "it (HAProxy, docs/DEPLOY.md), or run one receiver process for wss://"
+            )
         self.config = config
         self.on_stats = config.on_stats
-        # every check a receiver makes at its start (tokens, formats, TLS files, the
-        # recording directory) is made here once, for one clear error before any worker
-        Receiver(self._worker_config(0, Path(tempfile.gettempdir()), config.port))
+        # every check a receiver makes at its start (tokens, formats, the recording
+        # directory) is made here once, for one clear error before any worker
+        Receiver(self._worker_config(0, workers, Path(tempfile.gettempdir()), config.port))
         self._stats_file = open_stats_file(config.stats_json)
         self.workers = [Worker(i) for i in range(workers)]
-        self.owners: dict[str, Owner] = {}
-        self._name_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # (lock, its users)
         self.stopping = False
         self.port: int | None = None
         self._failed: str | None = None
-        self._repairs: set[asyncio.Task[None]] = set()
 
-    def _worker_config(self, index: int, run_dir: Path, port: int) -> ReceiverConfig:
+    def _worker_config(
+        self, index: int, workers: int, run_dir: Path, port: int, handed_fd: int | None = None
+    ) -> ReceiverConfig:
         return replace(
             self.config,
             port=port,
-            reuse_port=True,
             play=False,
             on_stats=None,
             stats_json=None,
             run_dir=run_dir,
             worker=index,
+            workers=workers,
+            handed_fd=handed_fd,
         )
 
     async def run(self, stop: asyncio.Event, ready: Callable[[int], None] | None = None) -> None:
-        reserved = self._reserve_port()
-        self.port = reserved.getsockname()[1]
+        listeners = self._listen()
+        self.port = listeners[0].getsockname()[1]
+        acceptor = Acceptor(listeners, len(self.workers), self._hand, self.config.hello_timeout_s)
         watchers: list[asyncio.Task[None]] = []
         run_dir = Path(tempfile.mkdtemp(prefix="micwire-receive-"))  # private: mode 0700
         server: asyncio.AbstractServer | None = None
@@ -119,15 +120,10 @@ class Supervisor:
                     f"cannot make the workers' control socket in {run_dir}: "
                     f"{exc.strerror or exc} (a shorter TMPDIR?)"
                 ) from exc
-            if self.config.record_dir is not None:  # once, before any worker writes there
-                for path in await asyncio.to_thread(repair_interrupted, self.config.record_dir):
-                    log.info(
-                        "%s: the recording was interrupted; its sidecar is up to date", path.name
-                    )
             for worker in self.workers:
                 await self._start(worker, run_dir)
             await self._wait_ready()
-            reserved.close()
+            acceptor.start()
             self._announce()
             if ready is not None:
                 ready(self.port)
@@ -135,8 +131,8 @@ class Supervisor:
             await stop.wait()
         finally:
             self.stopping = True
-            reserved.close()
-            for task in [*watchers, *self._repairs]:
+            acceptor.close()  # no new connections: a reconnecting sender finds our successor
+            for task in watchers:
                 task.cancel()
             await self._stop_all()
             if server is not None:
@@ -148,36 +144,34 @@ class Supervisor:
         if self._failed is not None:
             raise MicwireError(self._failed)
 
-    def _reserve_port(self) -> socket.socket:
-        """Bind the port (SO_REUSEPORT, like the workers) to learn it when it is 0; first
-        without SO_REUSEPORT, on every address the workers will use, to fail when anything
-        holds it — another receiver with workers included, which SO_REUSEPORT alone would
-        let share the port (and its connections) silently."""
+    def _listen(self) -> list[socket.socket]:
+        """The port, on every address asked for (no host: IPv4 and IPv6, like a plain
+        receiver); a port in use fails here, with the same line."""
         port = self.config.port
-        for index, (family, host) in enumerate(self._addresses()):
-            with socket.socket(family, socket.SOCK_STREAM) as probe:
+        sockets: list[socket.socket] = []
+        try:
+            for index, (family, host) in enumerate(self._addresses()):
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                sockets.append(sock)
                 # a listener still fails this bind; connections lingering in TIME_WAIT
                 # from the last run (every stream that ended) do not
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if family == socket.AF_INET6:
-                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 try:
-                    probe.bind((host, port))
+                    sock.bind((host, port))
                 except OSError as exc:
                     if index and exc.errno == errno.EAFNOSUPPORT:
-                        continue  # no IPv6 here: the workers will not listen there either
+                        sockets.pop().close()
+                        continue  # no IPv6 here
                     raise listen_error(netloc(host, port), exc) from exc
-                port = probe.getsockname()[1]
-        family, host = self._addresses()[0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            sock.close()
-            raise listen_error(netloc(host, port), exc) from exc
-        return sock
+                port = sock.getsockname()[1]  # --port 0: the same port on every address
+                sock.listen(1024)
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
+        return sockets
 
     def _addresses(self) -> list[tuple[socket.AddressFamily, str]]:
         host = self.config.host
@@ -185,18 +179,40 @@ class Supervisor:
             return [(socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")]
         return [(socket.AF_INET6 if ":" in host else socket.AF_INET, host)]
 
+    def _hand(self, index: int, sock: socket.socket) -> None:
+        """Give a connection to its worker (the acceptor closes our descriptor)."""
+        worker = self.workers[index]
+        handing = worker.handing
+        if handing is None or not worker.ready.is_set():
+            return  # starting again: the client retries (a sender resumes)
+        try:
+            socket.send_fds(handing, [b"c"], [sock.fileno()])
+        except OSError as exc:  # its queue is full (the worker is stuck) or it is gone
+            log.warning("receiver worker %d cannot take a connection: %s", index, exc)
+
     async def _start(self, worker: Worker, run_dir: Path) -> None:
         assert self.port is not None
-        config = self._worker_config(worker.index, run_dir, self.port)
+        if worker.handing is not None:
+            worker.handing.close()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)
+        worker.handing = ours
+        config = self._worker_config(
+            worker.index, len(self.workers), run_dir, self.port, theirs.fileno()
+        )
         worker.ready = asyncio.Event()
         worker.started = time.monotonic()
-        worker.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "micwire.app.worker",
-            *(["--debug"] if log.isEnabledFor(logging.DEBUG) else []),
-            stdin=asyncio.subprocess.PIPE,
-        )
+        try:
+            worker.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "micwire.app.worker",
+                *(["--debug"] if log.isEnabledFor(logging.DEBUG) else []),
+                stdin=asyncio.subprocess.PIPE,
+                pass_fds=(theirs.fileno(),),
+            )
+        finally:
+            theirs.close()
         assert worker.process.stdin is not None
         worker.process.stdin.write(json.dumps(config.to_json()).encode())
         worker.process.stdin.close()
@@ -225,7 +241,7 @@ class Supervisor:
         cfg = self.config
         assert self.port is not None
         note = f"{len(self.workers)} workers" + ("; token required" if cfg.token else "")
-        senders, page = announce(cfg.host, self.port, cfg.certfile is not None, note)
+        senders, page = announce(cfg.host, self.port, False, note)
         log.info("listening on %s", senders)
         if cfg.web:
             log.info("monitor page: %s", page)
@@ -242,11 +258,7 @@ class Supervisor:
                 return
             quick = time.monotonic() - worker.started < CRASH_LOOP_S
             worker.quick_deaths = worker.quick_deaths + 1 if quick else 0
-            orphaned = self._forget(worker.index)
-            if orphaned and self.config.record_dir is not None:
-                repair = asyncio.create_task(self._repair(orphaned))
-                self._repairs.add(repair)
-                repair.add_done_callback(self._repairs.discard)
+            self._live(worker, 0)
             if worker.quick_deaths >= 2:
                 self._failed = f"receiver worker {worker.index} keeps dying (exit {code})"
                 log.error("%s; stopping", self._failed)
@@ -259,22 +271,6 @@ class Supervisor:
                 code,
             )
             await self._start(worker, run_dir)
-
-    def _forget(self, index: int) -> set[str]:
-        """A dead worker holds no names: its streams' senders resume elsewhere, from the
-        sidecars it left. Returns the names it held."""
-        names = {n for n, o in self.owners.items() if o.worker == index}
-        for name in names:
-            del self.owners[name]
-        return names
-
-    async def _repair(self, streams: set[str]) -> None:
-        """A dead worker's sidecars that still say "recording" (their senders did not come
-        back to continue them elsewhere) are brought up to date, as at a start."""
-        assert self.config.record_dir is not None
-        await asyncio.sleep(REPAIR_AFTER_S)
-        for path in await asyncio.to_thread(repair_interrupted, self.config.record_dir, streams):
-            log.info("%s: the recording was interrupted; its sidecar is up to date", path.name)
 
     async def _stop_all(self) -> None:
         running = [w for w in self.workers if w.process and w.process.returncode is None]
@@ -291,6 +287,9 @@ class Supervisor:
                     log.error("receiver worker %d did not stop in time; killing it", worker.index)
                     with contextlib.suppress(ProcessLookupError):
                         worker.process.kill()
+        for worker in self.workers:
+            if worker.handing is not None:
+                worker.handing.close()
 
     # --- the control line --------------------------------------------------------------
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -313,7 +312,6 @@ class Supervisor:
         worker = holder.get("worker")
         if worker is not None and worker.line is line:
             worker.line = None
-            self._forget(worker.index)
 
     async def _handle(self, worker: Worker, message: dict[str, Any]) -> dict[str, Any]:
         op = message.get("op")
@@ -324,16 +322,20 @@ class Supervisor:
         elif op == "stats":
             worker.stats = list(message.get("lines", []))
             self._stats(worker.stats)
-        elif op == "state":
-            self._state(worker.index, str(message["name"]), str(message["state"]))
-        elif op == "acquire":
-            return await self._acquire(worker.index, str(message["name"]), str(message["hello"]))
-        elif op == "owner":
-            owner = self.owners.get(str(message["name"]))
-            return {"worker": owner.worker if owner is not None else None}
+        elif op == "live":
+            self._live(worker, int(message.get("count", 0)))
         elif op in ("views", "metrics"):
             return {"answers": await self._ask_others(worker.index, op)}
         return {}
+
+    def _live(self, worker: Worker, count: int) -> None:
+        """A worker's live streams changed: the others hear the new total elsewhere."""
+        worker.live = count
+        total = sum(w.live for w in self.workers)
+        for other in self.workers:
+            if other is not worker and other.line is not None:
+                with contextlib.suppress(TransportError, ConnectionError):
+                    other.line.tell("elsewhere", live=total - other.live)
 
     def _stats(self, lines: list[dict[str, Any]]) -> None:
         if self._stats_file is not None:
@@ -343,51 +345,6 @@ class Supervisor:
                 log.error("cannot write --stats-json: %s", exc.strerror or exc)
         if self.on_stats is not None:
             self.on_stats([line for w in self.workers for line in w.stats])
-
-    def _state(self, index: int, name: str, state: str) -> None:
-        owner = self.owners.get(name)
-        if owner is not None and owner.worker != index:
-            return  # the name has moved on: an old worker's news
-        if state == "free":
-            self.owners.pop(name, None)
-        else:
-            self.owners[name] = Owner(index, state)
-
-    async def _acquire(self, index: int, name: str, hello: str) -> dict[str, Any]:
-        lock, users = self._name_locks.get(name) or (asyncio.Lock(), 0)
-        self._name_locks[name] = (lock, users + 1)
-        try:
-            async with lock:
-                owner = self.owners.get(name)
-                handed_over = False
-                carry = None
-                if owner is not None and owner.worker != index:
-                    holder = self.workers[owner.worker].line
-                    if holder is not None:
-                        try:
-                            answer = await holder.ask("handoff", hello=hello)
-                        except (TransportError, asyncio.TimeoutError):
-                            return {"refuse": "the stream's worker is not answering; retry"}
-                        if answer.get("refuse") or answer.get("error"):
-                            return {
-                                "refuse": answer.get("refuse") or answer["error"],
-                                "retry_after_s": answer.get("retry_after_s"),
-                            }
-                        handed_over = bool(answer.get("proven"))
-                        carry = answer.get("carry")
-                self.owners[name] = Owner(index, "admitting")
-                live = sum(
-                    1
-                    for o in self.owners.values()
-                    if o.worker != index and o.state in ("admitting", "live")
-                )
-                return {"live_elsewhere": live, "handed_over": handed_over, "carry": carry}
-        finally:
-            lock, users = self._name_locks[name]
-            if users == 1:
-                del self._name_locks[name]
-            else:
-                self._name_locks[name] = (lock, users - 1)
 
     async def _ask_others(self, index: int, op: str) -> list[Any]:
         lines = [w.line for w in self.workers if w.index != index and w.line is not None]

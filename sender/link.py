@@ -46,6 +46,7 @@ from ..common.protocol import (
     Refuse,
     parse_reply,
 )
+from ..common.routing import stream_url
 from .config import SenderConfig
 
 log = logging.getLogger("micwire.sender")
@@ -176,7 +177,7 @@ async def open_connection(config: SenderConfig) -> ClientConnection:
     or only a person can fix it (bad token, untrusted certificate, TLS on one side)."""
     url = config.url
     try:
-        ws = await connect(url, **connect_options(config))
+        ws = await connect(stream_url(url, config.name), **connect_options(config))
         sock = ws.transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes(config))

@@ -1,6 +1,7 @@
 """``micwire receive --workers N``: several processes serve one port, and to senders,
-pages and scripts they are one receiver. A stream stays whole wherever its sender
-reconnects, and a worker that dies loses nothing."""
+pages and scripts they are one receiver. Each stream lives in the worker its name hashes
+to (the supervisor hands every connection to its owner), so a sender that reconnects
+finds its stream where it left it; a worker that dies loses nothing."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -22,41 +22,37 @@ import soundfile as sf
 from proxy import ProxyThread
 from rig import RATE, Micwire, expected_tone, receiver, seconds
 
-
-def ask_worker(port: int, source_port: int, path: str = "/healthz") -> dict[str, Any]:
-    """GET ``path`` from a chosen local port: SO_REUSEPORT picks the worker by the
-    connection's addresses, so a local port always reaches the same worker."""
-    with socket.create_connection(
-        ("127.0.0.1", port), timeout=5, source_address=("127.0.0.1", source_port)
-    ) as conn:
-        conn.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := conn.recv(65536):  # to the end: the server closes first, so this
-            data += chunk  # side leaves no TIME_WAIT and the port can connect again
-    result: dict[str, Any] = json.loads(data.split(b"\r\n\r\n", 1)[1])
-    return result
+from micwire.common.routing import owner
 
 
-def ports_by_worker(port: int, each: int) -> list[list[int]]:
-    """``each`` local ports that reach worker 0, and as many that reach worker 1."""
-    found: list[list[int]] = [[], []]
-    for source_port in range(43100, 44100):
-        try:
-            worker = ask_worker(port, source_port)["worker"]
-        except OSError:
-            continue  # in use
-        if len(found[worker]) < each:
-            found[worker].append(source_port)
-        if all(len(ports) == each for ports in found):
-            return found
-    raise AssertionError(f"the kernel sent nearly every connection to one worker: {found}")
+def names_on(worker: int, count: int, prefix: str, workers: int = 2) -> list[str]:
+    """``count`` stream names that worker ``worker`` owns."""
+    found = (f"{prefix}-{i}" for i in range(1000))
+    return [name for name in found if owner(name, workers) == worker][:count]
 
 
-async def listen_once(port: int, source_port: int, name: str) -> int:
-    """Bytes of the first audio message a listener gets, connecting from ``source_port``."""
-    connector = aiohttp.TCPConnector(local_addr=("127.0.0.1", source_port), force_close=True)
+def get_json(port: int, path: str) -> tuple[int, Any]:
+    """The answer to ``path``, and which worker gave it."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return int(response.headers["X-Micwire-Worker"]), json.loads(response.read())
+
+
+def each_worker(port: int, path: str, workers: int = 2) -> dict[int, Any]:
+    """``path`` as answered by each worker (requests without a stream name go to the
+    workers in turn)."""
+    answers: dict[int, Any] = {}
+    for _ in range(4 * workers):
+        worker, answer = get_json(port, path)
+        answers[worker] = answer
+        if len(answers) == workers:
+            return answers
+    raise AssertionError(f"not every worker answered: {answers}")
+
+
+async def listen_once(port: int, name: str) -> int:
+    """Bytes of the first audio message a listener gets."""
     async with (
-        aiohttp.ClientSession(connector=connector) as session,
+        aiohttp.ClientSession() as session,
         session.ws_connect(f"ws://127.0.0.1:{port}/api/listen/{name}?format=pcm") as ws,
     ):
         while True:
@@ -66,10 +62,10 @@ async def listen_once(port: int, source_port: int, name: str) -> int:
             assert message.type is aiohttp.WSMsgType.TEXT, message
 
 
-def tone_sender(url: str, name: str, duration_s: int) -> Micwire:
+def tone_sender(url: str, name: str, duration_s: int, *args: str) -> Micwire:
     """``micwire send`` of a 440 Hz tone (exactly ``expected_tone``) for ``duration_s``."""
     return Micwire(
-        "send", url, "--name", name, "--source", "tone:440", "--duration", str(duration_s)
+        "send", url, "--name", name, "--source", "tone:440", "--duration", str(duration_s), *args
     )
 
 
@@ -93,16 +89,29 @@ def joined_parts(directory: Path, name: str) -> tuple[np.ndarray, dict[str, Any]
     return np.concatenate(audio), sidecar
 
 
+def worker_of(port: int) -> int:
+    """The pid of the process holding the one established connection on ``port``."""
+    held = subprocess.run(
+        ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    (pid,) = {int(pid) for pid in re.findall(r"pid=(\d+)", held)}
+    return pid
+
+
 def test_streams_spread_over_workers_are_whole_and_shown_as_one_receiver(
     tmp_path: Path,
 ) -> None:
-    """Six senders into two workers: every recording is the tone sample for sample, and
-    whichever worker answers, the page's list, /metrics and --stats-json show all six."""
+    """Six senders (three names per worker) into two workers: every recording is the tone
+    sample for sample, and whichever worker answers, the page's list, /metrics and
+    --stats-json show all six; a listener reaches each stream's worker."""
     rec, stats = tmp_path / "rec", tmp_path / "stats.jsonl"
     rx, port = receiver(
         "--workers", "2", "--record", str(rec), "--no-play", "--stats-json", str(stats)
     )
-    names = [f"room-{i}" for i in range(6)]
+    names = sorted(names_on(0, 3, "room") + names_on(1, 3, "room"))
     senders = [tone_sender(f"ws://127.0.0.1:{port}", name, 4) for name in names]
     try:
         for name, tx in zip(names, senders, strict=True):
@@ -110,15 +119,14 @@ def test_streams_spread_over_workers_are_whole_and_shown_as_one_receiver(
                 rx.wait_for(f"stream '{name}' from")
             except AssertionError as exc:
                 raise AssertionError(f"{exc}\n--- sender {name}:\n{tx.log}") from None
-        per_worker = ports_by_worker(port, 1)
-        live_per_worker = [ask_worker(port, ports[0])["live"] for ports in per_worker]
-        assert sum(live_per_worker) == 6, live_per_worker
-        for ports in per_worker:  # each worker answers for both
-            listed = ask_worker(port, ports[0], "/api/streams")["streams"]
-            assert [s["stream"] for s in listed] == sorted(names)  # in name order
-            assert {s["state"] for s in listed} == {"live"}
-        for ports in per_worker:  # a listener hears the stream whichever worker it reaches
-            assert asyncio.run(listen_once(port, ports[0], "room-0")) > 0
+        health = each_worker(port, "/healthz")
+        assert [health[w]["live"] for w in (0, 1)] == [3, 3], health  # by their names
+        for listed in each_worker(port, "/api/streams").values():  # each answers for both
+            streams = listed["streams"]
+            assert [s["stream"] for s in streams] == names  # in name order
+            assert {s["state"] for s in streams} == {"live"}
+        for name in (names_on(0, 1, "room")[0], names_on(1, 1, "room")[0]):
+            assert asyncio.run(listen_once(port, name)) > 0
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
         text = metrics.decode()
         assert 'micwire_streams{state="live"} 6.0' in text, text
@@ -143,35 +151,30 @@ def test_streams_spread_over_workers_are_whole_and_shown_as_one_receiver(
     assert "2 workers" in rx.log
 
 
-def test_a_sender_that_reconnects_to_the_other_worker_resumes_gap_free(tmp_path: Path) -> None:
-    """Each reconnect lands on the other worker (chosen by the proxy's local port): the
-    worker that held the stream finalises its part and lets go, the other continues from
-    the sidecar, and the parts joined are the tone sample for sample. To the views it
-    stays one stream: its counters only go up, no "down" alert for the parts it left
-    behind, and once ended it is listed once, complete."""
+def test_a_sender_that_reconnects_finds_its_stream_where_it_left_it(tmp_path: Path) -> None:
+    """Three cuts: each time the sender comes back to the same worker (its stream's), which
+    continues the same file: one part, the tone sample for sample, its counters only going
+    up, no "down" alert, listed once, complete."""
     rec, stats = tmp_path / "rec", tmp_path / "stats.jsonl"
     rx, port = receiver(
         *("--workers", "2", "--record", str(rec), "--no-play", "--stats-json", str(stats)),
         *("--down-s", "1"),
     )
-    per_worker = ports_by_worker(port, 3)
-    alternating = [per_worker[i % 2][i // 2] for i in range(6)]
-    proxy = ProxyThread(port, source_ports=alternating)
+    proxy = ProxyThread(port)
     tx = tone_sender(proxy.url, "roamer", 7)
     try:
         rx.wait_for("stream 'roamer' from")
-        for moves in (1, 2, 3):
-            time.sleep(seconds(1.0))
+        for cuts in (1, 2, 3):
+            rx.wait_for("stream 'roamer': recording to")
+            wait_count(rx, "is back; resuming at sample", cuts - 1)
+            time.sleep(seconds(1.0))  # (audio flows a while between cuts)
             proxy.cut()
-            wait_count(rx, "continuing roamer-", moves)
+            wait_count(rx, "is back; resuming at sample", cuts)
         assert tx.wait(seconds(30)) == 0, tx.log
         assert "3 reconnects" in tx.log and "nothing lost" in tx.log, tx.log
-        # the whole stream's length: the parts on the other workers counted once
-        rx.wait_for(r"stream 'roamer' from .*: complete; .*\(with its earlier parts: 7\.00 s\)")
-        time.sleep(seconds(1.5))  # a "down" alert would be raised by now
-        for ports in ports_by_worker(port, 1):  # (the proxy's ports are taken)
-            listed = ask_worker(port, ports[0], "/api/streams")["streams"]
-            assert [(s["stream"], s["outcome"], s["reconnects"]) for s in listed] == [
+        rx.wait_for(r"stream 'roamer' from .*: complete; 7\.00 s")
+        for listed in each_worker(port, "/api/streams").values():
+            assert [(s["stream"], s["outcome"], s["reconnects"]) for s in listed["streams"]] == [
                 ("roamer", "complete", 3)
             ], listed
     finally:
@@ -182,31 +185,24 @@ def test_a_sender_that_reconnects_to_the_other_worker_resumes_gap_free(tmp_path:
     assert "alert down raised" not in rx.log, rx.log
     lines = [json.loads(line) for line in stats.read_text().splitlines()]
     packets = [line["packets"] for line in lines if line["stream"] == "roamer"]
-    # counted over every part (the last line comes up to a second before the end)
     assert packets == sorted(packets) and packets[-1] >= 250, packets  # 350 sent
     audio, sidecar = joined_parts(rec, "roamer")
-    parts = sidecar["parts"]
-    assert len(parts) == 4, parts
-    assert [p["outcome"] for p in parts[:3]] == ["connection lost; continued on another worker"] * 3
-    assert sidecar["outcome"] == "complete"
+    assert [p["outcome"] for p in sidecar["parts"]] == ["complete"]
     assert np.array_equal(audio, expected_tone(7 * RATE))
 
 
 def test_a_worker_killed_mid_stream_is_started_again_and_nothing_is_lost(
     tmp_path: Path,
 ) -> None:
-    """kill -9 every worker while a stream runs: the supervisor starts them again, the
-    sender reconnects, and the stream continues from the sidecar the dead worker left."""
+    """kill -9 of the stream's worker: the supervisor starts it again, the sender
+    reconnects to it, and the stream continues from the sidecar the dead worker left."""
     rec = tmp_path / "rec"
     rx, port = receiver("--workers", "2", "--record", str(rec), "--no-play")
     tx = tone_sender(f"ws://127.0.0.1:{port}", "survivor", 6)
     try:
-        rx.wait_for("stream 'survivor' from")
-        time.sleep(seconds(2.0))
-        workers = children(rx.proc.pid)
-        assert len(workers) == 2, workers
-        for pid in workers:
-            os.kill(pid, signal.SIGKILL)
+        rx.wait_for("stream 'survivor': recording to")
+        time.sleep(seconds(1.5))  # (a second of audio in the first part)
+        os.kill(worker_of(port), signal.SIGKILL)
         rx.wait_for("worker \\d died .*starting it again")
         rx.wait_for("continuing survivor-.* from sample")
         assert tx.wait(seconds(30)) == 0, tx.log
@@ -237,8 +233,8 @@ def children(pid: int) -> list[int]:
 
 
 def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
-    """kill -9 of the supervisor leaves no orphans holding the port: the workers finalise
-    their streams and exit, and a new receiver can start on the same port."""
+    """kill -9 of the supervisor leaves no orphans: the workers finalise their streams and
+    exit, and a new receiver can start on the same port."""
     rec = tmp_path / "rec"
     rx, port = receiver("--workers", "2", "--record", str(rec), "--no-play")
     tx = tone_sender(f"ws://127.0.0.1:{port}", "orphan", 30)
@@ -252,15 +248,9 @@ def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "workers still running without a supervisor"
             time.sleep(0.1)
         rx2 = Micwire(
-            "receive",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--record",
-            str(rec),
+            "receive", "--host", "127.0.0.1", "--port", str(port), "--record", str(rec),
             "--no-play",
-        )
+        )  # fmt: skip
         try:
             rx2.wait_for(r"listening on ws://127\.0\.0\.1:")
             rx2.wait_for("continuing orphan-.* from sample")  # the sender resumes there
@@ -297,37 +287,27 @@ def test_a_receiver_with_workers_starts_again_at_once_on_its_port(tmp_path: Path
         again.wait(seconds(30))
 
 
-def test_a_sender_back_on_the_other_worker_as_its_stream_ends_finds_it_complete(
+def test_a_sender_back_as_its_frozen_worker_ends_the_stream_finds_it_complete(
     tmp_path: Path,
 ) -> None:
-    """The worker holding a stream freezes just before the sender's last packet; the
-    sender, hearing nothing, reconnects and lands on the other worker, which asks the
-    frozen one to let go. When it thaws it reads the last packet and hands over at once:
-    the stream ends once, complete, one part in each format, nothing cut or doubled."""
+    """The stream's worker freezes just before the sender's last packet; the sender, hearing
+    nothing, reconnects, and its new connection waits for the same worker. When it thaws it
+    reads the last packet, finalises, and confirms to the sender's new connection: the
+    stream ends once, complete, one part in each format, nothing cut or doubled."""
     rec = tmp_path / "rec"
     rx, port = receiver("--workers", "2", "--record", str(rec), "--format", "wav,mp3", "--no-play")
-    first, second = (ports[0] for ports in ports_by_worker(port, 1))
-    proxy = ProxyThread(port, source_ports=[first, second])
-    tx = Micwire(
-        "send", proxy.url, "--name", "late", "--source", "tone:440", "--duration", "3",
-        "--finish-timeout", "30",
-    )  # fmt: skip
+    tx = tone_sender(f"ws://127.0.0.1:{port}", "late", 3, "--finish-timeout", "30")
     try:
         tx.wait_for("sending 'late'")
-        held = subprocess.run(
-            ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
-        (worker,) = {int(pid) for pid in re.findall(r"pid=(\d+)", held)}
+        worker = worker_of(port)
         time.sleep(seconds(2.3))
         os.kill(worker, signal.SIGSTOP)  # past the sender's 6 s without a word
-        time.sleep(seconds(9))
+        tx.wait_for("the link is dead", timeout=15)
         os.kill(worker, signal.SIGCONT)
         assert tx.wait(seconds(30)) == 0, tx.log
         assert "nothing lost" in tx.lines[-1] and "1 reconnects" in tx.lines[-1], tx.log
     finally:
         tx.kill()
-        proxy.close()
         rx.signal(signal.SIGINT)
         assert rx.wait(seconds(30)) == 0, rx.log
     (sidecar_path,) = rec.glob("late-*.json")
@@ -339,63 +319,51 @@ def test_a_sender_back_on_the_other_worker_as_its_stream_ends_finds_it_complete(
     assert sf.info(str(rec / mp3)).frames == 3 * RATE
 
 
-def test_a_sender_back_on_the_other_worker_right_after_its_last_packet_leaves_it_whole(
-    tmp_path: Path,
-) -> None:
-    """A sender sends its stream in a burst and its last packet, and reconnects at once
-    on the other worker (its "done" not yet heard), then resends from where it is told,
-    as micwire's sender does. Whether the holder is still reading, finalising or done,
-    every recording is the tone, whole, in each format; no part is taken for
-    interrupted. (The race is timing-dependent: several tries, each a new stream.)"""
-    from dataclasses import replace
-
+def test_a_sender_on_a_path_without_its_name_is_told_how_to_connect(tmp_path: Path) -> None:
+    """A sender of the protocol that connects to ``/`` reaches whichever worker is next: the
+    stream's own worker takes it; another says to connect to /stream/<name>."""
     from websockets.asyncio.client import connect
 
-    from micwire.common.protocol import FLAG_LAST, Hello, Packet, StreamParams
+    from micwire.common.protocol import Hello, StreamParams
 
-    rec, tries, n = tmp_path / "rec", 12, 2 * RATE
-    rx, port = receiver("--workers", "2", "--record", str(rec), "--format", "wav,mp3", "--no-play")
-    holder, newcomer = ports_by_worker(port, tries)
-    tone = expected_tone(n)
-    url = f"ws://127.0.0.1:{port}"
+    rx, port = receiver("--workers", "2", "--no-play")
 
-    async def stream(name: str, first_port: int, second_port: int, pause_s: float) -> None:
+    async def hello_on_root() -> str:
         now = int(time.time() * 1e6)
-        first = Hello(name, StreamParams(), now - 3_000_000, now, stream_id=name * 4)
-
-        async def send(ws: Any, start: int) -> None:
-            for i, at in enumerate(range(start, n, 960)):
-                chunk = tone[at : at + 960]
-                await ws.send(Packet(i, at, len(chunk), chunk.tobytes()).serialize())
-                await asyncio.sleep(0.001)  # (the worker keeps up: it ends as the last comes)
-            last = len(range(start, n, 960))
-            await ws.send(Packet(last, n, 0, b"", flags=FLAG_LAST).serialize())
-
-        old = await connect(url, local_addr=("127.0.0.1", first_port))
-        await old.send(first.serialize())
-        secret = json.loads(await old.recv())["resume_secret"]
-        await send(old, 0)
-        await asyncio.sleep(pause_s)
-        again = replace(first, resuming=True, resume_secret=secret)
-        async with connect(url, local_addr=("127.0.0.1", second_port)) as new:
-            await new.send(again.serialize())
-            accept = json.loads(await new.recv())
-            await send(new, accept["resume_timestamp"])
-            async for message in new:
-                if json.loads(message)["type"] == "done":
-                    break
-        old.transport.abort()
+        hello = Hello("lost", StreamParams(), now, now, stream_id="x")
+        async with connect(f"ws://127.0.0.1:{port}/") as ws:
+            await ws.send(hello.serialize())
+            reply = json.loads(await ws.recv())
+            return str(reply["type"]) + ": " + str(reply.get("reason", ""))
 
     try:
-        for i in range(tries):
-            asyncio.run(stream(f"race{i}", holder[i], newcomer[i], 0.005 * (i % 4)))
+        answers = [asyncio.run(hello_on_root()) for _ in range(2)]  # the workers in turn
     finally:
         rx.signal(signal.SIGINT)
-        assert rx.wait(seconds(30)) == 0, rx.log
-    for i in range(tries):
-        audio, sidecar = joined_parts(rec, f"race{i}")
-        outcomes = [part["outcome"] for part in sidecar["parts"]]
-        assert sidecar["outcome"] == "complete" and "interrupted" not in str(outcomes), sidecar
-        assert np.array_equal(audio, tone), (i, outcomes)
-        mp3 = [sf.info(str(rec / part["files"][1])).frames for part in sidecar["parts"]]
-        assert sum(mp3) == n, (i, outcomes, mp3)
+        rx.wait(seconds(30))
+    assert sorted(a.split(":")[0] for a in answers) == ["accept", "refuse"], answers
+    assert any("connects to /stream/<name>" in a for a in answers), answers
+
+
+def test_max_streams_counts_every_worker(tmp_path: Path) -> None:
+    """--max-streams 2 with two workers: two streams on one worker fill the receiver, and a
+    third on the other worker is told it is full, then gets in when one ends."""
+    rx, port = receiver("--workers", "2", "--no-play", "--max-streams", "2")
+    first, second = names_on(0, 2, "busy")
+    (third,) = names_on(1, 1, "busy")
+    url = f"ws://127.0.0.1:{port}"
+    long = [tone_sender(url, first, 30), tone_sender(url, second, 4)]
+    tx = None
+    try:
+        for name in (first, second):
+            rx.wait_for(f"stream '{name}' from")
+        tx = tone_sender(url, third, 1)
+        tx.wait_for(r"receiver is full \(2 streams\)")
+        assert long[1].wait(seconds(20)) == 0, long[1].log
+        assert tx.wait(seconds(30)) == 0, tx.log
+        assert "nothing lost" in tx.log, tx.log
+    finally:
+        for process in [*long, *([tx] if tx else [])]:
+            process.kill()
+        rx.signal(signal.SIGINT)
+        rx.wait(seconds(30))

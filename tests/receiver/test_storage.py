@@ -93,9 +93,6 @@ def test_write_json_failure_says_why_and_keeps_the_old_file(tmp_path: Path) -> N
 def test_a_crash_left_sidecar_is_brought_up_to_date(tmp_path: Path) -> None:
     """A sidecar written a second before a SIGKILL lags its WAV (whose header is kept
     current): the next receiver brings it up to date and says the part was interrupted."""
-    import os
-    import time
-
     import numpy as np
     import soundfile as sf
 
@@ -110,14 +107,12 @@ def test_a_crash_left_sidecar_is_brought_up_to_date(tmp_path: Path) -> None:
             {"files": [wav.name], "origin": 0, "samples": 4800, "gaps": [], "outcome": "recording"}
         ],
     )
-    live = sidecar(tmp_path, name="live", outcome="recording")  # just written: a live one
-    old = time.time() - 60
-    os.utime(path, (old, old))
-    assert repair_interrupted(tmp_path) == [path]
+    other = sidecar(tmp_path, name="other", stream="other", outcome="recording")  # not ours
+    assert repair_interrupted(tmp_path, owned=lambda name: name != "other") == [path]
     data = json.loads(path.read_text())
     assert data["outcome"] == data["parts"][0]["outcome"] == "interrupted (the receiver stopped)"
     assert data["samples"] == data["parts"][0]["samples"] == 9600
-    assert json.loads(live.read_text())["outcome"] == "recording"
+    assert json.loads(other.read_text())["outcome"] == "recording"
 
 
 def test_unique_names_never_run_out(tmp_path: Path) -> None:

@@ -1,16 +1,14 @@
-"""A worker's side of ``micwire receive --workers N`` (the other side:
-:mod:`micwire.receiver.supervisor`).
+"""The line between the supervisor of ``micwire receive --workers N`` and its workers
+(the other side: :mod:`micwire.receiver.supervisor`).
 
-Every worker serves the same port (SO_REUSEPORT: the kernel spreads connections over
-them), so a sender that reconnects may land on another worker than its stream's. Which
-worker owns which stream name is the supervisor's to say: a worker asks before it takes a
-name it does not hold, and the supervisor asks the owner to let go when the newcomer is
-the stream's own sender (its resume secret proves it). The owner finalises its part and
-the newcomer continues from the sidecar in a new part, exactly as after a restart of the
-receiver (gap-free: the sender resends from where the sidecar ends).
+Each stream name belongs to one worker (micwire.common.routing: the supervisor hands
+each connection to its owner), so there are no names to agree on over this line: a
+worker says it is ready, how many streams it has live (``--max-streams`` counts the whole
+receiver), its log lines and its figures once a second; the supervisor answers a worker's
+"everybody's streams" (the page, ``/api/streams``, ``/metrics``) by asking the others.
 
-The line to the supervisor is a Unix socket in a private run directory, one JSON object
-per line; either side may ask (``id``) and the other answers (``reply``).
+The line is a Unix socket in the supervisor's private run directory, one JSON object per
+line; either side may ask (``id``) and the other answers (``reply``).
 """
 
 from __future__ import annotations
@@ -20,37 +18,19 @@ import contextlib
 import itertools
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..common.errors import TransportError
-from ..common.protocol import Hello
-from .holds import Holder
 
 if TYPE_CHECKING:
     from .server import Receiver
-    from .streams import Stream, Streams
 
 log = logging.getLogger("micwire.receiver")
 #: A control line may carry every stream's view (a few hundred bytes each).
 LINE_LIMIT = 64 * 1024 * 1024
 #: How long a question to the supervisor (and through it, another worker) may take.
 REQUEST_TIMEOUT_S = 10.0
-#: The outcome of a stream's part when its sender came back on another worker.
-MOVED = "connection lost; continued on another worker"
-
-
-@dataclass
-class Claim:
-    """The supervisor's answer to "may this worker take the name?"."""
-
-    refusal: str | None = None  # why not
-    retry_after_s: float | None = None  # and when to try again, if known
-    live_elsewhere: int = 0  # live streams on the other workers
-    handed_over: bool = False  # another worker held it and let the stream's sender go
-    carry: dict[str, Any] | None = None  # the stream's figures there (see carried())
 
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -119,7 +99,7 @@ class Line:
                 self._write({"reply": message["id"], **answer})
 
 
-class ClusterLink:
+class WorkerLink:
     """A worker's line to its supervisor."""
 
     def __init__(self, control_path: str, worker: int) -> None:
@@ -138,8 +118,8 @@ class ClusterLink:
         self.line.tell("hello", worker=self.worker)
 
     def _supervisor_gone(self, _: object) -> None:
-        """Without its supervisor a worker cannot take a name: it finishes its streams and
-        stops (their senders resume wherever the receiver runs next)."""
+        """Without its supervisor no connection reaches a worker any more: it finishes its
+        streams and stops (their senders resume wherever the receiver runs next)."""
         receiver = self.receiver
         if receiver is not None and not receiver.stopping:
             log.error("receiver worker %d: the supervisor is gone; stopping", self.worker)
@@ -159,36 +139,6 @@ class ClusterLink:
             raise TransportError("not connected to the supervisor")
         return await self.line.ask(op, **fields)
 
-    # --- names ----------------------------------------------------------------------------
-    async def acquire(self, hello: Hello) -> Claim:
-        """Take ``hello``'s stream name for this worker."""
-        try:
-            answer = await self.ask("acquire", name=hello.stream, hello=hello.serialize())
-        except (TransportError, asyncio.TimeoutError):
-            return Claim("the receiver's supervisor is not answering; retry")
-        after = answer.get("retry_after_s")
-        return Claim(
-            answer.get("refuse"),
-            float(after) if isinstance(after, (int, float)) else None,
-            int(answer.get("live_elsewhere", 0)),
-            bool(answer.get("handed_over", False)),
-            answer.get("carry"),
-        )
-
-    def state(self, name: str, state: str) -> None:
-        """Say what became of a name this worker holds: live, parked, held (ended, its
-        sender may come back), free."""
-        self.tell("state", name=name, state=state)
-
-    async def owner(self, name: str) -> int | None:
-        """Which worker holds the stream ``name`` (None: none)."""
-        try:
-            answer = await self.ask("owner", name=name)
-        except (TransportError, asyncio.TimeoutError):
-            return None
-        owner = answer.get("worker")
-        return owner if isinstance(owner, int) else None
-
     # --- views of every worker -----------------------------------------------------------
     async def others(self, op: str) -> list[Any]:
         """Every other worker's answer to ``op`` (``views`` or ``metrics``); a worker that
@@ -203,8 +153,9 @@ class ClusterLink:
         receiver = self.receiver
         assert receiver is not None
         op = message.get("op")
-        if op == "handoff":
-            return await hand_off(receiver.streams, Hello.parse(message["hello"]))
+        if op == "elsewhere":  # live streams on the other workers (--max-streams)
+            receiver.streams.live_elsewhere = int(message.get("live", 0))
+            return {}
         if op == "views":
             return {"views": receiver.local_views()}
         if op == "metrics":
@@ -219,63 +170,9 @@ class ClusterLink:
         return {"error": f"unknown request {op!r}"}
 
 
-async def hand_off(streams: Streams, hello: Hello) -> dict[str, Any]:
-    """Another worker has a connection for the stream ``hello`` names: let the stream go
-    if the connection is its own sender's (its part is finalised, the newcomer continues
-    from the sidecar): ``{"proven": True}``; let the name go if nothing holds it any more
-    (``{"proven": False}``); else say why not (``{"refuse": reason}``)."""
-    name = hello.stream
-    if name in streams.admitting:
-        return {"refuse": f"stream name {name!r} is being taken by another connection"}
-    stream = await streams.known(name)  # once a finalisation in progress is written
-    if stream is not None:
-        if not stream.proves(hello):
-            return _in_use(name, streams.holder(stream))
-        if await streams.let_go(stream):  # (else its last packet came: it ended here)
-            await streams.finish(stream, MOVED)
-    else:
-        ended = streams.ended.get(name)
-        if ended is not None and streams.held(name):
-            if not ended[1].proves(hello):
-                until = ended[0] + streams.config.resume_grace_s
-                return _in_use(name, Holder(ended[1].peer, until=until))
-            stream = ended[1]
-    streams.ended.pop(name, None)  # the name is the other worker's now
-    if stream is None:
-        return {"proven": False}
-    return {"proven": True, "carry": carried(stream)}
-
-
-def _in_use(name: str, holder: Holder) -> dict[str, Any]:
-    now = time.time()
-    return {"refuse": holder.reason(name, now), "retry_after_s": holder.retry_after_s(now)}
-
-
-def carried(stream: Stream) -> dict[str, Any]:
-    """What a stream's figures owe to its earlier connections: they go with it to the
-    worker that continues it (counters only go up, wherever the stream is)."""
-    return {
-        "totals": vars(stream.stats()),
-        "reconnects": stream.reconnects,
-        "first_seen": stream.first_seen,
-    }
-
-
-def carry_over(stream: Stream, carry: dict[str, Any]) -> None:
-    """Add what the stream's earlier worker counted (see :func:`carried`)."""
-    for name, value in carry.get("totals", {}).items():
-        if hasattr(stream.totals, name) and isinstance(value, int):
-            setattr(stream.totals, name, getattr(stream.totals, name) + value)
-    # its earlier parts are in the sidecar too: the summary must not add them twice
-    stream.carried_samples += stream.totals.samples
-    stream.reconnects = int(carry.get("reconnects", 0)) + 1
-    stream.first_seen = min(stream.first_seen, float(carry.get("first_seen", stream.first_seen)))
-
-
 def merge_views(views: list[dict[str, Any]], limit_ended: int) -> list[dict[str, Any]]:
-    """Every worker's streams as one list: a name once (live over ended: a stream that
-    moved to another worker leaves an ended part behind; of ended ones the latest, whichever
-    worker answers first), at most ``limit_ended`` ended."""
+    """Every worker's streams as one list, at most ``limit_ended`` ended ones: the latest
+    over every worker (each lists its own latest), and a name once (live over ended)."""
     chosen: dict[str, dict[str, Any]] = {}
     for view in views:
         name = view.get("stream")

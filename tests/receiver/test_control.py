@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from micwire.receiver.cluster import merge_views
+from micwire.receiver.control import merge_views
 
 
 def test_a_name_is_listed_once_live_over_ended_and_the_latest_ended() -> None:
