@@ -58,7 +58,8 @@ async def run_demo(directory: Path, seconds: float, stop: asyncio.Event) -> int:
             f"  receiver {got.stream!r} ({got.codec}): {stream.outcome}, {got.seconds:.2f} s, "
             f"{got.packets} packets, {got.gap_samples} samples missing"
         )
-        for path in stream.recording.paths if stream.recording else []:
+        part = stream.recording.part
+        for path in part.paths if part is not None else []:
             info = sf.info(str(path))
             print(
                 f"    {path}  {info.duration:.2f} s, {info.samplerate} Hz, {info.channels} ch, "

@@ -19,9 +19,14 @@ import logging
 import socket
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
+
+from ..common.assembly import segment_length
+from ..common.protocol import HEADER, Packet, StreamParams
+from .sinks import Delivery
 
 log = logging.getLogger("micwire.receiver")
 #: Audio a listener may have waiting, in seconds.
@@ -162,3 +167,86 @@ class Listener:
         transport: Any = self.ws._req.transport if self.ws._req is not None else None
         if transport is not None:
             transport.abort()
+
+
+class Listeners:
+    """A stream's browser listeners: the sink that fans each packet out to every one of
+    them (each with its own bounded queue, :class:`Listener`)."""
+
+    def __init__(self, params: StreamParams) -> None:
+        self.params = params
+        self.all: set[Listener] = set()
+        #: Packets dropped for listeners that have left (those of the others: their own).
+        self.dropped_gone = 0
+        self._seq = 0  # sequence numbers of decoded packets made for PCM listeners
+
+    def __len__(self) -> int:
+        return len(self.all)
+
+    def __iter__(self) -> Iterator[Listener]:
+        return iter(list(self.all))
+
+    @property
+    def dropped_packets(self) -> int:
+        return self.dropped_gone + sum(listener.dropped_packets for listener in self.all)
+
+    @property
+    def sent_bytes(self) -> int:
+        return sum(listener.sent_bytes for listener in self.all)
+
+    def add(self, listener: Listener) -> None:
+        self.all.add(listener)
+        self._start(listener)
+
+    def remove(self, listener: Listener) -> None:
+        self.all.discard(listener)
+        self.dropped_gone += listener.dropped_packets
+
+    def restart(self) -> None:
+        """A new codec stream begins (a new connection of the sender): listeners reset
+        their decoder."""
+        for listener in self.all:
+            self._start(listener)
+
+    def _start(self, listener: Listener) -> None:
+        p = self.params
+        codec = "pcm" if listener.pcm else p.codec
+        pre_skip = 0 if listener.pcm else p.pre_skip
+        listener.start(codec, p.rate_hz, p.channels, p.frame_ms, pre_skip)
+
+    def deliver(self, delivery: Delivery) -> None:
+        """Each listener gets the packet as it came, or, if it asked for PCM and the stream
+        is Opus, what the packet decoded to."""
+        raw: bytes | None = None
+        pcm: list[bytes] | None = None
+        for listener in self.all:
+            if listener.pcm and self.params.codec != "pcm":
+                if pcm is None:
+                    pcm = self._pcm_packets(delivery)
+                for data in pcm:
+                    listener.offer(data, (len(data) - HEADER.size) // (2 * self.params.channels))
+            else:
+                if raw is None:
+                    raw = delivery.packet.serialize()
+                listener.offer(raw, delivery.packet.samples)
+
+    def _pcm_packets(self, delivery: Delivery) -> list[bytes]:
+        out = []
+        at = delivery.start
+        for segment in delivery.segments:
+            if not isinstance(segment, int):
+                payload = segment.astype("<i2").tobytes()
+                capture = delivery.packet.capture_time_us
+                out.append(Packet(self._seq, at, len(segment), payload, capture).serialize())
+                self._seq += 1
+            at += segment_length(segment)
+        return out
+
+    def end(self, outcome: str) -> None:
+        """The stream ended: each listener hears how, then its socket closes."""
+        for listener in list(self.all):
+            listener.end(outcome)
+
+    def stop(self) -> None:
+        for listener in list(self.all):
+            listener.stop()

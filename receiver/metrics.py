@@ -57,8 +57,7 @@ class ReceiverCollector(Collector):
         yield CounterMetricFamily(
             "micwire_sent_bytes",
             "Bytes sent to listeners",
-            value=rx.listener_bytes
-            + sum(x.sent_bytes for s in rx.streams.all() for x in s.listeners),
+            value=rx.listener_bytes + sum(s.listeners.sent_bytes for s in rx.streams.all()),
         )
         counters = {
             "packets": ("micwire_packets", "Audio packets received"),
@@ -117,10 +116,10 @@ class ReceiverCollector(Collector):
             peak.add_metric(name, figures.peak_dbfs)
             rms.add_metric(name, figures.rms_dbfs)
             listeners.add_metric(name, len(stream.listeners))
-            dropped.add_metric(name, stream.listener_dropped)
+            dropped.add_metric(name, stream.listeners.dropped_gone)
             up.add_metric(name, 1 if stream.state == "live" else 0)
             for kind in ("silence", "clipping", "down"):
-                alert.add_metric([*name, kind], 1 if kind in stream.alerts.active else 0)
+                alert.add_metric([*name, kind], 1 if kind in stream.meters.alerts.active else 0)
         yield from families.values()
         yield from pfamilies.values()
         yield from gfamilies.values()

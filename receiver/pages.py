@@ -27,10 +27,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ..common.protocol import max_message_bytes
 from . import logs
 from .auth import COOKIE, LOGIN_S, MAY_SEND, MAY_WATCH, same_origin
+from .connection import Connection
 from .control import merge_metrics
 from .listeners import Listener, bound_in_flight, bytes_per_s
 from .metrics import registry_for
-from .session import Session
 
 if TYPE_CHECKING:
     from .server import Receiver
@@ -120,7 +120,7 @@ async def ingest(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     rx.sessions.add(ws)
     try:
-        await Session(rx, ws, request).run()
+        await Connection(rx, ws, request).run()
     finally:
         rx.sessions.discard(ws)
     return ws
@@ -398,13 +398,13 @@ async def listen(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(compress=False, heartbeat=20.0, timeout=2.0, writer_limit=limit)
     await ws.prepare(request)
     listener = Listener(ws, name, pcm, p.rate_hz, rx.config.listener_stalled_s)
-    stream.add_listener(listener)
+    stream.listeners.add(listener)
     reader = asyncio.create_task(_drain(ws))
     reader.add_done_callback(lambda _: listener.stop())
     try:
         await listener.run()
     finally:
-        stream.remove_listener(listener)
+        stream.listeners.remove(listener)
         rx.listener_bytes += listener.sent_bytes  # the receiver's total outlives the stream
         reader.cancel()
     return ws

@@ -1,358 +1,193 @@
-"""Recording a stream to disk while it plays: WAV, MP3, FLAC or Ogg.
+"""A stream's recording: the sink that writes it to disk, part by part (WAV, MP3, FLAC, Ogg).
 
-Writes happen off the event loop, in batches: :meth:`Recording.write` only queues a
-segment; a writer task hands everything queued to a thread once about
-:data:`BATCH_S` of audio is waiting, or at least every :data:`FLUSH_INTERVAL_S`. A slow
-disk slows the sender down (through TCP) rather than losing audio: at most
-:data:`MAX_PENDING_S` waits in memory.
-
-Crash safety: every file is flushed at least every second. WAV is a plain 16-bit PCM
-WAV up to 4 GiB and RF64 beyond (a plain WAV header cannot count past 4 GiB), written
-straight to the file with its header rewritten on every write (micwire.receiver.wav);
-MP3 is constant bitrate with a LAME tag kept current (:mod:`micwire.receiver.mp3`), so
-a file cut short still decodes aligned, to its length.
-A receiver killed with SIGKILL leaves files a player opens, missing at most the last
-second. The sidecar (:mod:`micwire.receiver.storage`) is rewritten each
-second with the counts.
-
-A write that fails (disk full, ...) is a :class:`~micwire.common.errors.StorageError`
-that says so; what was written is finalised and the sidecar says the recording failed.
+Its files are created with the stream's first audio (a stream that never sends any
+leaves nothing behind) and written off the event loop (micwire.receiver.parts: batches,
+a flush a second, crash-safe headers). A stream continued after a restart of the receiver
+is a new part of the recording it continues: new files, listed in the same sidecar
+(micwire.receiver.storage). Its overflow policy is back-pressure: at most 10 s of audio
+wait for the disk, then the stream stops reading from its sender (TCP slows the sender
+down) — nothing is dropped, which is why :meth:`Recording.deliver` is the one sink
+method that may wait.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import secrets
-import time
+from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
+from urllib.parse import quote
 
-import numpy as np
-import numpy.typing as npt
-import soundfile as sf
-
-from ..common.assembly import Segment, segment_length
-from ..common.audiofile import FileFormat, get_format
-from ..common.errors import AudioFormatError, StorageError
-from ..common.names import recording_filename
-from .mp3 import Mp3Writer
-from .storage import PART_KEYS, storage_error, write_json
-from .wav import WavWriter
+from ..common.protocol import StreamParams
+from .config import ReceiverConfig
+from .parts import Part
+from .sinks import Delivery
+from .storage import Previous, write_json
 
 log = logging.getLogger("micwire.receiver")
-FLUSH_INTERVAL_S = 1.0
-#: Audio gathered before a batch goes to the writer thread.
-BATCH_S = 0.25
-#: Audio waiting for a slow disk before the stream is slowed down.
-MAX_PENDING_S = 10.0
-#: Silence for a gap is written in pieces of this length (a long gap never means one huge
-#: allocation).
-GAP_PIECE_S = 1.0
 RECORDING_FORMATS = ("wav", "mp3", "flac", "ogg")
-
-Samples = npt.NDArray[np.int16]
-
-
-class Writer(Protocol):
-    def write(self, samples: Samples) -> None: ...
-    def flush(self) -> None: ...
-    def close(self) -> None: ...
-
-
-class SoundfileWriter:
-    """A FLAC or Ogg file written by libsndfile (through soundfile)."""
-
-    def __init__(self, path: Path, fmt: FileFormat, rate_hz: int, channels: int) -> None:
-        self._file = sf.SoundFile(
-            path,
-            "w",
-            samplerate=rate_hz,
-            channels=channels,
-            format=fmt.container,
-            subtype=fmt.subtype,
-        )
-
-    def write(self, samples: Samples) -> None:
-        try:
-            self._file.write(samples)
-        except sf.LibsndfileError as exc:
-            raise self._detailed(exc) from exc
-
-    def flush(self) -> None:
-        """Make what was written readable by another process, or after this one is killed:
-        libsndfile flushes its encoder's buffers."""
-        try:
-            self._file.flush()
-        except sf.LibsndfileError as exc:
-            raise self._detailed(exc) from exc
-
-    def _detailed(self, exc: sf.LibsndfileError) -> OSError:
-        """libsndfile's own message for the file ("System error : No space left on
-        device."), which soundfile's exception reduces to "System error."."""
-        try:
-            text = sf._ffi.string(sf._snd.sf_strerror(self._file._file)).decode()
-        except AttributeError:
-            text = str(exc)
-        return OSError(text.removeprefix("System error : ").rstrip("."))
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def _create_unique(directory: Path, filename: str) -> Path:
-    """Create ``filename`` in ``directory`` without ever overwriting: add -2, -3, ...,
-    and past -99 a random suffix (so a crowd of look-alike names cannot use them up)."""
-    stem, ext = os.path.splitext(filename)
-    for n in range(1, 200):
-        suffix = "" if n == 1 else f"-{n}" if n < 100 else f"-{secrets.token_hex(4)}"
-        path = directory / f"{stem}{suffix}{ext}"
-        try:
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-        except FileExistsError:
-            continue
-        return path
-    raise FileExistsError(f"cannot find a free name for {filename} in {directory}")
-
-
-def open_writer(path: Path, fmt: FileFormat, rate_hz: int, channels: int) -> Writer:
-    if fmt.name == "wav":  # plain PCM that every reader opens, RF64 past 4 GiB (receiver/wav.py)
-        return WavWriter(path, rate_hz, channels)
-    if fmt.name == "mp3":  # LAME directly: gapless, crash-safe, cheaper (receiver/mp3.py)
-        return Mp3Writer(path, rate_hz, channels)
-    return SoundfileWriter(path, fmt, rate_hz, channels)
 
 
 class Recording:
-    """One part of a stream's recording: its files, and its entry in the sidecar."""
-
-    # set by create(), on the event loop
-    _wake: asyncio.Event
-    _drained: asyncio.Event
-    _writer: asyncio.Task[None]
-
     def __init__(
         self,
-        directory: Path,
+        config: ReceiverConfig,
         stream: str,
-        formats: tuple[str, ...],
-        rate_hz: int,
-        channels: int,
+        params: StreamParams,
         start: datetime,
-        info: dict[str, Any],
-        origin: int = 0,
-        sidecar: Path | None = None,
-        earlier_parts: list[dict[str, Any]] | None = None,
+        info: Callable[[], dict[str, Any]],
+        previous: Previous | None,
     ) -> None:
-        """Blocking (creates files): call through :meth:`create`."""
-        self.rate_hz = rate_hz
-        self.channels = channels
-        self.origin = origin
-        self.gaps: list[dict[str, int]] = []
-        self.outcome = "recording"
-        self.paths: list[Path] = []
-        self._writers: list[Writer] = []
-        self.samples_written = 0
-        #: How often the stream's sender reconnected (kept in the sidecar, so a stream
-        #: continued after a restart counts on from there).
-        self.reconnects = 0
-        #: Set when a write failed; every later write raises it.
-        self.failure: StorageError | None = None
-        try:
-            directory.mkdir(parents=True, exist_ok=True)  # it may have been removed meanwhile
-            for name in formats:
-                fmt = get_format(name)
-                fmt.check(rate_hz, channels)
-                path = _create_unique(directory, recording_filename(stream, start, fmt.name))
-                self.paths.append(path)
-                self._writers.append(open_writer(path, fmt, rate_hz, channels))
-        except AudioFormatError as exc:
-            self._abandon()
-            raise AudioFormatError(f"cannot record this stream: {exc}") from exc
-        except (sf.LibsndfileError, OSError, ValueError) as exc:
-            self._abandon()
-            raise storage_error(exc, f"creating a recording in {directory}", directory) from exc
-        # a stream continued after a receiver restart is a new part of the first sidecar
-        self.sidecar = sidecar or self.paths[0].with_suffix(".json")
-        self._earlier_parts = earlier_parts or []
+        self.config = config
+        self.stream = stream
+        self.params = params
+        self.start = start
+        #: The sidecar's description of the stream, asked for when the files are made.
         self._info = info
-        try:
-            self.write_sidecar()
-        except StorageError:
-            self._abandon()
-            raise
-        self._pending: list[Segment] = []
-        self._pending_samples = 0
-        self._writing_samples = 0  # handed to the writer thread, not yet written
-        self._batch_samples = max(1, int(BATCH_S * rate_hz))
-        self._max_pending = int(MAX_PENDING_S * rate_hz)
-        self._closing = False
-        self._last_flush = time.monotonic()
-
-    @classmethod
-    async def create(cls, *args: Any, **kwargs: Any) -> Recording:
-        """Create the files off the event loop, then start writing."""
-        loop = asyncio.get_running_loop()
-        recording: Recording = await loop.run_in_executor(None, lambda: cls(*args, **kwargs))
-        recording._wake = asyncio.Event()
-        recording._drained = asyncio.Event()
-        recording._writer = loop.create_task(recording._write_loop())
-        return recording
+        #: The recording this stream continues (after a restart of the receiver).
+        self.previous = previous
+        #: This connection's part (None until the stream's first audio here).
+        self.part: Part | None = None
+        self._reconnects = 0
 
     @property
-    def end(self) -> int:
-        """Timeline position the files reach."""
-        return self.origin + self.samples_written
+    def on(self) -> bool:
+        return self.config.record_dir is not None
+
+    @property
+    def reconnects(self) -> int:
+        return self._reconnects
+
+    @reconnects.setter
+    def reconnects(self, count: int) -> None:
+        """The stream's sender's reconnections (the sidecar keeps them)."""
+        self._reconnects = count
+        if self.part is not None:
+            self.part.reconnects = count
+
+    @property
+    def paths(self) -> list[str]:
+        """This part's files."""
+        return [p.name for p in self.part.paths] if self.part is not None else []
+
+    @property
+    def end(self) -> int | None:
+        """Timeline position the files reach (what an acknowledgement says)."""
+        return self.part.end if self.part is not None else None
 
     @property
     def backlog_s(self) -> float:
-        """Audio received and not yet written (a slow disk shows here first)."""
-        return (self._pending_samples + self._writing_samples) / self.rate_hz
+        return self.part.backlog_s if self.part is not None else 0.0
 
-    async def write(self, segment: Segment) -> None:
-        """Queue a segment; waits only while a slow disk has a lot waiting already."""
-        if self.failure is not None:
-            raise self.failure
-        self._pending.append(segment)
-        self._pending_samples += segment_length(segment)
-        if self._pending_samples >= self._batch_samples:
-            self._wake.set()
-        while self._pending_samples > self._max_pending and self.failure is None:
-            self._drained.clear()
-            await self._drained.wait()
-        if self.failure is not None:
-            raise self.failure
+    async def deliver(self, delivery: Delivery, origin: int) -> None:
+        """Queue a delivery's segments; waits only while a slow disk has a lot waiting.
+        ``origin``: where the part starts on the stream's timeline, should this be its
+        first audio. Raises StorageError when the recording cannot be written."""
+        if not delivery.segments or not self.on:
+            return
+        if self.part is None:
+            self.part = await self._open(origin)
+        for segment in delivery.segments:
+            await self.part.write(segment)
 
-    async def close(self, outcome: str = "complete") -> None:
-        """Write what is queued, then finalise every file (headers, MP3 tail) and the sidecar."""
-        self._closing = True
-        self._wake.set()
-        try:
-            await asyncio.shield(self._writer)
-        except StorageError:
-            pass  # already recorded in self.failure
-        finally:
-            if self.failure is not None:
-                outcome = f"failed: {self.failure}"
-            self.outcome = outcome
-            await asyncio.to_thread(self._finalise)
-        if self.failure is not None:
-            raise self.failure
+    async def _open(self, origin: int) -> Part:
+        cfg = self.config
+        assert cfg.record_dir is not None
+        previous = self.previous
+        part = await Part.create(
+            cfg.record_dir,
+            self.stream,
+            cfg.formats,
+            self.params.rate_hz,
+            self.params.channels,
+            self.start,
+            self._info(),
+            origin,
+            previous.sidecar if previous is not None else None,
+            previous.data["parts"] if previous is not None else None,
+        )
+        part.reconnects = self._reconnects
+        log.info("stream %r: recording to %s", self.stream, ", ".join(p.name for p in part.paths))
+        return part
 
-    def _finalise(self) -> None:
-        self._close_files()
-        try:
-            self.write_sidecar()
-        except StorageError as exc:
-            log.error("%s", exc)
+    async def close(self, outcome: str) -> None:
+        """Finalise: this part's files and the sidecar; a stream continued here without
+        new audio updates its earlier parts' entry. Raises StorageError."""
+        if self.part is not None:
+            await self.part.close(outcome)
+        elif self.previous is not None:
+            await asyncio.to_thread(self._close_previous, outcome)
 
-    def part(self) -> dict[str, Any]:
+    def _close_previous(self, outcome: str) -> None:
+        assert self.previous is not None
+        data = self.previous.data
+        data["outcome"] = outcome
+        data["samples"] = self.previous.samples
+        write_json(self.previous.sidecar, data)
+
+    @property
+    def name(self) -> str | None:
+        """The file the stream's "done" names: its latest part's first file."""
+        if self.part is not None:
+            return self.part.paths[0].name
+        if self.previous is None or not self.previous.data["parts"][-1]["files"]:
+            return None
+        return str(self.previous.data["parts"][-1]["files"][0])
+
+    def views(self) -> dict[str, Any]:
+        """The recording as the page shows it (docs/PROTOCOL.md §10): ``parts``, one per
+        part in order (when it began by the sender's clock, how long it is, how it ended,
+        its files and their formats), its ``sidecar``, and ``recordings``, every file in
+        one list (what scripts read before parts were given). From what the writers
+        measured: a page view never touches the disk."""
+        if not self.on:
+            return {"parts": [], "sidecar": None, "recordings": []}
+        parts: list[dict[str, Any]] = []
+        sizes: dict[str, int] = {}
+        sidecar: str | None = None
+        if self.previous is not None:  # its earlier parts, then the one recorded here
+            parts.extend(self.previous.data["parts"])
+            sizes.update(self.previous.sizes)
+            sidecar = self.previous.sidecar.name
+        if self.part is not None:
+            parts.append(self.part.part())
+            sizes.update(self.part.sizes)
+            sidecar = self.part.sidecar.name
+        start = self.start.timestamp()
+        rate = self.params.rate_hz
+        views: list[dict[str, Any]] = []
+        every: list[dict[str, Any]] = []  # the files, without their format
+        for number, part in enumerate(parts, 1):
+            files: list[dict[str, Any]] = []
+            for name in part.get("files", []):
+                entry = _file_view(name, sizes)
+                if entry is not None:
+                    every.append(entry)
+                    files.append({**entry, "format": name.rpartition(".")[2].lower()})
+            views.append(
+                {
+                    "part": number,
+                    "start_utc": round(start + int(part["origin"]) / rate, 3),
+                    "seconds": round(int(part["samples"]) / rate, 3),
+                    "outcome": part.get("outcome"),
+                    "files": files,
+                }
+            )
+        sidecar_view = _file_view(sidecar, sizes) if sidecar is not None else None
         return {
-            "files": [p.name for p in self.paths],
-            "origin": self.origin,
-            "samples": self.samples_written,
-            "gaps": self.gaps,
-            "outcome": self.outcome,
+            "parts": views,
+            "sidecar": sidecar_view,
+            "recordings": every + ([sidecar_view] if sidecar_view is not None else []),
         }
 
-    def write_sidecar(self) -> None:
-        parts = [*self._earlier_parts, self.part()]
-        first = parts[0]["origin"]
-        gaps = [
-            {"at_sample": part["origin"] - first + gap["at_sample"], "samples": gap["samples"]}
-            for part in parts
-            for gap in part.get("gaps", [])
-        ]
-        samples = sum(part["samples"] for part in parts)
-        data = {
-            **self._info,
-            "rate_hz": self.rate_hz,
-            "channels": self.channels,
-            "files": [name for part in parts for name in part["files"]],
-            "origin": first,
-            "samples": samples,
-            "seconds": round(samples / self.rate_hz, 6),
-            "gaps": gaps,
-            "outcome": self.outcome,
-            "reconnects": self.reconnects,
-            "parts": [{k: part.get(k) for k in PART_KEYS} for part in parts],
-        }
-        write_json(self.sidecar, data)
 
-    async def _write_loop(self) -> None:
-        """Hand batches to a thread; flush files and the sidecar every second."""
-        while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL_S)
-            self._wake.clear()
-            self._writing_samples = self._pending_samples
-            batch, self._pending, self._pending_samples = self._pending, [], 0
-            self._drained.set()
-            flush = self._closing or time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S
-            if batch or flush:
-                try:
-                    await asyncio.to_thread(self._write_batch, batch, flush)
-                except StorageError as exc:
-                    self.failure = exc
-                    self._drained.set()
-                    raise
-                finally:
-                    self._writing_samples = 0
-                if flush:
-                    self._last_flush = time.monotonic()
-            if self._closing and not self._pending:
-                return
-
-    def _write_batch(self, segments: list[Segment], flush: bool) -> None:
-        """Write a batch: consecutive packets as one array (one write call, one header
-        update per file, instead of one per packet), gaps as silence."""
-        try:
-            run: list[Samples] = []
-            for segment in [*segments, 0]:  # the 0 ends the last run of audio
-                if not isinstance(segment, int):
-                    run.append(segment)
-                    continue
-                if run:
-                    self._write(run[0] if len(run) == 1 else np.concatenate(run))
-                    run = []
-                if segment:  # a gap: exactly that much silence, in pieces
-                    self.gaps.append({"at_sample": self.samples_written, "samples": segment})
-                    piece = max(1, int(GAP_PIECE_S * self.rate_hz))
-                    silence = np.zeros((min(segment, piece), self.channels), dtype=np.int16)
-                    left = segment
-                    while left:
-                        n = min(left, piece)
-                        self._write(silence[:n])
-                        left -= n
-            if flush:
-                for writer in self._writers:
-                    writer.flush()
-        except StorageError:
-            raise
-        except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
-            raise storage_error(exc, f"writing {self.paths[0].name}", self.paths[0].parent) from exc
-        if flush:
-            self.write_sidecar()
-
-    def _write(self, samples: Samples) -> None:
-        for writer in self._writers:
-            writer.write(samples)
-        self.samples_written += len(samples)
-
-    def _close_files(self) -> None:
-        for writer, path in zip(self._writers, self.paths, strict=False):
-            try:
-                writer.close()
-            except Exception as exc:
-                log.error("could not finalise %s: %s", path.name, exc)
-        self._writers = []
-
-    def _abandon(self) -> None:
-        """Creating the recording failed: remove what was made (empty files)."""
-        self._close_files()
-        for path in self.paths:
-            with contextlib.suppress(OSError):
-                path.unlink()
+def _file_view(name: object, sizes: dict[str, int]) -> dict[str, Any] | None:
+    """A file of the record directory as the page links it; None when it is not there
+    (or the sidecar names something that is not a file of the directory)."""
+    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+        return None
+    size = sizes.get(name)
+    if size is None:
+        return None
+    return {"name": name, "url": f"/recordings/{quote(name)}", "bytes": size}

@@ -1,8 +1,8 @@
 """The receiver: one aiohttp server on one port for senders (WebSocket, §1-§9 of
 docs/PROTOCOL.md), browsers and scripts (§10: monitor page, listeners, metrics).
 
-Senders are served by :class:`~micwire.receiver.session.Session`, their streams kept in
-:class:`~micwire.receiver.streams.Streams`; the web side is :mod:`micwire.receiver.pages`.
+Senders are served by :class:`~micwire.receiver.connection.Connection`, their streams
+kept in :class:`~micwire.receiver.registry.Streams`; the web side is :mod:`micwire.receiver.pages`.
 A bad connection is closed with a close code and a reason; it never takes down the
 server or another stream.
 
@@ -34,6 +34,7 @@ from aiohttp import web
 from ..common.alerts import AlertRules
 from ..common.devices import resolve_device
 from ..common.errors import DeviceError, ParameterError, StorageError
+from ..common.outcome import Ending, Outcome
 from ..common.routing import owner
 from . import eventloop, logs
 from .acceptor import HandedConnections
@@ -49,8 +50,9 @@ from .config import (
 from .control import WorkerLink, merge_views
 from .playback import sounddevice
 from .recording import RECORDING_FORMATS
+from .registry import Streams
 from .storage import repair_interrupted
-from .streams import Stream, Streams
+from .stream import Stream
 
 log = logging.getLogger("micwire.receiver")
 #: How often the page's figures are pushed, and the meters' window.
@@ -77,13 +79,13 @@ def open_stats_file(path: Path | None) -> IO[str] | None:
 LIMITED_LOGGERS = ("micwire.receiver", "aiohttp.server", "aiohttp.web", "asyncio")
 
 
-def _empty_kind(outcome: str) -> str:
+def _empty_kind(outcome: Outcome) -> str:
     """A short label for counting connections that ended without audio."""
-    if outcome.startswith("closed:"):
+    if outcome.ending is Ending.REFUSED:
         return "malformed"
-    if outcome.startswith("no audio"):
+    if outcome.text.startswith("no audio"):
         return "idle"
-    if outcome == "complete":
+    if outcome.ended_well:
         return "ended"
     return "left"
 
@@ -234,7 +236,7 @@ class Receiver:
             if handed is not None:
                 handed.stop()
             for stream in list(self.streams.parked.values()):
-                await self.streams.finish(stream, f"{stream.outcome}; the receiver stopped")
+                await self.streams.finish(stream, stream.outcome.stopped())
             await self._close_everything()
             if self.streams.stopping_playback:  # each bounded (playback.CLOSE_TIMEOUT_S)
                 await asyncio.wait(self.streams.stopping_playback)
@@ -309,8 +311,7 @@ class Receiver:
     async def _finished(self, stream: Stream) -> None:
         if not stream.shown:  # a connection that never sent audio: counted, not listed
             self.empty_connections[_empty_kind(stream.outcome)] += 1
-            for listener in list(stream.listeners):
-                listener.end(stream.outcome)
+            stream.listeners.end(stream.outcome.text)
             log.info(
                 "connection from %s for stream %r ended without audio: %s",
                 stream.peer,
@@ -320,8 +321,7 @@ class Receiver:
             return
         self.finished.append(stream)
         del self.finished[:-1000]  # bounded: the latest are what views show
-        for listener in list(stream.listeners):
-            listener.end(stream.outcome)
+        stream.listeners.end(stream.outcome.text)
         log.info("%s", stream.summary())
 
     def _alerts(self, stream: Stream, changes: list[Any], now: float) -> None:
@@ -396,8 +396,9 @@ class Receiver:
             now = time.time()
             back = {s.name for s in self.streams.shown()}
             for stream in self.finished:  # a room that is back: its old stream is not down
-                if stream.name in back and stream.alerts.active:
-                    self._alerts(stream, stream.alerts.clear_all(), now)
+                alerts = stream.meters.alerts
+                if stream.name in back and alerts.active:
+                    self._alerts(stream, alerts.clear_all(), now)
             for stream in self.recent():
                 self._alerts(stream, stream.check_alerts(now), now)
                 for listener in list(stream.listeners):

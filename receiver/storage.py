@@ -23,7 +23,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ import soundfile as sf
 
 from ..common.errors import AudioFormatError, StorageError
 from ..common.names import sanitize_stream_name
+from ..common.outcome import INTERRUPTED, Outcome
 from ..common.protocol import StreamParams
 from . import wav
 from .holds import Holder
@@ -111,6 +112,8 @@ class Previous:
     data: dict[str, Any]
     #: Timeline position its recording reaches (where the next part starts).
     position: int
+    #: Its files' sizes in bytes (the sidecar's too), when it was found.
+    sizes: dict[str, int] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -220,31 +223,13 @@ def find_previous(
     last = data["parts"][-1]
     position = _part_end(directory, last)
     if last.get("outcome") in (None, "recording"):
-        last["outcome"] = "interrupted (the receiver stopped)"
-    return Previous(path, data, position)
-
-
-#: How a stream ends when a new process of its sender ends it (its hello says
-#: ``restarted``): the earlier process died before the receiver had everything, and what it
-#: had not delivered died with it. Final: the name is free at once.
-SENDER_RESTARTED = (
-    "ended by its sender, which had restarted (what the earlier sender process had not "
-    "delivered is not in the recording)"
-)
-
-
-def resumable_outcome(outcome: object) -> bool:
-    """Did the stream end in a way its sender may come back from (a lost link, a
-    receiver that stopped), rather than complete or refused for good?"""
-    if not isinstance(outcome, str):
-        return False
-    return (
-        outcome == "recording"
-        or outcome.startswith(
-            ("connection lost", "connection closed", "interrupted", "no audio", "sender closed")
-        )
-        or outcome.endswith("the receiver stopped")
-    )
+        last["outcome"] = INTERRUPTED.text
+    sizes = {}
+    for name in [*data.get("files", []), path.name]:
+        if isinstance(name, str) and "/" not in name:
+            with contextlib.suppress(OSError):
+                sizes[name] = (directory / name).stat().st_size
+    return Previous(path, data, position, sizes)
 
 
 def name_reserved(directory: Path, stream: str, started: float, grace_s: float) -> Holder | None:
@@ -264,7 +249,11 @@ def name_reserved(directory: Path, stream: str, started: float, grace_s: float) 
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError, UnicodeDecodeError):
             continue
-        if _valid(data) and data["stream"] == stream and resumable_outcome(data.get("outcome")):
+        if (
+            _valid(data)
+            and data["stream"] == stream
+            and Outcome.parse(data.get("outcome")).resumable
+        ):
             until = max(mtime, started) + grace_s
             if holder is None or holder.until is None or until > holder.until:
                 holder = Holder(str(data.get("peer") or "an unknown address"), until=until)
@@ -288,7 +277,7 @@ def repair_interrupted(directory: Path, owned: Callable[[str], bool] | None = No
             continue
         last = data["parts"][-1]
         _part_end(directory, last)
-        last["outcome"] = data["outcome"] = "interrupted (the receiver stopped)"
+        last["outcome"] = data["outcome"] = INTERRUPTED.text
         data["samples"] = sum(int(part["samples"]) for part in data["parts"])
         try:
             write_json(path, data)

@@ -27,7 +27,7 @@ from websockets.asyncio.client import connect
 
 from micwire.common.errors import TransportError
 from micwire.common.protocol import FLAG_LAST, Hello, Packet, StreamParams
-from micwire.receiver import Receiver, ReceiverConfig, recording
+from micwire.receiver import Receiver, ReceiverConfig, parts
 from micwire.sender import Sender, SenderConfig
 from micwire.sender.sources import ToneSource
 
@@ -221,7 +221,7 @@ def test_a_half_open_link_at_max_streams_resumes_into_its_own_slot(tmp_path: Pat
     sent, finished = asyncio.run(main())
     assert sent.reconnects == 1 and sent.lost_samples == 0
     assert sent.confirmed == sent.samples_captured == len(source)
-    assert [s.outcome for s in finished] == ["complete"]
+    assert [s.outcome.text for s in finished] == ["complete"]
     sidecar, audio = parts_of(rec, "solo")
     assert len(sidecar["parts"]) == 1 and np.array_equal(audio[:, 0], source)
 
@@ -305,14 +305,14 @@ def test_an_unexpected_error_is_logged_and_closed_with_a_reason(
 ) -> None:
     """A bug in handling one stream: that connection gets 1011 and a reason, the log has
     the traceback, every other stream carries on."""
-    from micwire.receiver.streams import Stream
+    from micwire.receiver.stream import Stream
 
     real = Stream.on_packet
 
-    async def faulty(self: Stream, packet: Packet) -> None:
+    async def faulty(self: Stream, packet: Packet) -> bool:
         if self.name == "victim" and packet.seq == 3:
             raise RuntimeError("boom")
-        await real(self, packet)
+        return await real(self, packet)
 
     monkeypatch.setattr(Stream, "on_packet", faulty)
 
@@ -651,13 +651,13 @@ def test_a_sender_back_as_its_stream_ends_finds_it_complete(
     packet, or while it writes the end. Either way the stream ends once, the sender is
     told where it ends, and the recording stays one complete part."""
     rec = tmp_path / "rec"
-    written = recording.write_json
+    written = parts.write_json
 
     def slow_disk(path: Path, data: Any) -> None:
         time.sleep(0.3)
         written(path, data)
 
-    monkeypatch.setattr(recording, "write_json", slow_disk)
+    monkeypatch.setattr(parts, "write_json", slow_disk)
     tone = expected_tone(4800)
 
     async def main() -> None:

@@ -27,7 +27,7 @@ import soundfile as sf
 from rig import Micwire, expected_tone, receiver, seconds
 from test_transport import running_receiver
 
-from micwire.receiver.storage import SENDER_RESTARTED
+from micwire.common.outcome import SENDER_RESTARTED
 from micwire.sender import Sender, SenderConfig
 
 REFUSED = "the receiver refused the stream"
@@ -355,7 +355,7 @@ def test_a_stream_whose_grace_ran_out_is_ended_and_its_name_freed(
                 )
             )
             sent = await asyncio.wait_for(restarted.run(), seconds(30))
-            return [s.outcome for s in rx.finished], sent
+            return [s.outcome.text for s in rx.finished], sent
 
     outcomes, sent = asyncio.run(main())
     assert sent.confirmed == sent.samples_captured == 48000 and sent.lost_samples == 0

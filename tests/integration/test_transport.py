@@ -78,7 +78,7 @@ def test_pcm_recording_equals_the_source_sample_for_sample(tmp_path: Path) -> No
         and sent.lost_samples == 0
         and sent.confirmed == sent.samples_captured
     )
-    assert reports[0].outcome == "complete" and reports[0].stats().gap_samples == 0
+    assert reports[0].outcome.text == "complete" and reports[0].stats().gap_samples == 0
     for ext in ("wav", "flac"):
         data, rate, _ = read_single(rec, f"exact-*.{ext}")
         assert rate == 48000 and np.array_equal(data, source), ext
@@ -165,7 +165,7 @@ def test_stopping_the_sender_sends_the_partial_frame_and_ends_cleanly(tmp_path: 
     data, _, _ = read_single(rec, "ctrl-c-*.wav")
     assert len(data) == sent.samples_captured > 0
     assert np.array_equal(data[:, 0], expected_tone(len(data)))
-    assert reports[0].outcome == "complete"
+    assert reports[0].outcome.text == "complete"
 
 
 def test_duration_is_exact(tmp_path: Path) -> None:
@@ -268,7 +268,7 @@ def test_bad_connections_are_closed_with_a_clear_code_and_reason(
         async with running_receiver(record_dir=tmp_path) as (rx, url):
             got = await converse(url, *messages)
             await asyncio.sleep(0.2)
-            outcomes = [s.outcome for s in rx.finished]
+            outcomes = [s.outcome.text for s in rx.finished]
             return got, list(rx.streams.parked), outcomes, dict(rx.empty_connections)
 
     (got_code, got_reason, replies), parked, outcomes, empty = asyncio.run(main())
@@ -360,7 +360,7 @@ def test_hostile_traffic_does_not_disturb_a_good_stream(tmp_path: Path) -> None:
     assert np.array_equal(data, source)
     assert sent.lost_samples == 0 and sent.confirmed == sent.samples_captured
     good = [r for r in reports if r.name == "good"]
-    assert good[0].outcome == "complete"
+    assert good[0].outcome.text == "complete"
 
 
 def test_sender_reports_unreachable_receiver() -> None:
@@ -612,7 +612,9 @@ def test_connection_cuts_lose_nothing_from_the_recording(tmp_path: Path, codec: 
         and sent.lost_samples == 0
         and sent.confirmed == sent.samples_captured
     )
-    assert len(reports) == 1 and reports[0].reconnects == 3 and reports[0].outcome == "complete"
+    assert (
+        len(reports) == 1 and reports[0].reconnects == 3 and reports[0].outcome.text == "complete"
+    )
     assert reports[0].stats().gap_samples == 0
     data, _, _ = read_single(rec, "blips-*.wav")
     if codec == "pcm":

@@ -8,13 +8,9 @@ import os
 import time
 from pathlib import Path
 
+from micwire.common.outcome import SENDER_RESTARTED, Outcome
 from micwire.receiver.holds import Holder
-from micwire.receiver.storage import (
-    SENDER_RESTARTED,
-    name_reserved,
-    resumable_outcome,
-    secret_digest,
-)
+from micwire.receiver.storage import name_reserved, secret_digest
 
 NOON = float(calendar.timegm((2026, 12, 3, 12, 0, 0)))
 
@@ -39,8 +35,8 @@ def test_a_held_name_says_whose_and_until_when() -> None:
 
 
 def test_a_stream_its_restarted_sender_ended_holds_its_name_no_longer() -> None:
-    assert not resumable_outcome(SENDER_RESTARTED)
-    assert resumable_outcome("connection lost (no close frame)")
+    assert not Outcome.parse(SENDER_RESTARTED).resumable
+    assert Outcome.parse("connection lost (no close frame)").resumable
 
 
 def test_after_a_restart_the_sidecar_says_whose_the_name_is(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import soundfile as sf
 
 from micwire.common.errors import StorageError
 from micwire.receiver import wav
-from micwire.receiver.recording import Recording
+from micwire.receiver.parts import Part as Recording
 
 START = datetime(2026, 12, 3, 10, 0, 0, tzinfo=timezone.utc)
 

@@ -116,7 +116,7 @@ def test_a_crash_left_sidecar_is_brought_up_to_date(tmp_path: Path) -> None:
 
 
 def test_unique_names_never_run_out(tmp_path: Path) -> None:
-    from micwire.receiver.recording import _create_unique
+    from micwire.receiver.writers import create_unique as _create_unique
 
     made = {_create_unique(tmp_path, "x-1.wav").name for _ in range(150)}
     assert len(made) == 150 and "x-1.wav" in made and "x-1-99.wav" in made
