@@ -172,7 +172,7 @@ class Receiver:
 
     async def run(self, stop: asyncio.Event, ready: Callable[[int], None] | None = None) -> None:
         """Serve until ``stop`` is set; then close every stream and finalise its files."""
-        from .pages import build_app
+        from .routes import build_app
 
         cfg = self.config
         self._stop = stop
