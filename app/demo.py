@@ -52,7 +52,7 @@ async def run_demo(directory: Path, seconds: float, stop: asyncio.Event) -> int:
     print("\nmicwire demo: what was sent and what was recorded")
     for report in sent:
         print(f"  sender {report.stream!r}: {report.summary()}")
-    for stream in receiver.finished:
+    for stream in receiver.monitor.finished:
         got = stream.figures()
         print(
             f"  receiver {got.stream!r} ({got.codec}): {stream.outcome}, {got.seconds:.2f} s, "

@@ -42,13 +42,15 @@ def caller_role(request: web.Request, allowed: frozenset[str]) -> str | None:
     if is_upgrade(request):
         origin = request.headers.get("Origin")
         if (by_cookie or origin is not None) and not same_origin(origin, request.host):
-            rx.note_refusal(request.remote or "?", "cross-origin WebSocket")
+            rx.monitor.note_refusal(request.remote or "?", "cross-origin WebSocket")
             return None
     return role
 
 
 def unauthorized(request: web.Request, what: str) -> web.Response:
-    receiver_of(request).note_refusal(request.remote or "?", f"missing or wrong token ({what})")
+    receiver_of(request).monitor.note_refusal(
+        request.remote or "?", f"missing or wrong token ({what})"
+    )
     return web.Response(
         status=HTTPStatus.UNAUTHORIZED,
         text="missing or wrong token\n",

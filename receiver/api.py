@@ -40,4 +40,4 @@ async def metrics(request: web.Request) -> web.StreamResponse:
 async def streams_json(request: web.Request) -> web.StreamResponse:
     if caller_role(request, MAY_WATCH) is None:
         return unauthorized(request, "api")
-    return web.json_response(await receiver_of(request).snapshot())
+    return web.json_response(await receiver_of(request).monitor.snapshot())

@@ -95,7 +95,7 @@ class Connection:
     def _event(self, message: Any) -> list[Action]:
         now = time.monotonic()
         if message.type is WSMsgType.BINARY:
-            self.receiver.received_bytes += len(message.data)
+            self.receiver.monitor.received_bytes += len(message.data)
             return self.protocol.receive_binary(message.data, now)
         if message.type is WSMsgType.TEXT:
             return self.protocol.receive_text(message.data, now)
@@ -134,7 +134,7 @@ class Connection:
                     await self.ws.send_str(action.text)
             elif isinstance(action, Close):
                 if self.stream is None and action.code in (CLOSE_REFUSED, CLOSE_TRY_AGAIN):
-                    self.receiver.note_refusal(self.peer, action.reason)
+                    self.receiver.monitor.note_refusal(self.peer, action.reason)
                 with contextlib.suppress(ConnectionError, RuntimeError, asyncio.TimeoutError):
                     await self.ws.close(
                         code=action.code, message=close_reason(action.reason).encode()

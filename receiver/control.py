@@ -157,7 +157,7 @@ class WorkerLink:
             receiver.streams.live_elsewhere = int(message.get("live", 0))
             return {}
         if op == "views":
-            return {"views": receiver.local_views()}
+            return {"views": receiver.monitor.local_views()}
         if op == "metrics":
             from prometheus_client import generate_latest
 

@@ -73,18 +73,18 @@ async def events(request: web.Request) -> web.StreamResponse:
     rx = receiver_of(request)
     if caller_role(request, MAY_WATCH) is None:
         return unauthorized(request, "events")
-    if len(rx.event_clients) >= MAX_EVENT_CLIENTS:
+    if len(rx.monitor.event_clients) >= MAX_EVENT_CLIENTS:
         raise web.HTTPServiceUnavailable(text="too many pages open\n")
     ws = web.WebSocketResponse(compress=False, heartbeat=20.0, timeout=2.0)
     await ws.prepare(request)
     client = EventClient(ws)
-    rx.event_clients.add(client)
-    client.push(json.dumps(await rx.snapshot()))
+    rx.monitor.event_clients.add(client)
+    client.push(json.dumps(await rx.monitor.snapshot()))
     sender = asyncio.create_task(client.run())
     try:
         await _drain(ws)
     finally:
-        rx.event_clients.discard(client)
+        rx.monitor.event_clients.discard(client)
         sender.cancel()
     return ws
 
@@ -119,6 +119,6 @@ async def listen(request: web.Request) -> web.StreamResponse:
         await listener.run()
     finally:
         stream.listeners.remove(listener)
-        rx.listener_bytes += listener.sent_bytes  # the receiver's total outlives the stream
+        rx.monitor.listener_bytes += listener.sent_bytes  # the receiver's total outlives the stream
         reader.cancel()
     return ws

@@ -38,7 +38,7 @@ class ReceiverCollector(Collector):
         refused = CounterMetricFamily(
             "micwire_connections_refused", "Connections refused, by reason", labels=["reason"]
         )
-        for reason, count in sorted(rx.refusals.items()):
+        for reason, count in sorted(rx.monitor.refusals.items()):
             refused.add_metric([reason], count)
         yield refused
         empty = CounterMetricFamily(
@@ -46,18 +46,18 @@ class ReceiverCollector(Collector):
             "Sender connections that ended before any audio (not listed as streams), by kind",
             labels=["kind"],
         )
-        for kind, count in sorted(rx.empty_connections.items()):
+        for kind, count in sorted(rx.monitor.empty_connections.items()):
             empty.add_metric([kind], count)
         yield empty
         yield CounterMetricFamily(
             "micwire_received_bytes",
             "Bytes of audio received from senders",
-            value=rx.received_bytes,
+            value=rx.monitor.received_bytes,
         )
         yield CounterMetricFamily(
             "micwire_sent_bytes",
             "Bytes sent to listeners",
-            value=rx.listener_bytes + sum(s.listeners.sent_bytes for s in rx.streams.all()),
+            value=rx.monitor.listener_bytes + sum(s.listeners.sent_bytes for s in rx.streams.all()),
         )
         counters = {
             "packets": ("micwire_packets", "Audio packets received"),

@@ -79,7 +79,7 @@ async def send_page(request: web.Request) -> web.StreamResponse:
                 _set_login_cookie(response, rx, role)  # the login that lets them watch
             raise response
         if role not in MAY_SEND:
-            rx.note_refusal(request.remote or "?", "missing or wrong token (guest link)")
+            rx.monitor.note_refusal(request.remote or "?", "missing or wrong token (guest link)")
             raise web.HTTPSeeOther(f"/login?error=1&next={quote(target, safe='')}")
         raise web.HTTPSeeOther(target)
     if caller_role(request, MAY_SEND) is None:
@@ -143,7 +143,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         role, _ = rx.tokens.role(request.headers.getall("Authorization", []), {})
     if role is None or not rx.tokens.required:
         if role is None:
-            rx.note_refusal(request.remote or "?", "missing or wrong token (login)")
+            rx.monitor.note_refusal(request.remote or "?", "missing or wrong token (login)")
             raise web.HTTPSeeOther(f"/login?error=1&next={quote(next_page, safe='')}")
         raise web.HTTPSeeOther(next_page)
     if role not in MAY_WATCH:  # a send-only token goes to the guest page

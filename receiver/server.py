@@ -17,28 +17,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import socket
 import ssl
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from aiohttp import web
 
 from ..common.alerts import AlertRules
 from ..common.devices import resolve_device
 from ..common.errors import DeviceError, ParameterError, StorageError
-from ..common.outcome import Ending, Outcome
 from ..common.routing import owner
-from . import eventloop, logs
+from . import logs
 from .acceptor import HandedConnections
-from .alerts import Webhook
 from .auth import Revocations, Tokens, check_token
 from .config import (
     ReceiverConfig,
@@ -47,55 +43,22 @@ from .config import (
     netloc,
     open_warning,
 )
-from .control import WorkerLink, merge_views
+from .control import WorkerLink
+from .monitor import Monitor
 from .playback import sounddevice
 from .recording import RECORDING_FORMATS
 from .registry import Streams
 from .storage import repair_interrupted
-from .stream import Stream
 
 log = logging.getLogger("micwire.receiver")
-#: How often the page's figures are pushed, and the meters' window.
-EVENTS_INTERVAL_S = 0.2
-#: Ended streams the page keeps listing.
-RECENT_ENDED = 20
 #: In the state directory: the logins ended by "Log out" before their expiry.
 REVOKED_LOGINS = "logins-revoked.json"
 #: In the run directory of ``--workers N``: the supervisor's control socket.
 CONTROL_SOCKET = "control.sock"
 
 
-def open_stats_file(path: Path | None) -> IO[str] | None:
-    """``--stats-json``: appended to, a line at a time."""
-    if path is None:
-        return None
-    try:
-        return open(path, "a", buffering=1)
-    except OSError as exc:
-        raise StorageError(f"cannot write --stats-json {path}: {exc.strerror or exc}") from exc
-
-
 #: Loggers a flood of connections could fill (asyncio: "accept() out of system resource").
 LIMITED_LOGGERS = ("micwire.receiver", "aiohttp.server", "aiohttp.web", "asyncio")
-
-
-def _empty_kind(outcome: Outcome) -> str:
-    """A short label for counting connections that ended without audio."""
-    if outcome.ending is Ending.REFUSED:
-        return "malformed"
-    if outcome.text.startswith("no audio"):
-        return "idle"
-    if outcome.ended_well:
-        return "ended"
-    return "left"
-
-
-def _refusal_kind(reason: str) -> str:
-    """A short label for counting refusals by kind."""
-    for kind in ("full", "in use", "no hello", "token", "protocol version", "origin"):
-        if kind in reason:
-            return kind
-    return "bad hello"
 
 
 class Receiver:
@@ -128,7 +91,6 @@ class Receiver:
                 raise StorageError(
                     f"cannot record to {config.record_dir}: {exc.strerror or exc}"
                 ) from exc
-        self._stats_file = open_stats_file(config.stats_json)
         output_device: int | None = None
         if config.play:
             try:
@@ -149,19 +111,14 @@ class Receiver:
         self.alert_rules = AlertRules(
             silence_dbfs=config.silence_dbfs, silence_s=config.silence_s, down_s=config.down_s
         )
-        self.streams = Streams(config, output_device, self._finished, self.alert_rules)
-        #: Streams that have ended, in order (their final figures and outcome).
-        self.finished: list[Stream] = []
-        self.refusals: Counter[str] = Counter()
-        #: Sender connections that ended without any audio, by kind (not listed as streams).
-        self.empty_connections: Counter[str] = Counter()
-        self.received_bytes = 0
-        self.listener_bytes = 0  # sent to listeners that have left
+        #: What the receiver shows and says of its streams (page, alerts, stats, counters).
+        self.monitor = Monitor(self, config)
+        self.streams = Streams(
+            config, output_device, self.monitor.finished_stream, self.alert_rules
+        )
         self.port: int | None = None
         self.stopping = False
         self.sessions: set[Any] = set()  # open sender WebSockets (closed with 1001 at stop)
-        self.event_clients: set[Any] = set()
-        self.webhook = Webhook(config.webhook) if config.webhook else None
         #: In a worker of ``--workers N``: its line to the supervisor.
         self.worker: WorkerLink | None = None
         if config.run_dir is not None:
@@ -215,9 +172,10 @@ class Receiver:
                 self._announce()
             if ready is not None:
                 ready(self.port)
-            tasks.append(asyncio.create_task(self._tick(stop)))
-            if self.webhook is not None:
-                tasks.append(asyncio.create_task(self.webhook.run()))
+            tasks.append(asyncio.create_task(self.monitor.tick(stop)))
+            webhook = self.monitor.webhook
+            if webhook is not None:
+                tasks.append(asyncio.create_task(webhook.run()))
             await stop.wait()
             self.stopping = self.streams.stopping = True
             log.info(
@@ -226,8 +184,8 @@ class Receiver:
                 f" (worker {cfg.worker})" if self.worker is not None else "",
             )
         finally:
-            if self.webhook is not None:
-                await self.webhook.flush(2.0)
+            if self.monitor.webhook is not None:
+                await self.monitor.webhook.flush(2.0)
             for task in tasks:
                 task.cancel()
             # no new connections: a reconnecting sender finds our successor
@@ -241,10 +199,9 @@ class Receiver:
             if self.streams.stopping_playback:  # each bounded (playback.CLOSE_TIMEOUT_S)
                 await asyncio.wait(self.streams.stopping_playback)
             await runner.cleanup()
-            if self.webhook is not None:
-                await self.webhook.close()
-            if self._stats_file is not None:
-                self._stats_file.close()
+            if self.monitor.webhook is not None:
+                await self.monitor.webhook.close()
+            self.monitor.close()
             logs.report_left_out(*LIMITED_LOGGERS)
 
     def _tell_live(self, count: int) -> None:
@@ -276,7 +233,7 @@ class Receiver:
         senders' handlers finalise their streams; a peer that does not answer within a
         couple of seconds is cut off (a stop never waits on the network for long)."""
         closing = [ws.close(code=1001, message=b"receiver shutting down") for ws in self.sessions]
-        closing += [client.close(1001) for client in self.event_clients]
+        closing += [client.close(1001) for client in self.monitor.event_clients]
         for stream in self.streams.all():
             for listener in list(stream.listeners):
                 listener.end("receiver stopped")
@@ -303,114 +260,6 @@ class Receiver:
         for path in await asyncio.to_thread(repair_interrupted, directory, mine):
             log.info("%s: the recording was interrupted; its sidecar is up to date now", path.name)
 
-    def note_refusal(self, peer: str, reason: str) -> None:
-        self.refusals[_refusal_kind(reason)] += 1
-        # limited per reason: a user must see why (bad JSON, a wrong version), not a count
-        log.warning("refused %s: %s", peer, reason, extra={"limit_kind": logs.kind_of(reason)})
-
-    async def _finished(self, stream: Stream) -> None:
-        if not stream.shown:  # a connection that never sent audio: counted, not listed
-            self.empty_connections[_empty_kind(stream.outcome)] += 1
-            stream.listeners.end(stream.outcome.text)
-            log.info(
-                "connection from %s for stream %r ended without audio: %s",
-                stream.peer,
-                stream.name,
-                stream.outcome,
-            )
-            return
-        self.finished.append(stream)
-        del self.finished[:-1000]  # bounded: the latest are what views show
-        stream.listeners.end(stream.outcome.text)
-        log.info("%s", stream.summary())
-
-    def _alerts(self, stream: Stream, changes: list[Any], now: float) -> None:
-        """Log alert changes and send them to the webhook."""
-        with logs.about(stream.peer, stream.log_key):  # its lines count against it
-            for change in changes:
-                verb = "raised" if change.active else "cleared"
-                log.warning(
-                    "stream %r: alert %s %s: %s", stream.name, change.kind, verb, change.message
-                )
-                if self.webhook is not None:
-                    self.webhook.post(change.event(now))
-
-    def recent(self) -> list[Stream]:
-        """Every stream the page shows: live, reconnecting, and recently ended."""
-        current = self.streams.shown()
-        shown = {s.name for s in current}
-        ended: list[Stream] = []
-        for stream in reversed(self.finished):
-            if stream.ended_before:  # the stream it confirmed is what the page shows
-                continue
-            if stream.name not in shown and len(ended) < RECENT_ENDED:
-                shown.add(stream.name)
-                ended.append(stream)
-        return [*current, *ended]
-
     def stop_requested(self) -> None:
         if self._stop is not None:
             self._stop.set()
-
-    def local_views(self) -> list[dict[str, Any]]:
-        """This process's streams as the page shows them."""
-        return [stream.view(EVENTS_INTERVAL_S) for stream in self.recent()]
-
-    async def snapshot(self) -> dict[str, Any]:
-        """The page's view of every stream (one ``streams`` event): with ``--workers``,
-        every worker's."""
-        views = self.local_views()
-        if self.worker is not None:
-            for answer in await self.worker.others("views"):
-                views.extend(answer)
-            views = merge_views(views, RECENT_ENDED)
-        views.sort(key=lambda view: str(view.get("stream")))  # a building's rooms, by name
-        return {"type": "streams", "time": round(time.time(), 3), "streams": views}
-
-    def _gather_s(self) -> float:
-        """How long the event loop may gather its wake-ups: only while nothing is served
-        live (micwire.receiver.eventloop)."""
-        live = (
-            self.config.play
-            or self.event_clients
-            or any(stream.listeners for stream in self.streams.all())
-        )
-        return 0.0 if live else self.config.gather_ms / 1000
-
-    async def _tick(self, stop: asyncio.Event) -> None:
-        """Five times a second: push the figures to the pages. Every second: alerts, the
-        stats lines (``--stats-json``, terminal display), stalled listeners."""
-        out, show = self._stats_file, self.config.on_stats
-        next_second = time.monotonic() + self.config.stats_interval_s
-        while not stop.is_set():
-            eventloop.gather_wakeups(self._gather_s())
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), EVENTS_INTERVAL_S)
-            if self.event_clients:
-                message = json.dumps(await self.snapshot())
-                for client in list(self.event_clients):
-                    client.push(message)
-            if time.monotonic() < next_second:
-                continue
-            next_second += self.config.stats_interval_s
-            now = time.time()
-            back = {s.name for s in self.streams.shown()}
-            for stream in self.finished:  # a room that is back: its old stream is not down
-                alerts = stream.meters.alerts
-                if stream.name in back and alerts.active:
-                    self._alerts(stream, alerts.clear_all(), now)
-            for stream in self.recent():
-                self._alerts(stream, stream.check_alerts(now), now)
-                for listener in list(stream.listeners):
-                    if listener.stalled:
-                        listener.abort("not reading")
-            if out is None and show is None:
-                continue
-            lines = [stream.figures().line() for stream in self.streams.shown()]
-            if out is not None:
-                try:
-                    out.writelines(json.dumps(line) + "\n" for line in lines)
-                except OSError as exc:
-                    log.error("cannot write --stats-json: %s", exc.strerror or exc)
-            if show is not None:
-                show(lines)

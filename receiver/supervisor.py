@@ -41,7 +41,8 @@ from . import logs
 from .acceptor import Acceptor
 from .config import ReceiverConfig, announce, listen_error, netloc, open_warning
 from .control import LINE_LIMIT, Line
-from .server import CONTROL_SOCKET, LIMITED_LOGGERS, Receiver, open_stats_file
+from .monitor import open_stats_file
+from .server import CONTROL_SOCKET, LIMITED_LOGGERS, Receiver
 
 log = logging.getLogger("micwire.receiver")
 #: A worker must say it is ready within this time.

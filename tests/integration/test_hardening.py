@@ -133,7 +133,7 @@ def test_opus_resumes_gap_free_when_the_receiver_no_longer_holds_the_stream(
         async with receiver_on(port, record_dir=rec) as rx:
             sent = await task
             # the page shows the whole stream, not only the part since the restart
-            (view,) = rx.local_views()
+            (view,) = rx.monitor.local_views()
             assert view["seconds"] == 5.0, view
             # ...up since its start before the restart, its sender's reconnection counted
             assert view["uptime_s"] >= 5.0 and view["reconnects"] == 1, view
@@ -216,7 +216,7 @@ def test_a_half_open_link_at_max_streams_resumes_into_its_own_slot(tmp_path: Pat
                 await asyncio.sleep(1.5)
                 proxy.freeze()
                 sent = await task
-            return sent, rx.finished
+            return sent, rx.monitor.finished
 
     sent, finished = asyncio.run(main())
     assert sent.reconnects == 1 and sent.lost_samples == 0
@@ -674,9 +674,11 @@ def test_a_sender_back_as_its_stream_ends_finds_it_complete(
                     done = await until_done(new)
                     assert done["recording"].startswith("back-"), done  # the stream's file
             # each part ended once (not the old one finalised again, as if it went on)
-            assert len({id(stream) for stream in rx.finished}) == len(rx.finished) == 2
+            assert (
+                len({id(stream) for stream in rx.monitor.finished}) == len(rx.monitor.finished) == 2
+            )
             # the page shows the stream, not the empty connection that confirmed it
-            (view,) = [v for v in rx.local_views() if v["stream"] == "back"]
+            (view,) = [v for v in rx.monitor.local_views() if v["stream"] == "back"]
             assert (view["state"], view["outcome"], view["seconds"]) == ("ended", "complete", 0.1)
             assert sorted(r["name"].rsplit(".")[-1] for r in view["recordings"]) == ["json", "wav"]
 

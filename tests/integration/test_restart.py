@@ -355,7 +355,7 @@ def test_a_stream_whose_grace_ran_out_is_ended_and_its_name_freed(
                 )
             )
             sent = await asyncio.wait_for(restarted.run(), seconds(30))
-            return [s.outcome.text for s in rx.finished], sent
+            return [s.outcome.text for s in rx.monitor.finished], sent
 
     outcomes, sent = asyncio.run(main())
     assert sent.confirmed == sent.samples_captured == 48000 and sent.lost_samples == 0

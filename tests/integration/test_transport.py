@@ -70,7 +70,7 @@ def test_pcm_recording_equals_the_source_sample_for_sample(tmp_path: Path) -> No
                     frame_ms=10.0,
                 )
             ).run()
-        return sent, rx.finished
+        return sent, rx.monitor.finished
 
     sent, reports = asyncio.run(main())
     assert (
@@ -159,7 +159,7 @@ def test_stopping_the_sender_sends_the_partial_frame_and_ends_cleanly(tmp_path: 
             sender = Sender(SenderConfig(url, name="ctrl-c", source="tone:440", frame_ms=60.0))
             asyncio.get_running_loop().call_later(0.73, sender.stop)  # as Ctrl-C would
             sent = await sender.run()
-        return sent, rx.finished
+        return sent, rx.monitor.finished
 
     sent, reports = asyncio.run(main())
     data, _, _ = read_single(rec, "ctrl-c-*.wav")
@@ -268,8 +268,8 @@ def test_bad_connections_are_closed_with_a_clear_code_and_reason(
         async with running_receiver(record_dir=tmp_path) as (rx, url):
             got = await converse(url, *messages)
             await asyncio.sleep(0.2)
-            outcomes = [s.outcome.text for s in rx.finished]
-            return got, list(rx.streams.parked), outcomes, dict(rx.empty_connections)
+            outcomes = [s.outcome.text for s in rx.monitor.finished]
+            return got, list(rx.streams.parked), outcomes, dict(rx.monitor.empty_connections)
 
     (got_code, got_reason, replies), parked, outcomes, empty = asyncio.run(main())
     assert got_code == code, (what, got_code, got_reason)
@@ -351,7 +351,7 @@ def test_hostile_traffic_does_not_disturb_a_good_stream(tmp_path: Path) -> None:
             )
             results = await asyncio.gather(*(attack(url, 500, k) for k in range(4)))
             sent = await good
-        return sent, results, rx.finished
+        return sent, results, rx.monitor.finished
 
     sent, results, reports = asyncio.run(main())
     closes = [r for batch in results for r in batch]
@@ -603,7 +603,7 @@ def test_connection_cuts_lose_nothing_from_the_recording(tmp_path: Path, codec: 
                 await asyncio.sleep(wait)
                 proxy.cut()
             sent = await task
-        return sent, rx.finished, proxy.connections
+        return sent, rx.monitor.finished, proxy.connections
 
     sent, reports, connections = asyncio.run(main())
     assert (

@@ -226,7 +226,7 @@ def test_recordings_download_with_ranges(tmp_path: Path) -> None:
     async def main() -> tuple[Any, ...]:
         async with running_receiver(record_dir=tmp_path) as (rx, url):
             await Sender(SenderConfig(url, name="dl", source="tone:440", duration_s=1.0)).run()
-            (view,) = (await rx.snapshot())["streams"]
+            (view,) = (await rx.monitor.snapshot())["streams"]
             # an ended stream has no level to show (not a -120 dBFS silence)
             assert view["state"] == "ended" and view["peak_dbfs"] is view["rms_dbfs"] is None
             wav = next(r for r in view["recordings"] if r["name"].endswith(".wav"))
@@ -520,7 +520,7 @@ def test_silence_raises_an_alert_that_reaches_the_webhook_and_clears(tmp_path: P
                 Sender(SenderConfig(url, name="mute", source=f"file:{tmp_path / 'src.wav'}")).run()
             )
             await asyncio.sleep(2.7)
-            during = (await rx.snapshot())["streams"][0]["alerts"]
+            during = (await rx.monitor.snapshot())["streams"][0]["alerts"]
             _, _, body = await get(http(url) + "/metrics")
             await task
             await asyncio.sleep(1.0)
