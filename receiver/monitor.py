@@ -24,6 +24,7 @@ from .alerts import Webhook
 from .config import ReceiverConfig
 from .control import merge_views
 from .stream import Stream
+from .views import view_of
 
 if TYPE_CHECKING:
     from .server import Receiver
@@ -136,7 +137,7 @@ class Monitor:
 
     def local_views(self) -> list[dict[str, Any]]:
         """This process's streams as the page shows them."""
-        return [stream.view(EVENTS_INTERVAL_S) for stream in self.recent()]
+        return [view_of(stream, EVENTS_INTERVAL_S).to_json() for stream in self.recent()]
 
     async def snapshot(self) -> dict[str, Any]:
         """The page's view of every stream (one ``streams`` event): with ``--workers``,

@@ -31,8 +31,8 @@ from ..common.protocol import Accept, Hello
 from ..common.routing import owner
 from . import logs
 from .config import ReceiverConfig
-from .holds import Holder
-from .storage import Previous, find_previous, name_reserved
+from .holds import Holder, Holds
+from .storage import Previous, find_previous
 from .stream import Attachment, Stream, log_key
 
 log = logging.getLogger("micwire.receiver")
@@ -85,10 +85,8 @@ class Streams:
         self.on_live: Callable[[int], None] | None = None
         #: The receiver is shutting down: streams are finalised, not parked.
         self.stopping = False
-        #: Streams that ended without their last packet (their sender may come back to
-        #: continue them): by name, with when they ended.
-        self.ended: dict[str, tuple[float, Stream]] = {}
-        self.started = time.time()
+        #: Names held for a sender that may come back to continue its stream.
+        self.holds = Holds(config)
 
     def __len__(self) -> int:
         return len(self.live) + len(self.parked)
@@ -117,7 +115,7 @@ class Streams:
         try:
             stream = await self.known(name)
             if stream is not None and not stream.proves(hello):
-                raise Refusal.in_use(name, self.holder(stream))
+                raise Refusal.in_use(name, self.holds.of(stream))
             # admitted: its lines count against the stream (logs.py): this sender's, so that
             # another taking the name after it has its own lines shown
             logs.STREAM.set(log_key(name, hello.stream_id))
@@ -153,21 +151,6 @@ class Streams:
     def _live_changed(self) -> None:
         if self.on_live is not None:
             self.on_live(len(self.live))
-
-    def holder(self, stream: Stream) -> Holder:
-        """Whose the live or parked ``stream``'s name is, and until when."""
-        if stream.state != "parked" or stream.parked_at is None:
-            return Holder(stream.peer, since=stream.first_seen)
-        grace = self.config.resume_grace_s
-        until = stream.parked_at + grace
-        if stream.resumable and stream.outcome.resumable:
-            until += grace  # once finalised, its name is held as long again (_finish)
-        return Holder(stream.peer, until=until)
-
-    def held(self, name: str) -> bool:
-        """Is the name held for a stream that ended here and whose sender may come back?"""
-        ended = self.ended.get(name)
-        return ended is not None and time.time() - ended[0] < self.config.resume_grace_s
 
     async def let_go(self, stream: Stream) -> bool:
         """Cut the stream's connection, if it has one: no close handshake (the link may be
@@ -233,15 +216,11 @@ class Streams:
                 hello.params,
             )
             proven = previous is not None
-        if not proven and (holder := await self._reserved(hello)) is not None:
+        if not proven and (holder := await self.holds.reserved(hello)) is not None:
             raise Refusal.in_use(hello.stream, holder)
         if not proven and len(self.live) + self.live_elsewhere >= cfg.max_streams:
             raise Refusal(f"receiver is full ({cfg.max_streams} streams)", retry=True)
-        ended = self.ended.get(hello.stream)
-        if ended is not None and (proven or ended[1].proves(hello)):
-            # the sender the name was held for is back: it is its own again (and once this
-            # stream ends, e.g. because that sender restarted, nobody is waited for)
-            del self.ended[hello.stream]
+        self.holds.returned(hello, proven)
         rate = hello.params.rate_hz
         now = time.monotonic()
         if previous is not None:
@@ -348,23 +327,6 @@ class Streams:
                 log.warning("stream %r: too many streams waiting; finalising it", oldest.name)
                 await self.finish(oldest, oldest.outcome)
 
-    async def _reserved(self, hello: Hello) -> Holder | None:
-        """Is the name held for a stream whose sender may still come back? (Ended here
-        without its last packet, or interrupted by a restart of the receiver: for a
-        grace period from then, only the stream's own sender may take the name.) Whose
-        it is, and until when."""
-        grace = self.config.resume_grace_s
-        ended = self.ended.get(hello.stream)
-        if ended is not None and time.time() - ended[0] < grace:
-            if ended[1].proves(hello):
-                return None
-            return Holder(ended[1].peer, until=ended[0] + grace)
-        if self.config.record_dir is None:
-            return None
-        return await asyncio.to_thread(
-            name_reserved, self.config.record_dir, hello.stream, self.started, grace
-        )
-
     async def finish(self, stream: Stream, outcome: Outcome) -> None:
         """Finalise a stream for good: files, sidecar, report."""
         done = self.finishing[stream.name] = asyncio.Event()
@@ -376,13 +338,7 @@ class Streams:
             done.set()
 
     async def _finish(self, stream: Stream, outcome: Outcome) -> None:
-        # a connection that never sent audio holds no name: a bare hello must not lock a
-        # room's own sender out of it for the grace
-        held = stream.resumable and stream.shown and outcome.resumable and not stream.ended_before
-        if held:
-            self.ended[stream.name] = (time.time(), stream)
-            while len(self.ended) > 1000:
-                del self.ended[next(iter(self.ended))]
+        self.holds.hold(stream, outcome)
         if self.live.get(stream.name) is stream:
             del self.live[stream.name]
             self._live_changed()

@@ -31,10 +31,9 @@ import soundfile as sf
 
 from ..common.errors import AudioFormatError, StorageError
 from ..common.names import sanitize_stream_name
-from ..common.outcome import INTERRUPTED, Outcome
+from ..common.outcome import INTERRUPTED
 from ..common.protocol import StreamParams
 from . import wav
-from .holds import Holder
 
 log = logging.getLogger("micwire.receiver")
 PART_KEYS = ("files", "origin", "samples", "gaps", "outcome")
@@ -133,7 +132,7 @@ class Previous:
         return count if type(count) is int and count >= 0 else 0
 
 
-def _valid(data: Any) -> bool:
+def is_sidecar(data: Any) -> bool:
     """Does this look like one of our sidecars, with every field a resume relies on?"""
     if not isinstance(data, dict):
         return False
@@ -206,7 +205,7 @@ def find_previous(
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError, UnicodeDecodeError):
             continue
-        if not _valid(data):
+        if not is_sidecar(data):
             continue
         same = (
             data["stream"] == stream
@@ -232,34 +231,6 @@ def find_previous(
     return Previous(path, data, position, sizes)
 
 
-def name_reserved(directory: Path, stream: str, started: float, grace_s: float) -> Holder | None:
-    """Is a sidecar of this exact name saying its stream was interrupted, recently enough
-    that its sender may still come back? "Recently": within ``grace_s`` of when it was
-    last written, or of ``started`` (the receiver's own start, after a restart). Returns
-    whose the name is and until when. Blocking: run it off the event loop."""
-    import time
-
-    now = time.time()
-    holder: Holder | None = None
-    for path in directory.glob(f"{sanitize_stream_name(stream)}-*.json"):
-        try:
-            mtime = path.stat().st_mtime
-            if now - max(mtime, started) > grace_s:
-                continue
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, UnicodeDecodeError):
-            continue
-        if (
-            _valid(data)
-            and data["stream"] == stream
-            and Outcome.parse(data.get("outcome")).resumable
-        ):
-            until = max(mtime, started) + grace_s
-            if holder is None or holder.until is None or until > holder.until:
-                holder = Holder(str(data.get("peer") or "an unknown address"), until=until)
-    return holder
-
-
 def repair_interrupted(directory: Path, owned: Callable[[str], bool] | None = None) -> list[Path]:
     """After a crash: bring sidecars that still say "recording" up to date with their
     files, and say the part was interrupted. Run before the receiver takes any connection
@@ -271,7 +242,7 @@ def repair_interrupted(directory: Path, owned: Callable[[str], bool] | None = No
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError, UnicodeDecodeError):
             continue
-        if not _valid(data) or data.get("outcome") != "recording":
+        if not is_sidecar(data) or data.get("outcome") != "recording":
             continue
         if owned is not None and not owned(data["stream"]):
             continue

@@ -282,29 +282,6 @@ class Stream:
             state = "ended_complete" if self.outcome.ended_well else "ended"
         return self.meters.check(now, state)
 
-    def view(self, window_s: float) -> dict[str, Any]:
-        """What the monitor page shows of this stream (docs/PROTOCOL.md §10)."""
-        line = self.figures(window_s).line()
-        view: dict[str, Any] = {key: line.get(key) for key in VIEW_FIGURES}
-        # since the stream was first seen, by this receiver or one before it (a restart)
-        end = self.ended_utc if self.ended_utc is not None else time.time()
-        view.update(
-            state=self.page_state,
-            outcome=self.outcome.text,
-            frame_ms=self.params.frame_ms,
-            uptime_s=round(end - self.first_seen, 1),
-            ended_utc=self.ended_utc,
-            listeners=len(self.listeners),
-            alerts=[
-                {"kind": a.kind, "since": a.since, "message": a.message}
-                for a in self.meters.alerts.active.values()
-            ],
-            **self.recording.views(),
-        )
-        if self.state == "ended":  # no sound to measure, not a silence of -120 dBFS
-            view.update(peak_dbfs=None, rms_dbfs=None)
-        return view
-
     @property
     def earlier_samples(self) -> int:
         """The stream's samples in earlier parts (before a restart of the receiver)
@@ -366,33 +343,6 @@ class Stream:
         if self.previous is not None:
             info["received_utc"] = self.previous.data.get("received_utc", info["received_utc"])
         return info
-
-
-#: The live figures the page's view of a stream carries (docs/PROTOCOL.md §10).
-VIEW_FIGURES = (
-    "stream",
-    "peer",
-    "codec",
-    "rate_hz",
-    "channels",
-    "seconds",
-    "peak_dbfs",
-    "rms_dbfs",
-    "buffer_ms",
-    "target_ms",
-    "jitter_ms",
-    "latency_ms",
-    "drift_ppm",
-    "packets",
-    "gaps",
-    "gap_samples",
-    "underruns",
-    "late_packets",
-    "lost_samples",
-    "concealed_samples",
-    "duplicate_packets",
-    "reconnects",
-)
 
 
 def _sum(a: AssemblyStats, b: AssemblyStats) -> AssemblyStats:

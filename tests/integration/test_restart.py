@@ -343,7 +343,7 @@ def test_a_stream_whose_grace_ran_out_is_ended_and_its_name_freed(
             await until(lambda: "kit" in rx.streams.parked, "the stream was not kept")
             stream = rx.streams.parked["kit"]
             await rx.streams.finish(stream, stream.outcome)  # as when its grace runs out
-            assert rx.streams.held("kit")
+            assert rx.streams.holds.held("kit")
             restarted = Sender(
                 SenderConfig(
                     url,

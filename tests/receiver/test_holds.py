@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from micwire.common.outcome import SENDER_RESTARTED, Outcome
-from micwire.receiver.holds import Holder
-from micwire.receiver.storage import name_reserved, secret_digest
+from micwire.receiver.holds import Holder, name_reserved
+from micwire.receiver.storage import secret_digest
 
 NOON = float(calendar.timegm((2026, 12, 3, 12, 0, 0)))
 
