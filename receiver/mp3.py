@@ -1,7 +1,7 @@
 """Write a live stream to an MP3 file that stays playable, gapless and aligned to the sample.
 
 :class:`Mp3Writer` encodes with LAME 3.100 (linked into the ``lameenc`` wheel) at a constant
-bitrate and keeps an Info/LAME tag frame (:mod:`micwire.common.mp3tag`) at the start of the
+bitrate and keeps an Info/LAME tag frame (:mod:`micwire.common.mp3`) at the start of the
 file, so that decoders that read LAME's tag play exactly the samples written, aligned with
 the WAV written beside it (libmpg123, inside libsndfile, in the tests; FFmpeg 5.1 and the
 mpg123 1.31 command checked by hand, finished files and copies taken after a flush alike):
@@ -19,7 +19,7 @@ mpg123 1.31 command checked by hand, finished files and copies taken after a flu
   exactly :attr:`Mp3Writer.frames` samples.
 
 The tag's delay counts the silent frame as well as LAME's 576 samples. Until close, its
-padding is :data:`~micwire.common.mp3tag.DECODER_DELAY` rather than 0, so that the length
+padding is :data:`~micwire.common.mp3.DECODER_DELAY` rather than 0, so that the length
 the tag announces, ``frames * samples_per_frame - delay - padding``, is what a decoder can
 output: the last 529 samples of a stream cut after a frame are still inside the decoder's
 filterbank. (libmpg123 clamps a longer announcement; a reader that takes the length from
@@ -44,8 +44,19 @@ import lameenc
 import numpy as np
 import numpy.typing as npt
 
-from ..common import mp3tag
 from ..common.errors import AudioFormatError, CodecError, StorageError
+from ..common.mp3 import (
+    DECODER_DELAY,
+    FrameScanner,
+    InfoTag,
+    cbr_header,
+    crc16,
+    info_frame,
+    info_frame_fits,
+    min_tagged_bitrate_kbps,
+    rate_bits,
+    silent_frame,
+)
 
 #: LAME's own delay before the first input sample (LAME encoder.h: ``ENCDELAY``), the same
 #: at every rate and bitrate.
@@ -59,7 +70,7 @@ LAME_DELAY = 576
 DEFAULT_QUALITY = 5
 #: kbit/s for one channel (stereo gets twice as much): about 1.3 bits per sample at
 #: 32-48 kHz, more per sample at the low rates, where each sample carries more of what is
-#: heard. All hold the Info tag (:func:`micwire.common.mp3tag.min_tagged_bitrate_kbps`).
+#: heard. All hold the Info tag (:func:`micwire.common.mp3.min_tagged_bitrate_kbps`).
 DEFAULT_BITRATES_KBPS = {
     8000: 24,
     11025: 32,
@@ -84,7 +95,7 @@ def _encoder_name() -> str:
 
 
 def default_bitrate_kbps(rate_hz: int, channels: int) -> int:
-    mp3tag.rate_bits(rate_hz)  # refuses a rate MP3 cannot hold, saying which it can
+    rate_bits(rate_hz)  # refuses a rate MP3 cannot hold, saying which it can
     return DEFAULT_BITRATES_KBPS[rate_hz] * channels
 
 
@@ -142,14 +153,14 @@ class Mp3Writer:
         self.channels = channels
         self.bitrate_kbps = bitrate_kbps
         self.quality = quality
-        self.header = mp3tag.cbr_header(rate_hz, channels, bitrate_kbps)
+        self.header = cbr_header(rate_hz, channels, bitrate_kbps)
         if rate_hz < 16000 and bitrate_kbps > _LAME_MAX_KBPS_MPEG25:
             raise AudioFormatError(
                 f"LAME encodes {rate_hz} Hz MP3 at {_LAME_MAX_KBPS_MPEG25} kbit/s at most,"
                 f" not {bitrate_kbps}"
             )
-        if not mp3tag.info_frame_fits(self.header, toc=False):
-            lowest = mp3tag.min_tagged_bitrate_kbps(rate_hz, channels)
+        if not info_frame_fits(self.header, toc=False):
+            lowest = min_tagged_bitrate_kbps(rate_hz, channels)
             raise AudioFormatError(
                 f"{bitrate_kbps} kbit/s is too little for {rate_hz} Hz MP3 with a length tag;"
                 f" use at least {lowest} kbit/s"
@@ -158,7 +169,7 @@ class Mp3Writer:
         self.encoder = _encoder_name()
         self._lame = self._make_encoder()
         self._spf = self.header.samples_per_frame
-        self._scanner = mp3tag.FrameScanner(expected=self.header)  # LAME's frames
+        self._scanner = FrameScanner(expected=self.header)  # LAME's frames
         self._pending = bytearray()  # encoded, not yet in the file
         self._frames = 0
         self._encoding = False  # LAME has had samples, so has a tail to flush at close
@@ -168,10 +179,10 @@ class Mp3Writer:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             # the Info frame's place (rewritten in place later), then the silent frame;
             # everything after goes at the file offset
-            silent = mp3tag.silent_frame(self.header)
+            silent = silent_frame(self.header)
             _write_all(self._fd, bytes(self.header.frame_bytes) + silent)
             self._file_bytes = self.header.frame_bytes + len(silent)
-            self._music_crc = mp3tag.crc16(silent)
+            self._music_crc = crc16(silent)
             self._write_tag()
         except (OSError, _PartialWrite) as exc:
             self._close_fd()
@@ -276,7 +287,7 @@ class Mp3Writer:
             raise StorageError(f"{_describe(exc.error)} {doing} {self.path}") from exc.error
         finally:
             # what reached the file counts, whatever happened to the rest
-            self._music_crc = mp3tag.crc16(memoryview(self._pending)[:written], self._music_crc)
+            self._music_crc = crc16(memoryview(self._pending)[:written], self._music_crc)
             self._file_bytes += written
             del self._pending[:written]
 
@@ -295,7 +306,7 @@ class Mp3Writer:
 
     def _decodable(self, lame_frames: int) -> int:
         """Input samples that ``lame_frames`` of LAME's frames decode to, before close."""
-        decodable: int = lame_frames * self._spf - LAME_DELAY - mp3tag.DECODER_DELAY
+        decodable: int = lame_frames * self._spf - LAME_DELAY - DECODER_DELAY
         return max(0, decodable)
 
     def _write_tag(self) -> None:
@@ -310,18 +321,18 @@ class Mp3Writer:
             if os.pwrite(self._fd, zeros, self._file_bytes) != missing:
                 raise OSError(errno.EIO, "short write")
             stream_bytes += missing
-            music_crc = mp3tag.crc16(zeros, music_crc)
+            music_crc = crc16(zeros, music_crc)
         frames = 1 + lame_frames  # the silent frame first
         delay = self._spf + LAME_DELAY
         if self._closed and self._encoding:
             padding = frames * self._spf - delay - self._frames
         elif self._decodable(lame_frames) > 0:
-            padding = mp3tag.DECODER_DELAY
+            padding = DECODER_DELAY
         else:
             # nothing to play yet: say so in a way libmpg123 accepts (its first sample must
             # lie inside the stream, so no delay, and all of it padding)
             delay, padding = 0, frames * self._spf
-        tag = mp3tag.InfoTag(
+        tag = InfoTag(
             frames=frames,
             stream_bytes=stream_bytes,
             encoder_delay=delay,
@@ -329,7 +340,7 @@ class Mp3Writer:
             music_crc=music_crc,
             lame_quality=self.quality,
         )
-        frame = mp3tag.info_frame(self.header, tag)
+        frame = info_frame(self.header, tag)
         if os.pwrite(self._fd, frame, 0) != len(frame):
             raise OSError(errno.EIO, "short write of the MP3 Info frame")
 

@@ -7,10 +7,11 @@ from dataclasses import replace
 
 import pytest
 
-from micwire.common import mp3tag
+from micwire.common import mp3
 from micwire.common.audiofile import MP3_RATES_HZ
 from micwire.common.errors import AudioFormatError
-from micwire.common.mp3tag import FrameHeader, FrameScanner, InfoTag
+from micwire.common.mp3 import FrameHeader, FrameScanner, InfoTag
+from micwire.common.mp3.header import JOINT_STEREO, MPEG1, MPEG25
 
 # The Info frame `lame -b 64 --cbr --noreplaygain` (LAME 3.100) wrote for 48123 samples of
 # 48 kHz mono noise: 43 audio frames, 8448 bytes, delay 576, padding 837, -q 3, lowpass
@@ -60,7 +61,7 @@ def crc16_bitwise(data: bytes, crc: int = 0) -> int:
 def test_header_sizes_follow_the_standard(
     rate: int, channels: int, kbps: int, frame_bytes: int, samples: int, side_info: int
 ) -> None:
-    header = mp3tag.cbr_header(rate, channels, kbps)
+    header = mp3.cbr_header(rate, channels, kbps)
     assert (header.frame_bytes, header.samples_per_frame) == (frame_bytes, samples)
     assert header.side_info_bytes == side_info
     assert header.channels == channels
@@ -69,8 +70,8 @@ def test_header_sizes_follow_the_standard(
 @pytest.mark.parametrize("rate", MP3_RATES_HZ)
 @pytest.mark.parametrize("channels", [1, 2])
 def test_header_round_trips_through_bytes(rate: int, channels: int) -> None:
-    for kbps in mp3tag.bitrates_kbps(rate):
-        header = mp3tag.cbr_header(rate, channels, kbps)
+    for kbps in mp3.bitrates_kbps(rate):
+        header = mp3.cbr_header(rate, channels, kbps)
         for padded in (False, True):
             padded_header = replace(header, padding=padded)
             data = padded_header.to_bytes()
@@ -81,18 +82,18 @@ def test_header_round_trips_through_bytes(rate: int, channels: int) -> None:
 def test_header_parses_lames_own_first_frames() -> None:
     mono = FrameHeader.parse(LAME_48K_MONO)
     assert (mono.version, mono.rate_hz, mono.bitrate_kbps, mono.channels) == (
-        mp3tag.MPEG1,
+        MPEG1,
         48000,
         64,
         1,
     )
-    assert mono == mp3tag.cbr_header(48000, 1, 64)  # what we write is what LAME writes
+    assert mono == mp3.cbr_header(48000, 1, 64)  # what we write is what LAME writes
     stereo = FrameHeader.parse(LAME_8K_STEREO)
     assert (stereo.version, stereo.rate_hz, stereo.bitrate_kbps, stereo.mode) == (
-        mp3tag.MPEG25,
+        MPEG25,
         8000,
         64,
-        mp3tag.JOINT_STEREO,
+        JOINT_STEREO,
     )
 
 
@@ -115,29 +116,29 @@ def test_header_refuses_what_is_not_a_layer_3_frame(data: bytes, says: str) -> N
 
 def test_impossible_rates_and_bitrates_say_what_would_work() -> None:
     with pytest.raises(AudioFormatError, match=r"44000 Hz.*8000, 11025"):
-        mp3tag.cbr_header(44000, 1, 64)
+        mp3.cbr_header(44000, 1, 64)
     with pytest.raises(AudioFormatError, match=r"8 kbit/s is not an MPEG-1 .*32, 40"):
-        mp3tag.cbr_header(48000, 1, 8)
+        mp3.cbr_header(48000, 1, 8)
     with pytest.raises(AudioFormatError, match=r"320 kbit/s is not an MPEG-2 .*144, 160"):
-        mp3tag.cbr_header(24000, 2, 320)
+        mp3.cbr_header(24000, 2, 320)
     with pytest.raises(AudioFormatError, match="1 or 2 channels"):
-        mp3tag.cbr_header(48000, 3, 64)
+        mp3.cbr_header(48000, 3, 64)
 
 
 # --- CRC-16 -------------------------------------------------------------------------------
 
 
 def test_crc16_is_crc16_arc() -> None:
-    assert mp3tag.crc16(b"123456789") == 0xBB3D  # the catalogued check value
+    assert mp3.crc16(b"123456789") == 0xBB3D  # the catalogued check value
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 511, 512, 513, 1000, 4096, 8191, 20000])
 def test_crc16_fast_paths_agree_with_the_definition(n: int) -> None:
     data = os.urandom(n)
     start = int.from_bytes(os.urandom(2), "big")
-    assert mp3tag.crc16(data, start) == crc16_bitwise(data, start)
+    assert mp3.crc16(data, start) == crc16_bitwise(data, start)
     half = n // 3
-    assert mp3tag.crc16(data[half:], mp3tag.crc16(data[:half], start)) == crc16_bitwise(data, start)
+    assert mp3.crc16(data[half:], mp3.crc16(data[:half], start)) == crc16_bitwise(data, start)
 
 
 # --- the Info frame -----------------------------------------------------------------------
@@ -159,15 +160,15 @@ def test_crc16_fast_paths_agree_with_the_definition(n: int) -> None:
     ],
 )  # fmt: skip
 def test_parse_reads_lames_tag(frame: bytes, expected: InfoTag) -> None:
-    _, tag = mp3tag.parse_info_frame(frame)
+    _, tag = mp3.parse_info_frame(frame)
     assert tag == expected
     assert tag.has_toc
     assert tag.samples(FrameHeader.parse(frame).samples_per_frame) in (48123, 8123)
 
 
 def test_we_build_lames_tag_byte_for_byte_but_the_toc_and_preset() -> None:
-    header, tag = mp3tag.parse_info_frame(LAME_48K_MONO)
-    ours = mp3tag.info_frame(header, tag)
+    header, tag = mp3.parse_info_frame(LAME_48K_MONO)
+    ours = mp3.info_frame(header, tag)
     assert len(ours) == len(LAME_48K_MONO) == 192
     xing = 4 + 17
     toc = range(xing + 16, xing + 116)
@@ -176,23 +177,23 @@ def test_we_build_lames_tag_byte_for_byte_but_the_toc_and_preset() -> None:
     differ = [i for i in range(192) if ours[i] != LAME_48K_MONO[i]]
     assert differ  # the TOC is computed differently (see below)
     assert not [i for i in differ if i not in toc and i not in preset and i not in tag_crc]
-    assert mp3tag.parse_info_frame(ours) == (header, tag)  # and its CRC is right
+    assert mp3.parse_info_frame(ours) == (header, tag)  # and its CRC is right
 
 
 def test_toc_points_at_frames_of_a_constant_bitrate_stream() -> None:
-    header = mp3tag.cbr_header(48000, 1, 64)
+    header = mp3.cbr_header(48000, 1, 64)
     tag = InfoTag(frames=100, stream_bytes=101 * 192, encoder_delay=576, padding=0)
-    frame = mp3tag.info_frame(header, tag)
+    frame = mp3.info_frame(header, tag)
     toc = frame[4 + 17 + 16 : 4 + 17 + 116]
     # percent i of the audio is frame i, which starts at byte 192 * (1 + i) of 19392
     assert list(toc) == [min(255, 256 * 192 * (1 + i) // (101 * 192)) for i in range(100)]
 
 
 def test_fields_sit_where_decoders_look_for_them() -> None:
-    header = mp3tag.cbr_header(22050, 2, 96)  # MPEG-2 stereo: tag after 4 + 17 bytes
+    header = mp3.cbr_header(22050, 2, 96)  # MPEG-2 stereo: tag after 4 + 17 bytes
     tag = InfoTag(frames=0x01020304, stream_bytes=0x0A0B0C0D, encoder_delay=0x123,
                   padding=0x456, music_crc=0xBEEF, lame_quality=5)  # fmt: skip
-    frame = mp3tag.info_frame(header, tag)
+    frame = mp3.info_frame(header, tag)
     assert frame[:4] == header.to_bytes() and not any(frame[4:21])
     assert frame[21:25] == b"Info" and frame[25:29] == bytes((0, 0, 0, 0x0F))
     assert frame[29:33] == bytes((1, 2, 3, 4)) and frame[33:37] == bytes.fromhex("0a0b0c0d")
@@ -208,21 +209,21 @@ def test_fields_sit_where_decoders_look_for_them() -> None:
 
 
 def test_a_frame_too_small_for_the_toc_gets_the_tag_without_it() -> None:
-    header = mp3tag.cbr_header(24000, 1, 48)  # 144 bytes: 13 + 156 do not fit
-    assert not mp3tag.info_frame_fits(header) and mp3tag.info_frame_fits(header, toc=False)
+    header = mp3.cbr_header(24000, 1, 48)  # 144 bytes: 13 + 156 do not fit
+    assert not mp3.info_frame_fits(header) and mp3.info_frame_fits(header, toc=False)
     tag = InfoTag(frames=10, stream_bytes=11 * 144, encoder_delay=576, padding=529)
-    frame = mp3tag.info_frame(header, tag)
+    frame = mp3.info_frame(header, tag)
     assert len(frame) == 144 and frame[13:17] == b"Info" and frame[20] == 0x0B  # no TOC flag
-    _, parsed = mp3tag.parse_info_frame(frame)
+    _, parsed = mp3.parse_info_frame(frame)
     assert parsed == tag and not parsed.has_toc
 
 
 def test_a_frame_too_small_for_any_tag_is_refused_with_the_bitrate_that_works() -> None:
-    header = mp3tag.cbr_header(11025, 1, 8)  # 52 bytes; the tag needs 4 + 9 + 56
+    header = mp3.cbr_header(11025, 1, 8)  # 52 bytes; the tag needs 4 + 9 + 56
     tag = InfoTag(frames=1, stream_bytes=104, encoder_delay=576, padding=0)
     with pytest.raises(AudioFormatError, match="at least 16 kbit/s"):
-        mp3tag.info_frame(header, tag)
-    assert mp3tag.min_tagged_bitrate_kbps(24000, 2) == 32
+        mp3.info_frame(header, tag)
+    assert mp3.min_tagged_bitrate_kbps(24000, 2) == 32
 
 
 def test_tag_values_out_of_range_are_refused() -> None:
@@ -236,9 +237,9 @@ def test_parse_refuses_a_damaged_tag() -> None:
     damaged = bytearray(LAME_48K_MONO)
     damaged[4 + 17 + 120 + 21] ^= 0x10  # the delay
     with pytest.raises(AudioFormatError, match="CRC"):
-        mp3tag.parse_info_frame(damaged)
+        mp3.parse_info_frame(damaged)
     with pytest.raises(AudioFormatError, match="no Info/Xing tag"):
-        mp3tag.parse_info_frame(mp3tag.silent_frame(FrameHeader.parse(LAME_48K_MONO)))
+        mp3.parse_info_frame(mp3.silent_frame(FrameHeader.parse(LAME_48K_MONO)))
 
 
 # --- counting frames ----------------------------------------------------------------------
@@ -247,7 +248,7 @@ def test_parse_refuses_a_damaged_tag() -> None:
 def stream_44k(frames: int) -> tuple[bytes, list[int]]:
     """Silent 44.1 kHz stereo frames, padded the way a 44.1 kHz stream is (some 417, some
     418 bytes), with their sizes."""
-    header = mp3tag.cbr_header(44100, 2, 128)
+    header = mp3.cbr_header(44100, 2, 128)
     data = bytearray()
     sizes = []
     for i in range(frames):
@@ -262,7 +263,7 @@ def stream_44k(frames: int) -> tuple[bytes, list[int]]:
 def test_scanner_counts_complete_frames_fed_in_any_pieces(piece: int) -> None:
     data, sizes = stream_44k(20)
     assert len(set(sizes)) == 2
-    scanner = FrameScanner(expected=mp3tag.cbr_header(44100, 2, 128))
+    scanner = FrameScanner(expected=mp3.cbr_header(44100, 2, 128))
     for start in range(0, len(data) - 100, piece):
         scanner.feed(data[start : min(start + piece, len(data) - 100)])
     assert scanner.frames == 19 and scanner.complete_bytes == sum(sizes[:19])
@@ -273,7 +274,7 @@ def test_scanner_counts_complete_frames_fed_in_any_pieces(piece: int) -> None:
 
 def test_scanner_refuses_a_frame_that_does_not_continue_the_stream() -> None:
     data, _ = stream_44k(2)
-    other = mp3tag.silent_frame(mp3tag.cbr_header(44100, 2, 160))
+    other = mp3.silent_frame(mp3.cbr_header(44100, 2, 160))
     scanner = FrameScanner()
     scanner.feed(data)
     with pytest.raises(AudioFormatError, match="does not continue the stream"):

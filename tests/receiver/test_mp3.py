@@ -12,7 +12,7 @@ import numpy.typing as npt
 import pytest
 import soundfile as sf
 
-from micwire.common import mp3tag
+from micwire.common import mp3
 from micwire.common.audiofile import MP3_RATES_HZ
 from micwire.common.errors import AudioFormatError, StorageError
 from micwire.receiver.mp3 import LAME_DELAY, Mp3Writer
@@ -142,7 +142,7 @@ def test_copy_taken_after_flush_reads_what_was_flushed(
             writer.write(samples[start : start + block])
             if (start // block) % 12 == 11:  # every 240 ms
                 writer.flush()
-                assert writer.held_back <= LAME_DELAY + mp3tag.DECODER_DELAY + 4 * spf
+                assert writer.held_back <= LAME_DELAY + mp3.DECODER_DELAY + 4 * spf
                 copy = tmp_path / f"copy{len(copies)}.mp3"
                 shutil.copyfile(path, copy)
                 copies.append((copy, writer.frames - writer.held_back))
@@ -155,7 +155,7 @@ def test_copy_taken_after_flush_reads_what_was_flushed(
         # the same samples as the finished file, so as aligned and as exact
         assert np.array_equal(decoded, final[:flushed])
         # and the tag says so to whoever takes the length from it without decoding
-        _, tag = mp3tag.parse_info_frame(copy.read_bytes())
+        _, tag = mp3.parse_info_frame(copy.read_bytes())
         assert tag.samples(spf) == flushed
         assert tag.stream_bytes == copy.stat().st_size
 
@@ -185,13 +185,13 @@ def test_tag_of_a_closed_file_has_the_delay_the_padding_and_the_crcs(tmp_path: P
     with Mp3Writer(path, 44100, 2) as writer:
         write_in_blocks(writer, noise(n, 44100, 2), 1000)
     data = path.read_bytes()
-    header, tag = mp3tag.parse_info_frame(data)  # checks the tag CRC
+    header, tag = mp3.parse_info_frame(data)  # checks the tag CRC
     assert (header.rate_hz, header.bitrate_kbps, header.channels) == (44100, 128, 2)
     assert tag.encoder_delay == 1152 + LAME_DELAY  # our silent frame, then LAME's delay
-    assert mp3tag.DECODER_DELAY <= tag.padding <= 4095
+    assert mp3.DECODER_DELAY <= tag.padding <= 4095
     assert tag.samples(1152) == n
     assert tag.stream_bytes == len(data)
-    assert tag.music_crc == mp3tag.crc16(data[header.frame_bytes :])
+    assert tag.music_crc == mp3.crc16(data[header.frame_bytes :])
 
 
 @pytest.mark.parametrize(
@@ -200,7 +200,7 @@ def test_tag_of_a_closed_file_has_the_delay_the_padding_and_the_crcs(tmp_path: P
 def test_default_bitrates(tmp_path: Path, rate: int, channels: int, kbps: int) -> None:
     path = tmp_path / "rate.mp3"
     Mp3Writer(path, rate, channels).close()
-    assert mp3tag.FrameHeader.parse(path.read_bytes()).bitrate_kbps == kbps
+    assert mp3.FrameHeader.parse(path.read_bytes()).bitrate_kbps == kbps
 
 
 @pytest.mark.parametrize(
