@@ -13,7 +13,7 @@ from ..common.errors import MicwireError
 from ..receiver import logs
 from ..receiver.config import ReceiverConfig
 from ..receiver.control import WorkerLink
-from .cli import EXIT_ERROR, run_until_signal
+from .runtime import EXIT_ERROR, run_until_signal
 
 
 class ToSupervisor(logging.Handler):

@@ -89,3 +89,14 @@ def test_python_m_micwire_is_the_command() -> None:
         [sys.executable, "-m", "micwire", "--help"], capture_output=True, text=True, check=True
     )
     assert "receive" in done.stdout and "send" in done.stdout
+
+
+def test_a_worker_sets_up_its_process_without_the_cli() -> None:
+    """A receiver's worker runs on the shared runtime (event loop, GIL switch interval,
+    signals), not on the command line's parser and commands."""
+    code = (
+        "import sys, micwire.app.worker\n"
+        "print(','.join(m for m in ('micwire.app.cli', 'micwire.app.options') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""
