@@ -139,8 +139,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(_args: argparse.Namespace) -> int:
-    from ..common.devices import describe_devices
-    from ..sender.sources import sounddevice
+    from ..common.devices import describe_devices, sounddevice
 
     sd = sounddevice()
     print(describe_devices(list(sd.query_devices()), list(sd.query_hostapis())))

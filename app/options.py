@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..common.audiofile import RECORDING_FORMATS
 from ..common.protocol import CODECS, FRAME_DURATIONS_MS
-from ..receiver.recording import RECORDING_FORMATS
 
 
 def _env(name: str, default: Any) -> Any:
@@ -30,7 +30,8 @@ def _formats(text: str) -> tuple[str, ...]:
     bad = [f for f in names if f not in RECORDING_FORMATS]
     if bad or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown format {','.join(bad) or text!r}; use wav, mp3, flac, ogg (or a comma list)"
+            f"unknown format {','.join(bad) or text!r}; use {', '.join(RECORDING_FORMATS)} "
+            "(or a comma list)"
         )
     return names
 
@@ -139,7 +140,8 @@ def _receive_options(rx: argparse.ArgumentParser) -> None:
         "--format",
         type=_formats,
         default=_env("format", "wav"),
-        help="wav, mp3, flac or ogg; a comma list records several (default wav)",
+        help=f"{', '.join(RECORDING_FORMATS[:-1])} or {RECORDING_FORMATS[-1]}; a comma list "
+        "records several (default wav)",
     )
     rx.add_argument(
         "--play",

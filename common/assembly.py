@@ -17,7 +17,7 @@ written twice; a timestamp that jumps ahead leaves exactly that much silence.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import numpy.typing as npt
@@ -52,6 +52,13 @@ class AssemblyStats:
     #: (a resumed Opus encoder's warm-up): decoded, then dropped. Not duplicates.
     lead_in_packets: int = 0
     lead_in_samples: int = 0
+
+    def __add__(self, other: AssemblyStats) -> AssemblyStats:
+        """The counts of two connections of one stream together (a stream's totals are
+        the sum over its connections, whichever process had them)."""
+        return AssemblyStats(
+            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
+        )
 
 
 class Depacketizer:

@@ -22,11 +22,10 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
+from . import mp3
 from .errors import AudioFormatError
 
 MAX_CHANNELS = 8
-#: MPEG-1/2/2.5 Layer III sample rates (ISO/IEC 11172-3, 13818-3).
-MP3_RATES_HZ = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 
 
 @dataclass(frozen=True)
@@ -56,11 +55,15 @@ FORMATS: dict[str, FileFormat] = {
     for f in (
         FileFormat("wav", "WAV", "PCM_16"),
         FileFormat("flac", "FLAC", "PCM_16"),
-        FileFormat("mp3", "MP3", "MPEG_LAYER_III", 2, MP3_RATES_HZ),
+        FileFormat("mp3", "MP3", "MPEG_LAYER_III", max(mp3.CHANNELS), mp3.RATES_HZ),
         FileFormat("ogg", "OGG", "VORBIS", 8),
         FileFormat("raw", "RAW", "PCM_16"),
     )
 }
+
+
+#: The formats a receiver records to (``--format``): the others are for scripts.
+RECORDING_FORMATS = ("wav", "mp3", "flac", "ogg")
 
 
 def get_format(name: str) -> FileFormat:

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import CodecError, CodecUnavailableError, FrameError, ParameterError
-from .protocol import StreamParams
+from .protocol import MAX_OPUS_PACKET, StreamParams
 
 Frame = npt.NDArray[np.int16]
 
@@ -29,8 +29,6 @@ OPUS_APPLICATIONS = ("voip", "audio", "lowdelay")
 _OPUSLIB_APPLICATIONS = {"voip": "voip", "audio": "audio", "lowdelay": "restricted_lowdelay"}
 #: Largest frame libopus decodes: 120 ms at 48 kHz (RFC 6716 §3.2.5).
 _OPUS_MAX_DECODE = 5760
-#: Room for one encoded packet (libopus never needs more than 1275 bytes a frame).
-MAX_PACKET_BYTES = 4000
 _PCM_DTYPE = np.dtype("<i2")
 
 
@@ -138,7 +136,9 @@ class OpusEncoder(Encoder):
         self._padded = np.zeros((params.frame_samples, params.channels), dtype=np.int16)
         self._state = self._encoder.encoder_state
         self._encode = opuslib.api.libopus.opus_encode
-        self._packet = ctypes.create_string_buffer(MAX_PACKET_BYTES)
+        # room for the largest packet the wire carries (libopus needs at most 1275 bytes
+        # a frame, RFC 6716 §3.2.1): what it writes always fits a Packet
+        self._packet = ctypes.create_string_buffer(MAX_OPUS_PACKET)
         self._int16_p = opuslib.api.c_int16_pointer
         self._error = opuslib.OpusError
 
@@ -160,7 +160,7 @@ class OpusEncoder(Encoder):
             pcm.ctypes.data_as(self._int16_p),
             self.params.frame_samples,
             self._packet,
-            MAX_PACKET_BYTES,
+            MAX_OPUS_PACKET,
         )
         if size < 0:
             raise CodecError(f"the Opus encoder failed: {self._error(size)}")

@@ -1,7 +1,8 @@
 """Finding a sound device by what a person types: an index, a name substring, or nothing.
 
 Pure: the caller passes the sounddevice module in (``sd``), so this module imports no
-PortAudio and both sides share one set of rules and messages.
+PortAudio and both sides share one set of rules and messages. Both load it the same way
+too, with :func:`sounddevice`, which imports it only when called.
 """
 
 from __future__ import annotations
@@ -16,6 +17,18 @@ INSTALL_HINT = (
     "macOS: `brew install portaudio`)"
 )
 LIST_HINT = "`micwire devices` lists them"
+
+
+def sounddevice() -> Any:
+    """Import sounddevice, turning a missing PortAudio into a DeviceError with the fix.
+
+    Importing sounddevice loads PortAudio and scans the sound devices, so it happens here,
+    on the first call from a shell that opens a device, never when common/ is imported."""
+    try:
+        import sounddevice as sd
+    except OSError as exc:  # sounddevice raises OSError when libportaudio is not found
+        raise DeviceError(f"PortAudio library not found: {INSTALL_HINT}") from exc
+    return sd
 
 
 def resolve_device(sd: Any, spec: str | int | None, kind: Kind) -> int:

@@ -24,6 +24,8 @@ where there is one, what to do about it.
 
 from __future__ import annotations
 
+import errno
+
 
 class MicwireError(Exception):
     """Root of every error micwire raises on purpose."""
@@ -63,6 +65,25 @@ class DeviceError(MicwireError, RuntimeError):
 
 class StorageError(MicwireError, OSError):
     """A recording cannot be created or written (permissions, disk full, ...)."""
+
+
+def write_failure(exc: BaseException, code: int | None = None) -> str:
+    """Why a write failed, in the words a :class:`StorageError` uses for it: the causes
+    people can fix by name ("no space left on device"), else the system's own words.
+    ``code``: the errno, when the caller found out more than ``exc`` says (libsndfile says
+    only "System error.")."""
+    if code is None:
+        code = getattr(exc, "errno", None)
+    text = str(exc)
+    if code == errno.ENOSPC or "No space left" in text:
+        return "no space left on device"
+    if code == errno.EDQUOT:
+        return "disk quota exceeded"
+    if code == errno.EFBIG or "too large" in text.lower():
+        return "file too large for this file system"
+    if code in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return getattr(exc, "strerror", None) or text or type(exc).__name__
 
 
 class TransportError(MicwireError, ConnectionError):

@@ -44,12 +44,13 @@ import lameenc
 import numpy as np
 import numpy.typing as npt
 
-from ..common.errors import AudioFormatError, CodecError, StorageError
+from ..common.errors import AudioFormatError, CodecError, StorageError, write_failure
 from ..common.mp3 import (
     DECODER_DELAY,
     FrameScanner,
     InfoTag,
     cbr_header,
+    check_channels,
     crc16,
     info_frame,
     info_frame_fits,
@@ -99,14 +100,6 @@ def default_bitrate_kbps(rate_hz: int, channels: int) -> int:
     return DEFAULT_BITRATES_KBPS[rate_hz] * channels
 
 
-def _describe(exc: OSError) -> str:
-    if exc.errno == errno.ENOSPC:
-        return "no space left on device"
-    if exc.errno == errno.EDQUOT:
-        return "disk quota exceeded"
-    return (exc.strerror or str(exc)).lower()
-
-
 class _PartialWrite(Exception):
     def __init__(self, error: OSError, written: int) -> None:
         self.error = error
@@ -142,8 +135,7 @@ class Mp3Writer:
         *,
         quality: int = DEFAULT_QUALITY,
     ) -> None:
-        if channels not in (1, 2):
-            raise AudioFormatError(f"MP3 holds 1 or 2 channels, got {channels}")
+        check_channels(channels)
         if not 0 <= quality <= 9:
             raise AudioFormatError(f"LAME quality must be 0 (best) .. 9 (fastest), got {quality}")
         if bitrate_kbps is None:
@@ -187,7 +179,7 @@ class Mp3Writer:
         except (OSError, _PartialWrite) as exc:
             self._close_fd()
             error = exc.error if isinstance(exc, _PartialWrite) else exc
-            raise StorageError(f"{_describe(error)} creating {self.path}") from error
+            raise StorageError(f"{write_failure(error)} creating {self.path}") from error
 
     def _make_encoder(self) -> Any:
         lame = lameenc.Encoder()
@@ -244,7 +236,7 @@ class Mp3Writer:
         try:
             self._write_tag()
         except OSError as exc:
-            raise StorageError(f"{_describe(exc)} writing {self.path}") from exc
+            raise StorageError(f"{write_failure(exc)} writing {self.path}") from exc
 
     def close(self) -> None:
         """Drain LAME, write the exact padding, close the file. Safe to call twice."""
@@ -261,7 +253,7 @@ class Mp3Writer:
             try:
                 self._write_tag()
             except OSError as exc:
-                raise StorageError(f"{_describe(exc)} finishing {self.path}") from exc
+                raise StorageError(f"{write_failure(exc)} finishing {self.path}") from exc
         finally:
             self._close_fd()
 
@@ -284,7 +276,7 @@ class Mp3Writer:
             _write_all(self._fd, self._pending)
         except _PartialWrite as exc:
             written = exc.written
-            raise StorageError(f"{_describe(exc.error)} {doing} {self.path}") from exc.error
+            raise StorageError(f"{write_failure(exc.error)} {doing} {self.path}") from exc.error
         finally:
             # what reached the file counts, whatever happened to the rest
             self._music_crc = crc16(memoryview(self._pending)[:written], self._music_crc)

@@ -31,6 +31,7 @@ from ..common.framing import Block, Framer, Packetizer, codec_origin
 from ..common.protocol import Hello, StreamParams
 from ..common.resume import ResumeEntry, receiver_key
 from ..common.spool import Losses, Spool
+from ..common.tokens import check_token
 from .config import SenderConfig, SenderReport
 from .earlier import end_earlier
 from .feed import Feed
@@ -68,12 +69,7 @@ class Sender:
         if not 0 < config.spool_s < math.inf:
             raise ParameterError(f"--spool-s must be positive, got {config.spool_s:g}")
         check_url(config.url)
-        if config.token is not None and (
-            not config.token
-            or not config.token.isprintable()
-            or any(c.isspace() for c in config.token)
-        ):
-            raise ParameterError("--token must be printable text without spaces, and not empty")
+        check_token(config.token, "--token")
         # fail fast, before connecting: codec library, device, file
         self._encoder: Encoder | None = self._make_encoder(params)
         self.params = replace(params, pre_skip=self._encoder.pre_skip)

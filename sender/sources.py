@@ -22,21 +22,12 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from ..common.devices import INSTALL_HINT, resolve_device
+from ..common.devices import resolve_device, sounddevice
 from ..common.errors import AudioFormatError, DeviceError, ParameterError
 from ..common.framing import Block, HandOff
 
 Samples = npt.NDArray[np.int16]
 Sink = Callable[[Block], None]
-
-
-def sounddevice() -> Any:
-    """Import sounddevice, turning a missing PortAudio into a DeviceError with the fix."""
-    try:
-        import sounddevice as sd
-    except OSError as exc:  # sounddevice raises OSError when libportaudio is not found
-        raise DeviceError(f"PortAudio library not found: {INSTALL_HINT}") from exc
-    return sd
 
 
 class Source(abc.ABC):

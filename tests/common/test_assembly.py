@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from micwire.common.assembly import MAX_GAP_S, Depacketizer, RealTimeBound
+from micwire.common.assembly import MAX_GAP_S, AssemblyStats, Depacketizer, RealTimeBound
 from micwire.common.codecs import make_decoder
 from micwire.common.errors import FrameError
 from micwire.common.protocol import FLAG_LAST, Packet, StreamParams
@@ -204,3 +204,17 @@ def test_pcm_from_before_the_start_is_overlap_not_warm_up() -> None:
     assert len(flat(out)) == 320 and d.position == 640
     assert (d.stats.duplicate_packets, d.stats.overlap_samples) == (2, 320)
     assert (d.stats.lead_in_packets, d.stats.lead_in_samples) == (0, 0)
+
+
+def test_a_streams_totals_are_the_sum_of_its_connections() -> None:
+    """Every field counts, so every field adds up (a field added later is not forgotten)."""
+    first = depacketizer()
+    second = Depacketizer(PCM, make_decoder(PCM), start=640)  # its sender reconnected
+    for d, timestamps in ((first, (0, 160, 160, 480)), (second, (640, 960))):
+        for seq, ts in enumerate(timestamps):
+            d.push(pcm_packet(seq, ts))
+    total = first.stats + second.stats
+    assert total == AssemblyStats(
+        packets=6, samples=1120, gap_samples=320, gaps=2, duplicate_packets=1, overlap_samples=160
+    )
+    assert first.stats + AssemblyStats() == first.stats

@@ -8,7 +8,6 @@ from dataclasses import replace
 import pytest
 
 from micwire.common import mp3
-from micwire.common.audiofile import MP3_RATES_HZ
 from micwire.common.errors import AudioFormatError
 from micwire.common.mp3 import FrameHeader, FrameScanner, InfoTag
 from micwire.common.mp3.header import JOINT_STEREO, MPEG1, MPEG25
@@ -67,7 +66,7 @@ def test_header_sizes_follow_the_standard(
     assert header.channels == channels
 
 
-@pytest.mark.parametrize("rate", MP3_RATES_HZ)
+@pytest.mark.parametrize("rate", mp3.RATES_HZ)
 @pytest.mark.parametrize("channels", [1, 2])
 def test_header_round_trips_through_bytes(rate: int, channels: int) -> None:
     for kbps in mp3.bitrates_kbps(rate):

@@ -6,6 +6,8 @@ import json
 import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -78,6 +80,33 @@ def test_bad_url() -> None:
 def test_unknown_device_says_how_to_list_devices() -> None:
     cli = run("send", "ws://127.0.0.1:9", "--device", "USB Mic")
     assert_one_line_error(cli, "input device", "'USB Mic'", "`micwire devices` lists them")
+
+
+#: ``python -m micwire`` on a machine without PortAudio: the library lookup sounddevice does
+#: (ctypes.util.find_library) finds none, as it would with libportaudio2 not installed.
+WITHOUT_PORTAUDIO = (
+    "import ctypes.util, runpy, sys\n"
+    "find = ctypes.util.find_library\n"
+    "ctypes.util.find_library = lambda name: None if 'portaudio' in name else find(name)\n"
+    "sys.argv[0] = 'micwire'\n"
+    "runpy.run_module('micwire', run_name='__main__')\n"
+)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["devices"], ["send", "ws://127.0.0.1:9", "--device", "USB Mic"]],
+    ids=["devices", "send"],
+)
+def test_without_portaudio_the_error_says_how_to_install_it(args: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PORTAUDIO, *args], capture_output=True, text=True
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        "micwire: error: PortAudio library not found: install PortAudio (Debian/Ubuntu: "
+        "`sudo apt-get install libportaudio2`, macOS: `brew install portaudio`)"
+    ]
 
 
 def test_out_of_range_option() -> None:
@@ -360,6 +389,18 @@ def test_token_mistakes_are_said_at_start() -> None:
         cli = Micwire(*args, env=env)
         cli.wait()
         assert_one_line_error(cli, fragment)
+
+
+def test_the_sender_and_the_receiver_say_the_same_about_a_token() -> None:
+    """One rule (common/tokens.py), one wording, whichever command meets the token."""
+    for command in (["receive", "--no-play"], ["send", "ws://127.0.0.1:9", "--source", "tone:440"]):
+        for env, says in (
+            ({"MICWIRE_TOKEN": ""}, "--token is empty; give a secret, or leave it out"),
+            ({"MICWIRE_TOKEN": "abc def"}, "--token must be printable text without spaces"),
+        ):
+            cli = Micwire(*command, env=env)
+            cli.wait()
+            assert_one_line_error(cli, says)
 
 
 def test_ctrl_c_is_quick_even_with_peers_that_do_not_answer(tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ import pytest
 import soundfile as sf
 
 from micwire.common import mp3
-from micwire.common.audiofile import MP3_RATES_HZ
 from micwire.common.errors import AudioFormatError, StorageError
 from micwire.receiver.mp3 import LAME_DELAY, Mp3Writer
 
@@ -58,7 +57,7 @@ def correlation(a: npt.NDArray[np.int16], b: npt.NDArray[np.int16]) -> float:
 
 
 @pytest.mark.parametrize("channels", [1, 2])
-@pytest.mark.parametrize("rate", MP3_RATES_HZ)
+@pytest.mark.parametrize("rate", mp3.RATES_HZ)
 def test_file_decodes_to_exactly_the_samples_written_in_line(
     tmp_path: Path, rate: int, channels: int
 ) -> None:
