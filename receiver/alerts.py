@@ -1,7 +1,7 @@
 """Alerts to a webhook: each raised or cleared alert POSTed as JSON to ``--webhook URL``.
 
 Posting never blocks audio: events wait in a bounded queue (the oldest goes when it is
-full, counted) and one task delivers them in order, retrying a failed POST with back-off
+full) and one task delivers them in order, retrying a failed POST with back-off
 (0.5 s doubling to 30 s) for up to ``RETRY_FOR_S``, then giving that event up (logged).
 """
 
@@ -28,9 +28,6 @@ class Webhook:
         self.url = url
         self._events: deque[dict[str, Any]] = deque()
         self._ready = asyncio.Event()
-        self.delivered = 0
-        self.dropped = 0
-        self.failed = 0
         self._session: aiohttp.ClientSession | None = None
 
     def post(self, event: dict[str, Any]) -> None:
@@ -38,7 +35,6 @@ class Webhook:
         self._events.append(event)
         while len(self._events) > QUEUE:
             self._events.popleft()
-            self.dropped += 1
         self._ready.set()
 
     async def run(self) -> None:
@@ -48,10 +44,7 @@ class Webhook:
             self._ready.clear()
             while self._events:
                 event = self._events[0]
-                if await self._deliver(event):
-                    self.delivered += 1
-                else:
-                    self.failed += 1
+                if not await self._deliver(event):
                     log.error("webhook %s: gave up on %s alert", self.url, event.get("alert"))
                 if self._events and self._events[0] is event:
                     self._events.popleft()

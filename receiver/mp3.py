@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import errno
 import os
-from functools import cache
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -88,11 +86,6 @@ DEFAULT_BITRATES_KBPS = {
 _LAME_MAX_KBPS_MPEG25 = 64
 #: Encoded bytes kept in memory between flushes before they go to the file anyway.
 _WRITE_THRESHOLD_BYTES = 64 * 1024
-
-
-@cache
-def _encoder_name() -> str:
-    return f"LAME 3.100 (lameenc {metadata.version('lameenc')})"
 
 
 def default_bitrate_kbps(rate_hz: int, channels: int) -> int:
@@ -157,8 +150,6 @@ class Mp3Writer:
                 f"{bitrate_kbps} kbit/s is too little for {rate_hz} Hz MP3 with a length tag;"
                 f" use at least {lowest} kbit/s"
             )
-        #: What encodes the audio, for logs and sidecars.
-        self.encoder = _encoder_name()
         self._lame = self._make_encoder()
         self._spf = self.header.samples_per_frame
         self._scanner = FrameScanner(expected=self.header)  # LAME's frames

@@ -82,16 +82,12 @@ class SenderReport:
     def seconds(self) -> float:
         return self.samples_captured / self.rate_hz if self.rate_hz else 0.0
 
-    @property
-    def lost_samples(self) -> int:
-        return self.link_lost_samples
-
     def summary(self) -> str:
         text = (
             f"sent {self.packets_sent} packets, {self.seconds:.2f} s of audio "
             f"({self.samples_captured} samples)"
         )
-        if self.lost_samples:
+        if self.link_lost_samples:
             text += (
                 f"; LOST {self.link_lost_samples} samples "
                 f"({self.link_lost_samples / (self.rate_hz or 1):.2f} s) that could not "

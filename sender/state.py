@@ -49,10 +49,6 @@ class StreamState:
         self._failed = False  # said once; nothing more is tried
         self._saved: ResumeEntry | None = None
 
-    @property
-    def owned(self) -> bool:
-        return self._lock_fd is not None
-
     def claim(self) -> bool:
         """Take the entry's lock if no other process holds it. True: this process owns
         the entry now (whatever is in it was left by a process that has ended)."""

@@ -21,7 +21,6 @@ class FrameScanner:
 
     def __init__(self, expected: FrameHeader | None = None) -> None:
         self.frames = 0
-        self.complete_bytes = 0  # bytes of the complete frames
         self.first: FrameHeader | None = expected
         self._pending = bytearray()  # from the next frame's header on
         # the steady bits of the last frame parsed in full, and its size without padding:
@@ -39,7 +38,6 @@ class FrameScanner:
                 break
             start += size
             self.frames += 1
-            self.complete_bytes += size
         del pending[:start]
 
     def _frame_bytes(self, data: bytearray, offset: int) -> int:

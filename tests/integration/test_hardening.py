@@ -81,7 +81,7 @@ def test_the_spool_holds_time_even_with_small_device_blocks(tmp_path: Path) -> N
             return await task
 
     sent = asyncio.run(main())
-    assert sent.lost_samples == 0 and sent.confirmed == sent.samples_captured == 4 * 48000
+    assert sent.link_lost_samples == 0 and sent.confirmed == sent.samples_captured == 4 * 48000
     sidecar, audio = parts_of(rec, "small")
     assert len(sidecar["parts"]) == 2
     assert np.array_equal(audio[:, 0], expected_tone(4 * 48000))
@@ -163,7 +163,7 @@ def test_opus_resumes_gap_free_when_the_receiver_no_longer_holds_the_stream(
 
     with caplog.at_level(logging.INFO):
         sent = asyncio.run(restarted() if how == "restarted" else grace_expired())
-    assert sent.lost_samples == 0 and sent.confirmed == sent.samples_captured == len(source)
+    assert sent.link_lost_samples == 0 and sent.confirmed == sent.samples_captured == len(source)
     sidecar, audio = parts_of(rec, "phoenix")
     assert len(sidecar["parts"]) == 2 and sidecar["parts"][1]["origin"] > 0
     assert sidecar["reconnects"] == 1
@@ -219,7 +219,7 @@ def test_a_half_open_link_at_max_streams_resumes_into_its_own_slot(tmp_path: Pat
             return sent, rx.monitor.finished
 
     sent, finished = asyncio.run(main())
-    assert sent.reconnects == 1 and sent.lost_samples == 0
+    assert sent.reconnects == 1 and sent.link_lost_samples == 0
     assert sent.confirmed == sent.samples_captured == len(source)
     assert [s.outcome.text for s in finished] == ["complete"]
     sidecar, audio = parts_of(rec, "solo")
@@ -370,7 +370,7 @@ def test_a_slow_first_connection_is_no_reason_to_refuse(tmp_path: Path) -> None:
             return sent
 
     sent = asyncio.run(main())
-    assert sent.lost_samples == 0 and sent.confirmed == sent.samples_captured == 5 * 48000
+    assert sent.link_lost_samples == 0 and sent.confirmed == sent.samples_captured == 5 * 48000
     data, _ = sf.read(str(next(tmp_path.glob("slow-*.wav"))), dtype="int16")
     assert np.array_equal(data, expected_tone(5 * 48000))
 

@@ -358,7 +358,7 @@ def test_a_stream_whose_grace_ran_out_is_ended_and_its_name_freed(
             return [s.outcome.text for s in rx.monitor.finished], sent
 
     outcomes, sent = asyncio.run(main())
-    assert sent.confirmed == sent.samples_captured == 48000 and sent.lost_samples == 0
+    assert sent.confirmed == sent.samples_captured == 48000 and sent.link_lost_samples == 0
     assert outcomes[-1] == "complete" and entries(state) == []
     if record:  # (without, the ending carries no audio: a connection, not a stream listed)
         assert outcomes[-2] == SENDER_RESTARTED, outcomes

@@ -75,7 +75,7 @@ def test_pcm_recording_equals_the_source_sample_for_sample(tmp_path: Path) -> No
     sent, reports = asyncio.run(main())
     assert (
         sent.samples_captured == len(source)
-        and sent.lost_samples == 0
+        and sent.link_lost_samples == 0
         and sent.confirmed == sent.samples_captured
     )
     assert reports[0].outcome.text == "complete" and reports[0].stats().gap_samples == 0
@@ -358,7 +358,7 @@ def test_hostile_traffic_does_not_disturb_a_good_stream(tmp_path: Path) -> None:
     assert len(closes) == 2000 and all(got == want for got, want in closes)
     data, _, _ = read_single(rec, "good-*.wav")
     assert np.array_equal(data, source)
-    assert sent.lost_samples == 0 and sent.confirmed == sent.samples_captured
+    assert sent.link_lost_samples == 0 and sent.confirmed == sent.samples_captured
     good = [r for r in reports if r.name == "good"]
     assert good[0].outcome.text == "complete"
 
@@ -609,7 +609,7 @@ def test_connection_cuts_lose_nothing_from_the_recording(tmp_path: Path, codec: 
     assert (
         sent.reconnects == 3
         and connections == 4
-        and sent.lost_samples == 0
+        and sent.link_lost_samples == 0
         and sent.confirmed == sent.samples_captured
     )
     assert (

@@ -228,7 +228,6 @@ def test_wrong_arrays_are_refused(tmp_path: Path) -> None:
         with pytest.raises(AudioFormatError, match=r"shape \(n, 2\)"):
             writer.write(np.zeros((10, 1), np.int16))
         assert writer.frames == 0
-        assert "LAME" in writer.encoder
 
 
 def test_no_space_left_when_creating(tmp_path: Path) -> None:
