@@ -1,12 +1,12 @@
 """Pure building blocks of micwire: wire format, codecs, framing, jitter buffer, levels.
 
-Nothing in this package touches a sound device, a socket or an event loop; it takes
+Nothing in this package touches a sound device, a socket, a file or an event loop; it takes
 bytes and arrays in and gives bytes and arrays out, so it is fast to test exhaustively.
 """
 
 from __future__ import annotations
 
-from .audiofile import from_bytes, read, to_bytes, write
+from .audiofile import from_bytes, to_bytes
 from .errors import MicwireError
 
-__all__ = ["MicwireError", "from_bytes", "read", "to_bytes", "write"]
+__all__ = ["MicwireError", "from_bytes", "to_bytes"]

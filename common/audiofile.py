@@ -2,19 +2,21 @@
 
 The everyday scripting case people reach for pydub + ffmpeg for::
 
-    from . import to_bytes, write
+    from micwire import to_bytes, write
     mp3 = to_bytes(samples, 48000, "mp3")      # bytes, ready to send or store
     write("take1.flac", samples, 48000)        # format from the extension
 
 libsndfile (bundled in the soundfile wheels) does the encoding; no ffmpeg needed. Arrays
 are ``(frames,)`` or ``(frames, channels)``, either int16 or float in [-1, 1]. Anything
 else is refused with :class:`~micwire.common.errors.AudioFormatError` saying what to change.
+
+This module is the in-memory half (bytes in, bytes out) and the rules both halves share
+(:func:`encoding`); reading and writing files by path is :mod:`micwire.app.audiofiles`.
 """
 
 from __future__ import annotations
 
 import io
-import os
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -106,37 +108,30 @@ def _check_rate(rate_hz: Any) -> int:
     return int(rate_hz)
 
 
-def _write(target: Any, array: Any, rate_hz: int, fmt: FileFormat) -> None:
+def encoding(array: Any, rate_hz: int, fmt: FileFormat) -> tuple[npt.NDArray[Any], dict[str, Any]]:
+    """``(samples, settings)``: the samples to hand libsndfile for ``fmt`` and the
+    ``soundfile.SoundFile`` settings to open it with, once every argument is checked."""
     frames = as_frames(array)
     rate = _check_rate(rate_hz)
     fmt.check(rate, frames.shape[1])
-    with sf.SoundFile(
-        target,
-        "w",
-        samplerate=rate,
-        channels=frames.shape[1],
-        format=fmt.container,
-        subtype=fmt.subtype,
-    ) as f:
-        # libsndfile's MP3 encoder garbles int16 stereo (a byte count passed as a sample
-        # count); float input is exact
-        f.write(frames.astype(np.float32) / 32768.0 if fmt.name == "mp3" else frames)
+    settings = {
+        "samplerate": rate,
+        "channels": frames.shape[1],
+        "format": fmt.container,
+        "subtype": fmt.subtype,
+    }
+    # libsndfile's MP3 encoder garbles int16 stereo (a byte count passed as a sample
+    # count); float input is exact
+    return (frames.astype(np.float32) / 32768.0 if fmt.name == "mp3" else frames), settings
 
 
 def to_bytes(array: Any, rate_hz: int, format: str = "wav") -> bytes:
     """Encode samples as a complete file in memory (or headerless PCM for ``raw``)."""
-    fmt = get_format(format)
+    samples, settings = encoding(array, rate_hz, get_format(format))
     buffer = io.BytesIO()
-    _write(buffer, array, rate_hz, fmt)
+    with sf.SoundFile(buffer, "w", **settings) as f:
+        f.write(samples)
     return buffer.getvalue()
-
-
-def write(
-    path: str | os.PathLike[str], array: Any, rate_hz: int, format: str | None = None
-) -> None:
-    """Write samples to ``path``; the format comes from the extension unless given."""
-    fmt = get_format(format or os.path.splitext(os.fspath(path))[1] or "?")
-    _write(os.fspath(path), array, rate_hz, fmt)
 
 
 def from_bytes(
@@ -161,13 +156,4 @@ def from_bytes(
         samples, rate = sf.read(io.BytesIO(data), dtype="int16", always_2d=True, **kwargs)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise AudioFormatError(f"cannot decode audio: {exc}") from exc
-    return samples, int(rate)
-
-
-def read(path: str | os.PathLike[str]) -> tuple[npt.NDArray[np.int16], int]:
-    """Read a file to ``(int16 samples (frames, channels), rate)``."""
-    try:
-        samples, rate = sf.read(os.fspath(path), dtype="int16", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as exc:
-        raise AudioFormatError(f"cannot read {os.fspath(path)!r}: {exc}") from exc
     return samples, int(rate)

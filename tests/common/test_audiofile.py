@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from micwire.common import from_bytes, read, to_bytes, write
+import micwire
+from micwire import from_bytes, read, to_bytes, write
+from micwire.common import audiofile
 from micwire.common.audiofile import as_frames
 from micwire.common.errors import AudioFormatError
 
@@ -90,3 +92,11 @@ def test_undecodable_input(tmp_path: Path) -> None:
 def test_as_frames_passes_int16_through() -> None:
     samples = tone(10, channels=2)
     assert as_frames(samples) is samples
+
+
+def test_the_file_half_of_the_api_lives_outside_common() -> None:
+    """common/ holds the in-memory half (it touches no file); the four functions are one
+    import for a script, as the README shows."""
+    assert not hasattr(audiofile, "read") and not hasattr(audiofile, "write")
+    assert (read.__module__, write.__module__) == ("micwire.app.audiofiles",) * 2
+    assert set(micwire.__all__) >= {"to_bytes", "from_bytes", "write", "read"}
