@@ -94,6 +94,18 @@ class StreamParams:
         """Samples per channel in one full frame."""
         return round(self.rate_hz * self.frame_ms / 1000)
 
+    def json_fields(self) -> dict[str, Any]:
+        """The parameters as a hello's JSON fields name them (a sender's resume entry keeps
+        them under the same names)."""
+        return {
+            "codec": self.codec,
+            "rate_hz": self.rate_hz,
+            "channels": self.channels,
+            "frame_ms": self.frame_ms,
+            "bitrate": self.bitrate,
+            "pre_skip": self.pre_skip,
+        }
+
     @property
     def max_payload_bytes(self) -> int:
         if self.codec == "pcm":
@@ -196,7 +208,6 @@ class Hello:
     TYPE: ClassVar[str] = "hello"
 
     def serialize(self) -> str:
-        p = self.params
         # "restarted" only when set: every other hello stays as it was
         extra = {"restarted": True} if self.restarted else {}
         return json.dumps(
@@ -204,12 +215,7 @@ class Hello:
                 "type": self.TYPE,
                 "protocol": self.version,
                 "stream": self.stream,
-                "codec": p.codec,
-                "rate_hz": p.rate_hz,
-                "channels": p.channels,
-                "frame_ms": p.frame_ms,
-                "bitrate": p.bitrate,
-                "pre_skip": p.pre_skip,
+                **self.params.json_fields(),
                 "start_time_us": self.start_time_us,
                 "sent_time_us": self.sent_time_us,
                 "software": self.software,

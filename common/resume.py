@@ -66,7 +66,6 @@ class ResumeEntry:
     start_time_us: int
 
     def to_json(self) -> str:
-        p = self.params
         return json.dumps(
             {
                 "micwire_resume": ENTRY_VERSION,
@@ -74,12 +73,7 @@ class ResumeEntry:
                 "stream": self.stream,
                 "stream_id": self.stream_id,
                 "resume_secret": self.resume_secret,
-                "codec": p.codec,
-                "rate_hz": p.rate_hz,
-                "channels": p.channels,
-                "frame_ms": p.frame_ms,
-                "bitrate": p.bitrate,
-                "pre_skip": p.pre_skip,
+                **self.params.json_fields(),
                 "start_time_us": self.start_time_us,
             },
             indent=1,
