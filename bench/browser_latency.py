@@ -135,10 +135,13 @@ def run(
             k: state.get(k)
             for k in (
                 "targetMs",
+                "lowMs",
                 "queuedMs",
                 "underruns",
-                "droppedMs",
+                "skippedMs",
+                "startSkippedMs",
                 "concealedMs",
+                "driftPpm",
                 "codecPath",
                 "outputRateHz",
             )

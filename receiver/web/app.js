@@ -10,7 +10,8 @@
 //
 // Test hooks (Playwright), see tests/web/browser.py:
 //   window.micwire = {ctx, output, listening: {<stream>: {latencyMs, underruns, codecPath,
-//                     queuedMs, ...}}, streams, connected, listen(name), stop(name)}
+//                     queuedMs, lowMs, targetMs, skippedMs, ...}}, streams, connected,
+//                     listen(name), stop(name)}
 //   `output` is the GainNode every stream is mixed into right before ctx.destination.
 
 import { EM, fmt, fmtBytes, fmtChannels, fmtClock, fmtCount, fmtDuration, fmtRate, fmtSamples, fmtSigned,
@@ -205,6 +206,7 @@ class StreamView {
       lLatency: q('.l-latency'),
       lQueue: q('.l-queue'),
       lUnderruns: q('.l-underruns'),
+      lSkipped: q('.l-skipped'),
       lnote: q('.lnote'),
     };
     this.meters = {
@@ -397,7 +399,8 @@ class StreamView {
     // changes of state show at once; the moving figures ~2.5 times a second (each change
     // costs the browser a frame)
     const now = performance.now();
-    const key = `${h.state}|${h.codecPath}|${h.underruns}`;
+    const skipped = Math.round(h.skippedMs || 0);
+    const key = `${h.state}|${h.codecPath}|${h.underruns}|${skipped}`;
     if (key === this.listenKey && now - this.listenShown < 400) return;
     this.listenKey = key;
     this.listenShown = now;
@@ -406,9 +409,13 @@ class StreamView {
     let what = h.state;
     if (h.state === 'playing') what = isNum(h.latencyMs) ? `${Math.round(h.latencyMs)} ms capture→ear` : 'buffering…';
     setText(f.lLatency, what);
-    setText(f.lQueue, isNum(h.queuedMs) ? `buffer ${Math.round(h.queuedMs)}/${Math.round(h.targetMs)} ms` : '');
+    // the buffer's low point (what a late packet may use up) against its target
+    setText(f.lQueue, isNum(h.lowMs) ? `buffer ${Math.round(h.lowMs)}/${Math.round(h.targetMs)} ms` : '');
     setText(f.lUnderruns, `${h.underruns} underrun${h.underruns === 1 ? '' : 's'}`);
     f.lUnderruns.classList.toggle('nonzero', h.underruns > 0);
+    // audio skipped to catch up with the present (after a stall): said once there was some
+    setText(f.lSkipped, skipped > 0 ? `caught up ${fmtSamples(skipped, 1000)}` : '');
+    f.lSkipped.hidden = skipped === 0;
   }
 }
 

@@ -2,7 +2,7 @@
 //
 //   WS /api/listen/<name> --start--> format; packets --> Opus: WebCodecs AudioDecoder
 //                                                        PCM: s16le -> float
-//   --> player worklet (player-worklet.js: jitter buffer, resampling, underrun concealment)
+//   --> player worklet (player-worklet.js: jitter buffer, drift, resampling, concealment)
 //   --> GainNode (volume) --> the shared output bus --> ctx.destination
 //
 // One AudioContext for the page, created on the first Listen click. Opus falls back to PCM
@@ -13,9 +13,11 @@ import { HEADER_BYTES, backoff, clampNumber, isNum, median, parseHeader, wsUrl }
 
 const PLAYER_URL = '/static/player-worklet.js';
 const PLAYER_NAME = 'micwire-player';
-/** Jitter-buffer target in ms: the worklet starts there, grows it on underruns and shrinks
- * it back. `?jitter_ms=N` on the page's URL overrides it (benchmarks, experiments). */
-const TARGET_MS = clampNumber(new URLSearchParams(location.search).get('jitter_ms'), 5, 200, 25);
+/** Jitter-buffer target in ms: what the player keeps queued at the least, just before the
+ * next packet's audio arrives (on average it holds half a packet more); it grows on an
+ * underrun and shrinks back. `?jitter_ms=N` on the page's URL overrides it (benchmarks,
+ * experiments). */
+const TARGET_MS = clampNumber(new URLSearchParams(location.search).get('jitter_ms'), 5, 200, 15);
 /** Beyond this much queued the oldest audio goes (stay live). */
 const MAX_QUEUE_MS = 250;
 const MAX_PENDING_PACKETS = 500;
@@ -211,10 +213,12 @@ export class Listener {
       latencyMs: null,
       latencyRawMs: null,
       queuedMs: null,
+      lowMs: null,
       targetMs: TARGET_MS,
       underruns: 0,
       concealedMs: 0,
-      droppedMs: 0,
+      skippedMs: 0,
+      startSkippedMs: 0,
       packets: 0,
       starts: 0,
       decodeErrors: 0,
@@ -424,11 +428,14 @@ export class Listener {
     const h = this.hook;
     Object.assign(h, {
       queuedMs: m.queuedMs,
+      lowMs: m.lowMs,
       targetMs: m.targetMs,
       underruns: m.underruns,
       concealedMs: m.concealedMs,
-      droppedMs: m.droppedMs,
+      skippedMs: m.skippedMs,
+      startSkippedMs: m.startSkippedMs,
       ratio: m.ratio,
+      driftPpm: m.driftPpm,
       playing: m.playing,
     });
     const ctx = this.ctx;

@@ -6,25 +6,33 @@
 //                                               clock (ms since the epoch) of the first sample
 //   {cmd: 'flush'} / {cmd: 'stop'}
 // and it posts back about ten times a second:
-//   {type: 'stats', ctxTime, captureMs, queuedMs, targetMs, underruns, concealedMs,
-//    droppedMs, playing, ratio, writtenFrames, readFrames}
+//   {type: 'stats', ctxTime, captureMs, queuedMs, lowMs, targetMs, underruns, concealedMs,
+//    skippedMs, startSkippedMs, playing, ratio, driftPpm, writtenFrames, readFrames}
 //
-// The jitter buffer lives here, where underruns happen:
-// - A ring buffer of the source's samples. Playback starts (and restarts after running dry)
-//   only once `targetMs` of audio is queued.
+// The jitter buffer lives here, where underruns happen. Audio comes in chunks (a packet's
+// worth, 2.5-60 ms), so what is queued saw-tooths: highest as a chunk arrives, lowest just
+// before the next. The low point is what a late chunk may use up, so that is what the
+// player holds at its target (`lowMs`: the least queued over the last 0.25-0.5 s):
+// - Start: playback begins only once the target, the largest chunk and a start cushion
+//   (START_CUSHION_MS) are queued, and no more (what piled up before, a burst at the start,
+//   is passed over, counted in startSkippedMs): when the next chunk is due, the target is
+//   still there. The cushion covers the busy first seconds of a page (its audio device,
+//   decoder and layout starting) and is then played off by the steering below.
 // - Running dry is an underrun: the output fades to silence (concealment), it is counted,
-//   and the target grows by GROW_MS (up to MAX_TARGET_MS). After CALM_S seconds without an
-//   underrun the target shrinks by SHRINK_MS a second, back to where it started.
-// - The queue is steered to the target by playing a little faster or slower: a proportional
-//   term on the smoothed queue error, plus an integral term that learns the steady
-//   difference between the sender's clock and this sound card's (real cards: hundreds of
-//   ppm; headless Chromium's fake output device runs 0.5 % slow, measured), so the queue
-//   sits at the target instead of above it. At most ±MAX_SKEW (2 %). Resampling (source
-//   rate -> context rate, times that skew) is 4-point cubic Hermite interpolation.
-// - More than `maxMs` queued (a stall, then a burst), or a queue whose low point over a
-//   second stayed CATCH_UP_MS above the target: the oldest audio goes at once, down to the
-//   target (a 1 ms fade out and in around the jump), so the page stays live. Counted in
-//   droppedMs. (Re)starting with more than the target queued skips the excess, uncounted.
+//   and the target grows by GROW_MS (up to MAX_TARGET_MS); playback restarts as at the start
+//   (without the cushion: the grown target is one). After CALM_S seconds without an underrun
+//   the target shrinks by SHRINK_MS a second, back to where it started.
+// - Steering plays a little faster or slower (resampling, 4-point cubic Hermite) to hold the
+//   low point at the target: a proportional term (10 ms above: 0.3 % fast) and a slow
+//   integral that learns the clocks' drift (real sound cards differ from the sender by
+//   hundreds of ppm; at most ±MAX_DRIFT). The integral learns only while the low point is
+//   within INTEGRATE_MS of the target, so a transient (the start cushion being played off,
+//   a burst, a target shrinking back) does not wind it up; a measured rate (as
+//   common/drift.py does for the receiver) would be thrown off by every stall of the audio
+//   thread, which moves the arrivals against this clock for good. At most ±MAX_SKEW.
+// - Late is caught up, never kept: a low point more than CATCH_UP_MS above the target (a
+//   stall, then a burst) is skipped down to the target at once with a short cross-fade, as
+//   is anything beyond `maxMs` queued; counted in skippedMs.
 // - `captureMs` in the stats is the capture time of the sample at the read head at context
 //   time `ctxTime`: the page turns it into a latency figure (listen.js, Listener.onStats).
 
@@ -32,11 +40,16 @@ const GROW_MS = 10;
 const MAX_TARGET_MS = 200;
 const CALM_S = 10;
 const SHRINK_MS = 2; // per second, after CALM_S without an underrun
+const START_CUSHION_MS = 10;
 const MAX_SKEW = 0.02;
-const KP = 0.2; // per second of queue error: 25 ms off -> 0.5 %
-const KI = 0.05; // per second, per second of queue error
+const KP = 0.3; // per second of low-point error: 10 ms above the target -> 0.3 % fast
+const KI = 0.02; // per second, per second of error (with KP: a little over critical damping)
+const INTEGRATE_MS = 5;
+const MAX_DRIFT = 0.005; // real clocks are within 0.1 %
 const CATCH_UP_MS = 20;
-const FADE_FRAMES = 64;
+const LOW_WINDOW_S = 0.25; // the low point is the least queued over the last 1-2 of these
+const FADE_FRAMES = 64; // output frames of fade in (start) and out (underrun)
+const XFADE_S = 0.005; // the cross-fade over a skip
 const STATS_EVERY_S = 0.1;
 const MAX_MARKS = 512;
 
@@ -44,16 +57,18 @@ class MicwirePlayer extends AudioWorkletProcessor {
   constructor(options) {
     super();
     const o = (options && options.processorOptions) || {};
-    this.initialTargetMs = o.targetMs || 40;
+    this.initialTargetMs = o.targetMs || 15;
     this.maxMs = o.maxMs || 250;
     this.targetMs = this.initialTargetMs;
     this.underruns = 0;
     this.concealedFrames = 0; // output frames of silence while running dry
-    this.droppedFrames = 0; // source frames dropped to stay live
+    this.skippedFrames = 0; // source frames skipped to catch up
+    this.startSkippedFrames = 0; // source frames passed over at a (re)start
     this.running = true;
     this.lastStats = 0;
     this.lastUnderrun = currentTime;
     this.lastShrink = currentTime;
+    this.xfadeFrames = Math.max(16, Math.round(XFADE_S * sampleRate));
     this.configure(o.channels || 1, o.rateHz || sampleRate);
     this.port.onmessage = (e) => this.onMessage(e.data);
   }
@@ -61,19 +76,27 @@ class MicwirePlayer extends AudioWorkletProcessor {
   configure(channels, rateHz) {
     this.channels = channels;
     this.rateHz = rateHz;
-    // 1 s of source audio: more than maxMs plus the largest packet (60 ms)
+    // 1 s of source audio: more than maxMs plus the largest chunk (60 ms)
     this.capFrames = Math.max(4096, Math.ceil(rateHz));
     this.buf = new Float32Array(this.capFrames * channels);
     this.written = 0; // frames written since configure (absolute)
     this.readPos = 0; // fractional frame position of the read head (absolute)
     this.marks = []; // [{frame, captureMs}], oldest first: capture time of pushed chunks
     this.playing = false;
+    this.started = false; // has played since configure (the start cushion is for the first)
     this.dry = false; // ran dry after playing (concealment counts while dry)
     this.fade = 0; // 0..FADE_FRAMES: gain ramp at start/stop of playout
-    this.emaQueuedMs = 0;
+    this.xfadeFrom = null; // during a cross-fade: the old read position, fading out
+    this.xfadeLeft = 0;
     this.skipToMs = null; // a pending skip: leave this much queued
-    this.lowWaterMs = Infinity; // the queue's low point in the current 1 s window
-    this.lowWaterSince = 0;
+    this.chunkFrames = 0; // the largest chunk pushed in the current and last second
+    this.chunkNow = 0;
+    this.chunkSince = currentTime;
+    this.lowNow = Infinity; // least queued (ms) at a quantum's start in the current window
+    this.lowLast = Infinity; // ... in the window before
+    this.lowSince = currentTime;
+    this.drift = 0; // the integral: the clocks' difference as learnt (+: the sender is fast)
+    this.skew = 0;
     this.last = new Float32Array(2); // last output sample per output channel (for fade-out)
   }
 
@@ -88,6 +111,14 @@ class MicwirePlayer extends AudioWorkletProcessor {
 
   queuedFrames() {
     return this.written - this.readPos;
+  }
+
+  ms(frames) {
+    return (frames * 1000) / this.rateHz;
+  }
+
+  frames(ms) {
+    return Math.round((ms / 1000) * this.rateHz);
   }
 
   push(pcm, captureMs) {
@@ -107,17 +138,21 @@ class MicwirePlayer extends AudioWorkletProcessor {
       if (++w === cap) w = 0;
     }
     this.written += frames;
-    // stay live: more than maxMs queued goes back to the target at once (after a 1 ms fade,
-    // in process); should the ring itself fill up (the context is not running), jump now
-    if (this.queuedFrames() > (this.maxMs / 1000) * this.rateHz) this.skipToMs = this.targetMs;
-    if (this.queuedFrames() > cap - 8) this.jumpTo(this.targetMs);
+    this.chunkNow = Math.max(this.chunkNow, frames);
+    this.chunkFrames = Math.max(this.chunkFrames, frames);
+    // stay live: more than maxMs queued goes back to the target at once (cross-faded, in
+    // process); should the ring itself fill up (the context is not running), jump now
+    if (this.queuedFrames() > this.frames(this.maxMs)) this.skipToMs = this.targetMs + this.ms(this.chunkFrames);
+    if (this.queuedFrames() > cap - 8) this.jumpTo(this.targetMs + this.ms(this.chunkFrames), 'skipped');
   }
 
-  /** Move the read head so that `ms` of audio stays queued; what is passed over is dropped. */
-  jumpTo(ms) {
-    const newRead = this.written - Math.round((ms / 1000) * this.rateHz);
+  /** Move the read head so that `ms` of audio stays queued; what is passed over is counted
+   * under `counter` ('skipped' or 'startSkipped'). */
+  jumpTo(ms, counter) {
+    const newRead = this.written - this.frames(ms);
     if (newRead > this.readPos) {
-      this.droppedFrames += newRead - this.readPos;
+      const key = counter === 'startSkipped' ? 'startSkippedFrames' : 'skippedFrames';
+      this[key] += newRead - this.readPos;
       this.readPos = newRead;
     }
   }
@@ -135,44 +170,66 @@ class MicwirePlayer extends AudioWorkletProcessor {
     return m[0].captureMs + ((pos - m[0].frame) * 1000) / this.rateHz;
   }
 
+  /** Begin playing: the target, the largest chunk and (the first time) the cushion queued,
+   * whatever is older passed over. */
+  start(queuedMs) {
+    const want = this.targetMs + this.ms(this.chunkFrames) + (this.started ? 0 : START_CUSHION_MS);
+    if (queuedMs < want) return;
+    this.jumpTo(want, 'startSkipped');
+    this.playing = true;
+    this.started = true;
+    this.dry = false;
+    this.skipToMs = null;
+    this.forgetLow();
+  }
+
+  /** Start measuring the low point afresh (after a start or a skip). */
+  forgetLow() {
+    this.lowNow = this.lowLast = Infinity;
+    this.lowSince = currentTime;
+  }
+
+  /** The least queued over the last one or two windows (Infinity before a window passed). */
+  get lowMs() {
+    return Math.min(this.lowNow, this.lowLast);
+  }
+
+  /** Once a quantum while playing: the low point, catching up, the drift, the ratio. */
+  steer(queuedMs, dt) {
+    this.lowNow = Math.min(this.lowNow, queuedMs);
+    if (currentTime - this.lowSince >= LOW_WINDOW_S) {
+      // a whole window whose low point stayed well above the target: nothing in it needed
+      // the excess, which is only latency; go back to the target at once
+      if (this.lowNow > this.targetMs + CATCH_UP_MS && this.skipToMs === null && this.xfadeFrom === null) {
+        this.skipToMs = queuedMs - (this.lowNow - this.targetMs);
+      }
+      this.lowLast = this.lowNow;
+      this.lowNow = Infinity;
+      this.lowSince = currentTime;
+    }
+    if (this.skipToMs !== null) this.forgetLow(); // what it measured is about to be skipped
+    const low = this.lowMs;
+    const errorMs = Number.isFinite(low) ? low - this.targetMs : 0;
+    if (Math.abs(errorMs) <= INTEGRATE_MS) {
+      this.drift = Math.max(-MAX_DRIFT, Math.min(MAX_DRIFT, this.drift + (KI * errorMs * dt) / 1000));
+    }
+    this.skew = Math.max(-MAX_SKEW, Math.min(MAX_SKEW, this.drift + (KP * errorMs) / 1000));
+  }
+
   process(inputs, outputs) {
     const out = outputs[0];
     const n = out[0].length;
     const outCh = out.length;
-    const queuedMs = (this.queuedFrames() * 1000) / this.rateHz;
-    const dt = n / sampleRate;
+    const queuedMs = this.ms(this.queuedFrames());
 
-    // steering: compare a smoothed queue (time constant ~0.5 s) with the target
-    this.emaQueuedMs += (queuedMs - this.emaQueuedMs) * Math.min(1, dt / 0.5);
-    let skew = 0;
-    if (this.playing) {
-      const error = (this.emaQueuedMs - this.targetMs) / 1000;
-      this.drift = Math.max(-MAX_SKEW, Math.min(MAX_SKEW, (this.drift || 0) + KI * error * dt));
-      skew = Math.max(-MAX_SKEW, Math.min(MAX_SKEW, this.drift + KP * error));
-      // catch up at once when even the queue's low point of the last second stayed well
-      // above the target (a burst after a stall, a slow start): steering would take long
-      this.lowWaterMs = Math.min(this.lowWaterMs, queuedMs);
-      if (currentTime - this.lowWaterSince >= 1) {
-        if (this.lowWaterMs > this.targetMs + CATCH_UP_MS && this.skipToMs === null) {
-          this.skipToMs = queuedMs - (this.lowWaterMs - this.targetMs);
-        }
-        this.lowWaterMs = Infinity;
-        this.lowWaterSince = currentTime;
-      }
-    } else if (queuedMs >= this.targetMs) {
-      // (re)start: with the target queued, and no more (a start can find a burst waiting)
-      this.playing = true;
-      this.dry = false;
-      if (queuedMs > this.targetMs + 5) {
-        const before = this.droppedFrames;
-        this.jumpTo(this.targetMs);
-        this.droppedFrames = before; // not audio lost: it was never going to be heard live
-      }
-      this.emaQueuedMs = this.targetMs;
-      this.lowWaterMs = Infinity;
-      this.lowWaterSince = currentTime;
+    if (!this.playing) this.start(queuedMs);
+    if (this.playing) this.steer(queuedMs, n / sampleRate);
+    if (currentTime - this.chunkSince >= 1) {
+      if (this.chunkNow) this.chunkFrames = this.chunkNow; // the largest of the last 1-2 s
+      this.chunkNow = 0;
+      this.chunkSince = currentTime;
     }
-    const step = (this.rateHz / sampleRate) * (1 + skew);
+    const step = (this.rateHz / sampleRate) * (1 + (this.playing ? this.skew : 0));
     const captureMs = this.captureAt(this.readPos);
 
     // shrink slowly after a calm spell
@@ -183,35 +240,41 @@ class MicwirePlayer extends AudioWorkletProcessor {
 
     const ch = this.channels;
     for (let k = 0; k < n; k++) {
-      let i = Math.floor(this.readPos);
-      if (this.playing && i + 2 >= this.written) {
+      if (this.playing && Math.floor(this.readPos) + 2 >= this.written) {
         // ran dry: an underrun. Conceal with silence (fading out below) and wait until the
         // (now larger) target is queued again.
         this.playing = false;
         this.dry = true;
         this.skipToMs = null;
+        this.xfadeFrom = null;
         this.underruns++;
         this.lastUnderrun = currentTime;
         this.targetMs = Math.min(MAX_TARGET_MS, this.targetMs + GROW_MS);
       }
       if (this.playing) {
         if (this.skipToMs !== null) {
-          // a skip: fade out, jump, fade back in (no click)
-          if (this.fade > 0) this.fade--;
-          else {
-            this.jumpTo(this.skipToMs);
-            this.skipToMs = null;
-            i = Math.floor(this.readPos);
-          }
-        } else if (this.fade < FADE_FRAMES) this.fade++;
+          // a skip: the audio from the old place fades out while the new place fades in
+          this.xfadeFrom = this.readPos;
+          this.xfadeLeft = this.xfadeFrames;
+          this.jumpTo(this.skipToMs, 'skipped');
+          this.skipToMs = null;
+        }
+        if (this.fade < FADE_FRAMES) this.fade++;
         const g = this.fade / FADE_FRAMES;
-        const t = this.readPos - i;
+        let w = 1;
+        if (this.xfadeFrom !== null) w = 1 - this.xfadeLeft / this.xfadeFrames;
         for (let c = 0; c < outCh; c++) {
-          const v = g * (ch <= 2 ? this.hermite(i, t, ch === 1 ? 0 : c) : this.downmix(i, t, c, outCh));
+          let v = this.sample(this.readPos, c, outCh);
+          if (w < 1) v = w * v + (1 - w) * this.sample(this.xfadeFrom, c, outCh);
+          v *= g;
           out[c][k] = v;
           this.last[c] = v;
         }
         this.readPos += step;
+        if (this.xfadeFrom !== null) {
+          this.xfadeFrom += step;
+          if (--this.xfadeLeft <= 0) this.xfadeFrom = null;
+        }
       } else {
         // silence; ramp down from the last sample played so running dry does not click
         if (this.fade > 0) this.fade--;
@@ -223,22 +286,34 @@ class MicwirePlayer extends AudioWorkletProcessor {
 
     if (currentTime - this.lastStats >= STATS_EVERY_S) {
       this.lastStats = currentTime;
+      const low = this.lowMs;
       this.port.postMessage({
         type: 'stats',
         ctxTime: currentTime, // context time of this quantum's first frame (the read head's)
         captureMs,
         queuedMs,
+        lowMs: this.playing && Number.isFinite(low) ? low : null,
         targetMs: this.targetMs,
         underruns: this.underruns,
         concealedMs: (this.concealedFrames * 1000) / sampleRate,
-        droppedMs: (this.droppedFrames * 1000) / this.rateHz,
+        skippedMs: this.ms(this.skippedFrames),
+        startSkippedMs: this.ms(this.startSkippedFrames),
         playing: this.playing,
-        ratio: 1 + skew,
+        ratio: 1 + (this.playing ? this.skew : 0),
+        driftPpm: this.drift * 1e6,
         writtenFrames: this.written,
         readFrames: Math.floor(this.readPos),
       });
     }
     return this.running;
+  }
+
+  /** Output channel c (of outCh) at fractional source position pos. */
+  sample(pos, c, outCh) {
+    const i = Math.floor(pos);
+    const t = pos - i;
+    const ch = this.channels;
+    return ch <= 2 ? this.hermite(i, t, ch === 1 ? 0 : c) : this.downmix(i, t, c, outCh);
   }
 
   // 4-point cubic Hermite (Catmull-Rom) between frames i and i+1, t in [0, 1)

@@ -85,6 +85,89 @@ def test_the_page_shows_a_stream_and_plays_it(codec: str, hz: int) -> None:
     assert not [e for e in errors if "error:" in e], errors
 
 
+#: What the listen line of a card says, every 0.1 s for `seconds` (collected in the page, so
+#: no reading is missed): [underruns text, buffer text, latency text, "caught up" text].
+WATCH_JS = """
+async ([name, seconds]) => {
+  const line = document.querySelector(`article.stream[data-stream="${name}"] .lstatus`);
+  const text = (sel) => line.querySelector(sel)?.textContent ?? '';
+  const seen = [];
+  const end = performance.now() + seconds * 1000;
+  while (performance.now() < end) {
+    seen.push([text('.l-underruns'), text('.l-queue'), text('.l-latency'), text('.l-skipped')]);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return seen;
+}
+"""
+
+
+def buffer_shown(text: str) -> tuple[int, int] | None:
+    """("buffer 15/15 ms") -> (15, 15): the buffer's low point and its target."""
+    m = re.fullmatch(r"buffer (\d+)/(\d+) ms", text)
+    return (int(m[1]), int(m[2])) if m else None
+
+
+def watch(page: object, name: str, seconds_: float) -> list[list[str]]:
+    seen: list[list[str]] = page.evaluate(WATCH_JS, [name, seconds_])  # type: ignore[attr-defined]
+    return seen
+
+
+@pytest.mark.parametrize("codec", ["opus", "pcm"])
+def test_listening_starts_without_an_underrun_and_holds_its_target(codec: str) -> None:
+    """From the first moment: no underrun, and the buffer never near empty (its low point,
+    what a late packet may use up, stays near the target: the player starts with the
+    target queued beyond the next packet, not with the next packet due at once)."""
+    with tone_stream("kitchen", 440, "--codec", codec) as url, browser_page(url) as page:
+        page.goto("/")
+        card = page.locator('article.stream[data-stream="kitchen"]')
+        card.locator("button.listen").click()
+        card.locator(".l-queue").filter(has_text="buffer").wait_for(timeout=seconds(15) * 1000)
+        seen = watch(page, "kitchen", 4.0)
+        buffers = [b for b in (buffer_shown(s[1]) for s in seen) if b is not None]
+        assert len(buffers) > 30, seen
+        assert all(s[0] == "0 underruns" for s in seen), seen
+        assert all(low >= target - 10 for low, target in buffers), buffers
+        # and it settles near the target (the start cushion played off, a little fast)
+        page.wait_for_function(
+            "() => { const m = /buffer (\\d+)\\/(\\d+) ms/.exec(document.querySelector("
+            "'article.stream[data-stream=kitchen] .l-queue').textContent);"
+            " return m && Math.abs(m[1] - m[2]) <= 5; }",
+            timeout=seconds(15) * 1000,
+        )
+        state = page.evaluate("() => window.micwire.listening.kitchen")
+        assert state["underruns"] == 0 and state["skippedMs"] == 0, state
+
+
+def test_late_audio_is_caught_up_not_kept() -> None:
+    """The audio thread stalls for 0.2 s (the context suspended, as a busy machine or a
+    sound card hiccup does) while packets keep coming: the player skips what piled up with
+    a cross-fade and says so, instead of playing 0.2 s late from then on."""
+    with tone_stream("kitchen", 440, "--codec", "pcm") as url, browser_page(url) as page:
+        page.goto("/")
+        listen_to(page, "kitchen")
+        page.wait_for_function(
+            "() => { const l = window.micwire.listening.kitchen;"
+            " return l.lowMs !== null && Math.abs(l.lowMs - l.targetMs) <= 5; }",
+            timeout=seconds(15) * 1000,
+        )
+        before = page.evaluate("() => window.micwire.listening.kitchen.latencyMs")
+        page.evaluate(
+            "async () => { const ctx = window.micwire.ctx; await ctx.suspend();"
+            " await new Promise((r) => setTimeout(r, 200)); await ctx.resume(); }"
+        )
+        page.wait_for_function(
+            "() => { const l = window.micwire.listening.kitchen;"
+            " return l.skippedMs > 100 && l.lowMs !== null && l.lowMs - l.targetMs <= 5; }",
+            timeout=seconds(5) * 1000,
+        )
+        seen = watch(page, "kitchen", 2.0)
+        assert all(s[3].startswith("caught up") for s in seen), seen
+        assert all(s[0] == "0 underruns" for s in seen), seen
+        latest = page.evaluate("() => window.micwire.listening.kitchen.latencyMs")
+        assert latest < before + 20, (before, latest)  # not 0.2 s late
+
+
 def test_a_browser_without_opus_gets_pcm_from_the_receiver() -> None:
     """When WebCodecs cannot decode Opus, the page asks the receiver for PCM instead of
     failing silently."""
