@@ -16,8 +16,10 @@
 // - Start: playback begins only once the target, the largest chunk and a start cushion
 //   (START_CUSHION_MS) are queued, and no more (what piled up before, a burst at the start,
 //   is passed over, counted in startSkippedMs): when the next chunk is due, the target is
-//   still there. The cushion covers the busy first seconds of a page (its audio device,
-//   decoder and layout starting) and is then played off by the steering below.
+//   still there. The first start also waits START_WAIT_S after the first audio: the page
+//   is at its busiest right after the Listen click, and the first chunks come in a burst.
+//   The cushion covers the busy first seconds of a page (its audio device, decoder and
+//   layout starting) and is then played off by the steering below.
 // - Running dry is an underrun: the output fades to silence (concealment), it is counted,
 //   and the target grows by GROW_MS (up to MAX_TARGET_MS); playback restarts as at the start
 //   (without the cushion: the grown target is one). After CALM_S seconds without an underrun
@@ -41,6 +43,7 @@ const MAX_TARGET_MS = 200;
 const CALM_S = 10;
 const SHRINK_MS = 2; // per second, after CALM_S without an underrun
 const START_CUSHION_MS = 10;
+const START_WAIT_S = 0.25; // the first start waits this long after the first audio
 const MAX_SKEW = 0.02;
 const KP = 0.3; // per second of low-point error: 10 ms above the target -> 0.3 % fast
 const KI = 0.02; // per second, per second of error (with KP: a little over critical damping)
@@ -84,6 +87,8 @@ class MicwirePlayer extends AudioWorkletProcessor {
     this.marks = []; // [{frame, captureMs}], oldest first: capture time of pushed chunks
     this.playing = false;
     this.started = false; // has played since configure (the start cushion is for the first)
+    this.firstPushTime = null; // context time of the first audio since configure
+    this.pushed = false; // audio came since the last quantum
     this.dry = false; // ran dry after playing (concealment counts while dry)
     this.fade = 0; // 0..FADE_FRAMES: gain ramp at start/stop of playout
     this.xfadeFrom = null; // during a cross-fade: the old read position, fading out
@@ -138,6 +143,8 @@ class MicwirePlayer extends AudioWorkletProcessor {
       if (++w === cap) w = 0;
     }
     this.written += frames;
+    if (this.firstPushTime === null) this.firstPushTime = currentTime;
+    this.pushed = true;
     this.chunkNow = Math.max(this.chunkNow, frames);
     this.chunkFrames = Math.max(this.chunkFrames, frames);
     // stay live: more than maxMs queued goes back to the target at once (cross-faded, in
@@ -175,6 +182,13 @@ class MicwirePlayer extends AudioWorkletProcessor {
   start(queuedMs) {
     const want = this.targetMs + this.ms(this.chunkFrames) + (this.started ? 0 : START_CUSHION_MS);
     if (queuedMs < want) return;
+    // the first time, not before audio has been coming for a while: the first chunks come
+    // in a burst (what arrived while the decoder was set up), and the page is at its
+    // busiest right after the Listen click; started then, a stall of the page that follows
+    // at once empties the buffer (seen: 60 ms on a loaded 2-core machine)
+    if (!this.started && (this.firstPushTime === null || currentTime - this.firstPushTime < START_WAIT_S)) return;
+    // and right after a chunk came: trimmed to `want` then, the next one is a chunk away
+    if (!this.pushed) return;
     this.jumpTo(want, 'startSkipped');
     this.playing = true;
     this.started = true;
@@ -223,6 +237,7 @@ class MicwirePlayer extends AudioWorkletProcessor {
     const queuedMs = this.ms(this.queuedFrames());
 
     if (!this.playing) this.start(queuedMs);
+    this.pushed = false;
     if (this.playing) this.steer(queuedMs, n / sampleRate);
     if (currentTime - this.chunkSince >= 1) {
       if (this.chunkNow) this.chunkFrames = this.chunkNow; // the largest of the last 1-2 s
