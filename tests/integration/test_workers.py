@@ -37,10 +37,17 @@ def ask_worker(port: int, source_port: int, path: str = "/healthz") -> dict[str,
     return result
 
 
+#: Local ports to connect from, a range for each test process (pytest-xdist runs several
+#: at once, and two tests picking one port would take each other's connections), below
+#: Linux's ephemeral ports (32768-60999) so that no other connection takes one meanwhile.
+_FIRST_PORT = 20000 + 1000 * int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+SOURCE_PORTS = range(_FIRST_PORT, _FIRST_PORT + 1000)
+
+
 def ports_by_worker(port: int, each: int) -> list[list[int]]:
     """``each`` local ports that reach worker 0, and as many that reach worker 1."""
     found: list[list[int]] = [[], []]
-    for source_port in range(43100, 44100):
+    for source_port in SOURCE_PORTS:
         try:
             worker = ask_worker(port, source_port)["worker"]
         except OSError:
@@ -158,6 +165,8 @@ def test_a_sender_that_reconnects_to_the_other_worker_resumes_gap_free(tmp_path:
     alternating = [per_worker[i % 2][i // 2] for i in range(6)]
     proxy = ProxyThread(port, source_ports=alternating)
     tx = tone_sender(proxy.url, "roamer", 7)
+    witness_proxies: list[ProxyThread] = []
+    witnesses: list[Micwire] = []
     try:
         rx.wait_for("stream 'roamer' from")
         for moves in (1, 2, 3):
@@ -168,18 +177,31 @@ def test_a_sender_that_reconnects_to_the_other_worker_resumes_gap_free(tmp_path:
         assert "3 reconnects" in tx.log and "nothing lost" in tx.log, tx.log
         # the whole stream's length: the parts on the other workers counted once
         rx.wait_for(r"stream 'roamer' from .*: complete; .*\(with its earlier parts: 7\.00 s\)")
-        time.sleep(seconds(1.5))  # a "down" alert would be raised by now
         for ports in ports_by_worker(port, 1):  # (the proxy's ports are taken)
             listed = ask_worker(port, ports[0], "/api/streams")["streams"]
             assert [(s["stream"], s["outcome"], s["reconnects"]) for s in listed] == [
                 ("roamer", "complete", 3)
             ], listed
+        # a sender on each worker that vanishes: its "down" alert says that worker checked
+        # its streams a whole --down-s after the roamer's parts were left behind
+        for i, ports in enumerate(ports_by_worker(port, 1)):
+            witness_proxies.append(ProxyThread(port, source_ports=ports))
+            witnesses.append(tone_sender(witness_proxies[-1].url, f"witness-{i}", 30))
+            rx.wait_for(f"stream 'witness-{i}': recording to")  # audio came
+        for witness in witnesses:
+            witness.kill()
+        for i in range(2):
+            rx.wait_for(f"stream 'witness-{i}': alert down raised")
     finally:
         tx.kill()
         proxy.close()
+        for witness in witnesses:
+            witness.kill()
+        for witness_proxy in witness_proxies:
+            witness_proxy.close()
         rx.signal(signal.SIGINT)
         assert rx.wait(seconds(30)) == 0, rx.log
-    assert "alert down raised" not in rx.log, rx.log
+    assert "'roamer': alert down raised" not in rx.log, rx.log
     lines = [json.loads(line) for line in stats.read_text().splitlines()]
     packets = [line["packets"] for line in lines if line["stream"] == "roamer"]
     # counted over every part (the last line comes up to a second before the end)
