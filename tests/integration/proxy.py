@@ -6,6 +6,13 @@ no WebSocket close, like a dropped Wi-Fi link), ``stall(s)`` all forwarding for 
 through, nobody is told) while new ones work, ``refuse_new`` connections (the receiver is
 unreachable), and add ``delay_s`` (+ random ``jitter_s``) to every chunk it forwards, or
 forward at most ``rate_bytes_s`` bytes a second each way (a link slower than the stream).
+
+It also notes, in ``stalls``, when the stream towards the target was held up by something
+other than the impairment asked for: a chunk it forwarded more than ``STALL_S`` after it
+was due (this process did not run), or, given ``steady_s`` (the sender writes at least
+that often: a live stream's packets), a silence from the sender longer than that plus
+``STALL_S`` (the sender did not run). On a loaded machine those are what a listener hears
+as a glitch that no network caused.
 """
 
 from __future__ import annotations
@@ -14,7 +21,11 @@ import asyncio
 import contextlib
 import random
 import socket
+import time
 from typing import Any
+
+#: Lateness beyond the impairment that counts as a stall of a process on the way.
+STALL_S = 0.010
 
 
 class ImpairmentProxy:
@@ -25,6 +36,7 @@ class ImpairmentProxy:
         jitter_s: float = 0.0,
         source_ports: list[int] | None = None,
         rate_bytes_s: float | None = None,
+        steady_s: float | None = None,
     ) -> None:
         self.target_port = target_port
         #: Connect to the target from these local ports, one after another (to choose
@@ -35,6 +47,9 @@ class ImpairmentProxy:
         #: When set, each direction forwards at most this many bytes a second (a proxy
         #: made with it takes in little at a time too, as a slow link would).
         self.rate_bytes_s = rate_bytes_s
+        self.steady_s = steady_s
+        #: When (time.time()) the stream towards the target was held up by a stall.
+        self.stalls: list[float] = []
         self.port = 0
         self.connections = 0
         self._writers: set[asyncio.StreamWriter] = set()
@@ -100,14 +115,22 @@ class ImpairmentProxy:
             writer.transport.abort()
             return
         self._writers |= {writer, up_writer}
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        await asyncio.gather(
+            self._pipe(reader, up_writer, upstream=True), self._pipe(up_reader, writer)
+        )
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: bool = False
+    ) -> None:
         loop = asyncio.get_running_loop()
         due = 0.0
+        waiting_since: float | None = None  # when it began to wait for the sender
         with contextlib.suppress(OSError, ConnectionError):
             while data := await reader.read(4096 if self.rate_bytes_s else 65536):
                 arrived = loop.time()
+                silent = 0.0 if waiting_since is None else arrived - waiting_since
+                if upstream and self.steady_s is not None and silent > self.steady_s + STALL_S:
+                    self.stalls.append(time.time())
                 await self._open.wait()
                 if writer in self._frozen:
                     await self._closing.wait()  # a link that went dead silently
@@ -118,8 +141,11 @@ class ImpairmentProxy:
                     delay = self.delay_s + random.uniform(0, self.jitter_s)
                     due = max(due, arrived + delay)
                     await asyncio.sleep(max(0.0, due - loop.time()))
+                    if upstream and loop.time() - due > STALL_S:
+                        self.stalls.append(time.time())
                 writer.write(data)
                 await writer.drain()
+                waiting_since = loop.time()
                 if self.rate_bytes_s:
                     await asyncio.sleep(len(data) / self.rate_bytes_s)
         writer.transport.abort()
@@ -142,6 +168,11 @@ class ProxyThread:
     @property
     def url(self) -> str:
         return self.proxy.url
+
+    @property
+    def stalls(self) -> list[float]:
+        """:attr:`ImpairmentProxy.stalls` so far."""
+        return list(self.proxy.stalls)
 
     def cut(self) -> None:
         self.loop.call_soon_threadsafe(self.proxy.cut)

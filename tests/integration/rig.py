@@ -1,29 +1,41 @@
-"""The test rig: real PortAudio devices on a machine without a sound card.
+"""The test rig: real PortAudio devices on a machine without a sound card, and the pieces
+every integration test starts (tests/conftest.py makes fixtures of some of them).
 
+- :func:`seconds`: the one time unit every deadline is given in (MICWIRE_TEST_TIME_FACTOR).
+- :func:`wait_until` / :func:`until`: wait on a condition with a scaled deadline (never a
+  sleep that guesses how long something takes).
 - :func:`jack_server`: a JACK server with the dummy driver (a paced virtual sound card,
-  48 kHz, 256-frame periods), unique per test session.
+  48 kHz, 1024-frame periods unless asked), under a name no other test process uses.
 - :class:`Probe`: a JACK client that plays a known signal into a port and records another,
   a loopback cable with a real clock.
 - :func:`alsa_virtual_mic`: an ALSA ``file`` plugin device whose capture returns a raw file
   sample for sample (unpaced).
-- :class:`Micwire`: the ``micwire`` command in a subprocess, its log read line by line.
+- :class:`Micwire`: the ``micwire`` command in a subprocess, its log read line by line
+  (:func:`receiver` starts ``micwire receive`` on a free port).
+- :func:`running_receiver` / :func:`receiver_on`: a receiver in the test's own event loop.
+- :func:`hello`, :func:`converse`, :func:`good_packet`: speaking the wire by hand.
+- :func:`free_port`, :func:`small_disk`.
 
 See ../shared/TESTRIG.md for the background.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import itertools
+import json
 import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +51,46 @@ def seconds(s: float) -> float:
     return s * TIME_FACTOR
 
 
+def wait_until(condition: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
+    """Poll ``condition`` until it is true (returns its value), at most ``seconds(timeout)``;
+    ``what`` says what did not happen."""
+    deadline = time.monotonic() + seconds(timeout)
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} (not within {seconds(timeout):g} s)")
+        time.sleep(0.02)
+    return value
+
+
+async def until(condition: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
+    """:func:`wait_until` for a test's event loop: the loop runs while it waits."""
+    deadline = time.monotonic() + seconds(timeout)
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} (not within {seconds(timeout):g} s)")
+        await asyncio.sleep(0.02)
+    return value
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+_jack_servers = itertools.count()
+_jack_pids: dict[str, int] = {}
 PERIOD = 1024  # tests want no xruns on a loaded 2-core machine; the latency bench uses 256
 
 
 @contextmanager
 def jack_server(tmp_path: Path, period: int = PERIOD) -> Iterator[str]:
+    """A JACK dummy server (a paced sound card) for as long as the block runs; its name.
+    Unique among the servers of every test process at once (parallel workers too): the
+    process id and a count of this process's servers."""
     # short: libjack crashes (malloc assertion) on some longer server names
-    name = f"mw{os.getpid() % 100000}{time.monotonic_ns() % 1000}"
+    name = f"mw{os.getpid()}x{next(_jack_servers)}"
     # JACK_NO_START_SERVER: a client started before the server is up must not spawn its own
     env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1", "JACK_NO_START_SERVER": "1"}
     log = open(tmp_path / "jackd.log", "w")  # noqa: SIM115 - closed below
@@ -67,11 +112,19 @@ def jack_server(tmp_path: Path, period: int = PERIOD) -> Iterator[str]:
                 log_text = (tmp_path / "jackd.log").read_text()
                 raise RuntimeError(f"jackd did not start: {probe.stderr}\n{log_text}")
             time.sleep(0.1)
+        _jack_pids[name] = proc.pid
         yield name
     finally:
+        _jack_pids.pop(name, None)
         proc.terminate()
         proc.wait(10)
         log.close()
+
+
+def jack_pid(server: str) -> int:
+    """The process id of the JACK server :func:`jack_server` started as ``server`` (to
+    stop or pause that one, and nothing else)."""
+    return _jack_pids[server]
 
 
 class XrunWatch:
@@ -177,17 +230,31 @@ def write_alsa_config(tmp_path: Path, capture_raw: Path) -> Path:
     return conf
 
 
+#: Every Micwire of the running test (conftest stops what is left when the test ends).
+_started: list[Micwire] = []
+
+
+def stop_leftover_processes() -> None:
+    """Kill the ``micwire`` subprocesses the test that ends now left running."""
+    for process in _started:
+        process.kill()
+    _started.clear()
+
+
 class Micwire:
     """``python -m micwire ARGS`` in a subprocess; stderr collected by a thread."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.args = args
+        _started.append(self)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "micwire", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, "JACK_NO_START_SERVER": "1", **(env or {})},
+            # a group of its own: kill() reaches what it started (a supervisor's workers)
+            start_new_session=True,
         )
         self.lines: list[str] = []
         self._new: queue.Queue[str] = queue.Queue()
@@ -248,15 +315,92 @@ class Micwire:
         return "".join(self._stdout)
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        """SIGKILL to the process and everything it started (its process group)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
 
 
 def receiver(*args: str, env: dict[str, str] | None = None) -> tuple[Micwire, int]:
     rx = Micwire("receive", "--host", "127.0.0.1", "--port", "0", *args, env=env)
     port = int(rx.wait_for(r"listening on ws://127\.0\.0\.1:(\d+)").group(1))
     return rx, port
+
+
+@asynccontextmanager
+async def running_receiver(**settings: Any) -> AsyncIterator[tuple[Any, str]]:
+    """A receiver in this event loop on a free port (no playback unless asked):
+    ``(receiver, "ws://127.0.0.1:PORT")``. ``settings``: ReceiverConfig's fields."""
+    from micwire.receiver.server import Receiver, ReceiverConfig
+
+    receiver = Receiver(
+        ReceiverConfig(**{"host": "127.0.0.1", "port": 0, "play": False, **settings})
+    )
+    async with _serving(receiver) as port:
+        yield receiver, f"ws://127.0.0.1:{port}"
+
+
+@asynccontextmanager
+async def receiver_on(port: int, **settings: Any) -> AsyncIterator[Any]:
+    """A receiver in this event loop on a given port (to restart one where its senders
+    look for it)."""
+    from micwire.receiver.server import Receiver, ReceiverConfig
+
+    receiver = Receiver(ReceiverConfig(host="127.0.0.1", port=port, play=False, **settings))
+    async with _serving(receiver):
+        yield receiver
+
+
+@asynccontextmanager
+async def _serving(receiver: Any) -> AsyncIterator[int]:
+    stop = asyncio.Event()
+    ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(receiver.run(stop, ready.set_result))
+    done, _ = await asyncio.wait({task, ready}, timeout=seconds(10), return_when="FIRST_COMPLETED")
+    if task in done:  # it could not start: its own error says why
+        task.result()
+    if ready not in done:
+        task.cancel()
+        raise AssertionError(f"the receiver was not listening within {seconds(10):g} s")
+    try:
+        yield ready.result()
+    finally:
+        stop.set()
+        await task
+
+
+def hello(**changes: Any) -> str:
+    """A sender's hello as JSON text, with ``changes`` to its fields."""
+    from micwire.common.protocol import Hello, StreamParams
+
+    d = json.loads(Hello("bad", StreamParams(), 0, 0).serialize())
+    d.update(changes)
+    return json.dumps(d)
+
+
+async def converse(url: str, *messages: str | bytes) -> tuple[int | None, str, list[Any]]:
+    """Send messages on a raw connection; return the close code, reason and replies."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    replies: list[Any] = []
+    async with connect(url, compression=None, max_size=None) as ws:
+        try:
+            for message in messages:
+                await ws.send(message)
+            async for reply in ws:
+                replies.append(reply)
+        except ConnectionClosed:
+            pass
+        await ws.wait_closed()
+    return ws.close_code, ws.close_reason, replies
+
+
+def good_packet(ts: int = 0, samples: int = 960) -> bytes:
+    """A well-formed PCM packet of silence at timestamp ``ts``."""
+    from micwire.common.protocol import Packet
+
+    return Packet(0, ts, samples, b"\0" * samples * 2).serialize()
 
 
 def best_lag(signal: np.ndarray, recording: np.ndarray) -> tuple[int, float]:

@@ -27,18 +27,14 @@ from rig import (
     XrunWatch,
     best_lag,
     expected_tone,
+    jack_pid,
     jack_server,
     read_single,
     receiver,
     seconds,
+    wait_until,
     write_alsa_config,
 )
-
-
-@pytest.fixture(scope="module")
-def jack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with jack_server(tmp_path_factory.mktemp("jack")) as name:
-        yield name
 
 
 def probe_signal(n: int, seed: int = 5) -> np.ndarray:
@@ -106,6 +102,62 @@ def assert_heard(run: Run, piece_floor: float) -> None:
     assert np.mean(pieces[pieces > piece_floor]) > 0.95, pieces.round(3).tolist()
 
 
+def wait_for_live_playback(probe: Probe, timeout: float = 10.0) -> None:
+    """Play a 50 ms pilot into the sender until the probe hears it from the receiver: live
+    playback then runs end to end. (The pilot is other noise than the signal, and ends
+    before it.)"""
+    pilot = probe_signal(RATE // 20, seed=11)
+    deadline = time.monotonic() + seconds(timeout)
+    while True:
+        heard_from = len(probe.recording())
+        probe.play(pilot)
+        probe.wait_played(seconds(5))
+        until = time.monotonic() + seconds(0.5)
+        while time.monotonic() < until:
+            if np.max(np.abs(probe.recording()[heard_from:]), initial=0.0) > 0.05:
+                return
+            time.sleep(0.02)
+        assert time.monotonic() < deadline, "the receiver played nothing of the pilot"
+
+
+def heard_to_the_end(probe: Probe, signal_in: np.ndarray, timeout: float = 2.0) -> None:
+    """Wait until the probe has heard the signal's last 25 ms from the receiver, or a
+    playback glitch kept it from that (the caller judges what was heard, and counts
+    glitches up to now): then everything that was going to be played has been."""
+    tail = signal_in[-RATE // 40 :]
+    deadline = time.monotonic() + seconds(timeout)
+    while time.monotonic() < deadline:
+        heard = probe.recording()[-RATE:]  # a second: far more than playback's latency
+        if len(heard) >= len(tail) and best_lag(tail, heard.astype(float))[1] > 0.6:
+            return
+        time.sleep(0.05)
+
+
+def stats_line_after(stats: Path, stream: str, after: float) -> bool:
+    """Has the receiver written a ``--stats-json`` line for ``stream`` timed after ``after``
+    (time.time())?"""
+    if not stats.exists():
+        return False
+    lines = [json.loads(line) for line in stats.read_text().splitlines() if line.endswith("}")]
+    return any(x["stream"] == stream and x["time"] >= after for x in lines)
+
+
+def device_lost_audio(run: Run) -> bool:
+    """Did the sender say its input device lost audio before micwire could read it (a
+    JACK xrun: the machine stalled)? Then the recording cannot hold all of the signal."""
+    return "LOST audio" in run.tx_log and run.glitches > 0
+
+
+def assert_recorded_but_what_the_device_lost(run: Run, piece_floor: float) -> None:
+    """The sender lost audio at the device, and said so (a stall of this loaded VM, the
+    JACK graph's xrun): every 25 ms piece of the signal is still in the recording as
+    well as without a loss, but for the few the lost stretch cut into (what
+    :func:`assert_heard` allows live playback)."""
+    pieces = np.array(heard_pieces(run.signal_in, run.recording[:, 0] / 32768))
+    missed = int(np.sum(pieces <= piece_floor))
+    assert missed <= 0.1 * len(pieces), (run.tx_log, pieces.round(4).tolist())
+
+
 def run_through_jack(jack: str, tmp_path: Path, codec: str, *extra: str) -> Run:
     env = {"JACK_DEFAULT_SERVER": jack}
     rec, stats = tmp_path / "rec", tmp_path / "stats.jsonl"
@@ -133,21 +185,26 @@ def run_through_jack(jack: str, tmp_path: Path, codec: str, *extra: str) -> Run:
             *extra,
             env=env,
         )
-        rx.wait_for(r"stream 'jack-.*' from")
+        try:
+            rx.wait_for(r"stream 'jack-.*' from")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- sender:\n{tx.log}") from None
         probe.client.connect(probe.out, probe.wait_port(is_input=True, timeout=seconds(10)))
         probe.client.connect(probe.wait_port(is_input=False, timeout=seconds(10)), probe.inp)
         # ports exist from Pa_OpenStream on, but carry audio only once the stream runs
         tx.wait_for(r"sending 'jack-\w+' from device")
         # live playback starts at its target behind the newest audio, passing over what
         # piled up while the output stream started (the recording keeps it): play after
-        time.sleep(seconds(0.3))
+        wait_for_live_playback(probe)
         signal_in = probe_signal(RATE * 2)
         start = time.time()
         probe.play(signal_in)
         probe.wait_played(seconds(10))
-        time.sleep(seconds(0.5))  # let the tail cross the network, then Ctrl-C the sender
+        heard_to_the_end(probe, signal_in)  # the tail crossed the network and was played
         end = time.time()
-        time.sleep(1.5)  # the receiver's stats line after it
+        wait_until(
+            lambda: stats_line_after(stats, f"jack-{codec}", end), "no stats line after the signal"
+        )
         tx.signal(signal.SIGINT)
         assert tx.wait(seconds(20)) == 0, tx.log
         rx.wait_for(r"stream 'jack-\w+' from .*: complete")
@@ -164,6 +221,7 @@ def run_through_jack(jack: str, tmp_path: Path, codec: str, *extra: str) -> Run:
     return Run(signal_in, probe.recording(), data, tx.log, glitches)
 
 
+@pytest.mark.quiet
 @pytest.mark.parametrize(
     ("extra", "per_packet"),
     [
@@ -188,18 +246,25 @@ def test_pcm_end_to_end_through_real_devices(
     assert captured / (int(packets.group(1)) - 1) >= 0.9 * per_packet, run.tx_log
     # the recording holds the probe signal: PortAudio's float->int16 step is the only change
     want = run.signal_in * 32768
-    lag, peak = best_lag(want, run.recording[:, 0].astype(float))
-    assert peak > 0.9999, (peak, run.tx_log)
-    assert np.max(np.abs(run.recording[lag : lag + len(want), 0] - want)) <= 1.0
+    if device_lost_audio(run):
+        assert_recorded_but_what_the_device_lost(run, 0.9999)
+    else:
+        lag, peak = best_lag(want, run.recording[:, 0].astype(float))
+        assert peak > 0.9999, (peak, run.tx_log)
+        assert np.max(np.abs(run.recording[lag : lag + len(want), 0] - want)) <= 1.0
     # ...and the receiver played it live, intact
     assert_heard(run, 0.98)
 
 
+@pytest.mark.quiet
 def test_opus_end_to_end_through_real_devices(jack: str, tmp_path: Path) -> None:
     run = run_through_jack(jack, tmp_path, "opus", "--bitrate", "128000")
     assert len(run.recording) == captured_samples(run.tx_log)
-    _, peak = best_lag(run.signal_in * 32768, run.recording[:, 0].astype(float))
-    assert peak > 0.95, (peak, run.tx_log)
+    if device_lost_audio(run):
+        assert_recorded_but_what_the_device_lost(run, 0.6)
+    else:
+        _, peak = best_lag(run.signal_in * 32768, run.recording[:, 0].astype(float))
+        assert peak > 0.95, (peak, run.tx_log)
     assert_heard(run, 0.6)  # lossy: every piece there
 
 
@@ -217,8 +282,9 @@ def test_a_sender_whose_sound_server_dies_says_so_and_exits(tmp_path: Path) -> N
             tx.wait_for(r"sending 'orphan' from device")
             time.sleep(seconds(1))
             # stopped, not killed: a killed JACK server leaves its entry in JACK's shared
-            # registry, and after a few of those no server starts on this machine
-            subprocess.run(["pkill", "-TERM", "-f", f"jackd -n {name} "], check=True)
+            # registry, and after a few of those no server starts on this machine. This
+            # test's server only: another test's may be running at the same time
+            os.kill(jack_pid(name), signal.SIGTERM)
             assert tx.wait(seconds(20)) == 1, tx.log
             rx.wait_for(r"stream 'orphan' from .*: complete")
         finally:
@@ -249,17 +315,15 @@ def test_a_stalled_sound_server_does_not_hold_up_the_senders_confirmation(
             "send", f"ws://127.0.0.1:{port}", "--source", "tone:440", "--name", "stall",
             "--duration", "4",
         )  # fmt: skip
-        (jackd,) = subprocess.run(
-            ["pgrep", "-f", f"jackd -n {name} "], capture_output=True, text=True, check=True
-        ).stdout.split()
+        jackd = jack_pid(name)
         try:
             rx.wait_for(r"stream 'stall': recording to")
             time.sleep(seconds(2.5))
-            os.kill(int(jackd), signal.SIGSTOP)
+            os.kill(jackd, signal.SIGSTOP)
             assert tx.wait(seconds(15)) == 0, tx.log
             assert "nothing lost (the receiver confirmed every sample)" in tx.lines[-1]
         finally:
-            os.kill(int(jackd), signal.SIGCONT)
+            os.kill(jackd, signal.SIGCONT)
             tx.kill()
             rx.signal(signal.SIGTERM)
             rx.wait()
@@ -267,6 +331,7 @@ def test_a_stalled_sound_server_does_not_hold_up_the_senders_confirmation(
     assert len(data) == 4 * RATE
 
 
+@pytest.mark.quiet  # (the quiet tests' JACK server)
 def test_devices_lists_the_jack_card(jack: str) -> None:
     cli = Micwire("devices", env={"JACK_DEFAULT_SERVER": jack})
     assert cli.wait() == 0
@@ -327,6 +392,7 @@ def stalled(before: dict[str, Any], after: dict[str, Any]) -> bool:
     return any(after[k] != before[k] for k in ("underruns", "skipped_samples"))
 
 
+@pytest.mark.quiet(first=True)  # a minute long: started at once
 def test_clock_drift_is_compensated_without_dropping_or_repeating(
     jack: str, tmp_path: Path
 ) -> None:
@@ -464,6 +530,7 @@ def tone_through_proxy(
     stream.stats = [json.loads(line) for line in stats.read_text().splitlines()]
 
 
+@pytest.mark.quiet
 def test_live_playback_rides_out_a_stall_and_a_reset(jack: str, tmp_path: Path) -> None:
     """Through the impairment proxy, on a real output device: a 400 ms network stall and
     then a connection reset. Playback conceals and recovers (counted), the sender
@@ -483,23 +550,43 @@ def test_live_playback_rides_out_a_stall_and_a_reset(jack: str, tmp_path: Path) 
     assert last["underruns"] <= 4  # ...as a dropout or two, not a stutter
 
 
+@pytest.mark.quiet
 def test_the_buffer_grows_to_cover_network_jitter(jack: str, tmp_path: Path) -> None:
     """Through the impairment proxy adding 0..30 ms of random delay to every write: the
     jitter buffer measures it, raises its target to cover it, and plays on with at most
     the few underruns it takes to learn; the recording is untouched."""
-    with tone_through_proxy(jack, tmp_path, "shaky", 8, delay_s=0.005, jitter_s=0.030) as stream:
+    with tone_through_proxy(
+        jack, tmp_path, "shaky", 8, delay_s=0.005, jitter_s=0.030, steady_s=0.040
+    ) as stream:
         assert stream.tx.wait(seconds(40)) == 0, stream.tx.log
     assert np.array_equal(stream.recording, expected_tone(8 * RATE))
     late = stream.stats[len(stream.stats) // 2 :]
     assert min(x["jitter_ms"] for x in late) >= 15  # it saw the jitter...
     assert min(x["target_ms"] for x in late) >= 20 + 15  # ...and covers it
-    first, last = late[0], late[-1]
-    # no glitches once it had learned, but for a stall of this VM (the JACK graph then
-    # misses its deadline too: an xrun)
-    stalls = stream.xruns.between(first["time"] - 1, last["time"])
-    assert last["underruns"] - first["underruns"] <= stalls, stalls
-    assert last["late_packets"] == 0  # the rough start may have cut a backlog, but not now:
-    assert last["skipped_samples"] == first["skipped_samples"]
+    # no glitch (an underrun, or audio skipped to catch up) once it had learned, but for a
+    # stall of a process on the way: the JACK graph missed its deadline (an xrun), or the
+    # sender or the proxy did not run for a while (the packets then come later than the
+    # network's delay can make them: measured, a sender silent for 85-95 ms, the proxy
+    # forwarding 35-75 ms late, on this 2-core machine under load). The target covers the
+    # 95th percentile of transit and remembers each underrun: one packet later than any
+    # before may still underrun once, and teaches it; a run whose first such packet came
+    # in its second half has that one underrun there.
+    stalls = stream.xruns.times + stream.proxy.stalls
+    unexplained = [
+        (after["time"], after["underruns"] - before["underruns"])
+        for before, after in pairwise(late)
+        if stalled(before, after)
+        and not any(before["time"] - 0.5 <= t <= after["time"] for t in stalls)
+    ]
+    learning = 1 if late[0]["underruns"] == 0 else 0
+    assert sum(underruns for _, underruns in unexplained) <= learning, (unexplained, stalls)
+    assert all(  # ...and a learning underrun is no stall: nothing was skipped then
+        after["skipped_samples"] == before["skipped_samples"]
+        for before, after in pairwise(late)
+        if stalled(before, after)
+        and not any(before["time"] - 0.5 <= t <= after["time"] for t in stalls)
+    ), (late, stalls)
+    assert late[-1]["late_packets"] == 0  # the rough start may have cut a backlog, not now
 
 
 GUARD_SCRIPT = """
@@ -547,7 +634,6 @@ def test_opus_frames_come_whole_from_the_card_only_when_they_span_two_periods(
     call into Python per period; a frame shorter than two periods keeps a callback per
     period (several calls into Python within one cycle of the sound server would be more
     work where it can least wait). 256-frame periods: 20 ms frames and up."""
-    import subprocess
     import sys
 
     with jack_server(tmp_path, period=256) as jack:  # a USB card at a low-latency setting
@@ -563,10 +649,10 @@ def test_opus_frames_come_whole_from_the_card_only_when_they_span_two_periods(
     assert json.loads(done.stdout) == {"5": 0, "10": 0, "20": 960, "60": 2880}
 
 
+@pytest.mark.quiet
 def test_a_failing_playback_callback_is_counted_and_playback_goes_on(jack: str) -> None:
     """An exception in the PortAudio callback would stop that stream's playback for good:
     it is caught, the block is silence, it is counted, and the next callbacks play."""
-    import subprocess
     import sys
 
     env = {**os.environ, "JACK_DEFAULT_SERVER": jack, "JACK_NO_START_SERVER": "1"}

@@ -11,8 +11,6 @@ import os
 import re
 import socket
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,30 +19,22 @@ import numpy as np
 import pytest
 import soundfile as sf
 from proxy import ImpairmentProxy
-from rig import expected_tone, small_disk
-from test_transport import converse, hello, running_receiver
+from rig import (
+    converse,
+    expected_tone,
+    hello,
+    receiver_on,
+    running_receiver,
+    small_disk,
+    until,
+)
 from websockets.asyncio.client import connect
 
 from micwire.common.errors import TransportError
 from micwire.common.protocol import FLAG_LAST, Hello, Packet, StreamParams
-from micwire.receiver import Receiver, ReceiverConfig, parts
+from micwire.receiver import parts
 from micwire.sender import Sender, SenderConfig
 from micwire.sender.sources import ToneSource
-
-
-@asynccontextmanager
-async def receiver_on(port: int, **settings: Any) -> AsyncIterator[Receiver]:
-    """A receiver on a given port (to restart one where its senders look for it)."""
-    receiver = Receiver(ReceiverConfig(host="127.0.0.1", port=port, play=False, **settings))
-    stop = asyncio.Event()
-    ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(receiver.run(stop, ready.set_result))
-    await asyncio.wait_for(ready, 10)
-    try:
-        yield receiver
-    finally:
-        stop.set()
-        await task
 
 
 def parts_of(directory: Path, name: str) -> tuple[dict[str, Any], np.ndarray]:
@@ -652,10 +642,12 @@ def test_a_sender_back_as_its_stream_ends_finds_it_complete(
     told where it ends, and the recording stays one complete part."""
     rec = tmp_path / "rec"
     written = parts.write_json
+    landed: list[Any] = []
 
     def slow_disk(path: Path, data: Any) -> None:
         time.sleep(0.3)
         written(path, data)
+        landed.append(data)
 
     monkeypatch.setattr(parts, "write_json", slow_disk)
     tone = expected_tone(4800)
@@ -669,7 +661,10 @@ def test_a_sender_back_as_its_stream_ends_finds_it_complete(
                 await asyncio.sleep(wait_s)
                 async with connect(url) as new:
                     assert await resume(new, first, secret) == 4800
-                    await asyncio.sleep(0.5)  # (the old end's write lands first)
+                    await until(  # the old connection's end is written first
+                        lambda: any(d.get("outcome") == "complete" for d in landed),
+                        "the stream's end was not written",
+                    )
                     await new.send(Packet(0, 4800, 0, b"", flags=FLAG_LAST).serialize())
                     done = await until_done(new)
                     assert done["recording"].startswith("back-"), done  # the stream's file
@@ -710,7 +705,10 @@ def test_a_sender_back_after_its_stream_ended_leaves_it_complete(
                 await until_done(old)
             async with connect(url) as new:
                 assert await resume(new, first, secret) == 4800
-            await asyncio.sleep(0.5)  # (the receiver notices the close)
+            await until(
+                lambda: "that connection: sender closed without end-of-stream" in caplog.text,
+                "the receiver did not notice the close",
+            )
             other = Hello("again", StreamParams(), now, now, stream_id="b" * 32)
             async with connect(url) as newcomer:
                 await newcomer.send(other.serialize())

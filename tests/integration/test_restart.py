@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import signal
-import socket
 import stat
 import time
 import urllib.request
@@ -24,8 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
-from rig import Micwire, expected_tone, receiver, seconds
-from test_transport import running_receiver
+from rig import Micwire, expected_tone, free_port, receiver, running_receiver, seconds, until
 
 from micwire.common.outcome import SENDER_RESTARTED
 from micwire.sender import Sender, SenderConfig
@@ -262,12 +260,6 @@ def test_a_second_process_on_the_name_waits_says_so_once_and_leaves_the_first_al
         assert np.array_equal(audio, expected_tone(len(audio)))
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_a_sender_started_before_its_receiver_records_from_its_first_sample(
     tmp_path: Path,
 ) -> None:
@@ -307,13 +299,6 @@ def test_a_sender_started_before_its_receiver_records_from_its_first_sample(
     (sidecar,) = sidecars(rec, "early")
     assert sidecar["outcome"] == "complete" and sidecar["origin"] == 0
     assert np.array_equal(audio_of(rec, sidecar), expected_tone(5 * 48000))
-
-
-async def until(condition: Any, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds(timeout)
-    while not condition():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.02)
 
 
 @pytest.mark.parametrize(("codec", "record"), [("opus", True), ("pcm", False)])

@@ -9,37 +9,20 @@ import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import soundfile as sf
-from rig import best_lag, expected_tone, read_single
+from rig import best_lag, converse, expected_tone, good_packet, hello, read_single, running_receiver
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 from micwire.common.errors import TransportError
 from micwire.common.protocol import HEADER, Hello, Packet, StreamParams
 from micwire.receiver.server import Receiver, ReceiverConfig
 from micwire.sender import Sender, SenderConfig
 from micwire.sender.config import SenderReport
-
-
-@asynccontextmanager
-async def running_receiver(**settings: Any) -> AsyncIterator[tuple[Receiver, str]]:
-    receiver = Receiver(ReceiverConfig(host="127.0.0.1", port=0, play=False, **settings))
-    stop = asyncio.Event()
-    ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(receiver.run(stop, ready.set_result))
-    port = await asyncio.wait_for(ready, 10)
-    try:
-        yield receiver, f"ws://127.0.0.1:{port}"
-    finally:
-        stop.set()
-        await task
 
 
 def noise_file(
@@ -215,31 +198,6 @@ def test_same_name_twice_never_overwrites(tmp_path: Path) -> None:
 
     asyncio.run(main())
     assert len(list(rec.glob("twin-*.wav"))) == 2
-
-
-def hello(**changes: Any) -> str:
-    d = json.loads(Hello("bad", StreamParams(), 0, 0).serialize())
-    d.update(changes)
-    return json.dumps(d)
-
-
-async def converse(url: str, *messages: str | bytes) -> tuple[int | None, str, list[Any]]:
-    """Send messages on a raw connection; return the close code, reason and replies."""
-    replies: list[Any] = []
-    async with connect(url, compression=None, max_size=None) as ws:
-        try:
-            for message in messages:
-                await ws.send(message)
-            async for reply in ws:
-                replies.append(reply)
-        except ConnectionClosed:
-            pass
-        await ws.wait_closed()
-    return ws.close_code, ws.close_reason, replies
-
-
-def good_packet(ts: int = 0, samples: int = 960) -> bytes:
-    return Packet(0, ts, samples, b"\0" * samples * 2).serialize()
 
 
 BAD_CONNECTIONS: list[tuple[str, tuple[Any, ...], int, str]] = [

@@ -18,8 +18,7 @@ import numpy as np
 import soundfile as sf
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
-from rig import expected_tone, seconds
-from test_transport import converse, hello, running_receiver
+from rig import converse, expected_tone, good_packet, hello, running_receiver, seconds, until
 from websockets.asyncio.client import connect
 
 from micwire.common.protocol import HEADER, Packet
@@ -43,12 +42,21 @@ def metrics_of(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float
     }
 
 
+async def until_recorded(url: str, name: str, samples: int) -> None:
+    """Wait until /metrics says the receiver recorded more than ``samples`` of ``name``."""
+    key = ("micwire_recorded_samples_total", (("stream", name),))
+    deadline = time.monotonic() + seconds(10)
+    while metrics_of((await get(http(url) + "/metrics"))[2].decode()).get(key, 0) <= samples:
+        assert time.monotonic() < deadline, f"{name!r}: not {samples} samples recorded"
+        await asyncio.sleep(0.05)
+
+
 def test_health_and_metrics_of_a_live_stream(tmp_path: Path) -> None:
     async def main() -> tuple[Any, ...]:
         async with running_receiver(record_dir=tmp_path) as (_rx, url):
             sender = Sender(SenderConfig(url, name="hall", source="tone:440", duration_s=3.0))
             task = asyncio.create_task(sender.run())
-            await asyncio.sleep(1.5)
+            await until_recorded(url, "hall", 48000)  # what the figures below are about
             health = await get(http(url) + "/healthz")
             status, headers, body = await get(http(url) + "/metrics")
             await task
@@ -297,10 +305,10 @@ def test_listeners_get_the_stream_and_a_stalled_one_harms_nobody(tmp_path: Path)
         writer.transport.abort()
 
     async def main() -> tuple[Any, ...]:
-        async with running_receiver(record_dir=tmp_path) as (_rx, url):
+        async with running_receiver(record_dir=tmp_path) as (rx, url):
             sender = Sender(SenderConfig(url, name="room", source="tone:440", duration_s=duration))
             task = asyncio.create_task(sender.run())
-            await asyncio.sleep(0.3)
+            await until(lambda: "room" in rx.streams.live, "'room' is not live")
             results = await asyncio.gather(
                 listen(url, "room", duration + 1),
                 listen(url, "room", duration + 1, pcm=True),
@@ -444,12 +452,12 @@ def test_bytes_sent_to_listeners_only_ever_grow(tmp_path: Path) -> None:
         return metrics_of(body.decode())[("micwire_sent_bytes_total", ())]
 
     async def main() -> tuple[dict[str, Any], list[float]]:
-        async with running_receiver(record_dir=tmp_path) as (_rx, url):
+        async with running_receiver(record_dir=tmp_path) as (rx, url):
             sender = Sender(SenderConfig(url, name="hall", source="tone:440", duration_s=3.0))
             task = asyncio.create_task(sender.run())
-            await asyncio.sleep(0.3)
+            await until(lambda: "hall" in rx.streams.live, "'hall' is not live")
             got = await listen(url, "hall", 1.0)
-            await asyncio.sleep(0.2)  # (the receiver sees the listener go)
+            await until(lambda: not rx.streams.live["hall"].listeners, "the listener is not gone")
             seen = [await sent_bytes(url)]  # the listener left, the stream goes on
             await task
             seen.append(await sent_bytes(url))  # the stream ended
@@ -463,13 +471,13 @@ def test_bytes_sent_to_listeners_only_ever_grow(tmp_path: Path) -> None:
 
 def test_an_opus_stream_can_be_listened_to_as_pcm(tmp_path: Path) -> None:
     async def main() -> tuple[Any, ...]:
-        async with running_receiver(record_dir=tmp_path) as (_rx, url):
+        async with running_receiver(record_dir=tmp_path) as (rx, url):
             task = asyncio.create_task(
                 Sender(
                     SenderConfig(url, name="op", source="tone:440", codec="opus", duration_s=2.0)
                 ).run()
             )
-            await asyncio.sleep(0.3)
+            await until(lambda: "op" in rx.streams.live, "'op' is not live")
             opus, pcm = await asyncio.gather(listen(url, "op", 2.5), listen(url, "op", 2.5, True))
             await task
             return opus, pcm
@@ -505,6 +513,18 @@ async def webhook_server() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
         await runner.cleanup()
 
 
+async def until_alerts(rx: Any) -> list[dict[str, Any]]:
+    """The alerts of the receiver's only stream, once it has any."""
+    deadline = time.monotonic() + seconds(10)
+    while True:
+        streams = (await rx.monitor.snapshot())["streams"]
+        if streams and streams[0]["alerts"]:
+            alerts: list[dict[str, Any]] = streams[0]["alerts"]
+            return alerts
+        assert time.monotonic() < deadline, f"no alert was raised: {streams}"
+        await asyncio.sleep(0.05)
+
+
 def test_silence_raises_an_alert_that_reaches_the_webhook_and_clears(tmp_path: Path) -> None:
     """A source that is silent for 3 s, then plays: with --silence-s 1, `silence` is raised
     (page, metrics, webhook) and cleared when the sound comes back."""
@@ -519,11 +539,10 @@ def test_silence_raises_an_alert_that_reaches_the_webhook_and_clears(tmp_path: P
             task = asyncio.create_task(
                 Sender(SenderConfig(url, name="mute", source=f"file:{tmp_path / 'src.wav'}")).run()
             )
-            await asyncio.sleep(2.7)
-            during = (await rx.monitor.snapshot())["streams"][0]["alerts"]
+            during = await until_alerts(rx)  # in the 3 s of silence, after 1 s of it
             _, _, body = await get(http(url) + "/metrics")
             await task
-            await asyncio.sleep(1.0)
+            await until(lambda: len(received) >= 2, "the alert was not cleared at the webhook")
         return during, metrics_of(body.decode()), received
 
     during, m, received = asyncio.run(main())
@@ -589,7 +608,6 @@ def test_a_down_room_clears_when_a_new_stream_of_its_name_starts(tmp_path: Path)
     """A stream the receiver closed (a malformed packet) is down after --down-s, on the
     page and at the webhook; when the room streams again under its name, the old stream's
     alert is cleared (a webhook consumer must not keep it open for good)."""
-    from test_transport import converse, good_packet, hello
 
     async def main() -> list[dict[str, Any]]:
         async with (
@@ -597,10 +615,10 @@ def test_a_down_room_clears_when_a_new_stream_of_its_name_starts(tmp_path: Path)
             running_receiver(down_s=1.0, webhook=hook) as (_rx, url),
         ):
             await converse(url, hello(stream="hall"), good_packet(), b"\x01\x00")  # 1002
-            await asyncio.sleep(2.5)
+            await until(lambda: received, "no down alert reached the webhook")
             sender = Sender(SenderConfig(url, name="hall", source="tone:440", duration_s=2.0))
             await sender.run()
-            await asyncio.sleep(0.2)
+            await until(lambda: len(received) >= 2, "the down alert was not cleared")
         return received
 
     received = asyncio.run(main())

@@ -89,12 +89,11 @@ def stop_and_wait(page: Any, timeout_s: float = 40) -> dict[str, Any]:
 
 
 def wait_for_level(page: Any) -> None:
-    """As a guest would: the level meter moves, then a moment to settle."""
+    """As a guest would: start once the level meter moves."""
     page.wait_for_function(
         "() => parseFloat(document.getElementById('meter-peak').dataset.db) > -30",
         timeout=seconds(10) * 1000,
     )
-    time.sleep(1)
 
 
 def wait_for_audio(page: Any, audio_s: float) -> None:

@@ -113,6 +113,7 @@ def watch(page: object, name: str, seconds_: float) -> list[list[str]]:
     return seen
 
 
+@pytest.mark.quiet  # real-time rendering: what a loaded machine cannot promise
 @pytest.mark.parametrize("codec", ["opus", "pcm"])
 def test_listening_starts_without_an_underrun_and_holds_its_target(codec: str) -> None:
     """From the first moment: no underrun, and the buffer never near empty (its low point,
@@ -139,6 +140,7 @@ def test_listening_starts_without_an_underrun_and_holds_its_target(codec: str) -
         assert state["underruns"] == 0 and state["skippedMs"] == 0, state
 
 
+@pytest.mark.quiet
 def test_late_audio_is_caught_up_not_kept() -> None:
     """The audio thread stalls for 0.2 s (the context suspended, as a busy machine or a
     sound card hiccup does) while packets keep coming: the player skips what piled up with
