@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..common.errors import ParameterError
-
 log = logging.getLogger("micwire.receiver")
 COOKIE = "micwire_auth"
 #: How long a login lasts.
@@ -36,17 +34,6 @@ FULL, LISTEN, SEND = "full", "listen", "send"
 #: What each role may do.
 MAY_SEND = frozenset({FULL, SEND})
 MAY_WATCH = frozenset({FULL, LISTEN})
-
-
-def check_token(token: str | None, what: str) -> None:
-    """A token is printable text without spaces (it travels in a header); an empty one is a
-    mistake (MICWIRE_TOKEN= set to nothing), not "no token"."""
-    if token is None:
-        return
-    if not token:
-        raise ParameterError(f"{what} is empty; give a secret, or leave it out")
-    if not token.isprintable() or any(c.isspace() for c in token):
-        raise ParameterError(f"{what} must be printable text without spaces")
 
 
 def bearer_token(authorization: list[str]) -> str | None:

@@ -10,10 +10,11 @@ from urllib.parse import quote
 
 from aiohttp import hdrs, web
 
+from ..common.audiofile import RECORDING_FORMATS
 from .access import caller_role, receiver_of, unauthorized
 from .auth import MAY_WATCH
 
-RECORDING_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg", ".json")
+RECORDING_SUFFIXES = (*(f".{name}" for name in RECORDING_FORMATS), ".json")
 
 
 async def recording(request: web.Request) -> web.StreamResponse:

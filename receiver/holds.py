@@ -116,15 +116,21 @@ class Holds:
 
     def held(self, name: str) -> bool:
         """Is the name held for a stream that ended here and whose sender may come back?"""
+        return self._ended_within_grace(name) is not None
+
+    def _ended_within_grace(self, name: str) -> tuple[float, Stream] | None:
+        """(when, what) of the stream of this name that ended here within the grace time."""
         ended = self.ended.get(name)
-        return ended is not None and time.time() - ended[0] < self.config.resume_grace_s
+        if ended is not None and time.time() - ended[0] < self.config.resume_grace_s:
+            return ended
+        return None
 
     async def reserved(self, hello: Hello) -> Holder | None:
         """Whose the name ``hello`` asks for is, and until when, if it is held for another
         sender (None: free, or held for this one)."""
         grace = self.config.resume_grace_s
-        ended = self.ended.get(hello.stream)
-        if ended is not None and time.time() - ended[0] < grace:
+        ended = self._ended_within_grace(hello.stream)
+        if ended is not None:
             if ended[1].proves(hello):
                 return None
             return Holder(ended[1].peer, until=ended[0] + grace)

@@ -9,7 +9,7 @@ import json
 
 from aiohttp import web
 
-from ..common.protocol import max_message_bytes
+from ..common.protocol import CLOSE_GOING_AWAY, max_message_bytes
 from .access import caller_role, receiver_of, unauthorized
 from .auth import MAY_SEND, MAY_WATCH
 from .connection import Connection
@@ -57,7 +57,7 @@ class EventClient:
                     message, self._latest = self._latest, None
                     await self.ws.send_str(message)
 
-    async def close(self, code: int = 1001) -> None:
+    async def close(self, code: int = CLOSE_GOING_AWAY) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):
             await self.ws.close(code=code)
 

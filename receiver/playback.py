@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..common.devices import INSTALL_HINT
+from ..common.devices import sounddevice
 from ..common.drift import DriftController, FractionalResampler
 from ..common.errors import DeviceError
 from ..common.jitter import JitterBuffer
@@ -31,15 +31,6 @@ CLOSE_TIMEOUT_S = 5.0
 #: buffer cuts back anything more at once: a pile-up, not a clock).
 STEADY_MARGIN_S = 0.1
 log = logging.getLogger("micwire.receiver")
-
-
-def sounddevice() -> Any:
-    """Import sounddevice, turning a missing PortAudio into a DeviceError with the fix."""
-    try:
-        import sounddevice as sd
-    except OSError as exc:  # sounddevice raises OSError when libportaudio is not found
-        raise DeviceError(f"PortAudio library not found: {INSTALL_HINT}") from exc
-    return sd
 
 
 class Playback:

@@ -26,7 +26,6 @@ from .sinks import Delivery
 from .storage import Previous, write_json
 
 log = logging.getLogger("micwire.receiver")
-RECORDING_FORMATS = ("wav", "mp3", "flac", "ogg")
 
 
 class Recording:

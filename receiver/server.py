@@ -30,12 +30,15 @@ from typing import Any
 from aiohttp import web
 
 from ..common.alerts import AlertRules
-from ..common.devices import resolve_device
+from ..common.audiofile import RECORDING_FORMATS
+from ..common.devices import resolve_device, sounddevice
 from ..common.errors import DeviceError, ParameterError, StorageError
+from ..common.protocol import CLOSE_GOING_AWAY
 from ..common.routing import owner
+from ..common.tokens import check_token
 from . import logs
 from .acceptor import HandedConnections
-from .auth import Revocations, Tokens, check_token
+from .auth import Revocations, Tokens
 from .config import (
     ReceiverConfig,
     announce,
@@ -45,8 +48,6 @@ from .config import (
 )
 from .control import WorkerLink
 from .monitor import Monitor
-from .playback import sounddevice
-from .recording import RECORDING_FORMATS
 from .registry import Streams
 from .storage import repair_interrupted
 
@@ -232,8 +233,11 @@ class Receiver:
         """Tell every sender, listener and page the receiver is going (1001), and let the
         senders' handlers finalise their streams; a peer that does not answer within a
         couple of seconds is cut off (a stop never waits on the network for long)."""
-        closing = [ws.close(code=1001, message=b"receiver shutting down") for ws in self.sessions]
-        closing += [client.close(1001) for client in self.monitor.event_clients]
+        closing = [
+            ws.close(code=CLOSE_GOING_AWAY, message=b"receiver shutting down")
+            for ws in self.sessions
+        ]
+        closing += [client.close(CLOSE_GOING_AWAY) for client in self.monitor.event_clients]
         for stream in self.streams.all():
             for listener in list(stream.listeners):
                 listener.end("receiver stopped")

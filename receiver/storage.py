@@ -29,7 +29,7 @@ from typing import Any
 
 import soundfile as sf
 
-from ..common.errors import AudioFormatError, StorageError
+from ..common.errors import AudioFormatError, StorageError, write_failure
 from ..common.names import sanitize_stream_name
 from ..common.outcome import INTERRUPTED
 from ..common.protocol import StreamParams
@@ -46,23 +46,13 @@ def secret_digest(secret: str) -> str:
 def storage_error(exc: BaseException, what: str, directory: Path | None = None) -> StorageError:
     """One sentence for a failed write, naming the cause people can fix. (libsndfile says
     only "System error." when it cannot open a file: the disk is asked why.)"""
-    code = getattr(exc, "errno", None)
-    text = str(exc)
-    if "System error" in text and directory is not None:
+    code = None
+    if "System error" in str(exc) and directory is not None:
         with contextlib.suppress(OSError):
             disk = os.statvfs(directory)
             if disk.f_bavail * disk.f_frsize < 256 * 1024:
                 code = errno.ENOSPC
-    if code == errno.ENOSPC or "No space left" in text:
-        why = "no space left on device"
-    elif code == errno.EDQUOT:
-        why = "disk quota exceeded"
-    elif code == errno.EFBIG or "too large" in text.lower():
-        why = "file too large for this file system"
-    elif code in (errno.EACCES, errno.EPERM):
-        why = "permission denied"
-    else:
-        why = getattr(exc, "strerror", None) or text or type(exc).__name__
+    why = write_failure(exc, code)
     return StorageError(f"{why} ({what})")
 
 

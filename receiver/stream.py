@@ -101,7 +101,6 @@ class Stream:
         self.expiry: asyncio.Task[None] | None = None
         #: When its connection broke and it began waiting for its sender (Unix seconds).
         self.parked_at: float | None = None
-        self.ended_at: float | None = None
         self.ended_utc: float | None = None
         # its sinks
         self.recording = Recording(
@@ -191,7 +190,7 @@ class Stream:
         if attachment is None:
             return
         if attachment.depacketizer is not None:
-            self.totals = _sum(self.totals, attachment.depacketizer.stats)
+            self.totals = self.totals + attachment.depacketizer.stats
         self.attachment = None
 
     def stats(self) -> AssemblyStats:
@@ -199,7 +198,7 @@ class Stream:
         attachment = self.attachment
         if attachment is None or attachment.depacketizer is None:
             return AssemblyStats(**vars(self.totals))
-        return _sum(self.totals, attachment.depacketizer.stats)
+        return self.totals + attachment.depacketizer.stats
 
     async def on_packet(self, packet: Packet) -> bool:
         """Place a packet on the timeline and hand it to the sinks; True if it was the
@@ -228,7 +227,6 @@ class Stream:
         """Finalise for good: files, sidecar, playback."""
         self.state = "ended"
         self.outcome = outcome
-        self.ended_at = time.monotonic()
         self.ended_utc = round(time.time(), 3)
         try:
             if self.ended_before:  # its sidecar already says complete: it stays so
@@ -343,7 +341,3 @@ class Stream:
         if self.previous is not None:
             info["received_utc"] = self.previous.data.get("received_utc", info["received_utc"])
         return info
-
-
-def _sum(a: AssemblyStats, b: AssemblyStats) -> AssemblyStats:
-    return AssemblyStats(**{name: getattr(a, name) + getattr(b, name) for name in vars(a)})

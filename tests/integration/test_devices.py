@@ -592,7 +592,8 @@ def test_the_buffer_grows_to_cover_network_jitter(jack: str, tmp_path: Path) -> 
 GUARD_SCRIPT = """
 import json, time, numpy as np
 from micwire.common.devices import resolve_device
-from micwire.receiver.playback import Playback, sounddevice
+from micwire.common.devices import sounddevice
+from micwire.receiver.playback import Playback
 
 playback = Playback(resolve_device(sounddevice(), "system", "output"), 48000, 1, 20.0)
 tone = (np.sin(np.arange(4800) / 10) * 8000).astype(np.int16)[:, None]
