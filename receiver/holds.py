@@ -11,7 +11,6 @@ pick another name, or retry then". A held name's refusal also says when to retry
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from ..common.names import sanitize_stream_name
 from ..common.outcome import Outcome
 from ..common.protocol import Hello
 from .config import ReceiverConfig
-from .storage import is_sidecar
+from .storage import read_sidecar
 
 if TYPE_CHECKING:
     from .stream import Stream
@@ -76,19 +75,19 @@ def name_reserved(directory: Path, stream: str, started: float, grace_s: float) 
     for path in directory.glob(f"{sanitize_stream_name(stream)}-*.json"):
         try:
             mtime = path.stat().st_mtime
-            if now - max(mtime, started) > grace_s:
-                continue
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, UnicodeDecodeError):
+        except OSError:
             continue
+        if now - max(mtime, started) > grace_s:
+            continue
+        record = read_sidecar(path)
         if (
-            is_sidecar(data)
-            and data["stream"] == stream
-            and Outcome.parse(data.get("outcome")).resumable
+            record is not None
+            and record.stream == stream
+            and Outcome.parse(record.outcome).resumable
         ):
             until = max(mtime, started) + grace_s
             if holder is None or holder.until is None or until > holder.until:
-                holder = Holder(str(data.get("peer") or "an unknown address"), until=until)
+                holder = Holder(record.peer or "an unknown address", until=until)
     return holder
 
 

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,8 @@ from ..common.assembly import Segment, segment_length
 from ..common.audiofile import get_format
 from ..common.errors import AudioFormatError, StorageError
 from ..common.names import recording_filename
-from .storage import PART_KEYS, storage_error, write_json
+from ..common.sidecar import Gap, Sidecar, SidecarPart
+from .storage import storage_error, write_sidecar
 from .writers import Samples, Writer, create_unique, open_writer
 
 log = logging.getLogger("micwire.receiver")
@@ -66,16 +68,16 @@ class Part:
         rate_hz: int,
         channels: int,
         start: datetime,
-        info: dict[str, Any],
+        about: Sidecar,
         origin: int = 0,
         sidecar: Path | None = None,
-        earlier_parts: list[dict[str, Any]] | None = None,
+        earlier_parts: list[SidecarPart] | None = None,
     ) -> None:
         """Blocking (creates files): call through :meth:`create`."""
         self.rate_hz = rate_hz
         self.channels = channels
         self.origin = origin
-        self.gaps: list[dict[str, int]] = []
+        self.gaps: list[Gap] = []
         self.outcome = "recording"
         self.paths: list[Path] = []
         self._writers: list[Writer] = []
@@ -102,7 +104,8 @@ class Part:
         # a stream continued after a receiver restart is a new part of the first sidecar
         self.sidecar = sidecar or self.paths[0].with_suffix(".json")
         self._earlier_parts = earlier_parts or []
-        self._info = info
+        #: What the sidecar says of the stream (its parts and totals are this part's own)
+        self._about = about
         #: Each file's size in bytes (the sidecar's too), measured in the writer's thread
         #: after each flush: a page view reads them, never the disk.
         self.sizes: dict[str, int] = {}
@@ -176,38 +179,23 @@ class Part:
         except StorageError as exc:
             log.error("%s", exc)
 
-    def part(self) -> dict[str, Any]:
-        return {
-            "files": [p.name for p in self.paths],
-            "origin": self.origin,
-            "samples": self.samples_written,
-            "gaps": self.gaps,
-            "outcome": self.outcome,
-        }
+    def part(self) -> SidecarPart:
+        """This part's entry in the sidecar, as it stands."""
+        return SidecarPart(
+            [p.name for p in self.paths], self.origin, self.samples_written, list(self.gaps),
+            self.outcome,
+        )  # fmt: skip
 
     def write_sidecar(self) -> None:
-        parts = [*self._earlier_parts, self.part()]
-        first = parts[0]["origin"]
-        gaps = [
-            {"at_sample": part["origin"] - first + gap["at_sample"], "samples": gap["samples"]}
-            for part in parts
-            for gap in part.get("gaps", [])
-        ]
-        samples = sum(part["samples"] for part in parts)
-        data = {
-            **self._info,
-            "rate_hz": self.rate_hz,
-            "channels": self.channels,
-            "files": [name for part in parts for name in part["files"]],
-            "origin": first,
-            "samples": samples,
-            "seconds": round(samples / self.rate_hz, 6),
-            "gaps": gaps,
-            "outcome": self.outcome,
-            "reconnects": self.reconnects,
-            "parts": [{k: part.get(k) for k in PART_KEYS} for part in parts],
-        }
-        write_json(self.sidecar, data)
+        record = replace(
+            self._about,
+            parts=[*self._earlier_parts, self.part()],
+            rate_hz=self.rate_hz,
+            channels=self.channels,
+            outcome=self.outcome,
+            reconnects=self.reconnects,
+        )
+        write_sidecar(self.sidecar, record)
         self._measure()
 
     def _measure(self) -> None:
@@ -255,7 +243,7 @@ class Part:
                     self._write(run[0] if len(run) == 1 else np.concatenate(run))
                     run = []
                 if segment:  # a gap: exactly that much silence, in pieces
-                    self.gaps.append({"at_sample": self.samples_written, "samples": segment})
+                    self.gaps.append(Gap(self.samples_written, segment))
                     piece = max(1, int(GAP_PIECE_S * self.rate_hz))
                     silence = np.zeros((min(segment, piece), self.channels), dtype=np.int16)
                     left = segment

@@ -20,10 +20,11 @@ from typing import Any
 from urllib.parse import quote
 
 from ..common.protocol import StreamParams
+from ..common.sidecar import Sidecar, SidecarPart
 from .config import ReceiverConfig
 from .parts import Part
 from .sinks import Delivery
-from .storage import Previous, write_json
+from .storage import Previous, write_sidecar
 
 log = logging.getLogger("micwire.receiver")
 
@@ -35,15 +36,15 @@ class Recording:
         stream: str,
         params: StreamParams,
         start: datetime,
-        info: Callable[[], dict[str, Any]],
+        about: Callable[[], Sidecar],
         previous: Previous | None,
     ) -> None:
         self.config = config
         self.stream = stream
         self.params = params
         self.start = start
-        #: The sidecar's description of the stream, asked for when the files are made.
-        self._info = info
+        #: What the sidecar says of the stream, asked for when the files are made.
+        self._about = about
         #: The recording this stream continues (after a restart of the receiver).
         self.previous = previous
         #: This connection's part (None until the stream's first audio here).
@@ -101,10 +102,10 @@ class Recording:
             self.params.rate_hz,
             self.params.channels,
             self.start,
-            self._info(),
+            self._about(),
             origin,
-            previous.sidecar if previous is not None else None,
-            previous.data["parts"] if previous is not None else None,
+            previous.path if previous is not None else None,
+            previous.record.parts if previous is not None else None,
         )
         part.reconnects = self._reconnects
         log.info("stream %r: recording to %s", self.stream, ", ".join(p.name for p in part.paths))
@@ -120,19 +121,17 @@ class Recording:
 
     def _close_previous(self, outcome: str) -> None:
         assert self.previous is not None
-        data = self.previous.data
-        data["outcome"] = outcome
-        data["samples"] = self.previous.samples
-        write_json(self.previous.sidecar, data)
+        self.previous.record.outcome = outcome
+        write_sidecar(self.previous.path, self.previous.record)
 
     @property
     def name(self) -> str | None:
         """The file the stream's "done" names: its latest part's first file."""
         if self.part is not None:
             return self.part.paths[0].name
-        if self.previous is None or not self.previous.data["parts"][-1]["files"]:
+        if self.previous is None or not self.previous.record.parts[-1].files:
             return None
-        return str(self.previous.data["parts"][-1]["files"][0])
+        return self.previous.record.parts[-1].files[0]
 
     def views(self) -> dict[str, Any]:
         """The recording as the page shows it (docs/PROTOCOL.md §10): ``parts``, one per
@@ -142,13 +141,13 @@ class Recording:
         measured: a page view never touches the disk."""
         if not self.on:
             return {"parts": [], "sidecar": None, "recordings": []}
-        parts: list[dict[str, Any]] = []
+        parts: list[SidecarPart] = []
         sizes: dict[str, int] = {}
         sidecar: str | None = None
         if self.previous is not None:  # its earlier parts, then the one recorded here
-            parts.extend(self.previous.data["parts"])
+            parts.extend(self.previous.record.parts)
             sizes.update(self.previous.sizes)
-            sidecar = self.previous.sidecar.name
+            sidecar = self.previous.path.name
         if self.part is not None:
             parts.append(self.part.part())
             sizes.update(self.part.sizes)
@@ -159,7 +158,7 @@ class Recording:
         every: list[dict[str, Any]] = []  # the files, without their format
         for number, part in enumerate(parts, 1):
             files: list[dict[str, Any]] = []
-            for name in part.get("files", []):
+            for name in part.files:
                 entry = _file_view(name, sizes)
                 if entry is not None:
                     every.append(entry)
@@ -167,9 +166,9 @@ class Recording:
             views.append(
                 {
                     "part": number,
-                    "start_utc": round(start + int(part["origin"]) / rate, 3),
-                    "seconds": round(int(part["samples"]) / rate, 3),
-                    "outcome": part.get("outcome"),
+                    "start_utc": round(start + part.origin / rate, 3),
+                    "seconds": round(part.samples / rate, 3),
+                    "outcome": part.outcome,
                     "files": files,
                 }
             )

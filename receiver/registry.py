@@ -225,9 +225,9 @@ class Streams:
         now = time.monotonic()
         if previous is not None:
             # the wall-clock bound carries over from the stream's first connection
-            data = previous.data
-            clock_position, clock_utc = data.get("clock_position"), data.get("clock_utc")
-            if type(clock_position) is int and isinstance(clock_utc, float):
+            clock = previous.record.clock
+            if clock is not None:
+                clock_position, clock_utc = clock
                 since = max(0.0, time.time() - clock_utc)
                 bound = RealTimeBound(rate, clock_position + int(since * rate), now)
             else:
@@ -238,20 +238,20 @@ class Streams:
                     "stream %r: its sender restarted and ends it at sample %d (%s)",
                     hello.stream,
                     previous.position,
-                    previous.sidecar.name,
+                    previous.path.name,
                 )
-            elif previous.complete:
+            elif previous.record.complete:
                 log.info(
                     "stream %r: ended complete at sample %d (%s); its sender is back",
                     hello.stream,
                     previous.position,
-                    previous.sidecar.name,
+                    previous.path.name,
                 )
             else:
                 log.info(
                     "stream %r: continuing %s from sample %d in a new part",
                     hello.stream,
-                    previous.sidecar.name,
+                    previous.path.name,
                     previous.position,
                 )
         else:

@@ -1,4 +1,6 @@
 """The sidecar JSON beside a stream's recordings, and finding it again after a restart.
+What a sidecar says is :class:`micwire.common.sidecar.Sidecar` (typed, pure); this
+module reads and writes the files.
 
 A sidecar says what the recording is (stream, format, start, peer), every gap (where
 silence stands in for audio that never arrived) and how each part ended. A stream that a
@@ -31,12 +33,11 @@ import soundfile as sf
 
 from ..common.errors import AudioFormatError, StorageError, write_failure
 from ..common.names import sanitize_stream_name
-from ..common.outcome import INTERRUPTED
 from ..common.protocol import StreamParams
+from ..common.sidecar import RECORDING, Sidecar, SidecarPart
 from . import wav
 
 log = logging.getLogger("micwire.receiver")
-PART_KEYS = ("files", "origin", "samples", "gaps", "outcome")
 
 
 def secret_digest(secret: str) -> str:
@@ -93,54 +94,31 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     raise storage_error(failure, f"writing {path.name}") from failure
 
 
+def write_sidecar(path: Path, record: Sidecar) -> None:
+    """Replace the sidecar at ``path`` with ``record``. Raises StorageError."""
+    write_json(path, record.to_json())
+
+
+def read_sidecar(path: Path) -> Sidecar | None:
+    """The sidecar at ``path``; None when it cannot be read or is not one of ours."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return Sidecar.parse(data)
+
+
 @dataclass
 class Previous:
     """A stream's recording from before a restart, which a resuming sender continues."""
 
-    sidecar: Path
-    data: dict[str, Any]
+    #: Its sidecar file, and what it says.
+    path: Path
+    record: Sidecar
     #: Timeline position its recording reaches (where the next part starts).
     position: int
     #: Its files' sizes in bytes (the sidecar's too), when it was found.
     sizes: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def complete(self) -> bool:
-        """Did the stream end with its last packet (its sender may only come back to
-        hear that confirmed)?"""
-        return bool(self.data["parts"][-1].get("outcome") == "complete")
-
-    @property
-    def samples(self) -> int:
-        """Samples over all its parts."""
-        return sum(int(part["samples"]) for part in self.data["parts"])
-
-    @property
-    def reconnects(self) -> int:
-        """Its sender's reconnections so far (0 in a sidecar from before they were kept)."""
-        count = self.data.get("reconnects")
-        return count if type(count) is int and count >= 0 else 0
-
-
-def is_sidecar(data: Any) -> bool:
-    """Does this look like one of our sidecars, with every field a resume relies on?"""
-    if not isinstance(data, dict):
-        return False
-    parts = data.get("parts")
-    return (
-        isinstance(data.get("stream"), str)
-        and isinstance(data.get("stream_id"), str)
-        and isinstance(data.get("resume_secret_sha256"), str)
-        and isinstance(parts, list)
-        and bool(parts)
-        and all(
-            isinstance(p, dict)
-            and isinstance(p.get("files"), list)
-            and type(p.get("origin")) is int
-            and type(p.get("samples")) is int
-            for p in parts
-        )
-    )
 
 
 #: A frame count libsndfile gives for a FLAC file whose header was never finished.
@@ -161,25 +139,25 @@ def decodable_frames(path: Path) -> int:
     return count
 
 
-def _part_end(directory: Path, part: dict[str, Any]) -> int:
+def _part_end(directory: Path, part: SidecarPart) -> int:
     """Where a part's recording reaches after a crash: where every one of its files has
     audio (the shortest; a WAV longer than that is cut to it, so WAV parts join exactly;
     an MP3, FLAC or Ogg file may hold a little more than the part's ``samples``)."""
     samples: int | None = None
-    for name in part["files"]:
-        if not isinstance(name, str) or "/" in name:
+    for name in part.files:
+        if "/" in name:
             continue
         with contextlib.suppress(RuntimeError, OSError):
             frames = decodable_frames(directory / name)
             samples = frames if samples is None else min(samples, frames)
     if samples is None:  # no file could be read: what the sidecar last said
-        samples = int(part["samples"])
-    for name in part["files"]:
-        if isinstance(name, str) and name.endswith(".wav") and "/" not in name:
+        samples = part.samples
+    for name in part.files:
+        if name.endswith(".wav") and "/" not in name:
             with contextlib.suppress(AudioFormatError, OSError):
                 wav.truncate(directory / name, samples)
-    part["samples"] = samples
-    return int(part["origin"]) + samples
+    part.samples = samples
+    return part.end
 
 
 def find_previous(
@@ -189,36 +167,30 @@ def find_previous(
     Blocking: run it off the event loop. Looks only at files named after the stream."""
     pattern = f"{sanitize_stream_name(stream)}-*.json"
     digest = secret_digest(secret)
-    found: list[tuple[str, Path, dict[str, Any]]] = []
+    found: list[tuple[str, Path, Sidecar]] = []
     for path in directory.glob(pattern):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, UnicodeDecodeError):
-            continue
-        if not is_sidecar(data):
+        record = read_sidecar(path)
+        if record is None:
             continue
         same = (
-            data["stream"] == stream
-            and data["stream_id"] == stream_id
-            and hmac.compare_digest(data["resume_secret_sha256"], digest)
-            and (data.get("codec"), data.get("rate_hz"), data.get("channels"))
-            == (params.codec, params.rate_hz, params.channels)
+            record.stream == stream
+            and record.stream_id == stream_id
+            and hmac.compare_digest(record.resume_secret_sha256, digest)
+            and record.matches(params.codec, params.rate_hz, params.channels)
         )
         if same:
-            found.append((str(data.get("received_utc", "")), path, data))
+            found.append((record.received_utc or "", path, record))
     if not found:
         return None
-    _, path, data = max(found, key=lambda item: (item[0], item[1].name))
-    last = data["parts"][-1]
-    position = _part_end(directory, last)
-    if last.get("outcome") in (None, "recording"):
-        last["outcome"] = INTERRUPTED.text
+    _, path, record = max(found, key=lambda item: (item[0], item[1].name))
+    position = _part_end(directory, record.parts[-1])
+    record.interrupted()
     sizes = {}
-    for name in [*data.get("files", []), path.name]:
-        if isinstance(name, str) and "/" not in name:
+    for name in [*record.files, path.name]:
+        if "/" not in name:
             with contextlib.suppress(OSError):
                 sizes[name] = (directory / name).stat().st_size
-    return Previous(path, data, position, sizes)
+    return Previous(path, record, position, sizes)
 
 
 def repair_interrupted(directory: Path, owned: Callable[[str], bool] | None = None) -> list[Path]:
@@ -228,20 +200,15 @@ def repair_interrupted(directory: Path, owned: Callable[[str], bool] | None = No
     ``owned``. Blocking: run it off the event loop. Returns the sidecars it repaired."""
     repaired = []
     for path in directory.glob("*.json"):
+        record = read_sidecar(path)
+        if record is None or record.outcome != RECORDING:
+            continue
+        if owned is not None and not owned(record.stream):
+            continue
+        _part_end(directory, record.parts[-1])
+        record.interrupted()
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, UnicodeDecodeError):
-            continue
-        if not is_sidecar(data) or data.get("outcome") != "recording":
-            continue
-        if owned is not None and not owned(data["stream"]):
-            continue
-        last = data["parts"][-1]
-        _part_end(directory, last)
-        last["outcome"] = data["outcome"] = INTERRUPTED.text
-        data["samples"] = sum(int(part["samples"]) for part in data["parts"])
-        try:
-            write_json(path, data)
+            write_sidecar(path, record)
         except StorageError:
             continue
         repaired.append(path)

@@ -26,6 +26,7 @@ from ..common.codecs import make_decoder
 from ..common.errors import StorageError
 from ..common.outcome import Outcome
 from ..common.protocol import Hello, Packet
+from ..common.sidecar import Sidecar
 from ..common.stats import StreamFigures
 from .config import ReceiverConfig
 from .listeners import Listeners
@@ -83,7 +84,7 @@ class Stream:
         self.first_seen = time.time()
         if previous is not None:
             with contextlib.suppress(KeyError, TypeError, ValueError):
-                first = datetime.fromisoformat(previous.data["received_utc"]).timestamp()
+                first = datetime.fromisoformat(previous.record.received_utc or "").timestamp()
                 self.first_seen = min(self.first_seen, first)
         #: Where the recording starts on the stream's timeline (None: at the first packet).
         self.origin = origin
@@ -104,13 +105,13 @@ class Stream:
         self.ended_utc: float | None = None
         # its sinks
         self.recording = Recording(
-            config, self.name, self.params, self.start, self._sidecar_info, previous
+            config, self.name, self.params, self.start, self._sidecar_about, previous
         )
         self.playout = Playout(self.name, self.params, output_device, config.latency_ms)
         self.listeners = Listeners(self.params)
         self.meters = Meters(self.name, alert_rules or AlertRules())
         # one more than the recording it continues had: the sender reconnected to get here
-        self.reconnects = 0 if previous is None else previous.reconnects + 1
+        self.reconnects = 0 if previous is None else previous.record.reconnects + 1
 
     @property
     def reconnects(self) -> int:
@@ -144,7 +145,7 @@ class Stream:
     def ended_before(self) -> bool:
         """Continues a stream that had ended complete: its sender is back only to hear
         that confirmed (the "done" did not reach it), with nothing new to record."""
-        return self.previous is not None and self.previous.complete and not self.has_audio
+        return self.previous is not None and self.previous.record.complete and not self.has_audio
 
     @property
     def shown(self) -> bool:
@@ -284,7 +285,7 @@ class Stream:
     def earlier_samples(self) -> int:
         """The stream's samples in earlier parts (before a restart of the receiver)
         that its own counters do not hold."""
-        return self.previous.samples if self.previous is not None else 0
+        return self.previous.record.samples if self.previous is not None else 0
 
     def summary(self) -> str:
         stats = self.stats()
@@ -293,8 +294,8 @@ class Stream:
             assert self.previous is not None
             text = (
                 f"stream {self.name!r} from {self.peer}: its sender came back to hear it "
-                f"confirmed; it had ended complete ({self.previous.samples / rate:.2f} s, "
-                f"recorded to {', '.join(self.previous.data.get('files', []))})"
+                f"confirmed; it had ended complete ({self.previous.record.samples / rate:.2f} s, "
+                f"recorded to {', '.join(self.previous.record.files)})"
             )
             if self.came_back is not None and self.came_back != outcomes.COMPLETE:
                 text += f"; that connection: {self.came_back}"  # what went wrong with it
@@ -322,22 +323,28 @@ class Stream:
             text += ", recorded to " + ", ".join(self.recording.paths)
         return text
 
-    def _sidecar_info(self) -> dict[str, Any]:
-        """What the sidecar says of the stream (docs/PROTOCOL.md §8)."""
-        info = {
-            "stream": self.name,
-            "stream_id": self.stream_id,
-            "start_utc": self.start.isoformat(),
-            "received_utc": self.received.isoformat(),
-            "codec": self.params.codec,
-            "frame_ms": self.params.frame_ms,
-            "peer": self.peer,
-            "software": self.software,
-            "receiver": f"micwire/{__version__}",
-            "resume_secret_sha256": self.secret_sha256,
-            "clock_position": self.bound.position,
-            "clock_utc": time.time() - (time.monotonic() - self.bound.time),
-        }
+    def _sidecar_about(self) -> Sidecar:
+        """What the sidecar says of the stream (docs/PROTOCOL.md §8); its parts are the
+        recording's."""
+        received = self.received.isoformat()
         if self.previous is not None:
-            info["received_utc"] = self.previous.data.get("received_utc", info["received_utc"])
-        return info
+            received = self.previous.record.received_utc or received
+        return Sidecar(
+            self.name,
+            self.stream_id,
+            self.secret_sha256,
+            parts=[],
+            codec=self.params.codec,
+            rate_hz=self.params.rate_hz,
+            channels=self.params.channels,
+            start_utc=self.start.isoformat(),
+            received_utc=received,
+            peer=self.peer,
+            clock_position=self.bound.position,
+            clock_utc=time.time() - (time.monotonic() - self.bound.time),
+            extra={
+                "frame_ms": self.params.frame_ms,
+                "software": self.software,
+                "receiver": f"micwire/{__version__}",
+            },
+        )

@@ -641,15 +641,15 @@ def test_a_sender_back_as_its_stream_ends_finds_it_complete(
     packet, or while it writes the end. Either way the stream ends once, the sender is
     told where it ends, and the recording stays one complete part."""
     rec = tmp_path / "rec"
-    written = parts.write_json
+    written = parts.write_sidecar
     landed: list[Any] = []
 
-    def slow_disk(path: Path, data: Any) -> None:
+    def slow_disk(path: Path, record: Any) -> None:
         time.sleep(0.3)
-        written(path, data)
-        landed.append(data)
+        written(path, record)
+        landed.append(record.to_json())
 
-    monkeypatch.setattr(parts, "write_json", slow_disk)
+    monkeypatch.setattr(parts, "write_sidecar", slow_disk)
     tone = expected_tone(4800)
 
     async def main() -> None:

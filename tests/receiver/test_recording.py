@@ -16,10 +16,16 @@ import pytest
 import soundfile as sf
 
 from micwire.common.errors import StorageError
+from micwire.common.sidecar import Sidecar
 from micwire.receiver import wav
 from micwire.receiver.parts import Part as Recording
 
 START = datetime(2026, 12, 3, 10, 0, 0, tzinfo=timezone.utc)
+
+
+def about(stream: str) -> Sidecar:
+    """What the sidecar says of the stream (the receiver's Stream gives more)."""
+    return Sidecar(stream, "0" * 32, "0" * 64, parts=[], rate_hz=48000, channels=1)
 
 
 async def record(
@@ -30,7 +36,7 @@ async def record(
     formats: tuple[str, ...] = ("wav",),
 ) -> Recording:
     recording = await Recording.create(
-        directory, "take", formats, rate, channels, START, {"stream": "take"}
+        directory, "take", formats, rate, channels, START, about("take")
     )
     for segment in segments:
         await recording.write(segment)  # type: ignore[arg-type]
@@ -140,7 +146,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def test_a_full_disk_is_said_plainly_and_leaves_no_half_files(small_disk: Path) -> None:
     async def fill() -> tuple[Recording, StorageError]:
         recording = await Recording.create(
-            small_disk, "full", ("wav",), 48000, 1, START, {"stream": "full"}
+            small_disk, "full", ("wav",), 48000, 1, START, about("full")
         )
         block = np.ones((9600, 1), np.int16)
         with pytest.raises(StorageError) as failure:
@@ -167,7 +173,7 @@ def test_audio_not_yet_on_disk_is_shown_until_it_is_written(tmp_path: Path) -> N
 
     async def main() -> tuple[float, float, int]:
         recording = await Recording.create(
-            tmp_path, "take", ("wav",), 48000, 1, START, {"stream": "take"}
+            tmp_path, "take", ("wav",), 48000, 1, START, about("take")
         )
         for _ in range(10):  # 0.2 s: less than a batch, so it waits for the next flush
             await recording.write(np.ones((960, 1), np.int16))

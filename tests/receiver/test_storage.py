@@ -35,9 +35,9 @@ def sidecar(directory: Path, name: str = "mic", **changes: object) -> Path:
 def test_the_streams_own_sender_finds_its_recording(tmp_path: Path) -> None:
     path = sidecar(tmp_path)
     found = find_previous(tmp_path, "mic", "abc", "s3cret", PARAMS)
-    assert found is not None and found.sidecar == path and found.position == 4800
+    assert found is not None and found.path == path and found.position == 4800
     # the part it left unfinished says so, instead of "recording"
-    assert found.data["parts"][0]["outcome"] == "interrupted (the receiver stopped)"
+    assert found.record.parts[0].outcome == "interrupted (the receiver stopped)"
 
 
 @pytest.mark.parametrize(
