@@ -18,6 +18,7 @@ import struct
 import time
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -79,6 +80,10 @@ async def websocket_stream(
         "software": "loadgen",
         "stream_id": uuid.uuid4().hex,
     }
+    # /stream/<name>: what a receiver with --workers (or HAProxy's balance uri) routes by
+    # (docs/PROTOCOL.md §10); any other path reaches any worker, which refuses a name it
+    # does not own
+    url = f"{url.rstrip('/')}/stream/{quote(name, safe='')}"
     async with aiohttp.ClientSession() as session, session.ws_connect(url, compress=0) as ws:
         await ws.send_str(json.dumps(hello))
         reply = json.loads((await ws.receive()).data)

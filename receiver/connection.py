@@ -77,7 +77,9 @@ class Connection:
         try:
             while self.protocol.phase is not Phase.DONE:
                 message = await self.ws.receive()
-                await self._perform(self._event(message))
+                actions = self._event(message)
+                if actions:
+                    await self._perform(actions)
                 if message.type in _ENDS:
                     break
         except (ConnectionError, RuntimeError):
@@ -129,7 +131,11 @@ class Connection:
 
     async def _perform(self, actions: list[Action]) -> None:
         for action in actions:
-            if isinstance(action, Send):
+            if type(action) is Deliver:  # once a packet: first, and no coroutine for nothing
+                more = await self._deliver(action)
+                if more:
+                    await self._perform(more)
+            elif isinstance(action, Send):
                 with contextlib.suppress(ConnectionError, RuntimeError):
                     await self.ws.send_str(action.text)
             elif isinstance(action, Close):
@@ -141,8 +147,6 @@ class Connection:
                     )
             elif isinstance(action, Admit):
                 await self._perform(await self._admit(action.hello))
-            elif isinstance(action, Deliver):
-                await self._perform(await self._deliver(action))
             elif isinstance(action, Finish):
                 await self._perform(await self._finish(action))
             elif isinstance(action, Release):

@@ -19,16 +19,15 @@ keep up:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ..common.assembly import Segment, segment_length
 from ..common.protocol import Packet
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """One packet of a stream, as every sink gets it."""
+class Delivery(NamedTuple):
+    """One packet of a stream, as every sink gets it (immutable: every sink gets the same
+    one; a named tuple, made twice as fast as a frozen dataclass, once a packet)."""
 
     #: The packet as it came (a listener forwards it as it is).
     packet: Packet
