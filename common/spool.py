@@ -8,16 +8,53 @@ resumed connection can encode it afresh (an Opus encoder's state cannot be rewou
 The bound is in samples (``capacity_samples``), whatever the size of the blocks a device
 delivers: when full, the oldest audio goes. Audio evicted before any connection read it is
 simply not there when asked for; the reader sees a later position and counts the loss.
+
+The sender's connection protocol (common/connection/sender.py) reaches its spool only
+through :class:`AudioSpool`: ``append``, ``read(from, n)``, ``start``, ``end`` and
+``close``. :class:`Spool` keeps the audio in memory; a disk-backed spool (a local take that
+reaches back hours, not ``--spool-s`` seconds) can implement the same five and take its
+place, with no change to the protocol.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from typing import Protocol
 
 from .framing import Block
 
 
+class AudioSpool(Protocol):
+    """What a sender's connection protocol needs of the audio it captured: by timeline
+    position, whatever keeps it (memory, a file)."""
+
+    @property
+    def start(self) -> int:
+        """Position of the oldest sample still held (``end`` when nothing is)."""
+        ...
+
+    @property
+    def end(self) -> int:
+        """Position after the newest sample appended."""
+        ...
+
+    def append(self, block: Block) -> None:
+        """Keep a block captured at or after ``end``."""
+        ...
+
+    def read(self, position: int, max_samples: int | None = None) -> list[Block]:
+        """The audio held from ``position`` on, at most ``max_samples`` of it; what is no
+        longer held is not there (the first block may start later than ``position``)."""
+        ...
+
+    def close(self) -> None:
+        """Capture is over: nothing more will be appended."""
+        ...
+
+
 class Spool:
+    """:class:`AudioSpool` in memory: the last ``capacity_samples`` samples."""
+
     def __init__(self, capacity_samples: int, rate_hz: int) -> None:
         if capacity_samples < 1 or rate_hz < 1:
             raise ValueError("a spool must hold at least one sample, at a positive rate")

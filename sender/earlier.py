@@ -12,20 +12,15 @@ sidecar says so. Then the new stream starts as usual, a new recording.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
-
-from websockets.exceptions import ConnectionClosed
 
 from ..common.codecs import make_encoder
-from ..common.errors import CodecError, RefusedError, TransportError, UnreachableError
-from ..common.framing import Packetizer
-from ..common.protocol import Hello
+from ..common.connection.sender import Note, Notice, SenderProtocol, State
+from ..common.errors import CodecError, RefusedError, UnreachableError
 from ..common.resume import ResumeEntry
 from .config import SenderConfig
-from .link import SOFTWARE, Link
+from .delivery import Delivery
+from .options import SOFTWARE
 
 log = logging.getLogger("micwire.sender")
 #: How long the receiver may take to confirm the end (it finalises the recording first).
@@ -39,59 +34,60 @@ async def end_earlier(config: SenderConfig, entry: ResumeEntry) -> None:
     untrusted certificate); anything else is said, and done with: the receiver finalises
     a stream left unfinished in its own time."""
     name, rate = entry.stream, entry.params.rate_hz
-
-    def hello() -> Hello:
-        return entry.ending_hello(int(time.time() * 1e6), SOFTWARE)
-
     try:  # before connecting: a connection left without its last packet holds the name
         encoder = make_encoder(entry.params)
     except CodecError as exc:
         log.warning("cannot end this sender's earlier stream %r: %s", name, exc)
         return
+    protocol = SenderProtocol.ending(
+        entry, encoder, software=SOFTWARE, done_timeout_s=DONE_TIMEOUT_S, url=config.url
+    )
+    accepts: list[int | None] = []
+
+    def tell(notice: Notice) -> None:
+        if notice.kind is Note.ACCEPTED and notice.accept is not None:
+            accepts.append(notice.accept.resume_timestamp)
+
     try:
-        link = await Link.open(config, hello)
-    except RefusedError as exc:
+        finish = await Delivery(protocol, config, tell).run()
+    except CodecError as exc:
+        _not_ended(name, str(exc))
+        return
+    error = finish.error
+    if finish.state is State.CONFIRMED:
+        at = accepts[-1] if accepts else None
+        if at is None:
+            log.info("the receiver knew nothing of this sender's earlier stream %r", name)
+            return
+        recording = f" ({finish.report.recording})" if finish.report.recording else ""
+        log.info(
+            "ended this sender's earlier stream %r, which its earlier process left "
+            "unconfirmed: its recording%s holds its first %.2f s; what that process had not "
+            "delivered is not in it",
+            name,
+            recording,
+            (finish.report.confirmed or 0) / rate,
+        )
+    elif accepts:  # it got in, and then no confirmation
+        _not_ended(
+            name, "no confirmation in time" if finish.state is State.UNDELIVERED else str(error)
+        )
+    elif isinstance(error, RefusedError):
         log.warning(
             "could not end this sender's earlier stream %r (the receiver refused: %s)",
             name,
-            exc.reason,
+            error.reason,
         )
-        return
-    except UnreachableError:
-        raise
-    except TransportError as exc:
-        if not exc.retry:
-            raise
-        log.warning("could not end this sender's earlier stream %r (%s)", name, exc)
-        return
-    try:
-        at = link.accept.resume_timestamp
-        # the end-of-stream packet at the resume point: nothing more to record (Opus: a
-        # frame of silence that adds no samples; PCM: an empty packet)
-        for packet in Packetizer(encoder, origin=at or 0).finish(time.time()):
-            await link.send(packet.serialize())
-        done = await asyncio.wait_for(link.wait_done(), DONE_TIMEOUT_S)
-    except (ConnectionClosed, asyncio.TimeoutError, CodecError) as exc:
-        why = "no confirmation in time" if isinstance(exc, asyncio.TimeoutError) else str(exc)
-        log.warning(
-            "could not end this sender's earlier stream %r (%s): the receiver finalises "
-            "it in its own time",
-            name,
-            why,
-        )
-        return
-    finally:
-        with contextlib.suppress(Exception):
-            await link.close()
-    if at is None:
-        log.info("the receiver knew nothing of this sender's earlier stream %r", name)
-        return
-    recording = f" ({done.recording})" if done.recording else ""
-    log.info(
-        "ended this sender's earlier stream %r, which its earlier process left unconfirmed: "
-        "its recording%s holds its first %.2f s; what that process had not delivered is "
-        "not in it",
+    elif isinstance(error, UnreachableError) or (error is not None and not error.retry):
+        raise error
+    else:
+        log.warning("could not end this sender's earlier stream %r (%s)", name, error)
+
+
+def _not_ended(name: str, why: str) -> None:
+    log.warning(
+        "could not end this sender's earlier stream %r (%s): the receiver finalises it in "
+        "its own time",
         name,
-        recording,
-        done.timestamp / rate,
+        why,
     )

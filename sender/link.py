@@ -1,8 +1,9 @@
-"""One connection to the receiver: open it, say hello, read what the receiver says back.
+"""One connection to the receiver: open it, say hello, send, read what the receiver says.
 
-Every failure becomes one :class:`~micwire.common.errors.TransportError` with a sentence
-a person can act on. The receiver's acknowledgements (version 2) arrive on the same
-connection; :class:`Link` keeps the latest and the final confirmation.
+Every failure to connect becomes one :class:`~micwire.common.errors.TransportError` with a
+sentence a person can act on. Once the hello is accepted, :class:`Link` hands each
+message from the receiver (acknowledgements, the final ``done``) and the end of the
+connection to its owner (sender/delivery.py), which feeds them to the connection protocol.
 """
 
 from __future__ import annotations
@@ -15,17 +16,15 @@ import os
 import re
 import socket
 import ssl
-import time
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.protocol import State
 
-from .. import __version__
+from ..common.connection.sender import closed_message, final_close
 from ..common.errors import (
     ParameterError,
     ProtocolError,
@@ -34,11 +33,8 @@ from ..common.errors import (
     UnreachableError,
 )
 from ..common.protocol import (
-    CLOSE_PROTOCOL_ERROR,
     CLOSE_REFUSED,
-    CLOSE_TOO_BIG,
     CLOSE_TRY_AGAIN,
-    HEADER,
     Accept,
     Ack,
     Done,
@@ -48,23 +44,14 @@ from ..common.protocol import (
 )
 from ..common.routing import stream_url
 from .config import SenderConfig
+from .options import WRITE_LIMIT, connect_options, send_buffer_bytes
 
 log = logging.getLogger("micwire.sender")
-SOFTWARE = f"micwire/{__version__}"
 
 
-def closed_message(exc: ConnectionClosed) -> str:
-    if exc.rcvd is None:  # no close frame: a reset, a dead link, a receiver that crashed
-        return "lost the connection to the receiver"
-    reason = f": {exc.rcvd.reason}" if exc.rcvd.reason else ""
-    return f"the receiver closed the connection{reason}"
-
-
-def final_close(exc: ConnectionClosed) -> bool:
-    """The receiver closed us for a reason that retrying cannot fix (protocol error, a
-    refusal for good, a message too big)."""
-    code = exc.rcvd.code if exc.rcvd else None
-    return code in (CLOSE_PROTOCOL_ERROR, CLOSE_REFUSED, CLOSE_TOO_BIG)
+def close_words(exc: ConnectionClosed) -> str:
+    """How a connection ended, in words (common/connection/sender.py says it)."""
+    return closed_message(exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else "")
 
 
 def _is_local(host: str) -> bool:
@@ -74,67 +61,6 @@ def _is_local(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def check_url(url: str) -> None:
-    """A ws:// or wss:// URL websockets can open, else one ParameterError."""
-    from websockets.uri import parse_uri
-
-    try:
-        parse_uri(url)
-    except (InvalidURI, ValueError) as exc:
-        raise ParameterError(
-            f"bad receiver URL {url!r}: use ws://HOST:PORT or wss://HOST:PORT ({exc})"
-        ) from exc
-
-
-#: Bytes asyncio's transport may hold before sending waits. (The kernel's socket buffer
-#: holds about a second more, :func:`send_buffer_bytes`: whatever a dead connection held
-#: is sent again on the next, which resumes from what the receiver has.)
-WRITE_LIMIT = 2**15
-
-
-def send_buffer_bytes(config: SenderConfig) -> int:
-    """The socket's send buffer: half a second of the stream on the wire (the kernel
-    doubles it), at least 16 KiB. Left to itself Linux lets it grow to 4 MB (40 s of PCM,
-    16 minutes of Opus) on a link slower than the stream: audio would wait there, out of
-    the spool's bound (--spool-s) and of its count, and live listening would fall ever
-    further behind. A second in flight still fills a link of up to a second's round trip.
-    """
-    if config.codec == "pcm":
-        per_s = config.rate_hz * config.channels * 2
-    else:
-        per_s = config.bitrate // 8
-    headers_per_s = 1000 / config.frame_ms * (HEADER.size + 14)  # ours and WebSocket's
-    return max(2**14, int((per_s + headers_per_s) / 2))
-
-
-def connect_options(config: SenderConfig) -> dict[str, Any]:
-    url = config.url
-    options: dict[str, Any] = {
-        "additional_headers": ({"Authorization": f"Bearer {config.token}"} if config.token else {}),
-        # audio does not compress; small write buffers add no latency
-        "compression": None,
-        "max_size": 2**16,
-        "write_limit": WRITE_LIMIT,
-        "open_timeout": config.connect_timeout_s,
-        # a close handshake with a dead receiver must not hold up a reconnect
-        "close_timeout": 2.0,
-        # no keepalive pings: the receiver's acknowledgements say the link is alive
-        # (Link._watch), and on a link slower than the stream a ping waits behind the
-        # audio queued in the socket, times out, and drops a working connection
-        "ping_interval": None,
-        "user_agent_header": SOFTWARE,
-        "proxy": None,
-    }
-    if config.cafile is not None:  # otherwise the system trust store, for wss://
-        if not url.startswith("wss://"):
-            raise ParameterError("--cafile is for wss:// URLs")
-        try:
-            options["ssl"] = ssl.create_default_context(cafile=str(config.cafile))
-        except (OSError, ssl.SSLError) as exc:
-            raise ParameterError(f"cannot load --cafile {config.cafile}: {exc}") from exc
-    return options
 
 
 def warn_about_plain_token(config: SenderConfig) -> None:
@@ -229,36 +155,43 @@ async def open_connection(config: SenderConfig) -> ClientConnection:
         raise TransportError(f"the receiver at {url} rejected the connection: {exc}{hint}") from exc
 
 
-#: A receiver acknowledges every second; this long without a word, the link is taken for
-#: dead (a half-open connection: a network that stopped delivering without a reset).
-SILENCE_TIMEOUT_S = 6.0
-#: A version 1 receiver is pinged this often, and given as long to answer.
+#: A version 1 receiver sends nothing after its accept (no acknowledgements to watch): it is
+#: pinged this often, and given as long to answer.
 PING_INTERVAL_S = 20.0
 
 
 class Link:
-    """An open connection whose hello was accepted."""
+    """An open connection whose hello was accepted: it sends, and hands what the receiver
+    says (and how the connection ended) to ``on_reply`` / ``on_closed``. Whether the link is
+    alive, and what to do about it, is the connection protocol's to decide
+    (common/connection/sender.py)."""
 
-    def __init__(self, ws: ClientConnection, accept: Accept) -> None:
+    def __init__(
+        self,
+        ws: ClientConnection,
+        accept: Accept,
+        on_reply: Callable[[Ack | Done | None], None],
+        on_closed: Callable[[int | None, str], None],
+    ) -> None:
         self.ws = ws
         self.accept = accept
-        self.last_heard = time.monotonic()
-        #: Called when the connection is gone (the sender's wake-up: it may be waiting
-        #: for audio rather than sending).
-        self.on_lost: Callable[[], None] | None = None
-        #: The latest position the receiver acknowledged on this connection.
-        self.acknowledged = 0
-        self.done: asyncio.Future[Done] = asyncio.get_running_loop().create_future()
+        #: Each message from the receiver after the accept (None: one it cannot parse).
+        self.on_reply = on_reply
+        #: The connection ended: its close code (None: no close frame) and reason.
+        self.on_closed = on_closed
         self._reader = asyncio.create_task(self._read())
-        self._reader.add_done_callback(lambda _: self.on_lost() if self.on_lost else None)
-        self._watchdog: asyncio.Task[None] | None = None
-        if accept.version >= 2:  # version 1 receivers send nothing after the accept
-            self._watchdog = asyncio.create_task(self._watch())
-        else:  # so they get pings, as websockets' keepalive would
-            self._watchdog = asyncio.create_task(self._ping())
+        self._pinger: asyncio.Task[None] | None = None
+        if accept.version < 2:  # pings, as websockets' keepalive would
+            self._pinger = asyncio.create_task(self._ping())
 
     @classmethod
-    async def open(cls, config: SenderConfig, hello: Callable[[], Hello]) -> Link:
+    async def open(
+        cls,
+        config: SenderConfig,
+        hello: Callable[[], Hello],
+        on_reply: Callable[[Ack | Done | None], None],
+        on_closed: Callable[[int | None, str], None],
+    ) -> Link:
         """Connect, then say hello (made once connected: its clock fields tell the receiver
         how much audio the sender holds right now, which bounds what it may send)."""
         ws = await open_connection(config)
@@ -272,7 +205,7 @@ class Link:
                 raise RefusedError(reason or "no reason given", code == CLOSE_TRY_AGAIN) from exc
             # closed before it answered (a receiver shutting down, 1001): as for any
             # connection that goes, unless it said retrying cannot help
-            raise TransportError(closed_message(exc), retry=not final_close(exc)) from exc
+            raise TransportError(close_words(exc), retry=not final_close(code)) from exc
         except asyncio.TimeoutError as exc:
             ws.transport.abort()
             raise TransportError("the receiver did not answer the hello", retry=True) from exc
@@ -288,33 +221,26 @@ class Link:
         if not isinstance(reply, Accept):
             ws.transport.abort()
             raise TransportError(f"the receiver answered the hello with {reply.TYPE!r}")
-        return cls(ws, reply)
+        return cls(ws, reply, on_reply, on_closed)
 
     async def _read(self) -> None:
         """Acknowledgements and the final confirmation; pings are answered by websockets
-        as long as messages are read."""
+        as long as messages are read. Then how the connection ended."""
         with contextlib.suppress(ConnectionClosed):
             async for message in self.ws:
-                self.last_heard = time.monotonic()
                 try:
                     reply = parse_reply(message)
                 except ProtocolError as exc:
                     log.debug("ignoring a message from the receiver: %s", exc)
+                    self.on_reply(None)
                     continue
-                if isinstance(reply, Ack):
-                    self.acknowledged = max(self.acknowledged, reply.timestamp)
-                elif isinstance(reply, Done) and not self.done.done():
-                    self.acknowledged = max(self.acknowledged, reply.timestamp)
-                    self.done.set_result(reply)
-
-    async def _watch(self) -> None:
-        while not self._reader.done():
-            await asyncio.sleep(1.0)
-            silent = time.monotonic() - self.last_heard
-            if silent > SILENCE_TIMEOUT_S and not self.done.done():
-                log.warning("no word from the receiver for %.0f s; the link is dead", silent)
-                self.ws.transport.abort()
-                return
+                self.on_reply(reply if isinstance(reply, (Ack, Done)) else None)
+        await self.ws.wait_closed()
+        received = self.ws.protocol.close_rcvd
+        if received is None:
+            self.on_closed(None, "")
+        else:
+            self.on_closed(received.code, received.reason)
 
     async def _ping(self) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -328,12 +254,8 @@ class Link:
                     self.ws.transport.abort()
                     return
 
-    @property
-    def lost(self) -> bool:
-        """The connection is gone (read side ended)."""
-        return self._reader.done()
-
     async def send(self, data: bytes) -> None:
+        """Send with flow control: waits for room (ConnectionClosed if the link goes)."""
         await self.ws.send(data)
 
     def send_now(self, data: bytes) -> bool:
@@ -353,28 +275,26 @@ class Link:
             transport.write(chunk)
         return True
 
-    async def wait_done(self) -> Done:
-        """The receiver's confirmation after the last packet; ConnectionClosed if the
-        connection ends without it."""
-        waits: list[asyncio.Future[Any]] = [self.done, self._reader]
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        if self.done.done():
-            return self.done.result()
-        await self.ws.wait_closed()
-        raise self.ws.protocol.close_exc
+    def detach(self) -> None:
+        """Tell nobody any more what happens on this connection."""
+        self.on_reply = lambda _reply: None
+        self.on_closed = lambda _code, _reason: None
 
     async def close(self) -> None:
+        """The closing handshake (bounded by ``close_timeout``), then stop reading."""
+        self.detach()
         with contextlib.suppress(ConnectionClosed, OSError):
             await self.ws.close()
         self._stop_tasks()
 
     def _stop_tasks(self) -> None:
         self._reader.cancel()
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+        if self._pinger is not None:
+            self._pinger.cancel()
 
     def abort(self) -> None:
         """Drop the connection at once (no close handshake with a receiver that may not
         be reading)."""
+        self.detach()
         self.ws.transport.abort()
         self._stop_tasks()

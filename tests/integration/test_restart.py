@@ -17,6 +17,7 @@ import signal
 import stat
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import soundfile as sf
 from rig import Micwire, expected_tone, free_port, receiver, running_receiver, seconds, until
 
 from micwire.common.outcome import SENDER_RESTARTED
+from micwire.receiver.server import Receiver, ReceiverConfig
 from micwire.sender import Sender, SenderConfig
 
 REFUSED = "the receiver refused the stream"
@@ -299,6 +301,58 @@ def test_a_sender_started_before_its_receiver_records_from_its_first_sample(
     (sidecar,) = sidecars(rec, "early")
     assert sidecar["outcome"] == "complete" and sidecar["origin"] == 0
     assert np.array_equal(audio_of(rec, sidecar), expected_tone(5 * 48000))
+
+
+def test_a_sender_that_waited_longer_than_its_spool_and_the_backlog_gets_in(
+    tmp_path: Path,
+) -> None:
+    """Started 3 s before its receiver, with a 1 s spool and a receiver that takes 1 s of
+    backlog (by default both are 120 s: the same after two minutes of waiting). The
+    receiver starts the new stream where the sender's oldest audio is; what came before is
+    counted lost, and the recording is dated from the sender's first sample. (The hello
+    dated the stream from the oldest audio the spool still held: the receiver then asked
+    for everything from sample 0, and the sender's first packet, 2 s later on the
+    timeline, was refused as more silence than the stream's age allows: 1002.)"""
+    rec = tmp_path / "rec"
+    port = free_port()
+    config = SenderConfig(
+        f"ws://127.0.0.1:{port}",
+        name="late",
+        source="tone:440",
+        duration_s=6.0,
+        spool_s=1.0,
+        finish_timeout_s=30.0,
+        state_dir=None,
+    )
+
+    async def main() -> tuple[Any, float]:
+        sender = Sender(config)
+        started = time.time()
+        sending = asyncio.create_task(sender.run())
+        await until(lambda: sender.report.samples_captured >= 3 * 48000, "no capture")
+        rx = Receiver(
+            ReceiverConfig(
+                host="127.0.0.1", port=port, play=False, record_dir=rec, max_backlog_s=1.0
+            )
+        )
+        stop = asyncio.Event()
+        ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        serving = asyncio.create_task(rx.run(stop, ready.set_result))
+        await asyncio.wait_for(ready, seconds(10))
+        try:
+            return await sending, started
+        finally:
+            stop.set()
+            await serving
+
+    sent, started = asyncio.run(main())
+    (sidecar,) = sidecars(rec, "late")
+    assert sidecar["outcome"] == "complete" and sidecar["gaps"] == [], sidecar
+    assert sent.confirmed == sent.samples_captured == 6 * 48000
+    assert sent.link_lost_samples == sidecar["origin"] > 2 * 48000
+    assert np.array_equal(audio_of(rec, sidecar), expected_tone(6 * 48000)[sidecar["origin"] :])
+    recorded_from = datetime.fromisoformat(sidecar["start_utc"]).timestamp()
+    assert abs(recorded_from - started) < 0.5, (recorded_from - started, sidecar)
 
 
 @pytest.mark.parametrize(("codec", "record"), [("opus", True), ("pcm", False)])
