@@ -5,16 +5,18 @@
 //   -> Spool (in memory, the last `spool_s` seconds, counted in samples)
 //   -> per connection: Framer -> Packetizer (+ a fresh WebCodecs AudioEncoder for Opus)
 //   -> WebSocket (same origin, authenticated by the login cookie)
-// The spool, framer and packetizer are pure (send-core.js); this module is the shell:
-// microphone, encoder, connections, timers and the page.
+// What to send, when to connect, back off, give up or finish is decided by the connection
+// protocol in send-core.js (SenderProtocol: events in, actions out), the mirror of the CLI
+// sender's common/connection/sender.py, checked against the same table of cases
+// (tests/cases/sender_connection.json). This module is the shell: microphone, encoder,
+// WebSockets, timers and the page; it feeds the protocol events and performs its actions.
 //
-// It mirrors the CLI sender (sender/client.py, sender/link.py, common/spool.py,
-// common/framing.py): capture never waits for the network; every connection says hello
-// (resuming with the stream's secret after the first), starts a new codec stream where the
-// receiver's accept says its recording ends (Opus: OPUS_PRIME_S earlier, so the fresh
-// encoder has settled; the receiver drops what it already has), and sends from the spool.
-// Receiver acks and the final `done` say what is recorded; "everything delivered" is shown
-// only when `done` covers every captured sample and nothing was dropped.
+// Capture never waits for the network; every connection says hello (resuming with the
+// stream's secret after the first), starts a new codec stream where the receiver's accept
+// says its recording ends (Opus: OPUS_PRIME_S earlier, so the fresh encoder has settled;
+// the receiver drops what it already has), and sends from the spool. Receiver acks and the
+// final `done` say what is recorded; "everything delivered" is shown only when `done`
+// covers every captured sample and nothing was dropped.
 //
 // Link parameters: ?name=N&codec=opus|pcm&bitrate=BPS&frame_ms=MS&channels=1|2&spool_s=S
 //   &finish_s=S&application=voip|audio|lowdelay&processing=1
@@ -23,19 +25,30 @@
 // trackSettings(), ready(), spooled()}.
 
 import { EM, clampNumber, isNum, minus, setText, visible, wsUrl } from './util.js';
-import { Framer, Packetizer, Spool, makeBlock, opusHeadPreSkip, packetBytes, pcmBytes } from './send-core.js';
+import {
+  FLAG_LAST,
+  Note,
+  SenderProtocol,
+  Spool,
+  State,
+  closedMessage,
+  makeBlock,
+  opusHeadPreSkip,
+  packetBytes,
+  pcmBytes,
+} from './send-core.js';
 
 const RATE_HZ = 48000;
 const SOFTWARE = 'micwire-web/1';
 const CAPTURE_URL = '/static/capture-worklet.js';
 const FRAME_DURATIONS_MS = [2.5, 5, 10, 20, 40, 60]; // PROTOCOL.md §2
 const OPUS_APPLICATIONS = ['voip', 'audio', 'lowdelay'];
-/** Fresh Opus encoders start this much before where the recording ends (sender/client.py). */
+/** Fresh Opus encoders start this much before where the recording ends (as the CLI's). */
 const OPUS_PRIME_S = 0.5;
 /** Reconnect back-off: 0.5 s doubling to 8 s, ±50 % jitter. */
 const BACKOFF_FIRST_S = 0.5;
 const BACKOFF_MAX_S = 8;
-/** The receiver acks every second; this long without a word, the link is dead (link.py). */
+/** The receiver acks every second; this long without a word, the link is dead. */
 const SILENCE_TIMEOUT_S = 6;
 const CONNECT_TIMEOUT_S = 10;
 const REPLY_TIMEOUT_S = 15;
@@ -197,7 +210,19 @@ class Microphone {
 }
 
 // ---------------------------------------------------------------------------------------
-// the sender
+// the sender: the shell around the connection protocol (send-core.js SenderProtocol)
+
+/** The protocol's numbers for a browser tab: a gentler back-off than the command line's,
+ * and a stream that stops on what only a person can fix (a revoked login) even once the
+ * receiver could resume it. */
+const PAGE_POLICY = {
+  backoffFirstS: BACKOFF_FIRST_S,
+  backoffMaxS: BACKOFF_MAX_S,
+  silenceTimeoutS: SILENCE_TIMEOUT_S,
+  opusPrimeS: OPUS_PRIME_S,
+  retryFinalErrorsWhenResuming: false,
+};
+const nowS = () => performance.now() / 1000;
 
 class GuestSender {
   constructor(settings, view) {
@@ -206,38 +231,60 @@ class GuestSender {
     this.frameSamples = Math.round((RATE_HZ * settings.frameMs) / 1000);
     this.codec = 'pcm';
     this.preSkip = 0;
-    this.state = 'idle'; // idle, starting, connecting, live, reconnecting, finishing, delivered, undelivered, failed
+    this.phase = 'idle'; // the page's own part: idle, starting (microphone), failed (none), running
+    this.stopping = false; // Stop pressed: the tail of the capture is on its way
     this.status = '';
-    this.resetStream();
-    this.conn = null;
-    this.retryAt = 0;
-    this.attempt = 0;
-    this.delayS = BACKOFF_FIRST_S;
-    this.finishDeadline = 0;
+    this.conn = null; // the WebSocket of the connection being made or streaming
     this.stopWaiter = null;
-    this.checking = false; // asking the receiver whether this page may send at all
     this.pumpTimer = 0;
     this.shown = 0; // when the page last showed the figures
+    this.shownState = '';
     this.lastProblem = '';
+    this.lastDone = null;
+    this.bytesSent = 0;
+    this.core = this.newStream('');
     this.mic = new Microphone(settings.channels, this.frameSamples, (m) => this.onWorklet(m));
     setInterval(() => this.tick(), TICK_MS);
   }
 
-  resetStream() {
-    this.spool = new Spool(Math.ceil(this.s.spoolS * RATE_HZ), this.s.channels, RATE_HZ);
-    this.streamId = randomId();
-    this.secret = '';
-    this.startUs = 0;
-    this.sentTo = 0;
-    this.acked = 0;
-    this.lost = 0;
-    this.accepted = false; // the receiver has accepted this stream once
-    this.resent = 0;
-    this.reconnects = 0;
-    this.packetsSent = 0;
-    this.bytesSent = 0;
-    this.done = null;
-    this.name = '';
+  newStream(name) {
+    return new SenderProtocol({
+      name,
+      params: {
+        codec: this.codec,
+        rateHz: RATE_HZ,
+        channels: this.s.channels,
+        frameMs: this.s.frameMs,
+        bitrate: this.s.bitrate,
+        preSkip: this.preSkip,
+        frameSamples: this.frameSamples,
+      },
+      spool: new Spool(Math.ceil(this.s.spoolS * RATE_HZ), this.s.channels, RATE_HZ),
+      policy: { ...PAGE_POLICY, finishTimeoutS: this.s.finishS },
+      streamId: randomId(),
+      software: SOFTWARE,
+    });
+  }
+
+  get spool() {
+    return this.core.spool;
+  }
+
+  get acked() {
+    return this.core.acknowledged;
+  }
+
+  /** idle, starting, connecting, live, reconnecting, finishing, delivered, undelivered, failed */
+  get state() {
+    if (this.phase !== 'running') return this.phase;
+    const core = this.core;
+    if (core.state === State.CONFIRMED) return 'delivered';
+    if (core.state === State.UNDELIVERED) return 'undelivered';
+    if (core.state === State.FAILED) return 'failed';
+    if (this.stopping || core.stopped) return 'finishing';
+    if (core.state === State.STREAMING || core.state === State.FINISHING) return 'live';
+    if (core.state === State.CONNECTING && core.attempt === 1 && !core.accepted) return 'connecting';
+    return 'reconnecting';
   }
 
   get capturing() {
@@ -252,8 +299,8 @@ class GuestSender {
     } else if (m.type === 'frame' || m.type === 'tail') {
       if (m.pcm.length) {
         const captureUs = Math.round(m.captureMs * 1000 - this.inputLatencyUs());
-        if (!this.spool.end && !this.startUs) this.startUs = captureUs;
-        this.spool.append(makeBlock(this.spool.end, m.pcm, captureUs, this.s.channels));
+        const block = makeBlock(this.spool.end, m.pcm, captureUs, this.s.channels);
+        this.act(this.core.captured(nowS(), block));
       }
       if (m.type === 'tail' && this.stopWaiter) this.stopWaiter();
       this.pump();
@@ -266,21 +313,25 @@ class GuestSender {
   }
 
   async start(name) {
-    if (this.state !== 'idle' && !['delivered', 'undelivered', 'failed'].includes(this.state)) return;
-    this.resetStream();
-    this.name = name;
-    this.setState('starting', 'starting…');
+    if (!['idle', 'delivered', 'undelivered', 'failed'].includes(this.state)) return;
+    this.phase = 'starting';
+    this.stopping = false;
+    this.lastDone = null;
+    this.lastProblem = '';
+    this.bytesSent = 0;
+    this.setStatus('starting…');
     await this.view.ready; // microphone open, codec decided
     if (!this.mic.track) await this.view.openMic(); // released at the last stop
     if (!this.mic.track) {
-      this.setState('failed', 'no microphone: allow this page to use it, then press Start again');
+      this.phase = 'failed';
+      this.setStatus('no microphone: allow this page to use it, then press Start again');
       return;
     }
+    this.core = this.newStream(name);
     this.mic.post('start');
-    this.attempt = 0;
-    this.delayS = BACKOFF_FIRST_S;
-    this.setState('connecting', 'connecting…');
-    this.connect();
+    this.phase = 'running';
+    this.setStatus('connecting…');
+    this.act(this.core.start(nowS()));
   }
 
   async stop() {
@@ -290,44 +341,76 @@ class GuestSender {
       setTimeout(resolve, 1000); // a context that stopped running sends no tail
     });
     this.mic.post('stop');
-    this.setState('finishing', 'delivering…');
+    this.stopping = true;
+    this.refresh(true);
     await tail;
     this.stopWaiter = null;
-    this.spool.closed = true;
     this.mic.closeSource(); // the browser's recording indicator goes off
-    this.finishDeadline = performance.now() + this.s.finishS * 1000;
+    this.act(this.core.stop(nowS()));
     this.pump();
-    this.refresh();
   }
 
   /** After "not delivered": try again for another `finish_s` (the spool still has it). */
   retryDelivery() {
-    if (this.state !== 'undelivered') return;
-    this.finishDeadline = performance.now() + this.s.finishS * 1000;
-    this.delayS = BACKOFF_FIRST_S;
-    this.setState('finishing', 'delivering…');
-    this.connect();
+    if (this.state === 'undelivered') this.act(this.core.retry(nowS()));
+  }
+
+  // --- what the protocol says --------------------------------------------------------------
+  act(actions) {
+    for (const a of actions) {
+      if (a.type === 'connect') this.connect();
+      else if (a.type === 'send') this.sendFrame(this.conn, a.header, a.pcm);
+      else if (a.type === 'close') this.closeConnection(a.abort);
+      else if (a.type === 'notice') this.onNotice(a);
+      else if (a.type === 'finish') this.onFinish(a);
+      // 'wait': the protocol's deadline; the page's timer ticks it
+    }
+    this.refresh();
+  }
+
+  onNotice(notice) {
+    if (notice.kind === Note.ACCEPTED && this.conn) {
+      this.conn.accepted = true;
+      // a fresh encoder per connection (each connection is its own codec stream, §4)
+      if (this.core.params.codec === 'opus') this.conn.encoder = this.makeEncoder(this.conn);
+    } else if (notice.kind === Note.SILENT) {
+      this.lastProblem = `no word from the receiver for ${SILENCE_TIMEOUT_S} s`;
+    }
+  }
+
+  onFinish(finish) {
+    const missing = fmtSeconds(this.spool.end - this.acked);
+    if (finish.state === State.CONFIRMED) {
+      const done = this.lastDone || {};
+      const gap = isNum(done.gap_samples) ? done.gap_samples : 0;
+      const lost = this.core.report.lostSamples;
+      const confirmed = this.core.report.confirmedSamples || 0;
+      if (confirmed >= this.spool.end && !lost && !gap) {
+        this.setStatus(`everything delivered (${fmtSeconds(this.spool.end)} recorded)`);
+      } else {
+        const kept = Math.max(lost, gap, this.spool.end - confirmed);
+        this.setStatus(`delivered, but ${fmtSeconds(kept)} of it could not be kept (lost during an outage)`);
+      }
+    } else if (finish.state === State.UNDELIVERED) {
+      this.setStatus(`not delivered: ${missing} (the receiver did not confirm it within ${this.s.finishS} s); keep this page open and press Keep trying`);
+    } else {
+      if (!this.stopping && !this.core.stopped) this.mic.post('stop');
+      this.mic.closeSource(); // the browser's recording indicator goes off; Start opens it again
+      const undelivered = this.spool.end - this.acked > 0 ? ` (${missing} recorded here was not delivered)` : '';
+      this.setStatus(finish.error.message + undelivered);
+    }
   }
 
   // --- connections -----------------------------------------------------------------------
   connect() {
-    this.retryAt = 0;
-    this.attempt += 1;
-    const ws = new WebSocket(wsUrl('/stream/' + encodeURIComponent(this.name)));
+    const ws = new WebSocket(wsUrl('/stream/' + encodeURIComponent(this.core.name)));
     ws.binaryType = 'arraybuffer';
     const conn = {
       ws,
       opened: false,
       accepted: false,
       refusal: null,
-      done: null,
-      ended: false, // the LAST packet is on its way
-      ackedAtStart: this.acked,
-      lastHeard: performance.now(),
       openedAt: performance.now(),
-      cursor: 0,
-      framer: null,
-      packetizer: null,
       encoder: null,
       pending: [], // Opus: headers waiting for their encoded frame
       bytesPerSample: this.codec === 'pcm' ? 2 * this.s.channels : this.s.bitrate / 8 / RATE_HZ,
@@ -335,96 +418,43 @@ class GuestSender {
     this.conn = conn;
     ws.onopen = () => {
       conn.opened = true;
-      conn.lastHeard = performance.now();
-      ws.send(JSON.stringify(this.hello()));
+      conn.openedAt = performance.now();
+      ws.send(JSON.stringify(this.core.hello(nowUs())));
     };
     ws.onmessage = (e) => this.onMessage(conn, e.data);
     ws.onclose = (e) => this.onClose(conn, e.code, e.reason);
     ws.onerror = () => {}; // a close event follows with what is known
   }
 
-  hello() {
-    if (!this.startUs) {
-      const first = this.spool.end ? this.spool.read(0, 1) : [];
-      this.startUs = first.length ? first[0].captureUs : nowUs();
-    }
-    const h = {
-      type: 'hello',
-      protocol: 2,
-      stream: this.name,
-      codec: this.codec,
-      rate_hz: RATE_HZ,
-      channels: this.s.channels,
-      frame_ms: this.s.frameMs,
-      bitrate: this.s.bitrate,
-      pre_skip: this.codec === 'opus' ? this.preSkip : 0,
-      start_time_us: this.startUs,
-      sent_time_us: nowUs(),
-      software: SOFTWARE,
-      stream_id: this.streamId,
-    };
-    if (this.secret) {
-      h.resuming = true;
-      h.resume_secret = this.secret;
-    }
-    return h;
-  }
-
   onMessage(conn, data) {
     if (conn !== this.conn || typeof data !== 'string') return;
-    conn.lastHeard = performance.now();
-    let msg;
+    let msg = null;
     try {
       msg = JSON.parse(data);
     } catch {
-      return;
+      // not JSON: only a sign of life
     }
-    if (!msg || typeof msg !== 'object') return;
     if (!conn.accepted) {
-      if (msg.type === 'accept') this.onAccept(conn, msg);
-      else if (msg.type === 'refuse') conn.refusal = { reason: String(msg.reason || 'no reason given'), retry: !!msg.retry };
+      if (msg && msg.type === 'accept') {
+        this.act(this.core.connected(nowS(), msg));
+        this.pump();
+      } else if (msg && msg.type === 'refuse') {
+        const after = msg.retry === true && isNum(msg.retry_after_s) && msg.retry_after_s >= 0 && msg.retry_after_s <= 3600;
+        conn.refusal = { reason: String(msg.reason || 'no reason given'), retry: msg.retry === true, retryAfterS: after ? msg.retry_after_s : null };
+      }
       return;
     }
-    if (msg.type === 'ack' && isNum(msg.timestamp)) {
-      this.acked = Math.max(this.acked, msg.timestamp);
-    } else if (msg.type === 'done' && !conn.done) {
-      conn.done = msg;
-      if (isNum(msg.timestamp)) this.acked = Math.max(this.acked, msg.timestamp);
-      this.onDone(msg);
-      conn.ws.close(1000);
+    if (msg && msg.type === 'ack' && isNum(msg.timestamp)) {
+      this.act(this.core.ack(nowS(), msg.timestamp));
+    } else if (msg && msg.type === 'done' && isNum(msg.timestamp)) {
+      this.lastDone = this.lastDone || msg;
+      this.act(this.core.done(nowS(), msg));
+    } else {
+      this.act(this.core.heard(nowS()));
     }
-    this.refresh();
   }
 
-  onAccept(conn, accept) {
-    conn.accepted = true;
-    if (this.secret) this.reconnects += 1;
-    this.secret = typeof accept.resume_secret === 'string' && accept.resume_secret ? accept.resume_secret : this.secret;
-    const first = !this.accepted;
-    this.accepted = true;
-    let start = accept.resume_timestamp;
-    if (!isNum(start)) start = this.acked; // the receiver knows nothing of us: all not acked
-    if (first && start > this.acked) {
-      // a new stream takes at most the receiver's backlog (PROTOCOL.md §5): what was captured
-      // before where it starts will never be recorded
-      this.lost += Math.min(start, this.spool.end) - this.acked;
-    }
-    if (start < this.sentTo) this.resent += this.sentTo - start;
-    const opus = this.codec === 'opus';
-    let cursor = start;
-    if (opus && start > this.spool.start) {
-      cursor = Math.max(this.spool.start, start - Math.round(OPUS_PRIME_S * RATE_HZ)); // warm the codec up
-    }
-    conn.cursor = cursor;
-    conn.framer = new Framer(this.frameSamples, this.s.channels, RATE_HZ, { fillGaps: opus, partial: !opus });
-    conn.packetizer = new Packetizer(this.frameSamples, opus ? this.preSkip : 0, opus, cursor);
-    if (opus) conn.encoder = this.makeEncoder(conn);
-    this.attempt = 0;
-    if (this.state !== 'finishing') this.setState('live', 'connected: live');
-    this.pump();
-  }
-
-  /** A fresh encoder per connection (each connection is its own codec stream, §4). */
+  /** A fresh Opus encoder for one connection. */
   makeEncoder(conn) {
     const encoder = new AudioEncoder({
       output: (chunk, meta) => this.onEncoded(conn, chunk, meta),
@@ -443,9 +473,10 @@ class GuestSender {
     if (conn !== this.conn) return;
     const description = meta && meta.decoderConfig && meta.decoderConfig.description;
     const preSkip = opusHeadPreSkip(description);
-    if (preSkip !== null && preSkip !== this.preSkip) {
+    if (preSkip !== null && preSkip !== this.core.params.preSkip) {
       // the hello said otherwise: say hello again with what this encoder really does
       this.preSkip = preSkip;
+      this.core.params.preSkip = preSkip;
       this.abandon(conn, 'the Opus encoder changed its delay');
       return;
     }
@@ -453,24 +484,22 @@ class GuestSender {
     if (!h) return; // the encoder's own flush output: nothing of ours
     const payload = new Uint8Array(chunk.byteLength);
     chunk.copyTo(payload);
-    this.send(conn, h, payload);
+    this.transmit(conn, h, payload);
     this.pump();
   }
 
-  send(conn, h, payload) {
+  transmit(conn, h, payload) {
     if (conn.ws.readyState !== WebSocket.OPEN) return;
     const bytes = packetBytes(h, payload);
     conn.ws.send(bytes);
-    this.packetsSent += 1;
     this.bytesSent += bytes.byteLength;
   }
 
-  /** Send what the spool has from the connection's cursor, as far as the socket and the
-   * encoder take it now; at the end of capture, the end of the stream. */
+  /** Ask the protocol for what to send, as far as the socket and the encoder take it now. */
   pump() {
     const conn = this.conn;
-    if (!conn || !conn.accepted || conn.ended || conn.ws.readyState !== WebSocket.OPEN) return;
-    const opus = this.codec === 'opus';
+    if (!conn || !conn.accepted || conn.ws.readyState !== WebSocket.OPEN) return;
+    const opus = this.core.params.codec === 'opus';
     for (;;) {
       if (conn.ws.bufferedAmount > MAX_BUFFERED_BYTES) {
         if (!this.pumpTimer) {
@@ -482,32 +511,21 @@ class GuestSender {
         return;
       }
       if (opus && (conn.encoder.encodeQueueSize > MAX_ENCODE_QUEUE || conn.pending.length > 4 * MAX_ENCODE_QUEUE)) return;
-      const oldest = this.spool.start;
-      const blocks = this.spool.read(conn.cursor, this.frameSamples);
-      if (!blocks.length) {
-        if (this.spool.closed && conn.cursor >= this.spool.end) this.finishConnection(conn);
-        this.refresh();
-        return;
-      }
-      if (conn.cursor < oldest) this.lost += oldest - conn.cursor; // gone before the receiver had it
-      for (const block of blocks) {
-        for (const chunk of conn.framer.push(block)) this.emit(conn, chunk);
-        conn.cursor = block.end;
-      }
-      this.sentTo = Math.max(this.sentTo, conn.cursor);
+      const actions = this.core.writable(nowUs());
+      if (!actions.length) return;
+      this.act(actions);
+      if (conn !== this.conn) return;
     }
   }
 
-  emit(conn, chunk) {
-    this.emitHeader(conn, conn.packetizer.frame(chunk), chunk.pcm);
-  }
-
-  emitHeader(conn, h, pcm) {
-    if (this.codec === 'pcm') {
-      this.send(conn, h, pcmBytes(pcm));
+  /** One packet: PCM goes at once; Opus through the connection's encoder (short frames
+   * padded with silence), sent when encoded. */
+  sendFrame(conn, h, pcm) {
+    if (!conn) return;
+    if (!conn.encoder) {
+      this.transmit(conn, h, pcmBytes(pcm));
       return;
     }
-    // Opus codes whole frames: a short one is padded with silence
     const frame = new Int16Array(this.frameSamples * this.s.channels);
     frame.set(pcm);
     const data = new AudioData({
@@ -521,62 +539,42 @@ class GuestSender {
     conn.pending.push(h);
     conn.encoder.encode(data);
     data.close();
-  }
-
-  finishConnection(conn) {
-    conn.ended = true;
-    const tail = conn.framer.flush();
-    if (tail) this.emit(conn, tail);
-    for (const h of conn.packetizer.finish(nowUs())) this.emitHeader(conn, h, new Int16Array(0));
-    if (conn.encoder) conn.encoder.flush().catch(() => {});
-  }
-
-  onDone(done) {
-    this.done = done;
-    const gap = isNum(done.gap_samples) ? done.gap_samples : 0;
-    const covered = isNum(done.timestamp) && done.timestamp >= this.spool.end;
-    if (covered && !this.lost && !gap) {
-      this.setState('delivered', `everything delivered (${fmtSeconds(this.spool.end)} recorded)`);
-    } else {
-      const missing = Math.max(this.lost, gap, this.spool.end - (done.timestamp || 0));
-      this.setState('delivered', `delivered, but ${fmtSeconds(missing)} of it could not be kept (lost during an outage)`);
-    }
+    if (h.flags & FLAG_LAST) conn.encoder.flush().catch(() => {}); // the last frames out
   }
 
   onClose(conn, code, reason) {
     if (conn !== this.conn) return;
     this.dropConnection(conn);
-    if (conn.done || ['delivered', 'failed', 'undelivered', 'idle'].includes(this.state)) return;
     const said = reason ? `: ${reason}` : '';
-    if (!conn.accepted && conn.refusal) {
-      if (conn.refusal.retry) this.retryLater(`the receiver says: ${conn.refusal.reason}`);
-      else this.fail(`the receiver refused this stream: ${conn.refusal.reason}`);
+    if (conn.accepted) {
+      this.lastProblem = code === 1013 ? `the receiver says: ${reason || 'try again later'}` : `lost the connection${said}`;
+      this.act(this.core.closed(nowS(), code, reason));
       return;
     }
-    if (code === 1002 || code === 1008 || code === 1009) {
-      this.fail(`the receiver closed the connection${said || ` (${code})`}`);
-      return;
-    }
-    if (!conn.opened) {
-      // refused before the upgrade (HTTP 401), or nobody there: ask which
-      this.checking = true;
+    // no accept: a refusal, a close before the answer, HTTP 401 (which looks like any other
+    // failure from here: ask), or nobody there
+    const refusal = conn.refusal || (code === 1008 || code === 1013 ? { reason: reason || 'no reason given', retry: code === 1013, retryAfterS: null } : null);
+    if (refusal) {
+      const message = refusal.retry ? `the receiver says: ${refusal.reason}` : `the receiver refused this stream: ${refusal.reason}`;
+      this.connectFailed({ message, retry: refusal.retry, refused: true, retryAfterS: refusal.retryAfterS });
+    } else if (code === 1002 || code === 1009) {
+      this.connectFailed({ message: closedMessage(code, reason), retry: false, refused: false });
+    } else if (!conn.opened) {
       this.checkAllowed().then((allowed) => {
-        this.checking = false;
         if (allowed === false) {
-          this.fail('this link is not allowed to send (its token is missing or wrong); ask the host for a new link');
+          this.connectFailed({ message: 'this link is not allowed to send (its token is missing or wrong); ask the host for a new link', retry: false, refused: false });
         } else {
-          this.retryLater('cannot reach the receiver');
+          this.connectFailed({ message: 'cannot reach the receiver', retry: true, refused: false });
         }
       });
-      return;
-    }
-    const why = code === 1013 ? `the receiver says: ${reason || 'try again later'}` : `lost the connection${said}`;
-    if (conn.accepted && this.acked > conn.ackedAtStart) {
-      this.delayS = BACKOFF_FIRST_S; // that connection got somewhere: straight back
-      this.connectSoon(0, why);
     } else {
-      this.retryLater(why);
+      this.connectFailed({ message: `lost the connection${said}`, retry: true, refused: false });
     }
+  }
+
+  connectFailed(error) {
+    this.lastProblem = error.message;
+    this.act(this.core.connectFailed(nowS(), error));
   }
 
   /** Does the login cookie still let this page send? (A WebSocket refused with HTTP 401 looks
@@ -605,8 +603,24 @@ class GuestSender {
     if (this.conn === conn) this.conn = null;
   }
 
-  /** Give up on a connection that may still look open (a dead link): no close handshake to
-   * wait for, a new connection at once. */
+  /** The protocol is done with the connection: after `done` the closing handshake; else
+   * (a dead link, given up) at once, without waiting for it. */
+  closeConnection(abort) {
+    const conn = this.conn;
+    if (!conn) return;
+    conn.ws.onclose = null;
+    conn.ws.onmessage = null;
+    try {
+      if (abort) conn.ws.close(4000, 'gave up');
+      else conn.ws.close(1000);
+    } catch {
+      // closing already
+    }
+    this.dropConnection(conn);
+  }
+
+  /** Give up on a connection that may still look open (a dead link, a failed encoder): no
+   * close handshake to wait for; the protocol decides what next. */
   abandon(conn, why) {
     if (conn !== this.conn) return;
     conn.ws.onclose = null;
@@ -617,106 +631,66 @@ class GuestSender {
       // closing already
     }
     this.dropConnection(conn);
-    this.retryLater(why, conn.accepted && this.acked > conn.ackedAtStart);
-  }
-
-  retryLater(why, immediately = false) {
-    if (['delivered', 'failed', 'undelivered', 'idle'].includes(this.state)) return;
-    const delay = immediately ? 0 : this.delayS * (0.5 + Math.random());
-    if (!immediately) this.delayS = Math.min(BACKOFF_MAX_S, this.delayS * 2);
-    else this.delayS = BACKOFF_FIRST_S;
-    this.connectSoon(delay, why);
-  }
-
-  connectSoon(delayS, why) {
-    this.conn = null;
-    this.retryAt = performance.now() + delayS * 1000;
     this.lastProblem = why;
-    if (this.state !== 'finishing') this.setState('reconnecting', '');
-    this.refresh();
-    if (delayS === 0) this.tick();
+    if (conn.accepted) this.act(this.core.closed(nowS(), null, why));
+    else this.act(this.core.connectFailed(nowS(), { message: why, retry: true, refused: false }));
   }
 
-  fail(message) {
-    if (this.conn) this.dropConnection(this.conn);
-    this.retryAt = 0;
-    if (this.capturing) {
-      this.mic.post('stop');
-      this.spool.closed = true;
-    }
-    this.mic.closeSource(); // the browser's recording indicator goes off; Start opens it again
-    const undelivered = this.spool ? Math.max(0, this.spool.end - this.acked) : 0;
-    if (undelivered > 0) message += ` (${fmtSeconds(undelivered)} recorded here was not delivered)`;
-    this.setState('failed', message);
-  }
-
-  /** Timers: back-off, the dead-link watchdog, the bounded wait at the end. */
+  /** Timers: the page's connect and reply timeouts, then the protocol's (back-off, the
+   * silence rule, the bounded wait at the end). */
   tick() {
     const now = performance.now();
     const conn = this.conn;
-    if (this.state === 'finishing' && this.finishDeadline && now > this.finishDeadline) {
-      if (conn) {
-        conn.ws.onclose = null;
-        try {
-          conn.ws.close(4000, 'gave up');
-        } catch {
-          // closing already
-        }
-        this.dropConnection(conn);
-      }
-      this.retryAt = 0;
-      const missing = this.spool.end - this.acked;
-      this.setState('undelivered', `not delivered: ${fmtSeconds(missing)} (the receiver did not confirm it within ${this.s.finishS} s); keep this page open and press Keep trying`);
-      return;
-    }
     if (conn && !conn.opened && now - conn.openedAt > CONNECT_TIMEOUT_S * 1000) {
       this.abandon(conn, 'the receiver did not answer');
-    } else if (conn && conn.opened && !conn.accepted && now - conn.lastHeard > REPLY_TIMEOUT_S * 1000) {
+    } else if (conn && conn.opened && !conn.accepted && now - conn.openedAt > REPLY_TIMEOUT_S * 1000) {
       this.abandon(conn, 'the receiver did not answer the hello');
-    } else if (conn && conn.accepted && !conn.done && now - conn.lastHeard > SILENCE_TIMEOUT_S * 1000) {
-      this.abandon(conn, `no word from the receiver for ${SILENCE_TIMEOUT_S} s`);
     }
-    if (!this.conn && !this.checking && this.retryAt && now >= this.retryAt) this.connect();
-    this.refresh();
+    this.act(this.core.tick(now / 1000));
   }
 
-  setState(state, status) {
-    this.state = state;
+  setStatus(status) {
     this.status = status;
     this.refresh(true);
   }
 
   /** The status line, and (at most five times a second, or at once) the page's figures. */
   refresh(now = false) {
-    if (this.state === 'reconnecting' || (this.state === 'finishing' && !this.conn)) {
-      const left = this.retryAt ? Math.max(0, (this.retryAt - performance.now()) / 1000) : 0;
+    const state = this.state;
+    if (state === 'reconnecting' || (state === 'finishing' && !this.conn)) {
+      const retryAt = this.core.retryAt;
+      const left = retryAt !== null ? Math.max(0, retryAt - nowS()) : 0;
       const what = this.lastProblem ? `${this.lastProblem}; ` : '';
       const next = this.conn ? 'trying now' : `next try in ${left.toFixed(1)} s`;
-      const tail = this.state === 'finishing' ? `${fmtSeconds(this.spool.end - this.acked)} left to deliver` : 'still recording';
-      this.status = `reconnecting (attempt ${Math.max(1, this.attempt)}, ${next}): ${what}${tail}`;
-    } else if (this.state === 'finishing') {
+      const tail = state === 'finishing' ? `${fmtSeconds(this.spool.end - this.acked)} left to deliver` : 'still recording';
+      this.status = `reconnecting (attempt ${Math.max(1, this.core.attempt)}, ${next}): ${what}${tail}`;
+    } else if (state === 'finishing') {
       this.status = `delivering… ${fmtSeconds(Math.max(0, this.spool.end - this.acked))} left`;
-    } else if (this.state === 'live') {
+    } else if (state === 'live') {
       this.status = 'connected: live';
     }
     const t = performance.now();
-    if (now || t - this.shown >= 200) {
+    if (now || state !== this.shownState || t - this.shown >= 200) {
       this.shown = t;
+      this.shownState = state;
       this.view.show(this);
     }
   }
 
   waitingSamples() {
     const conn = this.conn;
-    if (conn && conn.accepted && !['delivered'].includes(this.state)) {
+    const cursor = this.core.cursor;
+    if (conn && conn.accepted && cursor !== null && this.state !== 'delivered') {
       const buffered = conn.ws.bufferedAmount / conn.bytesPerSample;
-      return Math.max(0, this.spool.end - conn.cursor + buffered + conn.pending.length * this.frameSamples);
+      return Math.max(0, this.spool.end - cursor + buffered + conn.pending.length * this.frameSamples);
     }
     if (this.state === 'delivered') return 0;
     return Math.max(0, this.spool.end - this.acked);
   }
 
   stats() {
+    const r = this.core.report;
+    const done = this.lastDone;
     return {
       state: this.state,
       status: this.status,
@@ -727,20 +701,20 @@ class GuestSender {
       frameMs: this.s.frameMs,
       bitrate: this.codec === 'opus' ? this.s.bitrate : null,
       capturedSamples: this.spool.end,
-      sentSamples: this.sentTo,
-      ackedSamples: this.acked,
-      confirmedSamples: this.done && isNum(this.done.timestamp) ? this.done.timestamp : null,
-      gapSamples: this.done && isNum(this.done.gap_samples) ? this.done.gap_samples : null,
-      recording: this.done ? this.done.recording || null : null,
+      sentSamples: this.core.sentTo,
+      ackedSamples: r.ackedSamples,
+      confirmedSamples: r.confirmedSamples,
+      gapSamples: done && isNum(done.gap_samples) ? done.gap_samples : null,
+      recording: r.confirmedSamples !== null ? r.recording || null : null,
       spooledSeconds: this.spool.held / RATE_HZ,
       waitingSeconds: this.waitingSamples() / RATE_HZ,
-      lostSamples: this.lost,
-      resentSamples: this.resent,
-      reconnects: this.reconnects,
-      attempt: this.attempt,
-      packetsSent: this.packetsSent,
+      lostSamples: r.lostSamples,
+      resentSamples: r.resentSamples,
+      reconnects: r.reconnects,
+      attempt: this.core.attempt,
+      packetsSent: r.packetsSent,
       bytesSent: this.bytesSent,
-      streamId: this.streamId,
+      streamId: this.core.streamId,
     };
   }
 }
@@ -939,10 +913,10 @@ function main() {
   document.addEventListener('keydown', wake);
 
   view.ready = Promise.all([decideCodec(), window.isSecureContext ? openMic() : Promise.resolve(false)]);
-  sender.setState('idle', 'Ready: check your level, then press Start.');
+  sender.setStatus('Ready: check your level, then press Start.');
   view.ready.then(() => {
     if (sender.state === 'idle') {
-      sender.setState('idle', sender.mic.track ? 'Ready: check your level, then press Start.' : 'Allow the microphone to begin.');
+      sender.setStatus(sender.mic.track ? 'Ready: check your level, then press Start.' : 'Allow the microphone to begin.');
     }
   });
 
