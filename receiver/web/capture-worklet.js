@@ -1,5 +1,5 @@
 // micwire guest page: the microphone's side, an AudioWorkletProcessor (runs on the audio
-// thread; loaded by send.js).
+// thread; loaded by send-mic.js).
 //
 // It turns the input into 16-bit interleaved frames of exactly `frameSamples` samples per
 // channel and posts them, with the wall-clock time of their first sample, to the page:

@@ -24,7 +24,7 @@
 // Test hooks (Playwright): window.micwireSend = {state, stats(), start(), stop(),
 // trackSettings(), ready(), spooled()}.
 
-import { EM, clampNumber, isNum, minus, setText, visible, wsUrl } from './util.js';
+import { EM, clampNumber, errorText, isNum, minus, setText, visible, wsUrl } from './util.js';
 import {
   FLAG_LAST,
   Note,
@@ -37,10 +37,9 @@ import {
   packetBytes,
   pcmBytes,
 } from './send-core.js';
+import { Microphone, RATE_HZ, opusConfig, probeOpus } from './send-mic.js';
 
-const RATE_HZ = 48000;
 const SOFTWARE = 'micwire-web/1';
-const CAPTURE_URL = '/static/capture-worklet.js';
 const FRAME_DURATIONS_MS = [2.5, 5, 10, 20, 40, 60]; // PROTOCOL.md §2
 const OPUS_APPLICATIONS = ['voip', 'audio', 'lowdelay'];
 /** Fresh Opus encoders start this much before where the recording ends (as the CLI's). */
@@ -60,7 +59,6 @@ const MAX_ENCODE_QUEUE = 8;
 const METER_FLOOR_DB = -60;
 const TICK_MS = 250;
 
-const errorText = (err) => (err && err.message ? err.message : String(err));
 const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000);
 
 /** A random stream id: 32 hex digits (like the CLI's uuid4().hex). */
@@ -88,125 +86,6 @@ function linkSettings() {
     application: OPUS_APPLICATIONS.includes(application) ? application : 'audio',
     processing: q.get('processing') === '1',
   };
-}
-
-function opusConfig(s) {
-  return {
-    codec: 'opus',
-    sampleRate: RATE_HZ,
-    numberOfChannels: s.channels,
-    bitrate: s.bitrate,
-    opus: { frameDuration: Math.round(s.frameMs * 1000), application: s.application },
-  };
-}
-
-/** Can this browser encode Opus here, and with what pre-skip? One frame of silence through a
- * throw-away encoder: its OpusHead says (every encoder of this configuration has the same). */
-async function probeOpus(s) {
-  if (typeof globalThis.AudioEncoder !== 'function' || typeof globalThis.AudioData !== 'function') {
-    return { ok: false, reason: 'this browser has no WebCodecs AudioEncoder' };
-  }
-  const config = opusConfig(s);
-  try {
-    const support = await AudioEncoder.isConfigSupported(config);
-    if (!support.supported) return { ok: false, reason: 'this browser cannot encode Opus' };
-    const frameSamples = Math.round((RATE_HZ * s.frameMs) / 1000);
-    const preSkip = await new Promise((resolve, reject) => {
-      const encoder = new AudioEncoder({
-        output: (chunk, meta) => {
-          const found = opusHeadPreSkip(meta && meta.decoderConfig && meta.decoderConfig.description);
-          resolve(found);
-        },
-        error: reject,
-      });
-      encoder.configure(config);
-      const data = new AudioData({ format: 's16', sampleRate: RATE_HZ, numberOfFrames: frameSamples, numberOfChannels: s.channels, timestamp: 0, data: new Int16Array(frameSamples * s.channels) });
-      encoder.encode(data);
-      data.close();
-      encoder.flush().then(() => resolve(null), reject).finally(() => encoder.state !== 'closed' && encoder.close());
-    });
-    if (preSkip === null) return { ok: false, reason: 'the Opus encoder gave no OpusHead (pre-skip unknown)' };
-    return { ok: true, preSkip };
-  } catch (err) {
-    return { ok: false, reason: `the Opus encoder failed: ${errorText(err)}` };
-  }
-}
-
-// ---------------------------------------------------------------------------------------
-// the microphone
-
-class Microphone {
-  constructor(channels, frameSamples, onMessage) {
-    this.channels = channels;
-    this.frameSamples = frameSamples;
-    this.onMessage = onMessage;
-    this.ctx = null;
-    this.node = null;
-    this.source = null;
-    this.stream = null;
-    this.ready = null;
-  }
-
-  /** The context and the capture worklet (once). */
-  ensureContext() {
-    if (!this.ready) {
-      const ctx = new AudioContext({ sampleRate: RATE_HZ, latencyHint: 'interactive' });
-      this.ctx = ctx;
-      this.ready = ctx.audioWorklet.addModule(CAPTURE_URL).then(() => {
-        const node = new AudioWorkletNode(ctx, 'micwire-capture', {
-          numberOfInputs: 1,
-          numberOfOutputs: 1,
-          outputChannelCount: [1],
-          channelCount: this.channels,
-          channelCountMode: 'explicit',
-          channelInterpretation: 'speakers',
-          processorOptions: { channels: this.channels, frameSamples: this.frameSamples },
-        });
-        node.port.onmessage = (e) => this.onMessage(e.data);
-        // a node is processed only when something pulls it; its output is silence
-        node.connect(ctx.destination);
-        this.node = node;
-        return ctx;
-      });
-    }
-    if (this.ctx.state === 'suspended') this.ctx.resume().catch(() => {});
-    return this.ready;
-  }
-
-  /** Open (or switch to) a microphone. The old one stays connected until the new one is there. */
-  async open(deviceId, processing) {
-    await this.ensureContext();
-    const audio = {
-      echoCancellation: processing,
-      noiseSuppression: processing,
-      autoGainControl: processing,
-      channelCount: { ideal: this.channels },
-      sampleRate: { ideal: RATE_HZ },
-    };
-    if (deviceId) audio.deviceId = { exact: deviceId };
-    const stream = await navigator.mediaDevices.getUserMedia({ audio });
-    const source = new MediaStreamAudioSourceNode(this.ctx, { mediaStream: stream });
-    source.connect(this.node);
-    this.closeSource();
-    this.source = source;
-    this.stream = stream;
-    return stream.getAudioTracks()[0];
-  }
-
-  closeSource() {
-    if (this.source) this.source.disconnect();
-    if (this.stream) for (const t of this.stream.getTracks()) t.stop();
-    this.source = null;
-    this.stream = null;
-  }
-
-  get track() {
-    return this.stream ? this.stream.getAudioTracks()[0] : null;
-  }
-
-  post(cmd) {
-    if (this.node) this.node.port.postMessage({ cmd });
-  }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -16,6 +16,9 @@ export function isNum(v) {
 
 export const minus = (s) => s.replace('-', '−');
 
+/** What went wrong, in words: an Error's message, or the thing thrown itself. */
+export const errorText = (err) => (err && err.message ? err.message : String(err));
+
 export function fmt(v, digits = 0, unit = '') {
   if (!isNum(v)) return EM;
   return minus(v.toFixed(digits)) + unit;
