@@ -9,7 +9,7 @@
 // (`?format=pcm`: the receiver decodes for us) when this browser has no WebCodecs
 // AudioDecoder or cannot decode Opus, and says so on the page.
 
-import { HEADER_BYTES, backoff, clampNumber, isNum, median, parseHeader, wsUrl } from './util.js';
+import { HEADER_BYTES, backoff, clampNumber, errorText, isNum, median, parseHeader, wsUrl } from './util.js';
 
 const PLAYER_URL = '/static/player-worklet.js';
 const PLAYER_NAME = 'micwire-player';
@@ -29,7 +29,6 @@ const PATH_LABELS = {
   'pcm-fallback': 'PCM (fallback)',
 };
 
-const errorText = (err) => (err && err.message ? err.message : String(err));
 
 // ---------------------------------------------------------------------------------------
 // the page's audio: one context, one output bus
