@@ -90,7 +90,7 @@ MAX_WORKERS = 64
 
 def _workers(text: str) -> int:
     if text == "auto":
-        from ..receiver.supervisor import default_workers
+        from ..receiver.workers import default_workers
 
         return default_workers()
     workers = int(_positive(int)(text))

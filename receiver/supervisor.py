@@ -3,18 +3,16 @@
 The supervisor listens on the port and hands each connection to the worker that owns the
 stream its path names (micwire.receiver.acceptor; a name's owner is a hash of it,
 micwire.common.routing): a stream lives in one worker for its whole life, so nothing about
-it is ever handed between processes. It starts the workers (``python -m
-micwire.app.worker``, its configuration on standard input: tokens never show in ``ps``),
-and over the control line (micwire.receiver.control):
+it is ever handed between processes. Its workers are started, started again if they die
+(the connections of their streams come back to them, and their senders resume from the
+sidecars they left, as after a restart of a receiver) and stopped on SIGINT/SIGTERM by
+micwire.receiver.workers. Over the control line (micwire.receiver.control) the supervisor:
 
 - tells each worker how many streams the others have live (``--max-streams`` is the
   whole receiver's);
 - answers a worker's "everybody's streams" (the page, ``/api/streams``, ``/metrics``) by
   asking the others;
-- shows every worker's log lines and figures as one receiver's (terminal, --stats-json);
-- starts a worker again if it dies (the connections of its streams come back to it, and
-  its senders resume from the sidecars it left, as after a restart of a receiver), and
-  stops them all on SIGINT/SIGTERM.
+- shows every worker's log lines and figures as one receiver's (terminal, --stats-json).
 """
 
 from __future__ import annotations
@@ -25,14 +23,11 @@ import contextvars
 import errno
 import json
 import logging
-import os
 import shutil
 import socket
-import sys
 import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,28 +38,9 @@ from .config import ReceiverConfig, announce, listen_error, netloc, open_warning
 from .control import LINE_LIMIT, Line
 from .monitor import open_stats_file
 from .server import CONTROL_SOCKET, LIMITED_LOGGERS, Receiver
+from .workers import Worker, Workers
 
 log = logging.getLogger("micwire.receiver")
-#: A worker must say it is ready within this time.
-START_TIMEOUT_S = 30.0
-#: Workers have this long to finalise their streams at a stop before they are killed.
-STOP_TIMEOUT_S = 20.0
-#: A worker that dies this soon after its start twice in a row is not started again.
-CRASH_LOOP_S = 5.0
-
-
-@dataclass
-class Worker:
-    index: int
-    process: asyncio.subprocess.Process | None = None
-    line: Line | None = None
-    #: The supervisor's end of the socket pair connections are handed over.
-    handing: socket.socket | None = None
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    started: float = 0.0
-    quick_deaths: int = 0
-    live: int = 0
-    stats: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Supervisor:
@@ -84,10 +60,11 @@ class Supervisor:
         # directory) is made here once, for one clear error before any worker
         Receiver(self._worker_config(0, workers, Path(tempfile.gettempdir()), config.port))
         self._stats_file = open_stats_file(config.stats_json)
-        self.workers = [Worker(i) for i in range(workers)]
-        self.stopping = False
+        # a worker that died has no live streams: the others hear the new total
+        self.workers = Workers(workers, self._configure, lambda worker: self._live(worker, 0))
         self.port: int | None = None
-        self._failed: str | None = None
+        #: The supervisor's private directory (mode 0700): the control socket, while it runs.
+        self._run_dir: Path | None = None
 
     def _worker_config(
         self, index: int, workers: int, run_dir: Path, port: int, handed_fd: int | None = None
@@ -104,12 +81,17 @@ class Supervisor:
             handed_fd=handed_fd,
         )
 
+    def _configure(self, index: int, handed_fd: int) -> ReceiverConfig:
+        """A worker's configuration, once the port and the run directory are known."""
+        assert self.port is not None and self._run_dir is not None
+        return self._worker_config(index, len(self.workers), self._run_dir, self.port, handed_fd)
+
     async def run(self, stop: asyncio.Event, ready: Callable[[int], None] | None = None) -> None:
         listeners = self._listen()
         self.port = listeners[0].getsockname()[1]
         acceptor = Acceptor(listeners, len(self.workers), self._hand, self.config.hello_timeout_s)
         watchers: list[asyncio.Task[None]] = []
-        run_dir = Path(tempfile.mkdtemp(prefix="micwire-receive-"))  # private: mode 0700
+        run_dir = self._run_dir = Path(tempfile.mkdtemp(prefix="micwire-receive-"))  # mode 0700
         server: asyncio.AbstractServer | None = None
         try:
             try:
@@ -122,28 +104,28 @@ class Supervisor:
                     f"{exc.strerror or exc} (a shorter TMPDIR?)"
                 ) from exc
             for worker in self.workers:
-                await self._start(worker, run_dir)
-            await self._wait_ready()
+                await self.workers.start(worker)
+            await self.workers.wait_ready()
             acceptor.start()
             self._announce()
             if ready is not None:
                 ready(self.port)
-            watchers = [asyncio.create_task(self._watch(w, run_dir, stop)) for w in self.workers]
+            watchers = [asyncio.create_task(self.workers.watch(w, stop)) for w in self.workers]
             await stop.wait()
         finally:
-            self.stopping = True
+            self.workers.stopping = True
             acceptor.close()  # no new connections: a reconnecting sender finds our successor
             for task in watchers:
                 task.cancel()
-            await self._stop_all()
+            await self.workers.stop_all()
             if server is not None:
                 server.close()
             if self._stats_file is not None:
                 self._stats_file.close()
             shutil.rmtree(run_dir, ignore_errors=True)
             logs.report_left_out(*LIMITED_LOGGERS)
-        if self._failed is not None:
-            raise MicwireError(self._failed)
+        if self.workers.failed is not None:
+            raise MicwireError(self.workers.failed)
 
     def _listen(self) -> list[socket.socket]:
         """The port, on every address asked for (no host: IPv4 and IPv6, like a plain
@@ -191,53 +173,6 @@ class Supervisor:
         except OSError as exc:  # its queue is full (the worker is stuck) or it is gone
             log.warning("receiver worker %d cannot take a connection: %s", index, exc)
 
-    async def _start(self, worker: Worker, run_dir: Path) -> None:
-        assert self.port is not None
-        if worker.handing is not None:
-            worker.handing.close()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        ours.setblocking(False)
-        worker.handing = ours
-        config = self._worker_config(
-            worker.index, len(self.workers), run_dir, self.port, theirs.fileno()
-        )
-        worker.ready = asyncio.Event()
-        worker.started = time.monotonic()
-        try:
-            worker.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "micwire.app.worker",
-                *(["--debug"] if log.isEnabledFor(logging.DEBUG) else []),
-                stdin=asyncio.subprocess.PIPE,
-                pass_fds=(theirs.fileno(),),
-            )
-        finally:
-            theirs.close()
-        assert worker.process.stdin is not None
-        worker.process.stdin.write(json.dumps(config.to_json()).encode())
-        worker.process.stdin.close()
-
-    async def _wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        for worker in self.workers:
-            assert worker.process is not None
-            waiting = asyncio.create_task(worker.ready.wait())
-            exited = asyncio.create_task(worker.process.wait())
-            await asyncio.wait(
-                (waiting, exited),
-                timeout=max(0.1, deadline - time.monotonic()),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            waiting.cancel()
-            exited.cancel()
-            if not worker.ready.is_set():
-                code = worker.process.returncode
-                raise TransportError(
-                    f"receiver worker {worker.index} did not start"
-                    + (f" (it exited with {code}: see its error above)" if code is not None else "")
-                )
-
     def _announce(self) -> None:
         cfg = self.config
         assert self.port is not None
@@ -249,48 +184,6 @@ class Supervisor:
         warning = open_warning(replace(cfg, port=self.port))
         if warning is not None:
             log.warning("%s", warning)
-
-    async def _watch(self, worker: Worker, run_dir: Path, stop: asyncio.Event) -> None:
-        """Start the worker again when it dies (not while stopping)."""
-        while not self.stopping:
-            assert worker.process is not None
-            code = await worker.process.wait()
-            if self.stopping:
-                return
-            quick = time.monotonic() - worker.started < CRASH_LOOP_S
-            worker.quick_deaths = worker.quick_deaths + 1 if quick else 0
-            self._live(worker, 0)
-            if worker.quick_deaths >= 2:
-                self._failed = f"receiver worker {worker.index} keeps dying (exit {code})"
-                log.error("%s; stopping", self._failed)
-                stop.set()
-                return
-            log.error(
-                "receiver worker %d died (exit %s); starting it again: its senders "
-                "reconnect and resume",
-                worker.index,
-                code,
-            )
-            await self._start(worker, run_dir)
-
-    async def _stop_all(self) -> None:
-        running = [w for w in self.workers if w.process and w.process.returncode is None]
-        for worker in running:
-            assert worker.process is not None
-            with contextlib.suppress(ProcessLookupError):
-                worker.process.terminate()
-        waits = [w.process.wait() for w in running if w.process is not None]
-        try:
-            await asyncio.wait_for(asyncio.gather(*waits), STOP_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            for worker in running:
-                if worker.process is not None and worker.process.returncode is None:
-                    log.error("receiver worker %d did not stop in time; killing it", worker.index)
-                    with contextlib.suppress(ProcessLookupError):
-                        worker.process.kill()
-        for worker in self.workers:
-            if worker.handing is not None:
-                worker.handing.close()
 
     # --- the control line --------------------------------------------------------------
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -380,7 +273,3 @@ def _show(message: dict[str, Any]) -> None:
                 handler.handle(record)
 
     contextvars.copy_context().run(show)
-
-
-def default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
