@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable
 
 from ..common import outcome as outcomes
 from ..common.alerts import AlertRules
-from ..common.assembly import RealTimeBound
 from ..common.audiofile import get_format
 from ..common.errors import AudioFormatError, MicwireError
 from ..common.outcome import Outcome
@@ -32,7 +31,7 @@ from ..common.routing import owner
 from . import logs
 from .config import ReceiverConfig
 from .holds import Holder, Holds
-from .storage import Previous, find_previous
+from .origin import continued, starting_point
 from .stream import Attachment, Stream, log_key
 
 log = logging.getLogger("micwire.receiver")
@@ -204,63 +203,14 @@ class Streams:
                 get_format(name).check(hello.params.rate_hz, hello.params.channels)
             except AudioFormatError as exc:
                 raise Refusal(f"this receiver records {name}: {exc}") from exc
-        previous: Previous | None = None
-        proven = False
-        if hello.resuming and hello.resume_secret and cfg.record_dir is not None:
-            previous = await asyncio.to_thread(
-                find_previous,
-                cfg.record_dir,
-                hello.stream,
-                hello.stream_id,
-                hello.resume_secret,
-                hello.params,
-            )
-            proven = previous is not None
+        previous = await continued(hello, cfg.record_dir)
+        proven = previous is not None
         if not proven and (holder := await self.holds.reserved(hello)) is not None:
             raise Refusal.in_use(hello.stream, holder)
         if not proven and len(self.live) + self.live_elsewhere >= cfg.max_streams:
             raise Refusal(f"receiver is full ({cfg.max_streams} streams)", retry=True)
         self.holds.returned(hello, proven)
-        rate = hello.params.rate_hz
-        now = time.monotonic()
-        if previous is not None:
-            # the wall-clock bound carries over from the stream's first connection
-            clock = previous.record.clock
-            if clock is not None:
-                clock_position, clock_utc = clock
-                since = max(0.0, time.time() - clock_utc)
-                bound = RealTimeBound(rate, clock_position + int(since * rate), now)
-            else:
-                bound = RealTimeBound(rate, previous.position, now)
-            origin: int | None = previous.position
-            if hello.restarted:
-                log.info(
-                    "stream %r: its sender restarted and ends it at sample %d (%s)",
-                    hello.stream,
-                    previous.position,
-                    previous.path.name,
-                )
-            elif previous.record.complete:
-                log.info(
-                    "stream %r: ended complete at sample %d (%s); its sender is back",
-                    hello.stream,
-                    previous.position,
-                    previous.path.name,
-                )
-            else:
-                log.info(
-                    "stream %r: continuing %s from sample %d in a new part",
-                    hello.stream,
-                    previous.path.name,
-                    previous.position,
-                )
-        else:
-            claimed = int(hello.claimed_age_us * rate / 1_000_000)
-            bound = RealTimeBound(rate, claimed, now)
-            if hello.resuming:  # a stream this receiver knows nothing of: it starts anywhere
-                origin = None
-            else:  # a new stream brings at most max_backlog_s captured before it connected
-                origin = max(0, claimed - int(cfg.max_backlog_s * rate))
+        origin, bound = starting_point(hello, previous, cfg.max_backlog_s)
         if proven:  # the sender proved it owns the stream with its secret
             secret: str | None = hello.resume_secret
         else:  # version 1 senders cannot resume: no secret
