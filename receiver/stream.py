@@ -6,7 +6,8 @@ in). Each connection that carries it is :meth:`attached` as a fresh codec stream
 where the timeline has got to; every packet it reads is checked and placed on the
 timeline (common/assembly.py: gaps become exactly that much silence, overlap is dropped,
 nothing may run ahead of real time) and handed, as one :class:`~.sinks.Delivery`, to the
-stream's sinks: its recording, live playout, browser listeners and meters.
+stream's sinks: its recording, live playout, browser listeners and meters. What is said
+of it (figures, summary line, sidecar) is micwire.receiver.description.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from .. import __version__
 from ..common import outcome as outcomes
 from ..common.alerts import AlertRules
 from ..common.assembly import AssemblyStats, Depacketizer, RealTimeBound
@@ -28,6 +28,7 @@ from ..common.outcome import Outcome
 from ..common.protocol import Hello, Packet
 from ..common.sidecar import Sidecar
 from ..common.stats import StreamFigures
+from . import description
 from .config import ReceiverConfig
 from .listeners import Listeners
 from .meters import Meters
@@ -242,31 +243,9 @@ class Stream:
             # closes in its own time (a stalled sound server must not hold the sender up)
             self.playout.end(drain=outcome.ending is outcomes.Ending.COMPLETE)
 
-    # --- figures --------------------------------------------------------------------------
+    # --- figures: micwire.receiver.description says them ------------------------------------
     def figures(self, window_s: float = 1.0) -> StreamFigures:
-        stats = self.stats()
-        peak, rms = self.meters.read(window_s)
-        return StreamFigures(
-            time=time.time(),
-            stream=self.name,
-            peer=self.peer,
-            codec=self.params.codec,
-            rate_hz=self.params.rate_hz,
-            channels=self.params.channels,
-            state=self.state,
-            seconds=(stats.samples + self.earlier_samples) / self.params.rate_hz,
-            packets=stats.packets,
-            gaps=stats.gaps,
-            gap_samples=stats.gap_samples,
-            duplicate_packets=stats.duplicate_packets,
-            overlap_samples=stats.overlap_samples,
-            reconnects=self.reconnects,
-            peak_dbfs=peak,
-            rms_dbfs=rms,
-            network_ms=self.network_ms,
-            playback=self.playout.figures(self.network_ms),
-            write_backlog_s=self.recording.backlog_s,
-        )
+        return description.figures(self, window_s)
 
     @property
     def page_state(self) -> str:
@@ -288,63 +267,7 @@ class Stream:
         return self.previous.record.samples if self.previous is not None else 0
 
     def summary(self) -> str:
-        stats = self.stats()
-        rate = self.params.rate_hz
-        if self.ended_before:
-            assert self.previous is not None
-            text = (
-                f"stream {self.name!r} from {self.peer}: its sender came back to hear it "
-                f"confirmed; it had ended complete ({self.previous.record.samples / rate:.2f} s, "
-                f"recorded to {', '.join(self.previous.record.files)})"
-            )
-            if self.came_back is not None and self.came_back != outcomes.COMPLETE:
-                text += f"; that connection: {self.came_back}"  # what went wrong with it
-            return text
-        text = (
-            f"stream {self.name!r} from {self.peer}: {self.outcome}; {stats.samples / rate:.2f} s, "
-            f"{stats.packets} packets, {stats.gaps} gaps ({stats.gap_samples} samples of silence)"
-        )
-        if stats.duplicate_packets or stats.overlap_samples:
-            text += (
-                f", {stats.duplicate_packets} duplicate packets "
-                f"({stats.overlap_samples} samples already recorded, dropped)"
-            )
-        if stats.lead_in_packets or stats.lead_in_samples:
-            text += (
-                f", {stats.lead_in_samples / rate:.2f} s of codec warm-up "
-                "before the resume point (decoded, not recorded)"
-            )
-        if self.reconnects:
-            text += f", {self.reconnects} reconnects"
-        if self.previous is not None:
-            whole = (stats.samples + self.earlier_samples) / rate
-            text += f" (with its earlier parts: {whole:.2f} s)"
-        if self.recording.paths:
-            text += ", recorded to " + ", ".join(self.recording.paths)
-        return text
+        return description.summary(self)
 
     def _sidecar_about(self) -> Sidecar:
-        """What the sidecar says of the stream (docs/PROTOCOL.md §8); its parts are the
-        recording's."""
-        received = self.received.isoformat()
-        if self.previous is not None:
-            received = self.previous.record.received_utc or received
-        return Sidecar(
-            self.name,
-            self.stream_id,
-            self.secret_sha256,
-            parts=[],
-            codec=self.params.codec,
-            rate_hz=self.params.rate_hz,
-            channels=self.params.channels,
-            start_utc=self.start.isoformat(),
-            received_utc=received,
-            peer=self.peer,
-            clock_position=self.bound.position,
-            clock_utc=time.time() - (time.monotonic() - self.bound.time),
-            extra={
-                "frame_ms": self.params.frame_ms,
-                "software": self.software,
-                "receiver": f"micwire/{__version__}",
-            },
-        )
+        return description.sidecar_about(self)
