@@ -9,6 +9,7 @@ not know micwire::
     │   ├── HelloError                    the text handshake message
     │   └── FrameError                    a binary audio frame
     ├── ParameterError (ValueError)       a rate, channel count, frame size, ... out of range
+    │   └── MixSettingError               a mix setting (gain, mute, solo, pan) or its state
     ├── AudioFormatError (ValueError)     an array or file that cannot be (de)coded as asked
     ├── CodecError (RuntimeError)         an encoder or decoder failed
     │   └── CodecUnavailableError         libopus is not installed
@@ -45,6 +46,16 @@ class FrameError(ProtocolError):
 
 class ParameterError(MicwireError, ValueError):
     """A stream parameter (rate, channels, frame duration, codec, ...) is out of range."""
+
+
+class MixSettingError(ParameterError):
+    """A mix setting is unknown, of the wrong type or out of range (a PATCH body, or the
+    saved mix state); ``field`` names it (None: the whole body is wrong). The message names
+    the field and what it allows, fit to answer a 400 with."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class AudioFormatError(MicwireError, ValueError):
