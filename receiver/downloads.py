@@ -53,6 +53,6 @@ def _own_file(directory: Path, name: str) -> Path | None:
         if not stat.S_ISREG(path.lstat().st_mode):
             return None
         real = path.resolve(strict=True)
-    except (OSError, RuntimeError):
+    except (OSError, RuntimeError, ValueError):  # ValueError: a NUL in the name (%00)
         return None
     return real if real.parent == directory.resolve() else None

@@ -6,8 +6,11 @@ secret in the accept; only a connection presenting that secret may continue the 
 connection). Anyone else asking for a name in use is refused for now (1013: try again
 later), told whose it is and until when.
 
-Limits: at most ``max_streams`` live streams (a proven resume always gets its own slot
-back; with ``--workers`` over every worker), at most ``parked_limit`` streams waiting for
+Limits: at most ``max_streams`` live streams that have sent audio (a proven resume always
+gets its own slot back; with ``--workers`` over every worker, where the other workers'
+count every live stream), as many again that have not yet (the one silent longest is
+closed to make room for a newcomer; any is closed after ``idle_timeout_s`` without
+audio), at most ``parked_limit`` streams waiting for
 their sender (the oldest is finalised to make room). A stream that never sent audio leaves
 nothing behind: files are created on its first audio, and it holds no name.
 """
@@ -151,6 +154,27 @@ class Streams:
         if self.on_live is not None:
             self.on_live(len(self.live))
 
+    async def _close_the_longest_silent(self) -> None:
+        """Make room among the connections that have sent no audio yet: the one silent the
+        longest is cut (a sender sends its first audio at once, so it is the squatter)."""
+        waiting = [s for s in self.live.values() if not s.shown and s.attachment is not None]
+        if not waiting:
+            return
+        oldest = min(waiting, key=lambda stream: stream.first_seen)
+        log.warning(
+            "stream %r from %s: no audio in %.1f s, and %d connections wait without audio: "
+            "closed to make room",
+            oldest.name,
+            oldest.peer,
+            time.time() - oldest.first_seen,
+            len(waiting),
+        )
+        attachment = oldest.attachment
+        assert attachment is not None
+        attachment.abort()  # its handler lets go of the stream as for a lost link
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(attachment.detached.wait(), TAKEOVER_WAIT_S)
+
     async def let_go(self, stream: Stream) -> bool:
         """Cut the stream's connection, if it has one: no close handshake (the link may be
         dead); wait a little for its handler to let go. False if that connection ended the
@@ -207,8 +231,15 @@ class Streams:
         proven = previous is not None
         if not proven and (holder := await self.holds.reserved(hello)) is not None:
             raise Refusal.in_use(hello.stream, holder)
-        if not proven and len(self.live) + self.live_elsewhere >= cfg.max_streams:
-            raise Refusal(f"receiver is full ({cfg.max_streams} streams)", retry=True)
+        if not proven:
+            # a slot is for a stream that sends audio: connections that only said hello
+            # (an attacker with the send token) have as many slots again, and the newcomer
+            # (whose audio follows at once, if it is a sender) takes the longest-silent one
+            sounding = sum(1 for stream in self.live.values() if stream.shown)
+            if sounding + self.live_elsewhere >= cfg.max_streams:
+                raise Refusal(f"receiver is full ({cfg.max_streams} streams)", retry=True)
+            if len(self.live) - sounding >= cfg.max_streams:
+                await self._close_the_longest_silent()
         self.holds.returned(hello, proven)
         origin, bound = starting_point(hello, previous, cfg.max_backlog_s)
         if proven:  # the sender proved it owns the stream with its secret

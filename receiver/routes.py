@@ -76,5 +76,6 @@ def build_app(receiver: Receiver) -> web.Application:
         router.add_get("/api/streams", api.streams_json)
         router.add_get("/api/events", live.events)
         router.add_get("/api/listen/{stream}", live.listen)
-    router.add_get("/{tail:.*}", anything_else)
+    # (?s): a stream name may hold a line break (shown escaped): /stream/a%0Ab is a sender
+    router.add_get("/{tail:(?s:.*)}", anything_else)
     return app

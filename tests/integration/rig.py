@@ -72,11 +72,26 @@ async def until(condition: Callable[[], Any], what: str, timeout: float = 10.0) 
     return value
 
 
+#: Ports for the tests' servers: below Linux's ephemeral range (32768-60999), where a
+#: client socket of another test never lands (a port picked by bind(0) can be taken as a
+#: connection's source port before the server binds it, or after a server died and before
+#: a new one binds it again), and a range of 1000 for each test process (xdist worker).
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_PORTS = itertools.cycle(range(20000 + 1000 * (_WORKER % 12), 21000 + 1000 * (_WORKER % 12)))
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on right now, of this test process's
+    own range."""
+    for _ in range(1000):
+        port = next(_PORTS)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in this test process's range")
 
 
 _jack_servers = itertools.count()

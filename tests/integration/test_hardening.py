@@ -188,6 +188,50 @@ def test_a_new_record_directory_starts_where_the_receiver_confirmed(tmp_path: Pa
     assert np.array_equal(audio[:, 0], expected_tone(4 * 48000)[origin:])
 
 
+def test_bare_hellos_do_not_keep_real_streams_out(tmp_path: Path) -> None:
+    """Connections that say hello and send no audio (anyone with the send token can open
+    them, again every 30 s) do not take the slots of streams: a sender with audio still
+    gets in, and the connection silent the longest is closed to make room for it."""
+    rec = tmp_path / "rec"
+
+    async def main() -> tuple[Any, list[Any], list[int | None]]:
+        async with running_receiver(record_dir=rec, max_streams=2) as (rx, url):
+            squatters = [await connect(url) for _ in range(2)]
+            for k, ws in enumerate(squatters):
+                await ws.send(hello(stream=f"squatter-{k}"))
+                assert json.loads(await ws.recv())["type"] == "accept"
+            sent = await Sender(
+                SenderConfig(url, name="real", source="tone:440", duration_s=1.0)
+            ).run()
+            codes = []
+            for ws in squatters:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(ws.wait_closed(), 0.5)
+                codes.append(ws.close_code)
+                await ws.close()
+            return sent, rx.monitor.finished, codes
+
+    sent, finished, codes = asyncio.run(main())
+    assert sent.confirmed == sent.samples_captured == 48000
+    assert [s.outcome.text for s in finished] == ["complete"]
+    assert codes == [1006, None]  # the first squatter was cut; the second still waits
+
+
+def test_a_name_with_a_line_break_connects_on_its_own_path(tmp_path: Path) -> None:
+    """A sender connects to /stream/<name> (the path --workers and HAProxy route by); a
+    name may hold any character but a few (shown escaped), a line break too."""
+    from urllib.parse import quote
+
+    async def main() -> tuple[int | None, str, list[Any]]:
+        async with running_receiver(record_dir=tmp_path, idle_timeout_s=0.5) as (_rx, url):
+            name = "line\nbreak\rcr"
+            return await converse(f"{url}/stream/{quote(name, safe='')}", hello(stream=name))
+
+    code, reason, replies = asyncio.run(main())
+    assert json.loads(replies[0])["type"] == "accept", replies
+    assert (code, reason) == (1013, "no audio for 0.5 s")
+
+
 def test_a_half_open_link_at_max_streams_resumes_into_its_own_slot(tmp_path: Path) -> None:
     """The link goes dead silently (no reset) on a full receiver: the sender notices the
     silence, reconnects, proves the stream is its own and takes over its stale connection,

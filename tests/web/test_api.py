@@ -245,15 +245,16 @@ def test_recordings_download_with_ranges(tmp_path: Path) -> None:
                 for spec in ("bytes=-0", "Bytes=-0")  # a range unit is case-insensitive
             ]
             traversal = await get(http(url) + "/recordings/..%2F..%2Fetc%2Fpasswd")
+            nul = await get(http(url) + "/recordings/%00.wav")  # not a file name at all
             # a symlink in the record directory to a file outside it, and to one inside
             secret = tmp_path.parent / f"{tmp_path.name}-secret.wav"
             secret.write_bytes(b"RIFF not for download")
             (tmp_path / "link.wav").symlink_to(secret)
             (tmp_path / "alias.wav").symlink_to(tmp_path / wav["name"])
             links = [await get(http(url) + f"/recordings/{n}") for n in ("link.wav", "alias.wav")]
-            return wav, whole, part, none, traversal, links
+            return wav, whole, part, none, traversal, links, nul
 
-    wav, whole, part, none, traversal, links = asyncio.run(main())
+    wav, whole, part, none, traversal, links, nul = asyncio.run(main())
     assert [status for status, _, _ in links] == [404, 404]
     path = next(tmp_path.glob("dl-*.wav"))
     assert whole[0] == 200 and whole[2] == path.read_bytes() and wav["bytes"] == len(whole[2])
@@ -263,6 +264,7 @@ def test_recordings_download_with_ranges(tmp_path: Path) -> None:
         assert status == 416 and headers["Content-Range"] == f"bytes */{len(whole[2])}"
     assert "attachment" in whole[1]["Content-Disposition"]
     assert traversal[0] == 404
+    assert nul[0] == 404  # (not a 500 with a traceback in the log)
 
 
 async def listen(url: str, name: str, seconds: float, pcm: bool = False) -> dict[str, Any]:
