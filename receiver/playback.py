@@ -11,6 +11,7 @@ lock is held only to move samples in and out of the buffer.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import threading
 import time
@@ -159,6 +160,10 @@ class Playback:
                 return
             await asyncio.sleep(0.01)
         log.warning("the output device did not close within %g s; going on", CLOSE_TIMEOUT_S)
+        # nor can PortAudio be terminated at exit now: sounddevice's exit handler would wait
+        # on the stuck close for ever, and the receiver would never exit (seen with JACK on
+        # a loaded machine, every file long finalised); the sender does the same
+        atexit.unregister(sounddevice()._exit_handler)
 
 
 def _round(ppm: float | None) -> float | None:

@@ -331,6 +331,33 @@ def test_a_stalled_sound_server_does_not_hold_up_the_senders_confirmation(
     assert len(data) == 4 * RATE
 
 
+def test_a_receiver_whose_sound_server_stalls_still_exits(tmp_path: Path) -> None:
+    """Stopped while its sound server is stalled, the receiver finalises its recording,
+    says the device did not close, and exits: PortAudio cannot close a stream of a stalled
+    JACK server, and its exit handler would wait for that for ever."""
+    rec = tmp_path / "rec"
+    with jack_server(tmp_path) as name:
+        rx, port = receiver("--record", str(rec), env={"JACK_DEFAULT_SERVER": name})
+        tx = Micwire(
+            "send", f"ws://127.0.0.1:{port}", "--source", "tone:440", "--name", "stuck",
+            "--duration", "30",
+        )  # fmt: skip
+        jackd = jack_pid(name)
+        try:
+            rx.wait_for(r"stream 'stuck': recording to")
+            time.sleep(seconds(1))
+            os.kill(jackd, signal.SIGSTOP)
+            rx.signal(signal.SIGINT)
+            assert rx.wait(seconds(20)) == 0, rx.log
+        finally:
+            os.kill(jackd, signal.SIGCONT)
+            tx.kill()
+            rx.kill()
+    assert "the output device did not close" in rx.log, rx.log
+    data, _, _ = read_single(rec, "stuck-*.wav")
+    assert len(data) >= RATE  # what came before the stop is in a file that opens
+
+
 @pytest.mark.quiet  # (the quiet tests' JACK server)
 def test_devices_lists_the_jack_card(jack: str) -> None:
     cli = Micwire("devices", env={"JACK_DEFAULT_SERVER": jack})
