@@ -110,6 +110,12 @@ class RepeatFilter(logging.Filter):
                 self.forgotten += self._seen.pop(old)[2]  # still counted, if not by kind
         return True
 
+    def reset(self) -> None:
+        """Forget every count (lines left out and not yet reported are dropped from the
+        report: the receiver that would have reported them is gone)."""
+        self._seen.clear()
+        self.forgotten = 0
+
     def left_out(self) -> list[tuple[str, str, int]]:
         """(template, peer, count) of lines suppressed and not yet reported, per address."""
         totals: dict[tuple[str, str], int] = {}
@@ -131,7 +137,9 @@ def kind_of(reason: str) -> str:
 
 
 def install(*names: str, wide_burst: int = 100) -> None:
-    """Put one RepeatFilter on each named logger (once; a later call sets its total)."""
+    """Put one RepeatFilter on each named logger (once; a later call, a new receiver in the
+    same process, sets its total and starts its counts afresh: what an earlier receiver
+    logged is not the new one's to be limited by)."""
     for name in names:
         logger = logging.getLogger(name)
         mine = [f for f in logger.filters if isinstance(f, RepeatFilter)]
@@ -139,6 +147,7 @@ def install(*names: str, wide_burst: int = 100) -> None:
             mine = [RepeatFilter()]
             logger.addFilter(mine[0])
         mine[0].wide_burst = wide_burst
+        mine[0].reset()
 
 
 def report_left_out(*names: str) -> None:

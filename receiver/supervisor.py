@@ -170,7 +170,13 @@ class Supervisor:
             return  # starting again: the client retries (a sender resumes)
         try:
             socket.send_fds(handing, [b"c"], [sock.fileno()])
-        except OSError as exc:  # its queue is full (the worker is stuck) or it is gone
+        except (BrokenPipeError, ConnectionResetError):  # it died; its death is said next
+            log.warning(
+                "receiver worker %d has gone: a connection for it is closed (its client "
+                "retries once the worker is started again)",
+                index,
+            )
+        except OSError as exc:  # its queue is full: the worker is stuck
             log.warning("receiver worker %d cannot take a connection: %s", index, exc)
 
     def _announce(self) -> None:

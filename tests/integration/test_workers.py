@@ -357,7 +357,8 @@ def test_max_streams_counts_every_worker(tmp_path: Path) -> None:
     try:
         for name in (first, second):
             rx.wait_for(f"stream '{name}' from")
-        tx = tone_sender(url, third, 1)
+        # (its second of audio waits for the slot: longer than the default 5 s, under load)
+        tx = tone_sender(url, third, 1, "--finish-timeout", "30")
         tx.wait_for(r"receiver is full \(2 streams\)")
         assert long[1].wait(seconds(20)) == 0, long[1].log
         assert tx.wait(seconds(30)) == 0, tx.log
