@@ -596,8 +596,10 @@ def test_the_buffer_grows_to_cover_network_jitter(jack: str, tmp_path: Path) -> 
     # network's delay can make them: measured, a sender silent for 85-95 ms, the proxy
     # forwarding 35-75 ms late, on this 2-core machine under load). The target covers the
     # 95th percentile of transit and remembers each underrun: one packet later than any
-    # before may still underrun once, and teaches it; a run whose first such packet came
-    # in its second half has that one underrun there.
+    # before may still underrun once, and teaches it, in either half: one such underrun
+    # in the second half is allowed whether or not the first half had one (seen in 1 of 5
+    # runs of make test: one in each half, no stall the test could see; a listener hears
+    # one 10 ms concealment in 4 s of 5-35 ms random delay). More is a hole in the buffer.
     stalls = stream.xruns.times + stream.proxy.stalls
     unexplained = [
         (after["time"], after["underruns"] - before["underruns"])
@@ -605,8 +607,7 @@ def test_the_buffer_grows_to_cover_network_jitter(jack: str, tmp_path: Path) -> 
         if stalled(before, after)
         and not any(before["time"] - 0.5 <= t <= after["time"] for t in stalls)
     ]
-    learning = 1 if late[0]["underruns"] == 0 else 0
-    assert sum(underruns for _, underruns in unexplained) <= learning, (unexplained, stalls)
+    assert sum(underruns for _, underruns in unexplained) <= 1, (unexplained, stalls)
     assert all(  # ...and a learning underrun is no stall: nothing was skipped then
         after["skipped_samples"] == before["skipped_samples"]
         for before, after in pairwise(late)
