@@ -125,8 +125,10 @@ def test_opus_resumes_gap_free_when_the_receiver_no_longer_holds_the_stream(
             # the page shows the whole stream, not only the part since the restart
             (view,) = rx.monitor.local_views()
             assert view["seconds"] == 5.0, view
-            # ...up since its start before the restart, its sender's reconnection counted
-            assert view["uptime_s"] >= 5.0 and view["reconnects"] == 1, view
+            # ...up since its start before the restart (about 5 s; since the restart would be
+            # about 3: the receiver first saw it a connection set-up after its capture
+            # began, so a little under 5 s is right), its sender's reconnection counted
+            assert view["uptime_s"] >= 4.5 and view["reconnects"] == 1, view
             return sent
 
     async def grace_expired() -> Any:
