@@ -10,10 +10,16 @@ delivers: when full, the oldest audio goes. Audio evicted before any connection 
 simply not there when asked for; the reader sees a later position and counts the loss.
 
 The sender's connection protocol (common/connection/sender.py) reaches its spool only
-through :class:`AudioSpool`: ``append``, ``read(from, n)``, ``start``, ``end`` and
-``close``. :class:`Spool` keeps the audio in memory; a disk-backed spool (a local take that
-reaches back hours, not ``--spool-s`` seconds) can implement the same five and take its
+through :class:`AudioSpool`: ``append``, ``read(from, n)``, ``start``, ``end``, ``hold``
+and ``close``. :class:`Spool` keeps the audio in memory; a disk-backed spool (a local take
+that reaches back hours, not ``--spool-s`` seconds) can implement the same six and take its
 place, with no change to the protocol.
+
+``hold`` is for the handshake: what the hello offered (a receiver starts a new stream at
+most its backlog before the hello's time) stays until the receiver has said where to
+start, even if capture fills the spool meanwhile. Without it, a handshake slower than
+capture's latency lost the oldest audio of a full spool between hello and answer (a gap at
+the start of the recording).
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ from collections import deque
 from typing import Protocol
 
 from .framing import Block
+
+#: How far a hold may take a spool past its capacity (a handshake lasts seconds).
+HOLD_MAX_S = 30.0
 
 
 class AudioSpool(Protocol):
@@ -47,6 +56,11 @@ class AudioSpool(Protocol):
         longer held is not there (the first block may start later than ``position``)."""
         ...
 
+    def hold(self, position: int | None) -> None:
+        """Keep the audio from ``position`` on even past the spool's bound (by at most
+        :data:`HOLD_MAX_S`), until released with ``None``."""
+        ...
+
     def close(self) -> None:
         """Capture is over: nothing more will be appended."""
         ...
@@ -66,6 +80,7 @@ class Spool:
         self.end = 0
         #: Capture is over: nothing more will be appended.
         self.closed = False
+        self._hold: int | None = None
 
     @property
     def start(self) -> int:
@@ -85,9 +100,22 @@ class Spool:
         self._blocks.append(block)
         self._held += len(block.samples)
         self.end = block.end
-        while self._held > self.capacity_samples:
+        self._trim()
+
+    def hold(self, position: int | None) -> None:
+        """Keep the audio from ``position`` on, past the capacity if need be (by at most
+        :data:`HOLD_MAX_S` of audio), until released with ``None``."""
+        self._hold = position
+        self._trim()
+
+    def _trim(self) -> None:
+        bound = self.capacity_samples
+        if self._hold is not None:
+            kept = self.end - self._hold  # at least the samples from there on
+            bound = min(max(bound, kept), bound + int(HOLD_MAX_S * self.rate_hz))
+        while self._held > bound:
             oldest = self._blocks[0]
-            excess = self._held - self.capacity_samples
+            excess = self._held - bound
             if len(oldest.samples) <= excess:
                 self._blocks.popleft()
                 self._held -= len(oldest.samples)

@@ -340,6 +340,8 @@ class SenderProtocol:
             return self._ending.ending_hello(now_us, self._software)
         if not self._start_us:  # nothing captured yet: sample 0 is about to be
             self._start_us = now_us
+        # what this hello offers stays until the receiver says where it starts (spool.py)
+        self.spool.hold(self.spool.start)
         return Hello(
             self.name,
             self.params,
@@ -420,6 +422,7 @@ class SenderProtocol:
             cursor = codec_origin(start, self.spool.start, self.params.frame_samples, prime)
             self._lost(start, self.spool.start)  # gone before the receiver had it
         packetizer = Packetizer(self._encoders(), origin=cursor)
+        self.spool.hold(cursor)  # until this connection has caught up (writable)
         self._conn = _Connection(
             accept.version, cursor, cursor, framer, packetizer, now, acknowledged
         )
@@ -432,6 +435,7 @@ class SenderProtocol:
         """No connection: wait and try again, or give up if waiting cannot help."""
         if self.state is not State.CONNECTING:
             return []
+        self.spool.hold(None)
         refused = isinstance(error, RefusedError)
         policy = self.policy
         if self._ending is not None:
@@ -479,6 +483,7 @@ class SenderProtocol:
             oldest = self.spool.start
             blocks = self.spool.read(conn.cursor, self.params.rate_hz // 4)
             if not blocks:
+                self.spool.hold(None)  # caught up: the spool's own bound again
                 if self.stopped and conn.cursor >= self.spool.end:
                     return actions + self._last_packets(conn, wall_time)
                 return actions
@@ -580,6 +585,7 @@ class SenderProtocol:
     def _after_loss(self, now: float, conn: _Connection) -> list[Action]:
         """``conn`` was lost: a new connection at once if it got somewhere, else after a
         back-off, as for a failed connect."""
+        self.spool.hold(None)
         self._failing_since = now
         if self.report.acknowledged > conn.acknowledged_at_start:
             self._delay_s = self.policy.backoff_first_s

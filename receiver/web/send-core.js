@@ -18,6 +18,9 @@ export function makeBlock(position, pcm, captureUs, channels) {
 }
 
 /** What the page captured, by timeline position, bounded in samples (drop oldest). */
+/** How far a hold may take a spool past its capacity (a handshake lasts seconds). */
+const HOLD_MAX_S = 30;
+
 export class Spool {
   constructor(capacitySamples, channels, rateHz) {
     this.capacity = Math.max(1, capacitySamples);
@@ -28,6 +31,7 @@ export class Spool {
     this.held = 0;
     this.end = 0; // position after the newest sample
     this.closed = false; // capture is over
+    this.holdAt = null;
   }
 
   get start() {
@@ -40,9 +44,25 @@ export class Spool {
     this.blocks.push(block);
     this.held += block.samples;
     this.end = block.end;
-    while (this.held > this.capacity) {
+    this.trim();
+  }
+
+  /** Keep the audio from `position` on past the capacity (by at most HOLD_MAX_S of it)
+   * until released with null: what a hello offered stays until the receiver has said
+   * where the stream starts (common/spool.py). */
+  hold(position) {
+    this.holdAt = position;
+    this.trim();
+  }
+
+  trim() {
+    let bound = this.capacity;
+    if (this.holdAt !== null) {
+      bound = Math.min(Math.max(bound, this.end - this.holdAt), bound + Math.floor(HOLD_MAX_S * this.rateHz));
+    }
+    while (this.held > bound) {
       const oldest = this.blocks[this.head];
-      const excess = this.held - this.capacity;
+      const excess = this.held - bound;
       if (oldest.samples <= excess) {
         this.blocks[this.head++] = null;
         this.held -= oldest.samples;
@@ -405,6 +425,7 @@ export class SenderProtocol {
   hello(wallUs) {
     const p = this.params;
     if (!this.startUs) this.startUs = wallUs; // nothing captured yet: sample 0 is about to be
+    this.spool.hold(this.spool.start); // until the receiver says where it starts
     const h = {
       type: 'hello',
       protocol: 2,
@@ -494,12 +515,14 @@ export class SenderProtocol {
       done: null,
       lastSent: false,
     };
+    this.spool.hold(cursor); // until this connection has caught up (writable)
     this.state = State.STREAMING;
     return actions;
   }
 
   connectFailed(now, error) {
     if (this.state !== State.CONNECTING) return [];
+    this.spool.hold(null);
     const policy = this.policy;
     // a first connection gives up at once only on what waiting cannot fix
     if (!error.retry && (!this.secret || !policy.retryFinalErrorsWhenResuming)) return this.fail(error);
@@ -533,6 +556,7 @@ export class SenderProtocol {
       const oldest = this.spool.start;
       const blocks = this.spool.read(conn.cursor, Math.floor(this.params.rateHz / 4));
       if (!blocks.length) {
+        this.spool.hold(null); // caught up: the spool's own bound again
         if (this.stopped && conn.cursor >= this.spool.end) return actions.concat(this.lastPackets(conn, wallUs));
         return actions;
       }
@@ -634,6 +658,7 @@ export class SenderProtocol {
 
   /** `conn` was lost: a new connection at once if it got somewhere, else after a back-off. */
   afterLoss(now, conn) {
+    this.spool.hold(null);
     this.failingSince = now;
     if (this.report.ackedSamples > conn.ackedAtStart) {
       this.delayS = this.policy.backoffFirstS;

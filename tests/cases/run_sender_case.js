@@ -60,6 +60,9 @@ async (kase) => {
           resume_timestamp: step.resume,
           resume_secret: step.secret ?? null,
         });
+      case 'hello': // the shell sends it: nothing to do but what it keeps
+        protocol.hello(wallUs(now));
+        return [];
       case 'connect_failed':
         return protocol.connectFailed(now, errorOf(step.error));
       case 'ack':

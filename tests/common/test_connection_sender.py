@@ -93,6 +93,9 @@ def event(protocol: SenderProtocol, step: dict[str, Any]) -> list[Action]:
             resume_secret=step.get("secret"),
         )
         return protocol.connected(now, accept)
+    if kind == "hello":  # the shell sends it: nothing to do but what it keeps
+        protocol.hello(WALL_ZERO + now)
+        return []
     if kind == "connect_failed":
         return protocol.connect_failed(now, error_of(step["error"]))
     if kind == "ack":

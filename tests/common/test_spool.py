@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from micwire.common.framing import Block
-from micwire.common.spool import Losses, Spool
+from micwire.common.spool import HOLD_MAX_S, Losses, Spool
 
 
 def blocks(n: int, size: int, start: int = 0) -> list[Block]:
@@ -32,6 +32,27 @@ def test_capacity_is_time_whatever_the_block_size(size: int) -> None:
     assert len(spool) == 2000
     assert spool.end - spool.start == 2000
     assert sum(len(b.samples) for b in spool.read(0)) == 2000
+
+
+def test_a_hold_keeps_its_audio_past_the_capacity_for_a_while_only() -> None:
+    """What a hello offered stays while the handshake lasts; released, the spool holds its
+    capacity again; and a hold nobody releases costs at most HOLD_MAX_S more."""
+    spool = Spool(2000, 1000)
+    for block in blocks(20, 100):
+        spool.append(block)
+    spool.hold(spool.start)  # 0: the two seconds held
+    for block in blocks(10, 100, start=2000):
+        spool.append(block)
+    assert (spool.start, spool.end) == (0, 3000)
+    assert sum(len(b.samples) for b in spool.read(0)) == 3000
+    spool.hold(500)  # the receiver starts there: what is before it may go
+    assert spool.start == 500
+    spool.hold(None)
+    assert (spool.start, len(spool)) == (1000, 2000)
+    spool.hold(spool.start)
+    for block in blocks(400, 100, start=3000):
+        spool.append(block)
+    assert len(spool) == 2000 + int(HOLD_MAX_S * 1000) and spool.end == 43_000
 
 
 def test_read_from_any_position_cuts_blocks_exactly() -> None:
