@@ -62,6 +62,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
         formats=args.format,
         play=args.play,
         output_device=args.output_device,
+        routes=tuple(args.route),
         latency_ms=args.latency_ms,
         stats_json=args.stats_json,
         token=args.token,

@@ -98,3 +98,13 @@ def workers(text: str) -> int:
             "--workers without N)"
         )
     return count
+
+
+def route(text: str) -> tuple[str, str]:
+    """``GLOB=DEVICE`` (--route): the streams a glob names, and the device they play on."""
+    glob, equals, device = text.rpartition("=")
+    if not equals or not glob or not device.strip():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not GLOB=DEVICE (e.g. 'guest-*=USB Headset', or 'room-*=none')"
+        )
+    return glob, device.strip()

@@ -12,7 +12,7 @@ from pathlib import Path
 from .. import __version__
 from ..common.audiofile import RECORDING_FORMATS
 from ..common.protocol import CODECS, FRAME_DURATIONS_MS
-from .converters import env, formats, gather_ms, host, percent, port, positive, workers
+from .converters import env, formats, gather_ms, host, percent, port, positive, route, workers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +67,15 @@ def _receive_options(rx: argparse.ArgumentParser) -> None:
         default=env("output_device", None),
         metavar="D",
         help="output device: index or name substring (see `micwire devices`)",
+    )
+    rx.add_argument(
+        "--route",
+        action="append",
+        type=route,
+        default=[],
+        metavar="GLOB=DEVICE",
+        help="play the streams whose names match GLOB on DEVICE (index or name substring; "
+        "'none': not played) instead of the output device; the first match wins (repeatable)",
     )
     rx.add_argument(
         "--latency-ms",

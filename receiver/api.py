@@ -8,8 +8,9 @@ from http import HTTPStatus
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..common.errors import MixSettingError
 from .access import caller_role, receiver_of, unauthorized
-from .auth import MAY_WATCH
+from .auth import FULL, LISTEN, MAY_WATCH, SEND
 from .control import merge_metrics
 from .metrics import registry_for
 
@@ -41,3 +42,30 @@ async def streams_json(request: web.Request) -> web.StreamResponse:
     if caller_role(request, MAY_WATCH) is None:
         return unauthorized(request, "api")
     return web.json_response(await receiver_of(request).monitor.snapshot())
+
+
+async def patch_stream(request: web.Request) -> web.StreamResponse:
+    """``PATCH /api/streams/{name}``: a stream's gain, mute, solo and pan (full role), as a
+    JSON object of the fields to change; the answer is its whole mix state."""
+    role = caller_role(request, frozenset({FULL, LISTEN, SEND}))
+    if role is None:
+        return unauthorized(request, "mix")
+    if role != FULL:
+        return web.json_response(
+            {"error": "changing the mix needs the full token"}, status=HTTPStatus.FORBIDDEN
+        )
+    rx = receiver_of(request)
+    name = request.match_info["name"]
+    if name not in rx.streams.live and name not in rx.streams.parked:
+        return web.json_response({"error": f"no stream {name!r} here"}, status=HTTPStatus.NOT_FOUND)
+    try:
+        body = await request.json()
+    except ValueError:
+        return web.json_response(
+            {"error": "the body must be a JSON object"}, status=HTTPStatus.BAD_REQUEST
+        )
+    try:
+        settings = rx.mix_state.patch(name, body)
+    except MixSettingError as exc:
+        return web.json_response({"error": str(exc)}, status=HTTPStatus.BAD_REQUEST)
+    return web.json_response({"stream": name, "mix": settings.to_json()})

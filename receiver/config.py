@@ -21,6 +21,9 @@ class ReceiverConfig:
     formats: tuple[str, ...] = ("wav",)
     play: bool = True
     output_device: str | None = None
+    #: (glob, device) pairs: a stream whose name matches the first glob plays on that
+    #: device (a name substring or index; "none": nowhere); the others on output_device.
+    routes: tuple[tuple[str, str], ...] = ()
     latency_ms: float = 20.0
     #: A connection must send its request within this time (else it is closed: a client
     #: that never finishes its headers must not hold a connection for ever), and once
@@ -104,6 +107,7 @@ class ReceiverConfig:
             if value is not None:
                 setattr(config, name, Path(value))
         config.formats = tuple(config.formats)
+        config.routes = tuple((str(glob), str(device)) for glob, device in config.routes)
         return config
 
 

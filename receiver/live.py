@@ -71,12 +71,15 @@ async def _drain(ws: web.WebSocketResponse) -> None:
 
 async def events(request: web.Request) -> web.StreamResponse:
     rx = receiver_of(request)
-    if caller_role(request, MAY_WATCH) is None:
+    role = caller_role(request, MAY_WATCH)
+    if role is None:
         return unauthorized(request, "events")
     if len(rx.monitor.event_clients) >= MAX_EVENT_CLIENTS:
         raise web.HTTPServiceUnavailable(text="too many pages open\n")
     ws = web.WebSocketResponse(compress=False, heartbeat=20.0, timeout=2.0)
     await ws.prepare(request)
+    with contextlib.suppress(ConnectionError, RuntimeError):  # what the page may do
+        await ws.send_str(json.dumps({"type": "hello", "role": role}))
     client = EventClient(ws)
     rx.monitor.event_clients.add(client)
     client.push(json.dumps(await rx.monitor.snapshot()))

@@ -137,7 +137,14 @@ class Monitor:
 
     def local_views(self) -> list[dict[str, Any]]:
         """This process's streams as the page shows them."""
-        return [view_of(stream, EVENTS_INTERVAL_S).to_json() for stream in self.recent()]
+        mix = self.receiver.mix_state
+        return [
+            {
+                **view_of(stream, EVENTS_INTERVAL_S).to_json(),
+                "mix": mix.settings(stream.name).to_json(),
+            }
+            for stream in self.recent()
+        ]
 
     async def snapshot(self) -> dict[str, Any]:
         """The page's view of every stream (one ``streams`` event): with ``--workers``,

@@ -1,11 +1,11 @@
 """A stream's live playout: the sink whose queue is the jitter buffer.
 
-It opens the output device (micwire.receiver.playback) when a connection of the stream
-starts, feeds it what each packet adds to the timeline and closes it when the stream waits
-for its sender or ends. For a codec with concealment (Opus) it decodes the packets itself,
+It joins its output device's mix (micwire.receiver.mixer) when a connection of the stream
+starts, feeds it what each packet adds to the timeline and leaves when the stream waits for
+its sender or ends. For a codec with concealment (Opus) it decodes the packets itself,
 so a lost frame is played as the codec's concealment (PLC, or FEC from the next packet)
 while the recording keeps exact silence there. Its glitch counters add up over the
-stream's connections (each opens the device afresh).
+stream's connections (each joins the mix afresh).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ..common.assembly import Depacketizer, Segment, segment_length
 from ..common.codecs import make_decoder
 from ..common.errors import DeviceError
 from ..common.protocol import StreamParams
-from .playback import Playback
+from .mixer import Mixers, Voice
 from .sinks import Delivery
 
 log = logging.getLogger("micwire.receiver")
@@ -41,14 +41,14 @@ COUNTERS = (
 
 class Playout:
     def __init__(
-        self, stream: str, params: StreamParams, device: int | None, latency_ms: float
+        self, stream: str, params: StreamParams, mixers: Mixers | None, latency_ms: float
     ) -> None:
         self.stream = stream
         self.params = params
         #: None: nothing plays (no device, or it could not play this stream).
-        self.device = device
+        self.mixers = mixers
         self.latency_ms = latency_ms
-        self.playback: Playback | None = None
+        self.playback: Voice | None = None
         self._live: Depacketizer | None = None
         self._totals: dict[str, int] = {}
         self._closing: asyncio.Future[None] | None = None
@@ -59,14 +59,14 @@ class Playout:
     def start(self, position: int | None) -> None:
         """A connection of the stream starts a fresh codec stream at ``position`` (None:
         wherever its first packet is)."""
-        if self.device is not None and self.playback is None:
+        if self.mixers is not None and self.playback is None:
             self._errors_seen = 0
             try:
-                self.playback = Playback(
-                    self.device, self.params.rate_hz, self.params.channels, self.latency_ms
+                self.playback = self.mixers.voice(
+                    self.stream, self.params.rate_hz, self.params.channels, self.latency_ms
                 )
             except DeviceError as exc:
-                self.device = None
+                self.mixers = None
                 log.warning("stream %r: playback off: %s", self.stream, exc)
         self._live = None
         if self.playback is not None:
@@ -92,7 +92,7 @@ class Playout:
             at += segment_length(segment)
 
     async def stop(self, drain: bool = False) -> None:
-        """Close the device (after playing out what is buffered, if ``drain``)."""
+        """Leave the mix (after playing out what is buffered, if ``drain``)."""
         if self.playback is not None:
             playback, self.playback = self.playback, None
             self._closing = asyncio.ensure_future(playback.close(drain=drain))

@@ -34,6 +34,7 @@ from ..common.routing import owner
 from . import logs
 from .config import ReceiverConfig
 from .holds import Holder, Holds
+from .mixer import Mixers
 from .origin import continued, starting_point
 from .stream import Attachment, Stream, log_key
 
@@ -66,13 +67,13 @@ class Streams:
     def __init__(
         self,
         config: ReceiverConfig,
-        output_device: int | None,
+        mixers: Mixers | None,
         on_finished: Callable[[Stream], Awaitable[None]],
         alert_rules: AlertRules | None = None,
     ) -> None:
         self.config = config
         self.alert_rules = alert_rules or AlertRules()
-        self.output_device = output_device
+        self.mixers = mixers
         self.live: dict[str, Stream] = {}
         self.parked: dict[str, Stream] = {}
         self._on_finished = on_finished
@@ -254,7 +255,7 @@ class Streams:
             origin,
             bound,
             previous,
-            self.output_device,
+            self.mixers,
             self.alert_rules,
         )
         return stream, origin, secret

@@ -47,6 +47,7 @@ from .config import (
     open_warning,
 )
 from .control import WorkerLink
+from .mixer import MIX_STATE, Mixers, MixState
 from .monitor import Monitor
 from .registry import Streams
 from .storage import repair_interrupted
@@ -93,6 +94,7 @@ class Receiver:
                     f"cannot record to {config.record_dir}: {exc.strerror or exc}"
                 ) from exc
         output_device: int | None = None
+        routes: list[tuple[str, int | None]] = []
         if config.play:
             try:
                 output_device = resolve_device(sounddevice(), config.output_device, "output")
@@ -100,6 +102,11 @@ class Receiver:
                 if config.output_device is not None:
                     raise
                 log.warning("playback off: %s (use --no-play to silence this)", exc)
+            for glob, device in config.routes:  # a route to a device not here is an error
+                if device.lower() == "none":
+                    routes.append((glob, None))
+                else:
+                    routes.append((glob, resolve_device(sounddevice(), device, "output")))
         self.ssl: ssl.SSLContext | None = None
         if (config.certfile is None) != (config.keyfile is None):
             raise ParameterError("TLS needs both --cert and --key")
@@ -112,10 +119,19 @@ class Receiver:
         self.alert_rules = AlertRules(
             silence_dbfs=config.silence_dbfs, silence_s=config.silence_s, down_s=config.down_s
         )
+        #: Every stream's gain, mute, solo and pan (what is heard, not what is recorded).
+        self.mix_state = MixState(
+            config.state_dir / MIX_STATE if config.state_dir is not None else None
+        )
         #: What the receiver shows and says of its streams (page, alerts, stats, counters).
         self.monitor = Monitor(self, config)
         self.streams = Streams(
-            config, output_device, self.monitor.finished_stream, self.alert_rules
+            config,
+            Mixers(output_device, self.mix_state, routes)
+            if output_device is not None or any(device is not None for _, device in routes)
+            else None,
+            self.monitor.finished_stream,
+            self.alert_rules,
         )
         self.port: int | None = None
         self.stopping = False

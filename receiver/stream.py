@@ -32,6 +32,7 @@ from . import description
 from .config import ReceiverConfig
 from .listeners import Listeners
 from .meters import Meters
+from .mixer import Mixers
 from .playout import Playout
 from .recording import Recording
 from .sinks import Delivery
@@ -67,7 +68,7 @@ class Stream:
         origin: int | None,
         bound: RealTimeBound,
         previous: Previous | None = None,
-        output_device: int | None = None,
+        mixers: Mixers | None = None,
         alert_rules: AlertRules | None = None,
     ) -> None:
         self.config = config
@@ -108,7 +109,7 @@ class Stream:
         self.recording = Recording(
             config, self.name, self.params, self.start, self._sidecar_about, previous
         )
-        self.playout = Playout(self.name, self.params, output_device, config.latency_ms)
+        self.playout = Playout(self.name, self.params, mixers, config.latency_ms)
         self.listeners = Listeners(self.params)
         self.meters = Meters(self.name, alert_rules or AlertRules())
         # one more than the recording it continues had: the sender reconnected to get here

@@ -17,6 +17,7 @@
 import { EM, fmt, fmtBytes, fmtChannels, fmtClock, fmtCount, fmtDuration, fmtRate, fmtSamples, fmtSigned,
   isNum, minus, safePath, setText, visible, wsUrl, backoff } from './util.js';
 import { Listener, audio, ensureAudio } from './listen.js';
+import { MixStrip } from './mix.js';
 
 const METER_FLOOR_DB = -60;
 
@@ -29,6 +30,7 @@ const hooks = {
   },
   listening: {},
   streams: [],
+  role: null, // what the events socket's hello said this page may do
   connected: false,
   events: 0,
   listen: (name) => startListening(name),
@@ -77,6 +79,10 @@ function connectEvents() {
       try {
         msg = JSON.parse(e.data);
       } catch {
+        return;
+      }
+      if (msg && msg.type === 'hello' && typeof msg.role === 'string') {
+        hooks.role = msg.role; // the full role may change the mix (mix.js)
         return;
       }
       if (msg && msg.type === 'streams' && Array.isArray(msg.streams)) {
@@ -219,6 +225,8 @@ class StreamView {
     this.el.dataset.stream = name; // attribute value: not parsed as markup, not shown
     setText(this.f.name, visible(name));
     this.f.name.title = visible(name);
+    this.mix = new MixStrip(name);
+    q('.c-listen').append(this.mix.el);
     this.f.listen.addEventListener('click', () => this.toggleListen());
     const vol = loadVolume(name);
     this.f.volume.value = String(Math.round(vol * 100));
@@ -254,6 +262,7 @@ class StreamView {
     setText(f.listeners, isNum(s.listeners) ? `${s.listeners} listener${s.listeners === 1 ? '' : 's'}` : '');
     this.meters.peak.set(s.peak_dbfs);
     this.meters.rms.set(s.rms_dbfs);
+    this.mix.update(s.mix, hooks.role === 'full' && state !== 'ended');
 
     setText(f.buffer, isNum(s.buffer_ms) || isNum(s.target_ms) ? `${fmt(s.buffer_ms)} / ${fmt(s.target_ms, 0, ' ms')}` : EM);
     setText(f.jitter, fmt(s.jitter_ms, 1, ' ms'));

@@ -100,8 +100,9 @@ PERIOD = 1024  # tests want no xruns on a loaded 2-core machine; the latency ben
 
 
 @contextmanager
-def jack_server(tmp_path: Path, period: int = PERIOD) -> Iterator[str]:
-    """A JACK dummy server (a paced sound card) for as long as the block runs; its name.
+def jack_server(tmp_path: Path, period: int = PERIOD, rate: int = RATE) -> Iterator[str]:
+    """A JACK dummy server (a paced sound card at ``rate``) for as long as the block runs;
+    its name.
     Unique among the servers of every test process at once (parallel workers too): the
     process id and a count of this process's servers."""
     # short: libjack crashes (malloc assertion) on some longer server names
@@ -110,7 +111,7 @@ def jack_server(tmp_path: Path, period: int = PERIOD) -> Iterator[str]:
     env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1", "JACK_NO_START_SERVER": "1"}
     log = open(tmp_path / "jackd.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        ["jackd", "-n", name, "-d", "dummy", "-r", str(RATE), "-p", str(period)],
+        ["jackd", "-n", name, "-d", "dummy", "-r", str(rate), "-p", str(period)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -621,30 +621,38 @@ GUARD_SCRIPT = """
 import json, time, numpy as np
 from micwire.common.devices import resolve_device
 from micwire.common.devices import sounddevice
-from micwire.receiver.playback import Playback
+from micwire.receiver.mixer import Mixers
 
-playback = Playback(resolve_device(sounddevice(), "system", "output"), 48000, 1, 20.0)
+mixers = Mixers(resolve_device(sounddevice(), "system", "output"))
+broken_voice = mixers.voice("broken", 48000, 1, 20.0)
+other = mixers.voice("other", 48000, 1, 20.0)
 tone = (np.sin(np.arange(4800) / 10) * 8000).astype(np.int16)[:, None]
 position = 0
 def feed(seconds):
     global position
     for _ in range(int(seconds * 10)):
-        playback.push(position, tone)
+        for voice in (broken_voice, other):
+            voice.push(position, tone)
         position += len(tone)
         time.sleep(0.1)
 feed(0.5)
-real_pull, failures = playback.buffer.pull, [0]
+real_pull, failures = broken_voice.buffer.pull, [0]
 def broken(*args):
     if failures[0] < 5:
         failures[0] += 1
         raise RuntimeError("boom")
     return real_pull(*args)
-playback.buffer.pull = broken
+broken_voice.buffer.pull = broken
+other_before = other._played
 feed(1.0)
-played_before = playback._played
+other_during = other._played - other_before
+played_before = broken_voice._played
 feed(0.5)
-print(json.dumps({"errors": playback.callback_errors, "last": playback.last_callback_error,
-                  "played_on": playback._played - played_before}))
+print(json.dumps({"errors": broken_voice.callback_errors,
+                  "last": broken_voice.last_callback_error,
+                  "played_on": broken_voice._played - played_before,
+                  "other_errors": other.callback_errors,
+                  "other_during": other_during}))
 """
 
 
@@ -680,8 +688,9 @@ def test_opus_frames_come_whole_from_the_card_only_when_they_span_two_periods(
 
 @pytest.mark.quiet
 def test_a_failing_playback_callback_is_counted_and_playback_goes_on(jack: str) -> None:
-    """An exception in the PortAudio callback would stop that stream's playback for good:
-    it is caught, the block is silence, it is counted, and the next callbacks play."""
+    """An exception in the PortAudio callback would stop the device's playback for good:
+    a voice whose pull fails plays silence there, it is counted, and the next callbacks
+    play it again; another stream on the same device's mix never notices."""
     import sys
 
     env = {**os.environ, "JACK_DEFAULT_SERVER": jack, "JACK_NO_START_SERVER": "1"}
@@ -692,3 +701,5 @@ def test_a_failing_playback_callback_is_counted_and_playback_goes_on(jack: str) 
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["errors"] == 5 and result["last"] == "RuntimeError: boom"
     assert result["played_on"] >= 0.3 * RATE  # the stream kept running after the failures
+    # the other stream on the same device played on through the failures
+    assert result["other_errors"] == 0 and result["other_during"] >= 0.9 * RATE, result

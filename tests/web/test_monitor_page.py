@@ -202,6 +202,9 @@ def test_a_token_keeps_strangers_out_and_the_listen_token_lets_in(tmp_path: Path
         page.fill('input[name="token"]', "look")
         page.click('button[type="submit"]')
         page.locator('article.stream[data-stream="secret"]').wait_for()
+        # a listener hears and sees levels; the mix's controls are the full role's
+        assert page.evaluate("window.micwire.role") == "listen"
+        assert page.locator('article.stream[data-stream="secret"] .mix').is_hidden()
         listen_to(page, "secret")
         assert abs(tone_peak_hz(page, seconds=1.0).peak_hz - 440) < 5
         cookies = {c["name"]: c for c in page.context.cookies()}
@@ -213,6 +216,43 @@ def test_a_token_keeps_strangers_out_and_the_listen_token_lets_in(tmp_path: Path
         page.context.clear_cookies()
         assert page.request.get(url + "/metrics").status == 401
         assert json.loads(page.request.get(url + "/healthz").text())["status"] == "ok"
+
+
+def test_the_mix_strip_changes_what_the_receiver_plays(tmp_path: Path) -> None:
+    """The full role gets a fader, mute, solo and pan on each stream's row; what it sets is
+    the receiver's (``GET /api/streams`` shows it) and outlives the page."""
+    with (
+        tone_stream("anna", 440, receive=("--state", str(tmp_path))) as url,
+        browser_page(url) as page,
+    ):
+        page.goto("/")
+        strip = page.locator('article.stream[data-stream="anna"] .mix')
+        strip.wait_for()  # shown: no token, everybody has the full role
+
+        def mix() -> dict[str, object]:
+            views = json.loads(page.request.get(url + "/api/streams").text())["streams"]
+            return next(v["mix"] for v in views if v["stream"] == "anna")
+
+        strip.locator(".mix-mute").click()
+        strip.locator(".mix-gain").evaluate(
+            "(el) => { el.value = '-6'; el.dispatchEvent(new Event('input')); }"
+        )
+        strip.locator(".mix-pan").evaluate(
+            "(el) => { el.value = '0.5'; el.dispatchEvent(new Event('input')); }"
+        )
+        deadline = time.monotonic() + seconds(10)
+        while mix() != {"gain_db": -6.0, "mute": True, "solo": False, "pan": 0.5}:
+            assert time.monotonic() < deadline, mix()
+            time.sleep(0.05)
+        assert strip.locator(".mix-mute").get_attribute("aria-pressed") == "true"
+        assert strip.locator(".mix-gain-text").text_content() == "-6.0 dB"
+        page.reload()  # kept by the receiver, not the page
+        strip.wait_for()
+        page.wait_for_function(
+            "() => document.querySelector('article.stream[data-stream=\"anna\"] .mix-gain')"
+            ".value === '-6'"
+        )
+    assert json.loads((tmp_path / "mix.json").read_text())["streams"]["anna"]["mute"] is True
 
 
 #: Where the first "g" and the last "x" of an element's text are drawn (px from the left):
