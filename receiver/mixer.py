@@ -56,6 +56,10 @@ STEADY_MARGIN_S = 0.1
 MAX_CHANNELS = 2
 #: The file in the state directory that keeps every stream's mix settings.
 MIX_STATE = "mix.json"
+#: A device that has not asked for audio this long while streams play on it has stalled.
+STALL_S = 2.0
+#: How often a device that went away is tried again.
+RETRY_S = 3.0
 log = logging.getLogger("micwire.receiver")
 Floats = npt.NDArray[np.float32]
 
@@ -97,6 +101,18 @@ class Voice:
     @property
     def output_latency_s(self) -> float:
         return self.mix.output_latency_s
+
+    def rebind(self, mix: DeviceMix) -> None:
+        """Play on ``mix`` from now on (its device came back, perhaps at another rate)."""
+        with self._lock:
+            if mix.rate_hz != self.mix.rate_hz:
+                self._step = self.rate_hz / mix.rate_hz
+                self._resampler = (
+                    FractionalResampler(self.channels)
+                    if self.rate_hz == mix.rate_hz
+                    else SincResampler(self.channels, self.rate_hz, mix.rate_hz)
+                )
+            self.mix = mix
 
     def pull(self, frames: int, now: float) -> Floats:
         """The device's next ``frames`` of this stream (PortAudio thread)."""
@@ -146,6 +162,8 @@ class Voice:
                 "device_underflows": self.device_underflows,
                 "callback_errors": self.callback_errors,
                 "device_rate_hz": self.mix.rate_hz,
+                "output_device": self.mix.name,
+                "output_state": self.mix.state,
                 # the device's mix: how often its limiter had to hold loud streams down
                 "limiter_hits": self.mix.mixer.stats().limiter_hits,
                 **asdict(self.buffer.stats),
@@ -180,6 +198,12 @@ class DeviceMix:
         self._lock = threading.Lock()
         self.output_latency_s = 0.0
         self.running = False
+        #: playing; stalled (it stopped asking for audio: a stalled sound server); gone (it
+        #: stopped: unplugged, its sound server ended), tried again every RETRY_S
+        self.state = "playing"
+        self.retry_at = 0.0
+        self.last_callback = time.monotonic()
+        self._finished = False
         try:
             self._stream = sd.OutputStream(
                 device=device,
@@ -188,6 +212,7 @@ class DeviceMix:
                 dtype="float32",
                 latency="low",
                 callback=self._callback,
+                finished_callback=self._stopped,
                 dither_off=True,
             )
             self.output_latency_s = float(self._stream.latency)
@@ -240,8 +265,18 @@ class DeviceMix:
                 voice.callback_errors += 1
                 voice.last_callback_error = f"{type(exc).__name__}: {exc}"
 
+    def _stopped(self) -> None:
+        """PortAudio ended the stream (closed by us, or the device went away)."""
+        self._finished = True
+
+    @property
+    def gone(self) -> bool:
+        """The device stopped the stream by itself (not our close)."""
+        return self.running and (self._finished or not self._stream.active)
+
     def _fill(self, outdata: Any, frames: int, status: Any) -> None:
         now = time.monotonic()
+        self.last_callback = now
         with self._lock:
             for voice in self.voices.values():
                 try:
@@ -254,9 +289,22 @@ class DeviceMix:
                 voice.device_underflows += bool(status.output_underflow)
             outdata[:] = self.mixer.render(frames)
 
+    def abandon(self) -> None:
+        """Forget a device that went away: its voices move to a new stream; the old one is
+        closed on a thread of its own (closing a stream whose sound server died can block
+        for ever)."""
+        self.running = False
+        with self._lock:
+            self.voices.clear()
+        threading.Thread(target=self._stream.close, daemon=True, name="close-gone").start()
+
     async def close(self) -> None:
         """Close the device. Closing can block while a sound server is stalled: never let
         that hold up the receiver's exit (a daemon thread does not keep it alive)."""
+        if self.state == "gone":  # its sound server died: closing it may never return
+            self.abandon()
+            atexit.unregister(sounddevice()._exit_handler)
+            return
         self.running = False
         closed = threading.Event()
 
@@ -356,6 +404,52 @@ class Mixers:
     def set_settings(self, stream: str, settings: MixSettings) -> None:
         for mix in self._mixes.values():
             mix.set_settings(stream, settings)
+
+    def check(self, now: float) -> None:
+        """Every second (the event loop): say when a device stalls or goes away and when
+        it plays again; reopen one that went away, every RETRY_S, with its voices."""
+        for device, mix in list(self._mixes.items()):
+            if not mix.voices:
+                continue
+            if mix.gone or mix.state == "gone":
+                if mix.state != "gone":
+                    mix.state, mix.retry_at = "gone", now + RETRY_S
+                    log.warning(
+                        "output device %r stopped; the streams on it are recorded as ever, "
+                        "and it is tried again every %g s",
+                        mix.name,
+                        RETRY_S,
+                    )
+                elif now >= mix.retry_at:
+                    mix.retry_at = now + RETRY_S
+                    self._reopen(device, mix)
+            elif now - mix.last_callback > STALL_S:
+                if mix.state != "stalled":
+                    mix.state = "stalled"
+                    log.warning(
+                        "output device %r has not asked for audio for %.0f s (a stalled "
+                        "sound server?); the streams on it are recorded as ever",
+                        mix.name,
+                        now - mix.last_callback,
+                    )
+            elif mix.state == "stalled":
+                mix.state = "playing"
+                log.info("output device %r plays again", mix.name)
+
+    def _reopen(self, device: int, old: DeviceMix) -> None:
+        """A new stream on ``device`` for ``old``'s voices (each keeps its buffer)."""
+        voices = list(old.voices.values())
+        try:
+            mix = DeviceMix(self, device, voices[0].rate_hz)
+        except DeviceError as exc:
+            log.debug("output device %r not back yet: %s", old.name, exc)
+            return
+        old.abandon()
+        self._mixes[device] = mix
+        for voice in voices:
+            voice.rebind(mix)
+            mix.add(voice, self.state.settings(voice.stream))
+        log.info("output device %r plays again (reopened at %d Hz)", mix.name, mix.rate_hz)
 
     async def leave(self, voice: Voice) -> None:
         """``voice`` is done: out of its mix, and the device closed if it was the last."""

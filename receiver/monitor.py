@@ -185,6 +185,8 @@ class Monitor:
                 continue
             next_second += self.config.stats_interval_s
             now = time.time()
+            if self.streams.mixers is not None:  # a device that stalled or went away
+                self.streams.mixers.check(time.monotonic())
             back = {s.name for s in self.streams.shown()}
             for stream in self.finished:  # a room that is back: its old stream is not down
                 alerts = stream.meters.alerts

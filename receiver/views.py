@@ -48,6 +48,10 @@ class StreamView:
     late_packets: int | None = None
     lost_samples: int | None = None
     concealed_samples: int | None = None
+    #: The output device it plays on, and whether that plays: playing, stalled (it stopped
+    #: asking for audio), gone (it stopped; tried again every few seconds).
+    output_device: str | None = None
+    output_state: str | None = None
     alerts: list[dict[str, Any]] = field(default_factory=list)
     #: The recording part by part, its sidecar, and every file in one list (scripts).
     parts: list[dict[str, Any]] = field(default_factory=list)
@@ -69,6 +73,8 @@ PLAYBACK = (
     "late_packets",
     "lost_samples",
     "concealed_samples",
+    "output_device",
+    "output_state",
 )
 
 

@@ -195,6 +195,7 @@ class StreamView {
       jitter: q('.f-jitter'),
       latency: q('.f-latency'),
       drift: q('.f-drift'),
+      output: q('.f-output'),
       gaps: q('.f-gaps'),
       lost: q('.f-lost'),
       late: q('.f-late'),
@@ -268,6 +269,8 @@ class StreamView {
     setText(f.jitter, fmt(s.jitter_ms, 1, ' ms'));
     setText(f.latency, fmt(s.latency_ms, 0, ' ms'));
     setText(f.drift, fmtSigned(s.drift_ppm, 0, ' ppm'));
+    setText(f.output, outputText(s.output_device, s.output_state));
+    f.output.dataset.state = typeof s.output_state === 'string' ? s.output_state : '';
     setText(f.gaps, isNum(s.gaps) ? `${s.gaps}${s.gap_samples ? ` (${fmtSamples(s.gap_samples, s.rate_hz)})` : ''}` : EM);
     setText(f.lost, isNum(s.lost_samples) ? fmtSamples(s.lost_samples, s.rate_hz) : EM);
     setText(f.late, fmtCount(s.late_packets));
@@ -430,6 +433,15 @@ class StreamView {
 
 /** A file of the record directory as a link: its path on this site (null if the data says
  * otherwise), its name, and a tooltip with the whole name and its size. */
+const OUTPUT_STATES = { stalled: 'stalled', gone: 'gone, retrying' };
+
+/** Where the receiver plays the stream, and whether that device plays (receiver/mixer.py). */
+function outputText(device, state) {
+  if (typeof device !== 'string') return EM;
+  const name = visible(device);
+  return OUTPUT_STATES[state] ? `${name}: ${OUTPUT_STATES[state]}` : name;
+}
+
 function fileLink(file) {
   const name = typeof file.name === 'string' ? file.name : String(file.url || 'recording');
   const size = isNum(file.bytes) ? ` · ${fmtBytes(file.bytes)}` : '';

@@ -5,7 +5,9 @@ heard and nothing that is recorded."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import time
 import urllib.error
@@ -15,7 +17,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-from rig import Micwire, Probe, jack_server, read_single, receiver, seconds, wait_until
+from rig import (
+    Micwire,
+    Probe,
+    jack_pid,
+    jack_server,
+    read_single,
+    receiver,
+    seconds,
+    wait_until,
+)
 
 DEVICE_RATE = 44_100
 TONES = {"low": 440, "mid": 660, "high": 1000}
@@ -260,3 +271,47 @@ def test_a_route_to_a_device_that_is_not_there_is_one_line_at_start(tmp_path: Pa
         assert rx.wait(seconds(20)) == 1, rx.log
     assert len(rx.lines) == 1 and "'USB Headset'" in rx.lines[0], rx.log
     assert "micwire devices" in rx.lines[0] and "Traceback" not in rx.log
+
+
+def output_state(port: int, stream: str) -> tuple[str | None, str | None]:
+    view = streams(port).get(stream, {})
+    return view.get("output_device"), view.get("output_state")
+
+
+def test_a_device_that_stalls_or_goes_is_shown_and_the_recording_goes_on(
+    tmp_path: Path,
+) -> None:
+    """The sound server stalls (SIGSTOP): the stream's row says its device is stalled,
+    and playing again once it is back. The server dies: the row says the device is gone
+    (it is tried again every few seconds), and the recording is complete all the same."""
+    rec = tmp_path / "rec"
+    with jack_server(tmp_path) as jack:
+        rx, port = receiver(
+            "--output-device", "system", "--record", str(rec), env={"JACK_DEFAULT_SERVER": jack}
+        )
+        tx = Micwire("send", f"ws://127.0.0.1:{port}", "--name", "kit", "--source", "tone:440")
+        jackd = jack_pid(jack)
+        try:
+            rx.wait_for(r"stream 'kit' from")
+            wait_until(lambda: output_state(port, "kit") == ("system", "playing"), "not playing")
+            os.kill(jackd, signal.SIGSTOP)
+            rx.wait_for(r"output device 'system' has not asked for audio")
+            assert output_state(port, "kit") == ("system", "stalled")
+            os.kill(jackd, signal.SIGCONT)
+            rx.wait_for(r"output device 'system' plays again")
+            assert output_state(port, "kit") == ("system", "playing")
+            os.kill(jackd, signal.SIGKILL)
+            rx.wait_for(r"output device 'system' stopped; the streams on it are recorded")
+            assert output_state(port, "kit") == ("system", "gone")
+            tx.signal(signal.SIGINT)
+            assert tx.wait(seconds(20)) == 0, tx.log
+            rx.wait_for(r"stream 'kit' from .*: complete")
+            rx.signal(signal.SIGINT)
+            assert rx.wait(seconds(20)) == 0, rx.log
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(jackd, signal.SIGCONT)
+            tx.kill()
+            rx.kill()
+    (sidecar,) = (json.loads(p.read_text()) for p in rec.glob("kit-*.json"))
+    assert sidecar["outcome"] == "complete" and sidecar["gaps"] == [], sidecar
