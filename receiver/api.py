@@ -44,28 +44,53 @@ async def streams_json(request: web.Request) -> web.StreamResponse:
     return web.json_response(await receiver_of(request).monitor.snapshot())
 
 
+def _error(status: HTTPStatus, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+async def _mix_change(request: web.Request) -> tuple[object, web.Response | None]:
+    """The JSON body of a change to the mix, or the answer that refuses it (the full role
+    only: the mix is the receiver's, not one listener's)."""
+    role = caller_role(request, frozenset({FULL, LISTEN, SEND}))
+    if role is None:
+        return None, unauthorized(request, "mix")
+    if role != FULL:
+        return None, _error(HTTPStatus.FORBIDDEN, "changing the mix needs the full token")
+    try:
+        return await request.json(), None
+    except ValueError:
+        return None, _error(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
+
+
 async def patch_stream(request: web.Request) -> web.StreamResponse:
     """``PATCH /api/streams/{name}``: a stream's gain, mute, solo and pan (full role), as a
     JSON object of the fields to change; the answer is its whole mix state."""
-    role = caller_role(request, frozenset({FULL, LISTEN, SEND}))
-    if role is None:
-        return unauthorized(request, "mix")
-    if role != FULL:
-        return web.json_response(
-            {"error": "changing the mix needs the full token"}, status=HTTPStatus.FORBIDDEN
-        )
+    body, refused = await _mix_change(request)
+    if refused is not None:
+        return refused
     rx = receiver_of(request)
     name = request.match_info["name"]
     if name not in rx.streams.live and name not in rx.streams.parked:
-        return web.json_response({"error": f"no stream {name!r} here"}, status=HTTPStatus.NOT_FOUND)
-    try:
-        body = await request.json()
-    except ValueError:
-        return web.json_response(
-            {"error": "the body must be a JSON object"}, status=HTTPStatus.BAD_REQUEST
-        )
+        return _error(HTTPStatus.NOT_FOUND, f"no stream {name!r} here")
     try:
         settings = rx.mix_state.patch(name, body)
     except MixSettingError as exc:
-        return web.json_response({"error": str(exc)}, status=HTTPStatus.BAD_REQUEST)
+        return _error(HTTPStatus.BAD_REQUEST, str(exc))
     return web.json_response({"stream": name, "mix": settings.to_json()})
+
+
+async def patch_output(request: web.Request) -> web.StreamResponse:
+    """``PATCH /api/outputs/{device}``: an output device's master gain (full role)."""
+    body, refused = await _mix_change(request)
+    if refused is not None:
+        return refused
+    rx = receiver_of(request)
+    name = request.match_info["device"]
+    mixers = rx.streams.mixers
+    if mixers is None or name not in {view["device"] for view in mixers.views()}:
+        return _error(HTTPStatus.NOT_FOUND, f"no output device {name!r} is playing here")
+    try:
+        master = rx.mix_state.patch_master(name, body)
+    except MixSettingError as exc:
+        return _error(HTTPStatus.BAD_REQUEST, str(exc))
+    return web.json_response({"device": name, "master": master.to_json()})

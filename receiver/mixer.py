@@ -43,7 +43,7 @@ from ..common.devices import sounddevice
 from ..common.drift import DriftController, FractionalResampler
 from ..common.errors import DeviceError, MixSettingError
 from ..common.jitter import JitterBuffer
-from ..common.mixer import MixBoard, Mixer, MixSettings
+from ..common.mixer import MasterSettings, MixBoard, Mixer, MixSettings
 from ..common.resample import SincResampler
 
 MAX_BUFFER_S = 2.0
@@ -60,6 +60,8 @@ MIX_STATE = "mix.json"
 STALL_S = 2.0
 #: How often a device that went away is tried again.
 RETRY_S = 3.0
+#: The mix's meter falls back by this much per second after a peak (a PPM's fall-back).
+METER_FALL_DB_PER_S = 20.0
 log = logging.getLogger("micwire.receiver")
 Floats = npt.NDArray[np.float32]
 
@@ -193,7 +195,10 @@ class DeviceMix:
         self.name = str(info["name"])
         self.channels = max(1, min(MAX_CHANNELS, int(info["max_output_channels"])))
         self.rate_hz = self._rate(sd, device, rate_hz, int(info["default_samplerate"]))
-        self.mixer = Mixer(self.channels, self.rate_hz)
+        self.mixer = Mixer(self.channels, self.rate_hz, owner.state.master(self.name))
+        #: The mix's peak level (linear), falling back METER_FALL_DB_PER_S after a peak.
+        self.meter = 0.0
+        self._fall = 10 ** (-METER_FALL_DB_PER_S / 20 / self.rate_hz)  # per frame
         self.voices: dict[str, Voice] = {}
         self._lock = threading.Lock()
         self.output_latency_s = 0.0
@@ -242,6 +247,25 @@ class DeviceMix:
             self.mixer.add_input(voice.key, voice.channels, settings)
             self.voices[voice.key] = voice
 
+    def set_master(self, master: MasterSettings) -> None:
+        with self._lock:
+            self.mixer.set_master(master)
+
+    def view(self) -> dict[str, Any]:
+        """What the page's master strip shows of this device's mix."""
+        stats = self.mixer.stats()
+        return {
+            "device": self.name,
+            "rate_hz": self.rate_hz,
+            "channels": self.channels,
+            "state": self.state,
+            "streams": len({voice.stream for voice in list(self.voices.values())}),
+            "peak_dbfs": round(20 * float(np.log10(max(self.meter, 1e-5))), 1),
+            "limiter_hits": stats.limiter_hits,
+            "limiter_reduction_db": round(stats.limiter_reduction_db, 1),
+            "master": self.mixer.master.to_json(),
+        }
+
     def set_settings(self, stream: str, settings: MixSettings) -> None:
         """``stream``'s new settings, heard from the next block (ramped)."""
         with self._lock:
@@ -287,7 +311,10 @@ class DeviceMix:
                     voice.last_callback_error = f"{type(exc).__name__}: {exc}"
                 self.mixer.feed(voice.key, block)
                 voice.device_underflows += bool(status.output_underflow)
-            outdata[:] = self.mixer.render(frames)
+            mixed = self.mixer.render(frames)
+        outdata[:] = mixed
+        peak = float(np.max(np.abs(mixed))) if frames else 0.0
+        self.meter = max(peak, self.meter * self._fall**frames)
 
     def abandon(self) -> None:
         """Forget a device that went away: its voices move to a new stream; the old one is
@@ -341,6 +368,17 @@ class MixState:
 
     def settings(self, stream: str) -> MixSettings:
         return self.board.settings(stream)
+
+    def master(self, device: str) -> MasterSettings:
+        return self.board.master(device)
+
+    def patch_master(self, device: str, body: object) -> MasterSettings:
+        """Apply a PATCH body to a device's master (:class:`MixSettingError` if wrong)."""
+        master = self.board.patch_master(device, body)
+        self._save()
+        if self._mixers is not None:
+            self._mixers.set_master(device, master)
+        return master
 
     def patch(self, stream: str, body: object) -> MixSettings:
         """Apply a PATCH body (:class:`MixSettingError` if it is wrong: nothing changes),
@@ -404,6 +442,15 @@ class Mixers:
     def set_settings(self, stream: str, settings: MixSettings) -> None:
         for mix in self._mixes.values():
             mix.set_settings(stream, settings)
+
+    def set_master(self, device: str, master: MasterSettings) -> None:
+        for mix in self._mixes.values():
+            if mix.name == device:
+                mix.set_master(master)
+
+    def views(self) -> list[dict[str, Any]]:
+        """Every open device's mix, by name."""
+        return sorted((mix.view() for mix in self._mixes.values()), key=lambda v: v["device"])
 
     def check(self, now: float) -> None:
         """Every second (the event loop): say when a device stalls or goes away and when

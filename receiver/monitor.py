@@ -156,7 +156,14 @@ class Monitor:
                 views.extend(answer)
             views = merge_views(views, RECENT_ENDED)
         views.sort(key=lambda view: str(view.get("stream")))  # a building's rooms, by name
-        return {"type": "streams", "time": round(time.time(), 3), "streams": views}
+        mixers = self.streams.mixers
+        return {
+            "type": "streams",
+            "time": round(time.time(), 3),
+            "streams": views,
+            # each output device's mix: the page's master strips
+            "outputs": mixers.views() if mixers is not None else [],
+        }
 
     def _gather_s(self) -> float:
         """How long the event loop may gather its wake-ups: only while nothing is served

@@ -75,6 +75,7 @@ def build_app(receiver: Receiver) -> web.Application:
         router.add_get("/recordings/{name}", downloads.recording)
         router.add_get("/api/streams", api.streams_json)
         router.add_patch("/api/streams/{name}", api.patch_stream)
+        router.add_patch("/api/outputs/{device}", api.patch_output)
         router.add_get("/api/events", live.events)
         router.add_get("/api/listen/{stream}", live.listen)
     # (?s): a stream name may hold a line break (shown escaped): /stream/a%0Ab is a sender

@@ -17,7 +17,7 @@
 import { EM, fmt, fmtBytes, fmtChannels, fmtClock, fmtCount, fmtDuration, fmtRate, fmtSamples, fmtSigned,
   isNum, minus, safePath, setText, visible, wsUrl, backoff } from './util.js';
 import { Listener, audio, ensureAudio } from './listen.js';
-import { MixStrip } from './mix.js';
+import { MixStrip, OutputStrip } from './mix.js';
 
 const METER_FLOOR_DB = -60;
 
@@ -39,6 +39,7 @@ const hooks = {
 window.micwire = hooks;
 
 const views = new Map(); // stream name -> StreamView
+const outputs = new Map(); // output device name -> OutputStrip
 const listeners = new Map(); // stream name -> Listener
 let latestTime = 0; // the receiver's clock at the last event (s since the epoch)
 
@@ -133,9 +134,34 @@ async function checkLogin() {
   }
 }
 
+/** One strip per output device the receiver plays on (its mix's meter and master). */
+function renderOutputs(list) {
+  const box = document.getElementById('outputs');
+  const seen = new Set();
+  for (const o of Array.isArray(list) ? list : []) {
+    if (!o || typeof o.device !== 'string' || seen.has(o.device)) continue;
+    seen.add(o.device);
+    let strip = outputs.get(o.device);
+    if (!strip) {
+      strip = new OutputStrip(o.device, (el) => new Meter(el));
+      outputs.set(o.device, strip);
+      box.append(strip.el);
+    }
+    strip.update(o, hooks.role === 'full');
+  }
+  for (const [device, strip] of outputs) {
+    if (!seen.has(device)) {
+      strip.el.remove();
+      outputs.delete(device);
+    }
+  }
+  box.hidden = seen.size === 0;
+}
+
 function render(msg) {
   latestTime = isNum(msg.time) ? msg.time : Date.now() / 1000;
   hooks.streams = msg.streams;
+  renderOutputs(msg.outputs);
   const container = document.getElementById('streams');
   const seen = new Set();
   let prev = container.querySelector('.thead');

@@ -1,11 +1,14 @@
-// One stream's controls in the receiver's mix: gain, mute, solo and pan of what its output
-// device plays (receiver/mixer.py). They change what is heard there, never what is recorded.
-// Shown to the full role only (the events socket's hello says which role the page has);
-// changes go out as PATCH /api/streams/{name} (docs/PROTOCOL.md §10), at most one in
-// flight per stream, the newest value winning.
+// The receiver's live mix on the monitor page (receiver/mixer.py): on each stream's row its
+// gain, mute, solo and pan (MixStrip); above the streams, one strip per output device with
+// the mix's meter and its master gain (OutputStrip). They change what the receiver plays,
+// never what it records. Controls are for the full role only (the events socket's hello
+// says which role the page has); changes go out as PATCH /api/streams/{name} and
+// PATCH /api/outputs/{device} (docs/PROTOCOL.md §10), at most one in flight per strip, the
+// newest value winning.
 //
-// Test hook: the strip's element is `.mix` in the stream's row; its inputs have classes
-// mix-gain, mix-mute, mix-solo, mix-pan, and `.mix-error` says what the receiver refused.
+// Test hooks: a stream's strip is `.mix` in its row (inputs mix-gain, mix-mute, mix-solo,
+// mix-pan; `.mix-error` says what the receiver refused); a device's is
+// `.output[data-device=NAME]` in #outputs (its fader: `.master-gain`).
 
 import { setText, visible } from './util.js';
 
@@ -18,13 +21,55 @@ function el(tag, props = {}, children = []) {
   return node;
 }
 
+/** Sends a strip's changes: the fields changed and not yet sent go in one PATCH, at most
+ * one in flight; what the receiver refused is said in `errorEl`. */
+class Patcher {
+  constructor(url, errorEl, onAnswer) {
+    this.url = url;
+    this.errorEl = errorEl;
+    this.onAnswer = onAnswer;
+    this.pending = {};
+    this.inFlight = false;
+    this.timer = 0;
+  }
+
+  change(fields, now) {
+    Object.assign(this.pending, fields);
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.send(), now ? 0 : SEND_AFTER_MS);
+  }
+
+  async send() {
+    if (this.inFlight || !Object.keys(this.pending).length) return;
+    const body = this.pending;
+    this.pending = {};
+    this.inFlight = true;
+    let answer = {};
+    try {
+      const r = await fetch(this.url, {
+        method: 'PATCH',
+        credentials: 'same-origin',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      answer = await r.json().catch(() => ({}));
+      this.errorEl.hidden = r.ok;
+      if (!r.ok) setText(this.errorEl, typeof answer.error === 'string' ? visible(answer.error) : `refused (${r.status})`);
+    } catch {
+      this.errorEl.hidden = false;
+      setText(this.errorEl, 'the receiver did not answer');
+    } finally {
+      this.inFlight = false;
+      this.onAnswer(answer);
+      if (Object.keys(this.pending).length) this.send();
+    }
+  }
+}
+
 export class MixStrip {
   constructor(name) {
     this.name = name;
     this.state = null; // the receiver's last word on this stream's mix
-    this.pending = {}; // fields changed here and not yet sent
-    this.inFlight = false;
-    this.timer = 0;
     const label = visible(name);
     this.gain = el('input', { type: 'range', min: '-60', max: '12', step: '0.5', className: 'mix-gain' });
     this.gain.setAttribute('aria-label', `Gain of ${label} in the receiver's mix (dB)`);
@@ -34,6 +79,10 @@ export class MixStrip {
     this.pan = el('input', { type: 'range', min: '-1', max: '1', step: '0.05', className: 'mix-pan' });
     this.pan.setAttribute('aria-label', `Pan of ${label} in the receiver's mix`);
     this.error = el('span', { className: 'mix-error', hidden: true });
+    this.patcher = new Patcher(`/api/streams/${encodeURIComponent(name)}`, this.error, (answer) => {
+      if (answer.mix) this.state = answer.mix;
+      this.show();
+    });
     this.el = el('div', { className: 'mix', hidden: true }, [
       el('span', { className: 'mix-title', textContent: 'Mix', title: 'What the receiver plays on its output device; recordings are not changed' }),
       el('label', { className: 'mix-fader' }, [this.gain, this.gainText]),
@@ -51,7 +100,7 @@ export class MixStrip {
   }
 
   current(field) {
-    if (field in this.pending) return this.pending[field];
+    if (field in this.patcher.pending) return this.patcher.pending[field];
     return this.state ? this.state[field] : false;
   }
 
@@ -76,39 +125,76 @@ export class MixStrip {
   }
 
   change(fields, now = false) {
-    Object.assign(this.pending, fields);
+    this.patcher.change(fields, now);
     this.show();
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.send(), now ? 0 : SEND_AFTER_MS);
+  }
+}
+
+const OUTPUT_STATES = { playing: '', stalled: 'stalled', gone: 'gone, retrying' };
+
+/** One output device's mix: its name and state, the mix's meter (`makeMeter` makes the
+ * page's meter on the element it is given), its limiter and its master gain. */
+export class OutputStrip {
+  constructor(device, makeMeter) {
+    this.device = device;
+    this.state = null;
+    const label = visible(device);
+    const meterEl = el('div', { className: 'meter' }, [
+      el('span', { className: 'mlabel', textContent: 'Mix' }),
+      el('span', { className: 'bar' }, [el('span', { className: 'cover' })]),
+      el('span', { className: 'db' }),
+    ]);
+    meterEl.dataset.kind = 'mix';
+    this.meter = makeMeter(meterEl);
+    this.about = el('span', { className: 'output-about' });
+    this.limiter = el('span', { className: 'output-limiter' });
+    this.gain = el('input', { type: 'range', min: '-60', max: '12', step: '0.5', className: 'master-gain' });
+    this.gain.setAttribute('aria-label', `Master gain of ${label} (dB)`);
+    this.gainText = el('span', { className: 'mix-gain-text' });
+    this.error = el('span', { className: 'mix-error', hidden: true });
+    this.fader = el('label', { className: 'mix-fader', hidden: true }, ['Master', this.gain, this.gainText]);
+    this.el = el('div', { className: 'output' }, [
+      el('strong', { className: 'output-name', textContent: label, title: label }),
+      this.about,
+      meterEl,
+      this.limiter,
+      this.fader,
+      this.error,
+    ]);
+    this.el.dataset.device = device; // attribute value: not parsed as markup
+    this.patcher = new Patcher(`/api/outputs/${encodeURIComponent(device)}`, this.error, (answer) => {
+      if (answer.master) this.state = { ...(this.state || {}), master: answer.master };
+      this.show();
+    });
+    this.gain.addEventListener('input', () => {
+      this.patcher.change({ gain_db: Number(this.gain.value) }, false);
+      this.show();
+    });
+    this.gain.addEventListener('dblclick', () => {
+      this.patcher.change({ gain_db: 0 }, true);
+      this.show();
+    });
   }
 
-  async send() {
-    if (this.inFlight || !Object.keys(this.pending).length) return;
-    const body = this.pending;
-    this.pending = {};
-    this.inFlight = true;
-    try {
-      const r = await fetch(`/api/streams/${encodeURIComponent(this.name)}`, {
-        method: 'PATCH',
-        credentials: 'same-origin',
-        headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify(body),
-      });
-      const answer = await r.json().catch(() => ({}));
-      if (r.ok && answer.mix) {
-        this.state = answer.mix;
-        this.error.hidden = true;
-      } else {
-        this.error.hidden = false;
-        setText(this.error, typeof answer.error === 'string' ? visible(answer.error) : `refused (${r.status})`);
-      }
-    } catch {
-      this.error.hidden = false;
-      setText(this.error, 'the receiver did not answer');
-    } finally {
-      this.inFlight = false;
-      this.show();
-      if (Object.keys(this.pending).length) this.send();
-    }
+  update(view, allowed) {
+    this.state = view;
+    this.fader.hidden = !allowed;
+    const bits = [
+      typeof view.rate_hz === 'number' ? `${(view.rate_hz / 1000).toFixed(1)} kHz` : '',
+      typeof view.streams === 'number' ? `${view.streams} stream${view.streams === 1 ? '' : 's'}` : '',
+      OUTPUT_STATES[view.state] ?? String(view.state ?? ''),
+    ].filter(Boolean);
+    setText(this.about, bits.join(' · '));
+    this.el.dataset.state = typeof view.state === 'string' ? view.state : '';
+    setText(this.limiter, view.limiter_hits ? `limiter ${view.limiter_hits}×` : '');
+    this.meter.set(view.peak_dbfs);
+    this.show();
+  }
+
+  show() {
+    const pending = this.patcher.pending.gain_db;
+    const gain = Number(pending ?? this.state?.master?.gain_db) || 0;
+    if (document.activeElement !== this.gain) this.gain.value = String(gain);
+    setText(this.gainText, `${gain > 0 ? '+' : ''}${gain.toFixed(1)} dB`);
   }
 }

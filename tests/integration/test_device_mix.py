@@ -35,9 +35,11 @@ TONES = {"low": 440, "mid": 660, "high": 1000}
 CENTRED = 0.25 * np.sqrt(0.5)
 
 
-def patch(port: int, stream: str, body: Any, token: str | None = None) -> tuple[int, Any]:
+def patch(
+    port: int, stream: str, body: Any, token: str | None = None, what: str = "streams"
+) -> tuple[int, Any]:
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api/streams/{stream}",
+        f"http://127.0.0.1:{port}/api/{what}/{stream}",
         data=json.dumps(body).encode(),
         method="PATCH",
         headers={"Content-Type": "application/json"}
@@ -144,6 +146,17 @@ def test_three_48k_streams_play_as_one_client_on_a_44k_card_and_obey_their_contr
             solo = levels(probe)  # the left side: a mono stream panned hard left is all there
             assert db(solo["low"] / before["low"]) == pytest.approx(3, abs=0.5), solo
             assert db(solo["high"] / before["high"]) <= -40, solo
+            # the device's master: everything on it, after the streams' own settings
+            status, answer = patch(port, "system", {"gain_db": -6}, what="outputs")
+            assert (status, answer["master"]) == (200, {"gain_db": -6.0}), answer
+            time.sleep(0.2)
+            master = levels(probe)
+            assert db(master["low"] / solo["low"]) == pytest.approx(-6, abs=0.5), master
+            assert patch(port, "nowhere", {"gain_db": -6}, what="outputs")[0] == 404
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/streams") as answer:
+                (output,) = json.loads(answer.read())["outputs"]
+            assert (output["device"], output["rate_hz"], output["streams"]) == ("system", 44100, 3)
+            assert output["master"] == {"gain_db": -6.0} and output["peak_dbfs"] > -20, output
             shown = streams(port)
             assert shown["low"]["mix"] == {"gain_db": 0.0, "mute": False, "solo": True, "pan": -1.0}
             assert shown["mid"]["mix"]["mute"] is True

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from browser import browser_page, tone_peak_hz
-from rig import Micwire, receiver, seconds
+from rig import Micwire, jack_server, receiver, seconds
 
 
 @contextmanager
@@ -253,6 +253,43 @@ def test_the_mix_strip_changes_what_the_receiver_plays(tmp_path: Path) -> None:
             ".value === '-6'"
         )
     assert json.loads((tmp_path / "mix.json").read_text())["streams"]["anna"]["mute"] is True
+
+
+def test_the_output_strip_shows_the_mix_and_sets_its_master(tmp_path: Path) -> None:
+    """Above the streams, one strip per output device the receiver plays on: its rate, how
+    many streams, the mix's meter moving, and (full role) its master gain."""
+    with jack_server(tmp_path) as jack:
+        env = {"JACK_DEFAULT_SERVER": jack}
+        rx, port = receiver("--output-device", "system", "--state", str(tmp_path), env=env)
+        tx = Micwire("send", f"ws://127.0.0.1:{port}", "--name", "anna", "--source", "tone:440")
+        url = f"http://127.0.0.1:{port}"
+        try:
+            rx.wait_for(r"stream 'anna' from")
+            with browser_page(url) as page:
+                page.goto("/")
+                strip = page.locator('#outputs .output[data-device="system"]')
+                strip.wait_for()
+                assert "1 stream" in (strip.locator(".output-about").text_content() or "")
+                # the tone at -12 dBFS, -3 dB on each side of a stereo mix: about -15 dBFS
+                page.wait_for_function(
+                    "() => Number(document.querySelector('#outputs .meter').dataset.db) > -20",
+                    timeout=seconds(10) * 1000,
+                )
+                strip.locator(".master-gain").evaluate(
+                    "(el) => { el.value = '-3'; el.dispatchEvent(new Event('input')); }"
+                )
+                deadline = time.monotonic() + seconds(10)
+                while True:
+                    (output,) = json.loads(page.request.get(url + "/api/streams").text())["outputs"]
+                    if output["master"] == {"gain_db": -3.0}:
+                        break
+                    assert time.monotonic() < deadline, output
+                    time.sleep(0.05)
+        finally:
+            tx.signal(signal.SIGINT)
+            tx.wait()
+            rx.signal(signal.SIGINT)
+            rx.wait()
 
 
 #: Where the first "g" and the last "x" of an element's text are drawn (px from the left):
