@@ -1,24 +1,18 @@
-"""Live playback: one mixer per output device; each stream that plays there is a voice of it.
+"""Live playback: one mix per output device; each stream that plays there is a voice of it.
 
 A :class:`DeviceMix` is one PortAudio OutputStream (one client of the sound server, however
 many streams play): opened at the rate of the first stream that plays there when the device
-takes it, else at the device's default rate, with up to two channels. Its callback pulls
-each voice's next block and sums them with the pure :class:`~micwire.common.mixer.Mixer`
-(gain, mute, solo, pan, master gain, limiter), in float.
+takes it (and it is 44.1 kHz or more), else at the device's default rate, with up to two
+channels. Its callback pulls each voice's next block (micwire.receiver.voice: jitter
+buffer, drift control, resampling to the device's rate) and sums them with the pure
+:class:`~micwire.common.mixer.Mixer` (gain, mute, solo, pan, master gain, limiter), in
+float.
 
-A :class:`Voice` is one stream on one device: the event loop pushes decoded audio into its
-adaptive :class:`~micwire.common.jitter.JitterBuffer`; the callback pulls through a
-resampler whose ratio the :class:`~micwire.common.drift.DriftController` sets from the
-buffer's depth, so that the sender's and the sound card's clocks can differ without the
-buffer filling up or running dry. At the device's own rate that is the Catmull-Rom
-:class:`~micwire.common.drift.FractionalResampler` (as before the mixer: at a ratio of 1
-the samples pass unchanged, two samples late); at another rate the windowed-sinc
-:class:`~micwire.common.resample.SincResampler`, which converts the rate and corrects the
-drift in one step (>= 90 dB SNR, 32 input samples late).
-
-:class:`Mixers` keeps one DeviceMix per device while any voice plays on it. Locks are held
-only to move samples and to change the set of voices; a voice whose pull fails plays
-silence and counts it, and never silences the others.
+:class:`Mixers` keeps one DeviceMix per device while any voice plays on it, routes streams
+to devices (``--route``), applies the settings kept by micwire.receiver.mixstate, and
+watches the devices: one that stalls or goes away is said, and one that went away is
+reopened. Locks are held only to move samples and to change the set of voices; a voice
+whose pull fails plays silence and counts it, and never silences the others.
 """
 
 from __future__ import annotations
@@ -27,35 +21,24 @@ import asyncio
 import atexit
 import fnmatch
 import itertools
-import json
 import logging
-import os
 import threading
 import time
-from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from ..common.devices import sounddevice
-from ..common.drift import DriftController, FractionalResampler
-from ..common.errors import DeviceError, MixSettingError
-from ..common.jitter import JitterBuffer
-from ..common.mixer import MasterSettings, MixBoard, Mixer, MixSettings
-from ..common.resample import SincResampler
+from ..common.errors import DeviceError
+from ..common.mixer import MasterSettings, Mixer, MixSettings
+from .mixstate import MixState
+from .voice import Voice
 
-MAX_BUFFER_S = 2.0
-SETTLE_S = 0.25  # a stream's first moments (connection set-up, first writes) are not jitter
 CLOSE_TIMEOUT_S = 5.0
-#: Buffered audio beyond the target that still counts as arriving in real time (the jitter
-#: buffer cuts back anything more at once: a pile-up, not a clock).
-STEADY_MARGIN_S = 0.1
 #: A mix has at most this many channels (stereo: a headset, a pair of speakers).
 MAX_CHANNELS = 2
-#: The file in the state directory that keeps every stream's mix settings.
-MIX_STATE = "mix.json"
+#: A mix runs at least this fast (else at the device's default rate).
+MIN_MIX_RATE_HZ = 44_100
 #: A device that has not asked for audio this long while streams play on it has stalled.
 STALL_S = 2.0
 #: How often a device that went away is tried again.
@@ -63,125 +46,6 @@ RETRY_S = 3.0
 #: The mix's meter falls back by this much per second after a peak (a PPM's fall-back).
 METER_FALL_DB_PER_S = 20.0
 log = logging.getLogger("micwire.receiver")
-Floats = npt.NDArray[np.float32]
-
-
-class Voice:
-    """One stream playing on one device's mix."""
-
-    def __init__(
-        self, mix: DeviceMix, stream: str, key: str, rate_hz: int, channels: int, latency_ms: float
-    ) -> None:
-        self.mix = mix
-        self.stream = stream
-        self.key = key  # its input in the mix (a stream's old voice may still play out)
-        self.channels = channels
-        self.rate_hz = rate_hz
-        self.buffer = JitterBuffer(
-            channels,
-            rate_hz,
-            round(rate_hz * latency_ms / 1000),
-            int(rate_hz * MAX_BUFFER_S),
-            settle_s=SETTLE_S,
-        )
-        self.drift = DriftController(rate_hz)
-        self._steady_margin = int(STEADY_MARGIN_S * rate_hz)
-        self._step = rate_hz / mix.rate_hz  # stream samples per device frame
-        self._resampler: FractionalResampler | SincResampler = (
-            FractionalResampler(channels)
-            if rate_hz == mix.rate_hz
-            else SincResampler(channels, rate_hz, mix.rate_hz)
-        )
-        self._lock = threading.Lock()
-        self._played = 0.0  # stream samples the device has taken
-        self.device_underflows = 0
-        #: Pulls that failed (played as silence, never raised into PortAudio, which would
-        #: stop the device for every stream).
-        self.callback_errors = 0
-        self.last_callback_error = ""
-
-    @property
-    def output_latency_s(self) -> float:
-        return self.mix.output_latency_s
-
-    def rebind(self, mix: DeviceMix) -> None:
-        """Play on ``mix`` from now on (its device came back, perhaps at another rate)."""
-        with self._lock:
-            if mix.rate_hz != self.mix.rate_hz:
-                self._step = self.rate_hz / mix.rate_hz
-                self._resampler = (
-                    FractionalResampler(self.channels)
-                    if self.rate_hz == mix.rate_hz
-                    else SincResampler(self.channels, self.rate_hz, mix.rate_hz)
-                )
-            self.mix = mix
-
-    def pull(self, frames: int, now: float) -> Floats:
-        """The device's next ``frames`` of this stream (PortAudio thread)."""
-        with self._lock:
-            if self.buffer.playing:
-                ratio = self.drift.update(
-                    now,
-                    round(self._played),
-                    self.buffer.depth_samples,
-                    self.buffer.target_samples,
-                    frames / self.mix.rate_hz,
-                )
-            else:
-                ratio = 1.0
-            self._played += frames * self._step
-            needed = self._resampler.needed(frames, ratio)
-            block = self.buffer.pull(needed, now, round(frames * self._step))
-        if isinstance(self._resampler, FractionalResampler):
-            pcm = self._resampler.process(block, frames, ratio)
-            return pcm.astype(np.float32) * np.float32(1 / 32768)
-        return self._resampler.process(block.astype(np.float32) / 32768, frames, ratio)
-
-    def push(self, timestamp: int, samples: Any) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self.buffer.push(timestamp, samples, now)
-            # the sender's clock is measured on audio arriving as it is captured, not on a
-            # backlog (a connection's start, a resend after a reconnect): audio that piles
-            # up arrives late by definition and would bend the estimate
-            steady = self.buffer.target_samples + self._steady_margin
-            if self.buffer.playing and self.buffer.depth_samples <= steady:
-                self.drift.arrived(now, timestamp + len(samples))
-
-    def snapshot(self) -> dict[str, Any]:
-        """Live figures for stats: depth, target, jitter, drift, counters."""
-        with self._lock:
-            rate = self.rate_hz / 1000
-            return {
-                "buffer_ms": round(self.buffer.depth_samples / rate, 1),
-                "target_ms": round(self.buffer.target_samples / rate, 1),
-                "jitter_ms": round(self.buffer.jitter_samples / rate, 1),
-                "depth_error_ms": round(self.drift.error_ms, 2),
-                "drift_ppm": round(self.drift.drift_ppm, 1),
-                "correction_ppm": round(self.drift.ppm, 1),
-                "sender_clock_ppm": _round(self.drift.sender_clock_ppm),
-                "device_clock_ppm": _round(self.drift.device_clock_ppm),
-                "device_underflows": self.device_underflows,
-                "callback_errors": self.callback_errors,
-                "device_rate_hz": self.mix.rate_hz,
-                "output_device": self.mix.name,
-                "output_state": self.mix.state,
-                # the device's mix: how often its limiter had to hold loud streams down
-                "limiter_hits": self.mix.mixer.stats().limiter_hits,
-                **asdict(self.buffer.stats),
-            }
-
-    async def close(self, drain: bool = True) -> None:
-        """Play out what is buffered (bounded by its own length), then leave the mix."""
-        with self._lock:
-            self.buffer.finish()
-            left_s = self.buffer.depth_samples / self.rate_hz
-        if drain and self.mix.running:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + left_s + 0.5
-            while self.buffer.depth_samples and loop.time() < deadline:
-                await asyncio.sleep(0.01)
-        await self.mix.owner.leave(self)
 
 
 class DeviceMix:
@@ -233,7 +97,10 @@ class DeviceMix:
             )
 
     def _rate(self, sd: Any, device: int, wanted: int, default: int) -> int:
-        """``wanted`` if the device takes it, else its default rate."""
+        """``wanted`` if the device takes it, else its default rate. A low rate (a 16 kHz
+        stream) is never the mix's: the streams that join later would play through it."""
+        if wanted < MIN_MIX_RATE_HZ:
+            return default
         try:
             sd.check_output_settings(
                 device=device, samplerate=wanted, channels=self.channels, dtype="float32"
@@ -351,56 +218,6 @@ class DeviceMix:
         atexit.unregister(sounddevice()._exit_handler)
 
 
-class MixState:
-    """Every stream's mix settings (:class:`~micwire.common.mixer.MixBoard`), kept in
-    ``path`` (None: in memory only) so that they outlive a stream's reconnects and a
-    restart of the receiver. Settings change only what is heard, never what is recorded."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self.board = MixBoard()
-        self._mixers: Mixers | None = None
-        if path is not None and path.exists():
-            try:
-                self.board = MixBoard.from_json(json.loads(path.read_text(encoding="utf-8")))
-            except (OSError, ValueError, MixSettingError) as exc:
-                log.warning("the mix settings in %s were not read (%s): all at 0 dB", path, exc)
-
-    def settings(self, stream: str) -> MixSettings:
-        return self.board.settings(stream)
-
-    def master(self, device: str) -> MasterSettings:
-        return self.board.master(device)
-
-    def patch_master(self, device: str, body: object) -> MasterSettings:
-        """Apply a PATCH body to a device's master (:class:`MixSettingError` if wrong)."""
-        master = self.board.patch_master(device, body)
-        self._save()
-        if self._mixers is not None:
-            self._mixers.set_master(device, master)
-        return master
-
-    def patch(self, stream: str, body: object) -> MixSettings:
-        """Apply a PATCH body (:class:`MixSettingError` if it is wrong: nothing changes),
-        keep it, and let the stream's voices hear it."""
-        settings = self.board.patch(stream, body)
-        self._save()
-        if self._mixers is not None:
-            self._mixers.set_settings(stream, settings)
-        return settings
-
-    def _save(self) -> None:
-        if self.path is None:
-            return
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            temporary.write_text(json.dumps(self.board.to_json(), indent=1), encoding="utf-8")
-            os.replace(temporary, self.path)
-        except OSError as exc:
-            log.warning("the mix settings could not be kept in %s: %s", self.path, exc)
-
-
 class Mixers:
     """The receiver's device mixes: one per output device that has a voice."""
 
@@ -505,7 +322,3 @@ class Mixers:
         if not mix.voices and self._mixes.get(mix.device) is mix:
             del self._mixes[mix.device]
             await mix.close()
-
-
-def _round(ppm: float | None) -> float | None:
-    return None if ppm is None else round(ppm, 1)

@@ -18,8 +18,9 @@ from ..common.assembly import Depacketizer, Segment, segment_length
 from ..common.codecs import make_decoder
 from ..common.errors import DeviceError
 from ..common.protocol import StreamParams
-from .mixer import Mixers, Voice
+from .mixer import Mixers
 from .sinks import Delivery
+from .voice import Voice
 
 log = logging.getLogger("micwire.receiver")
 #: Lost frames played as codec concealment before live playback falls back to a fade.

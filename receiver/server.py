@@ -47,7 +47,8 @@ from .config import (
     open_warning,
 )
 from .control import WorkerLink
-from .mixer import MIX_STATE, Mixers, MixState
+from .mixer import Mixers
+from .mixstate import MIX_STATE, MixState
 from .monitor import Monitor
 from .registry import Streams
 from .storage import repair_interrupted

@@ -12,7 +12,7 @@ import pytest
 
 from micwire.common.errors import MixSettingError
 from micwire.common.mixer import MasterSettings, MixSettings
-from micwire.receiver.mixer import MIX_STATE, MixState
+from micwire.receiver.mixstate import MIX_STATE, MixState
 
 
 def test_settings_come_back_after_a_restart(tmp_path: Path) -> None:
