@@ -10,7 +10,8 @@ BIN := $(VENV)/bin
 # chromium: the real browser the web pages are tested in (driven by Playwright; its own
 # browser download cannot be reached from the test machines).
 # libsndfile (WAV/FLAC/Ogg) ships inside the soundfile wheel, LAME inside lameenc's.
-SYSTEM_PACKAGES := libportaudio2 libopus0 jackd2 chromium
+# faketime: a sender whose wall clock is seconds off (the clock measurement's tests).
+SYSTEM_PACKAGES := libportaudio2 libopus0 jackd2 chromium faketime
 # what only a benchmark needs: GStreamer (the comparison in bench/capacity.py), HAProxy
 # (bench/haproxy.py)
 GSTREAMER_PACKAGES := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good

@@ -204,12 +204,18 @@ class Hello:
     #: ends the stream (its next packet is the last, at the resume point). What the earlier
     #: process had not delivered is lost; the recording says so.
     restarted: bool = False
+    #: The sender answers the receiver's :class:`Ping` with a :class:`Pong` (the receiver
+    #: then measures the sender's clock against its own). Optional: a receiver pings only
+    #: senders that say so.
+    clock: bool = False
 
     TYPE: ClassVar[str] = "hello"
 
     def serialize(self) -> str:
-        # "restarted" only when set: every other hello stays as it was
-        extra = {"restarted": True} if self.restarted else {}
+        # "restarted" and "clock" only when set: every other hello stays as it was
+        extra: dict[str, bool] = {"restarted": True} if self.restarted else {}
+        if self.clock:
+            extra["clock"] = True
         return json.dumps(
             {
                 "type": self.TYPE,
@@ -267,8 +273,19 @@ class Hello:
         if not _SECRET.fullmatch(secret):
             raise HelloError("resume_secret must be 0..128 letters, digits, '-' or '_'")
         restarted = resuming and obj.get("restarted", False) is True
+        clock = obj.get("clock", False) is True
         return cls(
-            stream, params, start, sent, software, version, stream_id, resuming, secret, restarted
+            stream,
+            params,
+            start,
+            sent,
+            software,
+            version,
+            stream_id,
+            resuming,
+            secret,
+            restarted,
+            clock,
         )
 
 
@@ -362,15 +379,64 @@ class Done:
         )
 
 
+@dataclass(frozen=True)
+class Ping:
+    """Receiver to sender, every few seconds to a sender whose hello said ``"clock": true``:
+    ``t1_us``, the receiver's wall clock when it sent this (µs since the Unix epoch)."""
+
+    t1_us: int
+
+    TYPE: ClassVar[str] = "ping"
+
+    def serialize(self) -> str:
+        return json.dumps({"type": self.TYPE, "t1_us": self.t1_us})
+
+
+@dataclass(frozen=True)
+class Pong:
+    """Sender to receiver, the answer to a :class:`Ping`, as soon as it can: the ping's
+    ``t1_us``, and by the sender's wall clock when the ping came (``t2_us``) and when this
+    left (``t3_us``)."""
+
+    t1_us: int
+    t2_us: int
+    t3_us: int
+
+    TYPE: ClassVar[str] = "pong"
+
+    def serialize(self) -> str:
+        return json.dumps(
+            {"type": self.TYPE, "t1_us": self.t1_us, "t2_us": self.t2_us, "t3_us": self.t3_us}
+        )
+
+    @classmethod
+    def parse(cls, text: str | bytes) -> Pong:
+        """A pong, fully checked (HelloError: not one)."""
+        obj = _load_object(text, "pong")
+        if obj.get("type") != cls.TYPE:
+            raise HelloError(f"expected a pong, got type {obj.get('type')!r:.40}")
+        times = [_position(obj, key) for key in ("t1_us", "t2_us", "t3_us")]
+        if any(t is None or t > MAX_TIME_US for t in times):
+            raise HelloError("a pong's times must be µs since the Unix epoch, before year 2200")
+        t1, t2, t3 = (int(t) for t in times if t is not None)
+        return cls(t1, t2, t3)
+
+
 def _position(obj: dict[str, Any], key: str) -> int | None:
     value = obj.get(key)
     return value if type(value) is int and 0 <= value < 2**63 else None
 
 
-def parse_reply(text: str | bytes) -> Accept | Refuse | Ack | Done:
-    """Parse a message from the receiver: the answer to a hello, or an ack/done later."""
+def parse_reply(text: str | bytes) -> Accept | Refuse | Ack | Done | Ping:
+    """Parse a message from the receiver: the answer to a hello, or an ack/done/ping
+    later."""
     obj = _load_object(text, "reply")
     kind = obj.get("type")
+    if kind == Ping.TYPE:
+        t1 = _position(obj, "t1_us")
+        if t1 is None:
+            raise HelloError("ping lacks t1_us")
+        return Ping(t1)
     if kind == Refuse.TYPE:
         retry = obj.get("retry") is True
         after = obj.get("retry_after_s")

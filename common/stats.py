@@ -32,6 +32,10 @@ class StreamFigures:
     playback: dict[str, Any] = field(default_factory=dict)
     #: Audio received and not yet written to disk (recording only).
     write_backlog_s: float = 0.0
+    #: The sender's wall clock minus ours, as its pongs measure it (None: not measured: a
+    #: sender that does not answer pings), and the most that can be wrong by.
+    sender_clock_offset_ms: float | None = None
+    sender_clock_bound_ms: float | None = None
 
     def line(self) -> dict[str, Any]:
         """Flat, as ``--stats-json`` writes it."""

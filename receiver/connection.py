@@ -24,6 +24,7 @@ from ..common import outcome as outcomes
 from ..common.connection.receiver import (
     Action,
     Admit,
+    Clock,
     Close,
     Deliver,
     Finish,
@@ -100,7 +101,7 @@ class Connection:
             self.receiver.monitor.received_bytes += len(message.data)
             return self.protocol.receive_binary(message.data, now)
         if message.type is WSMsgType.TEXT:
-            return self.protocol.receive_text(message.data, now)
+            return self.protocol.receive_text(message.data, now, time.time())
         if message.type is WSMsgType.CLOSE:
             return self.protocol.connection_closed(int(message.data))
         if message.type is WSMsgType.ERROR and getattr(message.data, "code", None) == 1009:
@@ -119,10 +120,11 @@ class Connection:
             recorded = 0
             if stream is not None:
                 stream.playout.report_errors()
+                stream.recording.refresh()
                 end = stream.recording.end
                 recorded = end if end is not None else stream.position
             buffered = self.transport.get_write_buffer_size() if self.transport else 0
-            actions = self.protocol.tick(time.monotonic(), recorded, buffered)
+            actions = self.protocol.tick(time.monotonic(), recorded, buffered, time.time())
             for action in actions:
                 if isinstance(action, Close) and action.code == CLOSE_TRY_AGAIN and stream:
                     log.warning("stream %r: %s; closing", stream.name, action.reason)
@@ -151,6 +153,8 @@ class Connection:
                 await self._perform(await self._finish(action))
             elif isinstance(action, Release):
                 await self._release(action.outcome, action.lost)
+            elif isinstance(action, Clock) and self.stream is not None:
+                self.stream.clock.add(action.exchange)
 
     async def _admit(self, hello: Hello) -> list[Action]:
         try:

@@ -11,7 +11,7 @@ figures, and changes nothing.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..common import outcome as outcomes
@@ -45,7 +45,17 @@ def figures(stream: Stream, window_s: float = 1.0) -> StreamFigures:
         network_ms=stream.network_ms,
         playback=stream.playout.figures(stream.network_ms),
         write_backlog_s=stream.recording.backlog_s,
+        **sender_clock(stream),
     )
+
+
+def sender_clock(stream: Stream) -> dict[str, float | None]:
+    """The sender's clock against ours, in milliseconds (None until measured)."""
+    offset, bound = stream.clock.offset_at(time.time()), stream.clock.bound_s
+    return {
+        "sender_clock_offset_ms": None if offset is None else round(offset * 1000, 2),
+        "sender_clock_bound_ms": None if bound is None else round(bound * 1000, 2),
+    }
 
 
 def summary(stream: Stream) -> str:
@@ -109,5 +119,24 @@ def sidecar_about(stream: Stream) -> Sidecar:
             "frame_ms": stream.params.frame_ms,
             "software": stream.software,
             "receiver": f"micwire/{__version__}",
+            **_clock_about(stream),
         },
     )
+
+
+def _clock_about(stream: Stream) -> dict[str, Any]:
+    """The sidecar's ``sender_clock``, once measured: how far the sender's wall clock is
+    from the receiver's, how fast it runs, and the most the offset can be wrong by."""
+    clock = stream.clock
+    offset = clock.offset_at(time.time())
+    if offset is None:
+        return {}
+    rate = clock.rate_ppm
+    return {
+        "sender_clock": {
+            "offset_ms": round(offset * 1000, 3),
+            "rate_ppm": None if rate is None else round(rate, 2),
+            "bound_ms": round((clock.bound_s or 0.0) * 1000, 3),
+            "exchanges": clock.exchanges,
+        }
+    }

@@ -179,6 +179,11 @@ class Part:
         except StorageError as exc:
             log.error("%s", exc)
 
+    def describe(self, about: Sidecar) -> None:
+        """What the sidecar says of the stream from now on (the sender's clock is measured
+        as the stream goes); written with the next flush."""
+        self._about = about
+
     def part(self) -> SidecarPart:
         """This part's entry in the sidecar, as it stands."""
         return SidecarPart(

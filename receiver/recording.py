@@ -111,10 +111,16 @@ class Recording:
         log.info("stream %r: recording to %s", self.stream, ", ".join(p.name for p in part.paths))
         return part
 
+    def refresh(self) -> None:
+        """The stream's description in the sidecar, as it stands now (every second)."""
+        if self.part is not None:
+            self.part.describe(self._about())
+
     async def close(self, outcome: str) -> None:
         """Finalise: this part's files and the sidecar; a stream continued here without
         new audio updates its earlier parts' entry. Raises StorageError."""
         if self.part is not None:
+            self.part.describe(self._about())
             await self.part.close(outcome)
         elif self.previous is not None:
             await asyncio.to_thread(self._close_previous, outcome)

@@ -22,6 +22,7 @@ from typing import Any
 from ..common import outcome as outcomes
 from ..common.alerts import AlertRules
 from ..common.assembly import AssemblyStats, Depacketizer, RealTimeBound
+from ..common.clock import ClockOffset
 from ..common.codecs import make_decoder
 from ..common.errors import StorageError
 from ..common.outcome import Outcome
@@ -100,6 +101,9 @@ class Stream:
         self.state = "live"  # live, parked, ended
         self.outcome = outcomes.OPEN
         self.network_ms = 0.0  # arrival minus capture time of the newest packet
+        #: The sender's wall clock against ours (its pongs: common/clock.py), kept over the
+        #: stream's connections.
+        self.clock = ClockOffset()
         self.attachment: Attachment | None = None
         self.expiry: asyncio.Task[None] | None = None
         #: When its connection broke and it began waiting for its sender (Unix seconds).

@@ -16,6 +16,7 @@ import os
 import re
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from urllib.parse import urlsplit
@@ -39,6 +40,8 @@ from ..common.protocol import (
     Ack,
     Done,
     Hello,
+    Ping,
+    Pong,
     Refuse,
     parse_reply,
 )
@@ -234,6 +237,8 @@ class Link:
                     log.debug("ignoring a message from the receiver: %s", exc)
                     self.on_reply(None)
                     continue
+                if isinstance(reply, Ping):  # at once: its times measure this clock
+                    self._pong(reply)
                 self.on_reply(reply if isinstance(reply, (Ack, Done)) else None)
         await self.ws.wait_closed()
         received = self.ws.protocol.close_rcvd
@@ -274,6 +279,17 @@ class Link:
         for chunk in ws.protocol.data_to_send():
             transport.write(chunk)
         return True
+
+    def _pong(self, ping: Ping) -> None:
+        """Answer the receiver's ping now, stamped with this machine's wall clock (framed
+        whole and written without a task switch, between audio packets)."""
+        ws = self.ws
+        if ws.protocol.state is not State.OPEN or ws.transport.is_closing():
+            return
+        now_us = int(time.time() * 1e6)
+        ws.protocol.send_text(Pong(ping.t1_us, now_us, now_us).serialize().encode())
+        for chunk in ws.protocol.data_to_send():
+            ws.transport.write(chunk)
 
     def detach(self) -> None:
         """Tell nobody any more what happens on this connection."""

@@ -22,6 +22,7 @@ import enum
 from dataclasses import dataclass
 
 from .. import outcome
+from ..clock import Exchange
 from ..errors import MicwireError, ProtocolError
 from ..outcome import Outcome
 from ..protocol import (
@@ -35,6 +36,8 @@ from ..protocol import (
     Done,
     Hello,
     Packet,
+    Ping,
+    Pong,
     Refuse,
 )
 
@@ -47,6 +50,8 @@ class Limits:
     hello_timeout_s: float = 10.0
     idle_timeout_s: float = 30.0
     ack_interval_s: float = 1.0
+    #: How often a sender that answers pings (its hello's ``clock``) is pinged.
+    ping_interval_s: float = 1.0
 
 
 # --- actions ------------------------------------------------------------------------------
@@ -93,7 +98,18 @@ class Release:
     lost: bool
 
 
-Action = Admit | Send | Close | Deliver | Finish | Release
+@dataclass(frozen=True)
+class Clock:
+    """A ping answered: one measurement of the sender's clock against this one (the stream
+    keeps them: micwire.common.clock)."""
+
+    exchange: Exchange
+
+
+Action = Admit | Send | Close | Deliver | Finish | Release | Clock
+
+#: A pong for a ping older than this is no measurement (nor one from the future).
+PONG_MAX_AGE_S = 30.0
 
 
 class Phase(enum.Enum):
@@ -112,6 +128,7 @@ class ReceiverConnection:
         self.started = now
         self.last_audio = now
         self._next_ack = now
+        self._next_ping = now
         #: How the connection ended for its stream (once released or finished).
         self.outcome: Outcome | None = None
 
@@ -121,7 +138,8 @@ class ReceiverConnection:
         return self.hello is not None and self.hello.version >= 2
 
     # --- events --------------------------------------------------------------------------
-    def receive_text(self, text: str, now: float) -> list[Action]:
+    def receive_text(self, text: str, now: float, wall: float | None = None) -> list[Action]:
+        """A text message at ``now`` (``wall``: the wall clock then, s since the epoch)."""
         if self.phase is Phase.HELLO:
             try:
                 self.hello = Hello.parse(text)
@@ -129,9 +147,22 @@ class ReceiverConnection:
                 return self._refuse(str(exc))
             self.phase = Phase.ADMITTING
             return [Admit(self.hello)]
-        if self.phase is Phase.STREAMING:  # raises: a text message after the hello
-            return self._packet(text, now)
+        if self.phase is Phase.STREAMING:
+            assert self.hello is not None
+            if self.hello.clock:  # its pongs
+                return self._pong(text, wall)
+            return self._packet(text, now)  # raises: a text message after the hello
         return []
+
+    def _pong(self, text: str, wall: float | None) -> list[Action]:
+        try:
+            pong = Pong.parse(text)
+        except ProtocolError as exc:
+            return self.fault(exc)
+        t1 = pong.t1_us / 1e6
+        if wall is None or not wall - PONG_MAX_AGE_S <= t1 <= wall:
+            return []  # not an answer to a ping of ours: no measurement
+        return [Clock(Exchange(t1, pong.t2_us / 1e6, pong.t3_us / 1e6, wall))]
 
     def receive_binary(self, data: bytes, now: float) -> list[Action]:
         if self.phase is Phase.HELLO:
@@ -214,9 +245,13 @@ class ReceiverConnection:
             why = "connection lost (no close frame)"
         return self._end(outcome.lost(why), True)
 
-    def tick(self, now: float, recorded: int, write_buffered: int) -> list[Action]:
+    def tick(
+        self, now: float, recorded: int, write_buffered: int, wall: float | None = None
+    ) -> list[Action]:
         """Time passes: the idle rule, and an acknowledgement of what is ``recorded`` (not
-        while ``write_buffered`` bytes wait for the socket: the link is slow already)."""
+        while ``write_buffered`` bytes wait for the socket: the link is slow already); a
+        ping, stamped ``wall`` (the wall clock, s since the epoch), for a sender that
+        answers them."""
         if self.phase is Phase.HELLO:
             if now - self.started >= self.limits.hello_timeout_s:
                 return self._refuse(f"no hello within {self.limits.hello_timeout_s:g} s")
@@ -227,11 +262,17 @@ class ReceiverConnection:
         if now - self.last_audio > idle:
             why = f"no audio for {idle:g} s"
             return self._end(outcome.lost(why), True, Close(CLOSE_TRY_AGAIN, why))
+        actions: list[Action] = []
         if now >= self._next_ack:
             self._next_ack = now + self.limits.ack_interval_s
             if self.acks and write_buffered < 4096:
-                return [Send(Ack(recorded).serialize())]
-        return []
+                actions.append(Send(Ack(recorded).serialize()))
+        assert self.hello is not None
+        if self.hello.clock and wall is not None and now >= self._next_ping:
+            self._next_ping = now + self.limits.ping_interval_s
+            if write_buffered < 4096:  # a ping queued behind audio measures the queue
+                actions.append(Send(Ping(int(wall * 1e6)).serialize()))
+        return actions
 
     def _end(self, result: Outcome, lost: bool, *close: Close) -> list[Action]:
         if self.phase is not Phase.STREAMING:

@@ -351,6 +351,7 @@ class SenderProtocol:
             stream_id=self.stream_id,
             resuming=bool(self._secret),
             resume_secret=self._secret,
+            clock=True,  # the link answers the receiver's pings (sender/link.py)
         )
 
     # --- events -----------------------------------------------------------------------

@@ -440,6 +440,7 @@ export class SenderProtocol {
       sent_time_us: wallUs,
       software: this.software,
       stream_id: this.streamId,
+      clock: true, // its link answers the receiver's pings (send-link.js)
     };
     if (this.secret) {
       h.resuming = true;

@@ -93,7 +93,12 @@ export class LinkShell {
       }
       return;
     }
-    if (msg && msg.type === 'ack' && isNum(msg.timestamp)) {
+    if (msg && msg.type === 'ping' && isNum(msg.t1_us)) {
+      // answered at once, stamped with this machine's clock: the receiver measures it
+      const t = nowUs();
+      conn.ws.send(JSON.stringify({ type: 'pong', t1_us: msg.t1_us, t2_us: t, t3_us: t }));
+      this.act(this.core.heard(nowS()));
+    } else if (msg && msg.type === 'ack' && isNum(msg.timestamp)) {
       this.act(this.core.ack(nowS(), msg.timestamp));
     } else if (msg && msg.type === 'done' && isNum(msg.timestamp)) {
       this.lastDone = this.lastDone || msg;

@@ -15,6 +15,8 @@ from micwire.common.protocol import (
     Done,
     Hello,
     Packet,
+    Ping,
+    Pong,
     Refuse,
     StreamParams,
     close_reason,
@@ -140,6 +142,26 @@ def test_replies_round_trip() -> None:
         parse_reply('{"type": "ack", "timestamp": "1"}')
     with pytest.raises(HelloError, match="unexpected message type 'what'"):
         parse_reply('{"type": "what"}')
+
+
+def test_clock_pings_and_pongs_round_trip_and_bad_ones_are_named() -> None:
+    """A sender that answers pings says so in its hello (only then: older hellos stay as
+    they were); a ping carries the receiver's time, a pong the three times."""
+    hello = Hello("mic", StreamParams(), 1, 2, clock=True)
+    assert Hello.parse(hello.serialize()).clock
+    assert "clock" not in json.loads(Hello("mic", StreamParams(), 1, 2).serialize())
+    assert not Hello.parse(json.dumps(hello_dict(clock="yes"))).clock
+    assert parse_reply(Ping(1_796_000_000_000_000).serialize()) == Ping(1_796_000_000_000_000)
+    with pytest.raises(HelloError, match="ping lacks t1_us"):
+        parse_reply('{"type": "ping", "t1_us": -5}')
+    pong = Pong(1, 2, 3)
+    assert Pong.parse(pong.serialize()) == pong
+    with pytest.raises(HelloError, match="expected a pong"):
+        Pong.parse(Ack(5).serialize())
+    with pytest.raises(HelloError, match="µs since the Unix epoch"):
+        Pong.parse('{"type": "pong", "t1_us": 1, "t2_us": 2}')
+    with pytest.raises(HelloError, match="µs since the Unix epoch"):
+        Pong.parse('{"type": "pong", "t1_us": 1, "t2_us": 2, "t3_us": 9000000000000000}')
 
 
 def test_a_refusal_may_say_when_to_retry() -> None:

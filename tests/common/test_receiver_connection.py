@@ -9,6 +9,7 @@ import pytest
 from micwire.common import outcome
 from micwire.common.connection.receiver import (
     Admit,
+    Clock,
     Close,
     Deliver,
     Finish,
@@ -19,7 +20,15 @@ from micwire.common.connection.receiver import (
     Send,
 )
 from micwire.common.errors import FrameError
-from micwire.common.protocol import FLAG_LAST, Accept, Done, Hello, Packet, StreamParams
+from micwire.common.protocol import (
+    FLAG_LAST,
+    Accept,
+    Done,
+    Hello,
+    Packet,
+    Pong,
+    StreamParams,
+)
 
 
 def hello(**changes: object) -> str:
@@ -177,3 +186,41 @@ def test_a_receiver_error_closes_1011_for_good() -> None:
         Close(1011, "internal error: ValueError"),
         Release(result, False),
     ]
+
+
+def test_a_sender_that_answers_pings_is_pinged_and_its_pongs_measure_its_clock() -> None:
+    """Its hello says ``"clock": true``: a ping a second (stamped with the wall clock),
+    each pong one measurement; a pong for no ping of ours (from the future, or long ago)
+    measures nothing; a text that is no pong is a protocol error, as any text is."""
+    conn = streaming(clock=True)
+    sent = [a for a in conn.tick(1.0, 0, 0, wall=1000.0) if isinstance(a, Send)]
+    pings = [json.loads(a.text) for a in sent if json.loads(a.text)["type"] == "ping"]
+    assert pings == [{"type": "ping", "t1_us": 1_000_000_000}]
+    assert not any(json.loads(a.text)["type"] == "ping" for a in conn.tick(1.5, 0, 0, 1000.5))
+    assert any(json.loads(a.text)["type"] == "ping" for a in conn.tick(2.0, 0, 0, 1001.0))
+    # a ping waits while the socket's buffer holds audio: it would measure the queue
+    assert conn.tick(3.0, 0, 5000, 1002.0) == []
+    pong = Pong(1_000_000_000, 1_005_010_000, 1_005_011_000).serialize()
+    (measured,) = conn.receive_text(pong, 2.1, wall=1000.021)
+    assert isinstance(measured, Clock)
+    assert measured.exchange.offset_s == pytest.approx(5.0)
+    assert measured.exchange.round_trip_s == pytest.approx(0.020)
+    future = Pong(2_000_000_000, 1, 2).serialize()
+    assert conn.receive_text(future, 2.2, wall=1000.1) == []
+    stale = Pong(900_000_000, 1, 2).serialize()
+    assert conn.receive_text(stale, 2.3, wall=1000.1) == []
+    actions = conn.receive_text('{"type": "pang"}', 2.4, wall=1000.2)
+    (close,) = (a for a in actions if isinstance(a, Close))
+    assert close.code == 1002 and "expected a pong" in close.reason
+
+
+def test_a_sender_that_does_not_answer_pings_is_never_pinged() -> None:
+    conn = streaming()
+    assert not any(
+        isinstance(a, Send) and json.loads(a.text)["type"] == "ping"
+        for now in (1.0, 2.0, 3.0)
+        for a in conn.tick(now, 0, 0, wall=1000.0 + now)
+    )
+    actions = conn.receive_text(Pong(1, 2, 3).serialize(), 3.1, wall=1003.0)
+    (close,) = (a for a in actions if isinstance(a, Close))
+    assert close.code == 1002

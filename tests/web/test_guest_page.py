@@ -210,6 +210,9 @@ def test_a_guest_streams_from_the_page_and_the_recording_matches(
         capture = captured(page)
     recording, sidecar = check_recording(rec, final)
     assert sidecar["codec"] == codec
+    # the page answered the receiver's pings: its clock was measured (the same machine's)
+    clock = sidecar["sender_clock"]
+    assert clock["exchanges"] >= 2 and abs(clock["offset_ms"]) <= clock["bound_ms"] + 1, clock
     assert len(recording) == final["capturedSamples"]  # exactly, for Opus too
     same_as_captured(recording, capture, codec)
     matches_mic(recording, mic, 0.9 if codec == "pcm" else 0.8)
