@@ -206,7 +206,15 @@ def _send_options(tx: argparse.ArgumentParser) -> None:
     )
     src.add_argument("--source", metavar="SPEC", help="tone:HZ or file:PATH instead of a device")
     tx.add_argument("--codec", choices=CODECS, default="pcm")
-    tx.add_argument("--rate", type=int, default=48000, help="sample rate in Hz (default 48000)")
+    tx.add_argument(
+        "--rate",
+        type=int,
+        default=None,
+        metavar="HZ",
+        help="sample rate sent, in Hz (default: 48000, or for PCM from a device that does "
+        "not take 48000, the device's own rate; a device that does not take HZ is captured "
+        "at its own rate and converted)",
+    )
     tx.add_argument("--channels", type=int, default=1)
     tx.add_argument(
         "--frame-ms",

@@ -25,6 +25,7 @@ worth waking the sender's event loop for: a wake-up costs more than the work it 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -68,13 +69,23 @@ class HandOff:
     when one more block of the size just seen would no longer fit in a frame: packets of
     up to a frame, each sample held back less than a frame. A frame no longer than a
     block means every block at once (the lowest latency, a wake-up per period).
+
+    Frames are of the stream's timeline. A device that captures at another rate than the
+    stream's gives ``ready``: how many samples of the timeline ``n`` captured samples in
+    all make (:meth:`micwire.common.capture.CaptureConverter.ready`).
     """
 
-    def __init__(self, frame_samples: int, whole_frames: bool) -> None:
+    def __init__(
+        self,
+        frame_samples: int,
+        whole_frames: bool,
+        ready: Callable[[int], int] | None = None,
+    ) -> None:
         if frame_samples < 1:
             raise ValueError("a frame holds at least one sample")
         self.frame_samples = frame_samples
         self.whole_frames = whole_frames
+        self.ready = ready
         self.pending = 0  # captured, not handed over yet
         self._handed = 0  # handed over so far
 
@@ -82,10 +93,16 @@ class HandOff:
         """``n`` more samples captured; True means hand over everything pending now."""
         self.pending += n
         frame = self.frame_samples
-        if self.whole_frames:
-            due = (self._handed + self.pending) // frame > self._handed // frame
+        ready = self.ready
+        if ready is None:
+            if self.whole_frames:
+                due = (self._handed + self.pending) // frame > self._handed // frame
+            else:
+                due = self.pending + n > frame
+        elif self.whole_frames:
+            due = ready(self._handed + self.pending) // frame > ready(self._handed) // frame
         else:
-            due = self.pending + n > frame
+            due = ready(self._handed + self.pending + n) - ready(self._handed) > frame
         if due:
             self._handed += self.pending
             self.pending = 0

@@ -25,6 +25,7 @@ import random
 import uuid
 from dataclasses import replace
 
+from ..common.capture import DEFAULT_RATE_HZ
 from ..common.codecs import Encoder, make_encoder
 from ..common.connection.sender import LinkPolicy, Note, Notice, SenderProtocol, State
 from ..common.errors import ParameterError, RefusedError, UnreachableError
@@ -38,7 +39,7 @@ from .delivery import Delivery
 from .earlier import end_earlier
 from .link import warn_about_plain_token
 from .options import SOFTWARE, check_url
-from .sources import Source, open_source
+from .sources import Source, capture_rates, open_source, parse_source
 from .state import StreamState
 
 log = logging.getLogger("micwire.sender")
@@ -46,29 +47,45 @@ log = logging.getLogger("micwire.sender")
 
 class Sender:
     def __init__(self, config: SenderConfig, source: Source | None = None) -> None:
-        self.config = config
-        params = config.params()
         if config.duration_s is not None and not 0 < config.duration_s < math.inf:
             raise ParameterError(f"--duration must be positive, got {config.duration_s:g}")
         if not 0 < config.spool_s < math.inf:
             raise ParameterError(f"--spool-s must be positive, got {config.spool_s:g}")
         check_url(config.url)
         check_token(config.token, "--token")
-        # fail fast, before connecting: codec library, device, file
+        # the rate sent, and the device's (fail fast, before connecting: device, codec
+        # library, file)
+        config.params()  # every other parameter in range first
+        capture_hz = None
+        if source is not None:
+            rate_hz = config.rate_hz or source.rate_hz
+        elif parse_source(config.source)[0] == "device":
+            rates = capture_rates(
+                config.device, config.channels, config.codec, config.rate_hz, config.frame_ms
+            )
+            log.info("%s", rates.notice())
+            rate_hz, capture_hz = rates.send_hz, rates.capture_hz
+        else:
+            rate_hz = config.rate_hz or DEFAULT_RATE_HZ
+        #: What the sender does: the config it was given, with the rate it sends at.
+        self.config = config = replace(config, rate_hz=rate_hz)
+        params = config.params()
         first_encoder: list[Encoder] = [self._make_encoder(params)]
         self.params = replace(params, pre_skip=first_encoder[0].pre_skip)
+        self.rate_hz = rate_hz
         self.source = source or open_source(
             config.source,
             config.device,
-            config.rate_hz,
+            rate_hz,
             config.channels,
             self.params.frame_samples,
             config.clock_scale,
             gather=config.gather_pcm,
             # Opus cannot code a frame before its last sample: waking for less is waste
             whole_frames=config.codec != "pcm",
+            capture_rate_hz=capture_hz,
         )
-        self.spool = Spool(max(1, math.ceil(config.spool_s * config.rate_hz)), config.rate_hz)
+        self.spool = Spool(max(1, math.ceil(config.spool_s * rate_hz)), rate_hz)
         self.protocol = SenderProtocol(
             config.name,
             self.params,
@@ -88,7 +105,7 @@ class Sender:
         self.report: SenderReport = self.protocol.report
         self.stream_id = self.protocol.stream_id
         self._delivery = Delivery(self.protocol, config, self._tell, self._end_earlier)
-        self._limit = round(config.duration_s * config.rate_hz) if config.duration_s else None
+        self._limit = round(config.duration_s * rate_hz) if config.duration_s else None
         #: This stream's resume state on disk (sender/state.py), and the stream an
         #: earlier process of this sender left there, to be ended first.
         self._state: StreamState | None = None
@@ -160,7 +177,7 @@ class Sender:
             log.warning(
                 "the receiver starts this stream %.1f s into the capture: what came before "
                 "was captured too long ago and is not recorded",
-                notice.samples / cfg.rate_hz,
+                notice.samples / self.rate_hz,
             )
         elif kind is Note.FIRST_AUDIO:
             log.info(
@@ -169,7 +186,7 @@ class Sender:
                 self.source.description,
                 cfg.url,
                 cfg.codec,
-                cfg.rate_hz,
+                self.rate_hz,
                 cfg.channels,
                 cfg.frame_ms,
                 f"; {self.source.note}" if self.source.note else "",

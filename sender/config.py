@@ -7,6 +7,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..common.capture import DEFAULT_RATE_HZ
 from ..common.connection.report import SenderReport
 from ..common.paths import state_home
 from ..common.protocol import StreamParams
@@ -19,7 +20,9 @@ class SenderConfig:
     source: str | None = None  # "tone:HZ", "file:PATH", or None for a PortAudio device
     device: str | None = None
     codec: str = "pcm"
-    rate_hz: int = 48000
+    #: The rate sent. None: 48 kHz, but PCM from a device at the device's rate when it
+    #: does not take 48 kHz (common/capture.py); the :class:`Sender` fills in what it chose.
+    rate_hz: int | None = None
     channels: int = 1
     frame_ms: float = 20.0
     #: PCM from a device: gather device blocks into packets of up to a frame (a wake-up
@@ -59,7 +62,7 @@ class SenderConfig:
 
     def params(self) -> StreamParams:
         return StreamParams(
-            self.codec, self.rate_hz, self.channels, self.frame_ms, self.bitrate
+            self.codec, self.rate_hz or DEFAULT_RATE_HZ, self.channels, self.frame_ms, self.bitrate
         ).check()
 
 

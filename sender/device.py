@@ -11,13 +11,56 @@ from typing import Any
 
 import numpy as np
 
+from ..common.capture import CaptureConverter, CaptureRates, choose_capture_rates
 from ..common.devices import resolve_device, sounddevice
-from ..common.errors import DeviceError
+from ..common.errors import DeviceError, ParameterError
 from ..common.framing import Block, HandOff
-from .source import Sink, Source, fail
+from .source import Samples, Sink, Source, fail
 
 #: A device that delivers nothing for this long has gone away (longer than any period).
 DEVICE_SILENT_S = 3.0
+
+
+def input_device(sd: Any, device: str | int | None, channels: int) -> tuple[int, Any]:
+    """The input device named by ``device`` (index, name substring, None: the default) and
+    its PortAudio description; a DeviceError if it has fewer than ``channels``."""
+    index = resolve_device(sd, device, "input")
+    info = sd.query_devices(index)
+    if info["max_input_channels"] < channels:
+        raise DeviceError(
+            f"input device {info['name']!r} has {info['max_input_channels']} channels, "
+            f"{channels} requested; use --channels {info['max_input_channels']}"
+        )
+    return index, info
+
+
+def capture_rates(
+    device: str | int | None,
+    channels: int,
+    codec: str,
+    requested_hz: int | None,
+    frame_ms: float,
+) -> CaptureRates:
+    """The rate to open the input ``device`` at, and the rate to send at
+    (:func:`choose_capture_rates`): PortAudio's ``check_input_settings`` says which rates
+    the device takes."""
+    sd = sounddevice()
+    index, info = input_device(sd, device, channels)
+
+    def accepts(rate_hz: int) -> bool:
+        try:
+            sd.check_input_settings(
+                device=index, samplerate=rate_hz, channels=channels, dtype="int16"
+            )
+        except sd.PortAudioError:
+            return False
+        return True
+
+    default_hz = round(float(info["default_samplerate"]))
+    try:
+        return choose_capture_rates(codec, requested_hz, default_hz, frame_ms, accepts)
+    except ParameterError as exc:
+        raise DeviceError(f"cannot capture from {info['name']!r}: {exc}") from exc
 
 
 class DeviceSource(Source):
@@ -29,27 +72,28 @@ class DeviceSource(Source):
     device period; with ``whole_frames``, PortAudio itself calls back once a frame.
     Numbering runs on the loop, where the block goes straight to the sink (the sender's
     spool: bounded, it drops the oldest audio and counts it).
+
+    A device opened at ``capture_rate_hz`` (default: ``rate_hz``, the rate sent) other than
+    the stream's is converted on the loop too (:class:`CaptureConverter`), never in the
+    PortAudio callback: the timeline, ``block_samples`` and the hand-off's frames are in
+    samples of the rate sent.
     """
 
     def __init__(
         self,
-        device: str | None,
+        device: str | int | None,
         rate_hz: int,
         channels: int,
         block_samples: int,
         *,
         gather: bool = False,
         whole_frames: bool = False,
+        capture_rate_hz: int | None = None,
     ) -> None:
         super().__init__(rate_hz, channels)
         sd = sounddevice()
-        self.device = resolve_device(sd, device, "input")
-        info = sd.query_devices(self.device)
-        if info["max_input_channels"] < channels:
-            raise DeviceError(
-                f"input device {info['name']!r} has {info['max_input_channels']} channels, "
-                f"{channels} requested; use --channels {info['max_input_channels']}"
-            )
+        self.device, info = input_device(sd, device, channels)
+        self.capture_rate_hz = capture_rate_hz or rate_hz
         self.block_samples = block_samples
         #: Hand over whole frames as soon as each is complete (Opus).
         self.whole_frames = whole_frames
@@ -64,8 +108,13 @@ class DeviceSource(Source):
         # no saving. The host API's low input latency is its period (JACK) or near it
         # (ALSA).
         period = float(info["default_low_input_latency"]) * rate_hz
-        self.blocksize = block_samples if whole_frames and block_samples >= 2 * period else 0
+        whole = whole_frames and block_samples >= 2 * period and not self.converted
+        # (converted, a frame of the rate sent needs the resampler's look-ahead beyond the
+        # device's frame-sized block: the next callback's; so a callback per period)
+        self.blocksize = block_samples if whole else 0
         self.description = f"device {info['name']!r}"
+        if self.converted:
+            self.description += f" at {self.capture_rate_hz} Hz"
         if not whole_frames:
             self.note = (
                 "device blocks gathered into packets of up to a frame"
@@ -73,31 +122,58 @@ class DeviceSource(Source):
                 else "each device block sent at once"
             )
 
+    @property
+    def converted(self) -> bool:
+        """Captured at another rate than sent."""
+        return self.capture_rate_hz != self.rate_hz
+
     async def run(self, sink: Sink) -> None:
         sd = sounddevice()
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         position = 0
         channels = self.channels
+        converter = (
+            CaptureConverter(channels, self.capture_rate_hz, self.rate_hz)
+            if self.converted
+            else None
+        )
 
         heard = loop.time()  # when audio last came from the device
 
-        def deliver(chunks: list[bytes], capture_time: float, overflows: int) -> None:
-            nonlocal position, heard
-            if done.done() or not chunks:
+        def hand_on(samples: Samples, capture_time: float) -> None:
+            nonlocal position
+            if not len(samples):
                 return
-            heard = loop.time()
-            samples = np.frombuffer(b"".join(chunks), np.int16).reshape(-1, channels)
             block = Block(position, samples, capture_time)
             position += len(samples)
-            self.input_overflows += overflows
             try:
                 sink(block)
             except Exception as exc:  # a loop callback's error would be lost: to run()
                 fail(done, exc)
 
-        rate = self.rate_hz
-        hand_off = HandOff(self.block_samples if self.gather else 1, self.whole_frames)
+        def deliver(chunks: list[bytes], capture_time: float, overflows: int) -> None:
+            nonlocal heard
+            if done.done() or not chunks:
+                return
+            heard = loop.time()
+            samples = np.frombuffer(b"".join(chunks), np.int16).reshape(-1, channels)
+            self.input_overflows += overflows
+            if converter is not None:
+                samples, capture_time = converter.convert(samples, capture_time)
+            hand_on(samples, capture_time)
+
+        def deliver_rest() -> None:
+            # the resampler's look-ahead: the last samples captured, after it
+            if converter is not None and not done.done():
+                hand_on(*converter.flush())
+
+        rate = self.capture_rate_hz
+        hand_off = HandOff(
+            self.block_samples if self.gather else 1,
+            self.whole_frames,
+            converter.ready if converter is not None else None,
+        )
         # the callback thread's own: what it holds, since when, and the device's overflow
         # reports among it
         held: list[bytes] = []
@@ -119,7 +195,7 @@ class DeviceSource(Source):
         try:
             stream = sd.RawInputStream(
                 device=self.device,
-                samplerate=self.rate_hz,
+                samplerate=rate,
                 channels=self.channels,
                 dtype="int16",
                 blocksize=self.blocksize,  # 0: each period as the host API gives it
@@ -129,7 +205,7 @@ class DeviceSource(Source):
             )
         except sd.PortAudioError as exc:
             raise DeviceError(
-                f"cannot open {self.description} at {self.rate_hz} Hz, {self.channels} ch: {exc}"
+                f"cannot open {self.description} at {rate} Hz, {self.channels} ch: {exc}"
             ) from exc
 
         watchdog: asyncio.TimerHandle | None = None
@@ -177,6 +253,7 @@ class DeviceSource(Source):
         # the loop's ready queue; what it still held goes after it, in order
         tail: asyncio.Future[None] = loop.create_future()
         loop.call_soon(deliver, held, since, overflows)
+        loop.call_soon(deliver_rest)
         loop.call_soon(tail.set_result, None)
         await tail
         if done.done():

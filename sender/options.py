@@ -43,7 +43,7 @@ def send_buffer_bytes(config: SenderConfig) -> int:
     further behind. A second in flight still fills a link of up to a second's round trip.
     """
     if config.codec == "pcm":
-        per_s = config.rate_hz * config.channels * 2
+        per_s = config.params().rate_hz * config.channels * 2
     else:
         per_s = config.bitrate // 8
     headers_per_s = 1000 / config.frame_ms * (HEADER.size + 14)  # ours and WebSocket's

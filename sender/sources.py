@@ -10,7 +10,7 @@ absolute clock (no drift from sleeping late), so they behave like a live microph
 from __future__ import annotations
 
 from ..common.errors import ParameterError
-from .device import DeviceSource
+from .device import DeviceSource, capture_rates
 from .paced import FileSource, PacedSource, ToneSource
 from .source import Sink, Source
 
@@ -21,6 +21,7 @@ __all__ = [
     "Sink",
     "Source",
     "ToneSource",
+    "capture_rates",
     "open_source",
     "parse_source",
 ]
@@ -46,7 +47,10 @@ def open_source(
     *,
     gather: bool = False,
     whole_frames: bool = False,
+    capture_rate_hz: int | None = None,
 ) -> Source:
+    """The source ``spec`` names (None: the input ``device``), at ``rate_hz``; a device is
+    opened at ``capture_rate_hz`` (default ``rate_hz``) and converted to ``rate_hz``."""
     kind, arg = parse_source(spec)
     if kind == "tone":
         try:
@@ -57,5 +61,11 @@ def open_source(
     if kind == "file":
         return FileSource(arg, rate_hz, channels, block_samples, clock_scale)
     return DeviceSource(
-        device, rate_hz, channels, block_samples, gather=gather, whole_frames=whole_frames
+        device,
+        rate_hz,
+        channels,
+        block_samples,
+        gather=gather,
+        whole_frames=whole_frames,
+        capture_rate_hz=capture_rate_hz,
     )
