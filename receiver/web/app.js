@@ -14,11 +14,12 @@
 //                     listen(name), stop(name)}
 //   `output` is the GainNode every stream is mixed into right before ctx.destination.
 
-import { EM, fmt, fmtBytes, fmtChannels, fmtClock, fmtCount, fmtDuration, fmtRate, fmtSamples, fmtSigned,
-  isNum, safePath, setText, visible, wsUrl, backoff } from './util.js';
+import { EM, fmt, fmtChannels, fmtClock, fmtCount, fmtDuration, fmtRate, fmtSamples, fmtSigned, isNum, setText,
+  visible, wsUrl, backoff } from './util.js';
 import { Listener, audio, ensureAudio } from './listen.js';
 import { Meter } from './meter.js';
 import { MixStrip, OutputStrip } from './mix.js';
+import { RecordingsList } from './recordings.js';
 
 const hooks = {
   get ctx() {
@@ -201,7 +202,6 @@ function render(msg) {
 
 const ALERT_LABELS = { silence: 'Silence', clipping: 'Clipping', down: 'Down' };
 const STATE_LABELS = { live: 'live', reconnecting: 'reconnecting', ended: 'ended' };
-const RECS_SHOWN = 3;
 
 class StreamView {
   constructor(name) {
@@ -228,9 +228,6 @@ class StreamView {
       concealed: q('.f-concealed'),
       reconnects: q('.f-reconnects'),
       alerts: q('.alerts'),
-      recs: q('.recs'),
-      moreRecs: q('.more-recs'),
-      recsMore: q('.recs-more'),
       listen: q('.listen'),
       volume: q('.volume'),
       lstatus: q('.lstatus'),
@@ -241,12 +238,12 @@ class StreamView {
       lSkipped: q('.l-skipped'),
       lnote: q('.lnote'),
     };
+    this.recordings = new RecordingsList(q('.c-rec'));
     this.meters = {
       peak: new Meter(q('.meter[data-kind="peak"]')),
       rms: new Meter(q('.meter[data-kind="rms"]')),
     };
     this.alertsKey = '';
-    this.recsKey = '';
     this.state = null;
     this.el.dataset.stream = name; // attribute value: not parsed as markup, not shown
     setText(this.f.name, visible(name));
@@ -307,7 +304,7 @@ class StreamView {
     }
 
     this.updateAlerts(Array.isArray(s.alerts) ? s.alerts : [], now);
-    this.updateRecordings(Array.isArray(s.parts) ? s.parts : [], s.sidecar && typeof s.sidecar === 'object' ? s.sidecar : null);
+    this.recordings.update(Array.isArray(s.parts) ? s.parts : [], s.sidecar && typeof s.sidecar === 'object' ? s.sidecar : null, now);
     const disabled = !listeners.has(this.name) && state === 'ended';
     if (f.listen.disabled !== disabled) {
       f.listen.disabled = disabled;
@@ -343,73 +340,6 @@ class StreamView {
       const el = f.alerts.children[i]?.querySelector('.since');
       if (el) setText(el, isNum(a.since) ? `since ${fmtClock(a.since)} (${fmtDuration(now - a.since)})` : '');
     });
-  }
-
-  /** The recording, part by part in order (a stream continued after a receiver restart has
-   * more than one): "part 2 · 20:14 · 3m 05s" and a link per file named by its format, "WAV ·
-   * MP3 · sidecar", the file's full name in its tooltip (PROTOCOL.md §10: parts, sidecar). */
-  updateRecordings(parts, sidecar) {
-    const f = this.f;
-    const many = parts.length > 1;
-    const lines = parts.map((p, i) => ({
-      when: [
-        many ? `part ${isNum(p.part) ? p.part : i + 1}` : '',
-        fmtPartStart(p.start_utc, latestTime),
-        p.outcome === 'recording' ? `${fmtDuration(p.seconds)} so far` : fmtDuration(p.seconds),
-      ].filter(Boolean),
-      files: (Array.isArray(p.files) ? p.files : []).map((file) => ({
-        ...fileLink(file),
-        label: typeof file.format === 'string' && file.format ? file.format.toUpperCase() : 'file',
-      })),
-    }));
-    // the sidecar describes every part: it goes with the first, whose files it is named after
-    if (lines.length && sidecar) lines[0].files.push({ ...fileLink(sidecar), label: 'sidecar', sidecar: true });
-    const key = JSON.stringify(lines);
-    if (key === this.recsKey) return;
-    this.recsKey = key;
-    const items = lines.map((line, i) => {
-      const li = document.createElement('li');
-      li.className = 'part';
-      li.dataset.part = String(i + 1);
-      // "part 2 · 20:14 · 3m 05s": each piece whole, the line may break between them
-      const when = document.createElement('span');
-      when.className = 'when';
-      line.when.forEach((text, k) => {
-        const piece = document.createElement('span');
-        piece.textContent = text;
-        when.append(...(k ? [' · ', piece] : [piece]));
-      });
-      const files = document.createElement('span');
-      files.className = 'files';
-      line.files.forEach((file, k) => {
-        if (k) files.append(' · ');
-        const a = document.createElement(file.href ? 'a' : 'span');
-        if (file.href) {
-          a.href = file.href;
-          a.setAttribute('download', file.name);
-        }
-        if (file.sidecar) a.className = 'sidecar'; // what the recording is (PROTOCOL.md §8)
-        a.dataset.format = file.sidecar ? 'json' : file.label.toLowerCase();
-        a.textContent = file.label;
-        a.title = file.title;
-        files.append(a);
-      });
-      if (!line.files.length) files.textContent = 'no file';
-      li.append(when, ' ', files);
-      return li;
-    });
-    if (items.length === 0) {
-      const li = document.createElement('li');
-      li.className = 'none';
-      li.textContent = 'no recording';
-      items.push(li);
-    }
-    // the latest parts stay in view; earlier ones fold away above them, in order
-    const folded = Math.max(0, items.length - RECS_SHOWN);
-    f.recsMore.replaceChildren(...items.slice(0, folded));
-    f.recs.replaceChildren(...items.slice(folded));
-    f.moreRecs.hidden = folded === 0;
-    setText(f.moreRecs.querySelector('summary'), `${folded} earlier part${folded === 1 ? '' : 's'}`);
   }
 
   setListening(on) {
@@ -456,8 +386,6 @@ class StreamView {
   }
 }
 
-/** A file of the record directory as a link: its path on this site (null if the data says
- * otherwise), its name, and a tooltip with the whole name and its size. */
 const OUTPUT_STATES = { stalled: 'stalled', gone: 'gone, retrying' };
 
 /** Where the receiver plays the stream, and whether that device plays (receiver/mixer.py). */
@@ -465,21 +393,6 @@ function outputText(device, state) {
   if (typeof device !== 'string') return EM;
   const name = visible(device);
   return OUTPUT_STATES[state] ? `${name}: ${OUTPUT_STATES[state]}` : name;
-}
-
-function fileLink(file) {
-  const name = typeof file.name === 'string' ? file.name : String(file.url || 'recording');
-  const size = isNum(file.bytes) ? ` · ${fmtBytes(file.bytes)}` : '';
-  return { href: safePath(file.url), name, title: visible(name) + size };
-}
-
-/** When a part began: the time of day, with the date when it was not on `now`'s day. */
-function fmtPartStart(epochS, now) {
-  if (!isNum(epochS)) return EM;
-  const at = new Date(epochS * 1000);
-  const time = at.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
-  if (at.toDateString() === new Date(now * 1000).toDateString()) return time;
-  return `${at.toLocaleDateString([], { month: 'short', day: 'numeric' })} ${time}`;
 }
 
 function loadVolume(name) {
