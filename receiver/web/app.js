@@ -16,31 +16,17 @@
 
 import { EM, fmt, fmtChannels, fmtClock, fmtCount, fmtDuration, fmtRate, fmtSamples, fmtSigned, isNum, setText,
   visible, wsUrl, backoff } from './util.js';
-import { Listener, audio, ensureAudio } from './listen.js';
+import { listeners, loadVolume, saveVolume, startListening } from './listeners.js';
 import { Meter } from './meter.js';
 import { MixStrip, OutputStrip } from './mix.js';
 import { RecordingsList } from './recordings.js';
+import { hooks, views } from './state.js';
 
-const hooks = {
-  get ctx() {
-    return audio.ctx;
-  },
-  get output() {
-    return audio.output;
-  },
-  listening: {},
-  streams: [],
-  role: null, // what the events socket's hello said this page may do
-  connected: false,
-  events: 0,
-  listen: (name) => startListening(name),
-  stop: (name) => listeners.get(name)?.stop(),
-};
+hooks.listen = (name) => startListening(name);
+hooks.stop = (name) => listeners.get(name)?.stop();
 window.micwire = hooks;
 
-const views = new Map(); // stream name -> StreamView
 const outputs = new Map(); // output device name -> OutputStrip
-const listeners = new Map(); // stream name -> Listener
 let latestTime = 0; // the receiver's clock at the last event (s since the epoch)
 
 // ---------------------------------------------------------------------------------------
@@ -393,57 +379,6 @@ function outputText(device, state) {
   if (typeof device !== 'string') return EM;
   const name = visible(device);
   return OUTPUT_STATES[state] ? `${name}: ${OUTPUT_STATES[state]}` : name;
-}
-
-function loadVolume(name) {
-  try {
-    const v = Number(localStorage.getItem('micwire.volume:' + name));
-    return localStorage.getItem('micwire.volume:' + name) !== null && Number.isFinite(v) ? v : 1;
-  } catch {
-    return 1;
-  }
-}
-
-function saveVolume(name, v) {
-  try {
-    localStorage.setItem('micwire.volume:' + name, String(v));
-  } catch {
-    // private mode: the slider still works for this visit
-  }
-}
-
-// ---------------------------------------------------------------------------------------
-// listening
-
-async function startListening(name) {
-  if (listeners.has(name)) return listeners.get(name);
-  const view = views.get(name);
-  const hook = {};
-  hooks.listening[name] = hook;
-  const listener = new Listener(name, {
-    hook,
-    volume: loadVolume(name),
-    streamState: () => hooks.streams.find((s) => s.stream === name)?.state ?? null,
-    ui: {
-      status: (h) => view?.showListenStatus(h),
-      stopped: (reason) => {
-        listeners.delete(name);
-        delete hooks.listening[name];
-        const current = views.get(name);
-        current?.setListening(false);
-        if (reason) current?.note(`Stopped listening: ${reason}.`);
-      },
-    },
-  });
-  listeners.set(name, listener);
-  view?.setListening(true);
-  try {
-    listener.begin(await ensureAudio());
-  } catch (err) {
-    console.error(`micwire: ${name}: cannot start audio`, err);
-    listener.stop(`cannot start audio (${err && err.message ? err.message : err})`);
-  }
-  return listener;
 }
 
 // ---------------------------------------------------------------------------------------
