@@ -2,7 +2,8 @@
 // listened to, wired to its row and to the test hooks; each stream's volume kept in this
 // browser (localStorage) from one visit to the next.
 
-import { Listener, ensureAudio } from './listen.js';
+import { ensureAudio } from './audio.js';
+import { Listener } from './listen.js';
 import { hooks, views } from './state.js';
 
 export const listeners = new Map(); // stream name -> Listener

@@ -2,7 +2,7 @@
 // top of app.js), which are also the page's state (the streams and the role the events
 // socket last said, what each listener shows), and the stream rows by name.
 
-import { audio } from './listen.js';
+import { audio } from './audio.js';
 
 export const hooks = {
   get ctx() {
