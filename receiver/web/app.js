@@ -2,6 +2,17 @@
 // The contract with the receiver is docs/PROTOCOL.md §10 (endpoints) and §4 (packet header).
 // Plain ES module, no build step, nothing loaded from elsewhere (the page's CSP allows 'self' only).
 //
+// This file puts the page together from each streams event: the output strips, then the
+// stream rows in the receiver's order. Its modules, one job each:
+//   events.js       the events socket (WS /api/events), its reconnects and the stale banner
+//   state.js        what the modules share: the test hooks below, the rows by stream
+//   stream-view.js  one stream's row; in it meter.js (level meters), recordings.js (the
+//                   recordings list) and mix.js (the mix strip; also the output strips)
+//   listeners.js    listening from a row: a Listener per stream, volumes kept
+//   listen.js       one stream in the browser: its socket, decoding (opus.js), the player
+//                   node (player.js, the page's side of player-worklet.js), the page's
+//                   AudioContext and output bus (audio.js)
+//
 // Safety: stream names, peers, alert messages and recording names come from senders or the
 // receiver's disk. They only ever reach the page through textContent and attribute setters,
 // never innerHTML, and links are only followed when they are paths on this site. What a
