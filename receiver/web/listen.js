@@ -5,21 +5,16 @@
 //   --> player worklet (player-worklet.js: jitter buffer, drift, resampling, concealment)
 //   --> GainNode (volume) --> the shared output bus --> ctx.destination
 //
-// One AudioContext for the page, created on the first Listen click. Opus falls back to PCM
-// (`?format=pcm`: the receiver decodes for us) when this browser has no WebCodecs
-// AudioDecoder or cannot decode Opus, and says so on the page.
+// One AudioContext for the page, created on the first Listen click (audio.js). Opus
+// (opus.js) falls back to PCM (`?format=pcm`: the receiver decodes for us) when this
+// browser has no WebCodecs AudioDecoder or cannot decode Opus, and says so on the page.
+// The player node's options and the latency figure: player.js.
 
-import { HEADER_BYTES, backoff, clampNumber, errorText, isNum, median, parseHeader, wsUrl } from './util.js';
+import { HEADER_BYTES, backoff, errorText, isNum, median, parseHeader, wsUrl } from './util.js';
+import { audio } from './audio.js';
+import { OpusStream, checkOpus } from './opus.js';
+import { TARGET_MS, captureToEarMs, newPlayerNode } from './player.js';
 
-const PLAYER_URL = '/static/player-worklet.js';
-const PLAYER_NAME = 'micwire-player';
-/** Jitter-buffer target in ms: what the player keeps queued at the least, just before the
- * next packet's audio arrives (on average it holds half a packet more); it grows on an
- * underrun and shrinks back. `?jitter_ms=N` on the page's URL overrides it (benchmarks,
- * experiments). */
-const TARGET_MS = clampNumber(new URLSearchParams(location.search).get('jitter_ms'), 5, 200, 15);
-/** Beyond this much queued the oldest audio goes (stay live). */
-const MAX_QUEUE_MS = 250;
 const MAX_PENDING_PACKETS = 500;
 
 const PATH_LABELS = {
@@ -28,156 +23,6 @@ const PATH_LABELS = {
   pcm: 'PCM',
   'pcm-fallback': 'PCM (fallback)',
 };
-
-
-// ---------------------------------------------------------------------------------------
-// the page's audio: one context, one output bus
-
-export const audio = { ctx: null, output: null, ready: null };
-
-/** Create the AudioContext inside the click (autoplay policies want a user gesture; iOS
- * wants resume() in the same task), then load the player module. Resolves to the context. */
-export function ensureAudio() {
-  if (!audio.ctx) {
-    // latencyHint 0: the smallest output buffer the device allows (Chromium: 2.7 ms base + 8 ms
-    // output against 10 + 32 ms for 'interactive', measured headless); underruns are handled
-    // by the jitter buffer, which grows when it must
-    const ctx = new AudioContext({ latencyHint: 0 });
-    try {
-      // iOS Safari 16.4+: play even with the ring/silent switch on
-      if (navigator.audioSession) navigator.audioSession.type = 'playback';
-    } catch {
-      // not supported here
-    }
-    ctx.resume().catch(() => {});
-    // every stream is mixed into this bus right before the speakers (tests tap it)
-    const output = ctx.createGain();
-    output.connect(ctx.destination);
-    audio.ctx = ctx;
-    audio.output = output;
-    audio.ready = ctx.audioWorklet.addModule(PLAYER_URL).then(() => ctx);
-  } else if (audio.ctx.state === 'suspended') {
-    audio.ctx.resume().catch(() => {});
-  }
-  return audio.ready;
-}
-
-/** Can this browser decode Opus with WebCodecs? {ok, reason}; cached per format. */
-const opusSupport = new Map();
-function checkOpus(rateHz, channels) {
-  const key = `${rateHz}/${channels}`;
-  if (!opusSupport.has(key)) {
-    opusSupport.set(
-      key,
-      (async () => {
-        if (typeof globalThis.AudioDecoder !== 'function' || typeof globalThis.EncodedAudioChunk !== 'function') {
-          return { ok: false, reason: 'no WebCodecs AudioDecoder in this browser' };
-        }
-        try {
-          const r = await AudioDecoder.isConfigSupported({ codec: 'opus', sampleRate: rateHz, numberOfChannels: channels });
-          return r.supported ? { ok: true, reason: '' } : { ok: false, reason: 'this browser cannot decode Opus' };
-        } catch (err) {
-          return { ok: false, reason: `Opus check failed: ${errorText(err)}` };
-        }
-      })(),
-    );
-  }
-  return opusSupport.get(key);
-}
-
-// ---------------------------------------------------------------------------------------
-
-/**
- * One Opus codec stream (from one `start` to the next): a WebCodecs AudioDecoder and what
- * PROTOCOL.md §4 says to do with its output. Raw Opus packets need no description (no
- * OpusHead); Chromium then applies no pre-skip itself, so it is dropped here.
- */
-class OpusStream {
-  constructor(format, sink) {
-    this.format = format;
-    this.sink = sink; // {play(pcm, captureMs, channels, rateHz), error(reason)}
-    this.queue = []; // {samples, captureMs} per packet given to the decoder, in order
-    this.skipFrames = null; // decoded frames still to drop (pre-skip), set at the first output
-    this.retired = false;
-    this.outputRateHz = null;
-    this.decoder = new AudioDecoder({
-      output: (ad) => this.onOutput(ad),
-      error: (err) => {
-        if (!this.retired) sink.error(`Opus decoding failed: ${errorText(err)}`);
-      },
-    });
-    this.decoder.configure({ codec: 'opus', sampleRate: format.rateHz, numberOfChannels: format.channels });
-  }
-
-  decode(header, payload) {
-    if (this.decoder.state !== 'configured' || payload.length === 0) return; // empty: LAST only
-    this.queue.push({ samples: header.samples, captureMs: header.captureUs / 1000 });
-    const timestamp = Math.round((header.timestamp * 1e6) / this.format.rateHz);
-    this.decoder.decode(new EncodedAudioChunk({ type: 'key', timestamp, data: payload }));
-  }
-
-  /** One decoded packet (outputs come in decode order, one per packet). */
-  onOutput(ad) {
-    try {
-      const meta = this.queue.shift();
-      if (!meta) return;
-      const frames = ad.numberOfFrames;
-      const rate = ad.sampleRate; // Chromium decodes Opus at 48 kHz whatever it was told
-      const scale = rate / this.format.rateHz;
-      const preSkip = Math.round(this.format.preSkip * scale);
-      this.outputRateHz = rate;
-      // PROTOCOL.md §4: drop the first pre_skip decoded samples of the codec stream, then of
-      // what remains of each packet keep the first `samples`
-      if (this.skipFrames === null) this.skipFrames = preSkip;
-      const start = Math.min(this.skipFrames, frames);
-      this.skipFrames -= start;
-      const keep = Math.min(frames - start, Math.round(meta.samples * scale));
-      if (keep <= 0) return;
-      const channels = Math.min(ad.numberOfChannels, this.format.channels) || 1;
-      // the output lags the input by pre_skip: frame `start` of this packet's output was
-      // captured (start − preSkip) frames after the packet's first input sample
-      this.sink.play(interleaved(ad, start, keep, channels), meta.captureMs + ((start - preSkip) * 1000) / rate, channels, rate);
-    } finally {
-      ad.close();
-    }
-  }
-
-  /** A new codec stream takes over: decode what was sent (it is still worth hearing), then close. */
-  retire() {
-    this.retired = true;
-    if (this.decoder.state !== 'configured') return this.close();
-    this.decoder.flush().catch(() => {}).finally(() => this.close());
-  }
-
-  close() {
-    this.retired = true;
-    if (this.decoder.state !== 'closed') {
-      try {
-        this.decoder.close();
-      } catch {
-        // already closed
-      }
-    }
-  }
-}
-
-/** AudioData frames [start, start+count) as interleaved float32, `channels` of them. */
-function interleaved(ad, start, count, channels) {
-  const out = new Float32Array(count * channels);
-  if (ad.format === 'f32' && ad.numberOfChannels === channels) {
-    ad.copyTo(out, { planeIndex: 0, frameOffset: start, frameCount: count });
-    return out;
-  }
-  // planar (or another sample format): f32-planar is the conversion every browser must offer
-  const plane = new Float32Array(count);
-  for (let c = 0; c < channels; c++) {
-    ad.copyTo(plane, { planeIndex: c, format: 'f32-planar', frameOffset: start, frameCount: count });
-    for (let i = 0; i < count; i++) out[i * channels + c] = plane[i];
-  }
-  return out;
-}
-
-// ---------------------------------------------------------------------------------------
 
 /**
  * Listening to one stream. `hook` is the object the page publishes as
@@ -379,16 +224,7 @@ export class Listener {
     const outChannels = Math.min(2, channels);
     if (!this.node || this.node.outChannels !== outChannels) {
       this.dropNode();
-      const node = new AudioWorkletNode(this.ctx, PLAYER_NAME, {
-        numberOfInputs: 0,
-        numberOfOutputs: 1,
-        outputChannelCount: [outChannels],
-        processorOptions: { channels, rateHz, targetMs: TARGET_MS, maxMs: MAX_QUEUE_MS },
-      });
-      node.port.onmessage = (e) => this.onStats(e.data);
-      node.connect(this.gain);
-      Object.assign(node, { outChannels, channels, rateHz });
-      this.node = node;
+      this.node = newPlayerNode(this.ctx, this.gain, outChannels, channels, rateHz, (m) => this.onStats(m));
     } else if (this.node.channels !== channels || this.node.rateHz !== rateHz) {
       this.node.port.postMessage({ cmd: 'format', channels, rateHz });
       Object.assign(this.node, { channels, rateHz });
@@ -405,22 +241,8 @@ export class Listener {
   }
 
   /**
-   * Stats from the player, ~10 a second. The latency figure is capture to ear:
-   *
-   *   latency = heard − captured, for the sample at the player's read head, where
-   *   captured = capture_time_us of its packet (the sender's wall clock) + its offset in the
-   *              packet (− pre_skip for Opus, see OpusStream.onOutput), carried to the
-   *              worklet with each chunk;
-   *   heard    = Date.now() when the worklet played it (Date.now() on arrival of the stats,
-   *              minus how far ctx.currentTime moved since the worklet sent them)
-   *              + ctx.baseLatency + ctx.outputLatency (destination -> device -> speaker).
-   *
-   * Equivalently: Date.now() + the audio queued in the page + output latency − capture
-   * time of the newest sample. Everything on the way is in it: the sender's capture block
-   * and frame, network, receiver, WebSocket, decoder, this jitter buffer, the sound card.
-   * It compares two wall clocks, the sender's and this device's, so it is right only when
-   * they are synchronised: exact on one machine; over NTP, off by the clocks' offset (a few
-   * ms on a LAN). The page shows the median of the last ten (about a second).
+   * Stats from the player, ~10 a second; the latency figure is capture to ear (player.js,
+   * captureToEarMs), the page shows the median of the last ten (about a second).
    */
   onStats(m) {
     if (!m || m.type !== 'stats' || this.stopped) return;
@@ -437,11 +259,8 @@ export class Listener {
       driftPpm: m.driftPpm,
       playing: m.playing,
     });
-    const ctx = this.ctx;
     if (m.playing && isNum(m.captureMs)) {
-      const sinceMs = Math.max(0, (ctx.currentTime - m.ctxTime) * 1000);
-      const outputMs = ((ctx.baseLatency || 0) + (ctx.outputLatency || 0)) * 1000;
-      const raw = Date.now() - sinceMs + outputMs - m.captureMs;
+      const raw = captureToEarMs(this.ctx, m);
       h.latencyRawMs = raw;
       this.latencies.push(raw);
       if (this.latencies.length > 10) this.latencies.shift();

@@ -36,7 +36,7 @@
 //   stall, then a burst) is skipped down to the target at once with a short cross-fade, as
 //   is anything beyond `maxMs` queued; counted in skippedMs.
 // - `captureMs` in the stats is the capture time of the sample at the read head at context
-//   time `ctxTime`: the page turns it into a latency figure (listen.js, Listener.onStats).
+//   time `ctxTime`: the page turns it into a latency figure (player.js, captureToEarMs).
 
 const GROW_MS = 10;
 const MAX_TARGET_MS = 200;

@@ -1,12 +1,14 @@
 """The receiver's web side without a browser: health, metrics (parsed with
 prometheus_client's own parser), tokens and the login cookie, downloads with ranges,
-listeners (fan-out; a stalled one harms nobody), alerts to a webhook."""
+listeners (fan-out; a stalled one harms nobody), alerts to a webhook, every module the
+pages load."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -215,6 +217,59 @@ def test_without_a_token_the_page_offers_no_log_out(tmp_path: Path) -> None:
 
     page = asyncio.run(main())
     assert 'class="logout" hidden' in page and 'class="logout">' not in page
+
+
+#: How the pages and their scripts name the modules they load: the page's entry script, a
+#: static import (`import { a, b } from './x.js'`), a worklet's URL (`addModule('/static/...')`).
+PAGE_SCRIPT = re.compile(r'<script type="module" src="(/static/[^"]+)"')
+STATIC_IMPORT = re.compile(r"^import\s*(?:\{([^}]*)\}\s*from\s*)?'\./([^']+)'", re.MULTILINE)
+WORKLET_URL = re.compile(r"'(/static/[\w.-]+\.js)'")
+
+
+def test_every_module_the_pages_load_is_served_with_what_they_import() -> None:
+    """The pages are plain ES modules, one job per file: one that is not served, or a name
+    imported that its module does not export, leaves the page blank (the browser refuses
+    the whole module graph). Follows each page's imports and worklets through the receiver."""
+
+    async def main() -> dict[str, tuple[int, str, str]]:
+        served: dict[str, tuple[int, str, str]] = {}
+        async with running_receiver() as (_rx, url), aiohttp.ClientSession() as session:
+
+            async def fetch(path: str) -> tuple[int, str, str]:
+                async with session.get(http(url) + path) as r:
+                    return r.status, r.headers.get("Content-Type", ""), await r.text()
+
+            todo: list[str] = []
+            for page in ("/", "/send", "/login"):
+                status, _, html = await fetch(page)
+                assert status == 200, page
+                todo += PAGE_SCRIPT.findall(html)
+            while todo:
+                path = todo.pop()
+                if path not in served:
+                    served[path] = await fetch(path)
+                    text = served[path][2]
+                    todo += [f"/static/{name}" for _, name in STATIC_IMPORT.findall(text)]
+                    todo += WORKLET_URL.findall(text)
+        return served
+
+    served = asyncio.run(main())
+    assert {"/static/app.js", "/static/send.js", "/static/player-worklet.js"} <= set(served)
+    missing = {path: status for path, (status, _, _) in served.items() if status != 200}
+    assert missing == {}, f"not served: {missing}"
+    assert {kind.split(";")[0] for _, kind, _ in served.values()} == {"text/javascript"}
+    unexported = [
+        f"{path} imports {name} from {module}"
+        for path, (_, _, text) in served.items()
+        for names, module in STATIC_IMPORT.findall(text)
+        for name in filter(None, (n.split(" as ")[0].strip() for n in names.split(",")))
+        if not re.search(
+            rf"^export (?:const|let|class|(?:async )?function\*?) ?{re.escape(name)}\b",
+            served[f"/static/{module}"][2],
+            re.MULTILINE,
+        )
+    ]
+    assert unexported == []
 
 
 def test_a_wrong_password_goes_back_to_the_form(tmp_path: Path) -> None:
