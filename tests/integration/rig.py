@@ -94,19 +94,55 @@ def free_port() -> int:
     raise RuntimeError("no free port in this test process's range")
 
 
-_jack_servers = itertools.count()
 _jack_pids: dict[str, int] = {}
 PERIOD = 1024  # tests want no xruns on a loaded 2-core machine; the latency bench uses 256
+
+
+#: JACK runs at most 8 servers on a machine at once ("Too many servers already active"):
+#: the tests' own servers take at most this many of them, whatever the number of workers
+#: or test runs (a slot is a lock file held while the server runs). A server is named
+#: after its slot: JACK frees the registry entry of a server that was killed (a test
+#: does that) only when a server of the same name starts, so unique names would fill
+#: the registry for good.
+JACK_SLOTS = 4
+_JACK_SLOT_DIR = Path("/tmp/micwire-jack-slots")
+
+
+@contextmanager
+def _jack_slot() -> Iterator[int]:
+    import fcntl
+
+    _JACK_SLOT_DIR.mkdir(exist_ok=True)
+    deadline = time.monotonic() + 600
+    while True:
+        for k in range(JACK_SLOTS):
+            handle = open(_JACK_SLOT_DIR / f"slot-{k}", "w")  # noqa: SIM115 - closed below
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                continue
+            try:
+                yield k
+            finally:
+                handle.close()  # (releases the lock)
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no JACK slot free in {_JACK_SLOT_DIR} for 10 minutes")
+        time.sleep(0.1)
 
 
 @contextmanager
 def jack_server(tmp_path: Path, period: int = PERIOD, rate: int = RATE) -> Iterator[str]:
     """A JACK dummy server (a paced sound card at ``rate``) for as long as the block runs;
-    its name.
-    Unique among the servers of every test process at once (parallel workers too): the
-    process id and a count of this process's servers."""
-    # short: libjack crashes (malloc assertion) on some longer server names
-    name = f"mw{os.getpid()}x{next(_jack_servers)}"
+    its name: its slot's (unique on the machine while it runs). At most JACK_SLOTS of
+    them run at once (the others wait for a slot)."""
+    with _jack_slot() as slot:
+        # short: libjack crashes (malloc assertion) on some longer server names
+        yield from _jack_server(tmp_path, period, rate, f"mwslot{slot}")
+
+
+def _jack_server(tmp_path: Path, period: int, rate: int, name: str) -> Iterator[str]:
     # JACK_NO_START_SERVER: a client started before the server is up must not spawn its own
     env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1", "JACK_NO_START_SERVER": "1"}
     log = open(tmp_path / "jackd.log", "w")  # noqa: SIM115 - closed below

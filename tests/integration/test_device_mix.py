@@ -313,7 +313,7 @@ def test_a_device_that_stalls_or_goes_is_shown_and_the_recording_goes_on(
             os.kill(jackd, signal.SIGCONT)
             rx.wait_for(r"output device 'system' plays again")
             assert output_state(port, "kit") == ("system", "playing")
-            os.kill(jackd, signal.SIGKILL)
+            os.kill(jackd, signal.SIGTERM)
             rx.wait_for(r"output device 'system' stopped; the streams on it are recorded")
             assert output_state(port, "kit") == ("system", "gone")
             tx.signal(signal.SIGINT)

@@ -43,10 +43,12 @@ def test_the_receiver_finds_how_far_off_the_senders_clock_is(
     (sidecar_path,) = rec.glob("kit-*.json")
     clock = json.loads(sidecar_path.read_text())["sender_clock"]
     assert clock["exchanges"] >= 2, clock
-    # within what the measurement says it can be wrong by (half the fastest round trip),
-    # and that bound is small on one machine
+    # within what the measurement says it can be wrong by (half the fastest round trip);
+    # on one machine that bound is what a record-only receiver adds to a pong's round
+    # trip: it reads its sockets every --gather-ms 100 (the fastest of a few pings then
+    # waited well under 100 ms; the more exchanges, the smaller the bound)
     assert abs(clock["offset_ms"] - offset_s * 1000) <= clock["bound_ms"] + 0.5, clock
-    assert clock["bound_ms"] < 50, clock
+    assert clock["bound_ms"] < 100, clock
     lines = [json.loads(line) for line in stats.read_text().splitlines()]
     measured = [x["sender_clock_offset_ms"] for x in lines if x["sender_clock_offset_ms"]]
-    assert measured and abs(measured[-1] - offset_s * 1000) < 50, lines[-1]
+    assert measured and abs(measured[-1] - offset_s * 1000) < 100, lines[-1]
