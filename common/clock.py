@@ -10,9 +10,11 @@ is 48 kHz times (1 + tens of ppm). Two estimates, both from what the connection 
   answer came (``t4``). Offset ``((t2 - t1) + (t3 - t4)) / 2``, round trip
   ``(t4 - t1) - (t3 - t2)``. Queueing only ever adds delay, so the exchanges with the least
   round trip are the truest (min-RTT filtering): each ``bucket_s`` keeps its fastest
-  exchange, and a least-squares line through those offsets gives the offset at any moment
-  and the clocks' rate difference. Its error is at most half the asymmetry of the path's
-  two directions: at most half the round trip (:attr:`ClockOffset.bound_s`).
+  exchange, and, once they span ``rate_span_s``, a least-squares line through those
+  offsets gives the offset at any moment and the clocks' rate difference (before, the
+  fastest exchange's offset: a rate from a few seconds is noise, thousands of ppm). Its
+  error is at most half the asymmetry of the path's two directions: at most half the round
+  trip (:attr:`ClockOffset.bound_s`).
 - :class:`SampleClock`: when each sample was captured, on the receiver's clock. Each packet
   says at which sender-clock time its first sample was captured; mapped through the offset,
   a least-squares line through (position, time) gives the sample rate in receiver seconds
@@ -72,12 +74,16 @@ class ClockOffset:
 
     ``bucket_s``: each stretch this long keeps its fastest exchange; ``max_buckets``: how
     many stretches the line is fitted through (older ones are forgotten: a clock's rate
-    wanders slowly, and an hour of 30 s buckets is 120 points)."""
+    wanders slowly, and an hour of 30 s buckets is 120 points); ``rate_span_s``: how long
+    the kept exchanges must span before a rate is fitted."""
 
-    def __init__(self, bucket_s: float = 30.0, max_buckets: int = 120) -> None:
+    def __init__(
+        self, bucket_s: float = 30.0, max_buckets: int = 120, rate_span_s: float = 120.0
+    ) -> None:
         if bucket_s <= 0 or max_buckets < 1:
             raise ValueError("bucket_s must be positive and max_buckets at least 1")
         self.bucket_s = bucket_s
+        self.rate_span_s = rate_span_s
         self._buckets: deque[tuple[int, Exchange]] = deque(maxlen=max_buckets)
         self.exchanges = 0
 
@@ -96,6 +102,9 @@ class ClockOffset:
 
     def _fit(self) -> tuple[float, float, float] | None:
         midpoints = [((e.t1 + e.t4) / 2, e.offset_s) for _, e in self._buckets]
+        if midpoints and midpoints[-1][0] - midpoints[0][0] < self.rate_span_s:
+            best = min((e for _, e in self._buckets), key=lambda e: e.round_trip_s)
+            return (best.t1 + best.t4) / 2, best.offset_s, 0.0
         return _Line.fit(midpoints)
 
     def offset_at(self, receiver_time: float) -> float | None:
@@ -108,9 +117,10 @@ class ClockOffset:
 
     @property
     def rate_ppm(self) -> float | None:
-        """How much faster the sender's wall clock runs (None until two buckets)."""
+        """How much faster the sender's wall clock runs (None until the exchanges span
+        ``rate_span_s``)."""
         fit = self._fit()
-        if fit is None or len(self._buckets) < 2:
+        if fit is None or self._buckets[-1][1].t1 - self._buckets[0][1].t1 < self.rate_span_s:
             return None
         return fit[2] * 1e6
 

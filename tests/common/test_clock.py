@@ -148,3 +148,15 @@ def test_a_sample_clock_keeps_a_point_a_stretch_and_ignores_resends() -> None:
     clock.add(2000, 12.0)
     clock.add(3000, 13.0)  # the oldest point goes
     assert clock.time_of(0) == pytest.approx(10.0) and clock.rate_ppm == pytest.approx(0.0)
+
+
+def test_a_few_seconds_give_no_rate_only_the_fastest_offset() -> None:
+    """Exchanges on both sides of a stretch's boundary, seconds apart: a line through two
+    such points would claim thousands of ppm (seen: -6448 ppm, 56 ms off after a 10 s
+    stream); until the exchanges span two minutes, the fastest one's offset stands."""
+    estimate = ClockOffset(bucket_s=30.0)
+    estimate.add(Exchange(28.0, 28.5 + 0.010, 28.5 + 0.010, 28.020))  # 0.5 s off, 20 ms
+    estimate.add(Exchange(31.0, 31.5 + 0.030, 31.5 + 0.030, 31.032))  # queued out: 2 ms back
+    assert estimate.rate_ppm is None
+    assert estimate.offset_at(40.0) == pytest.approx(0.5)
+    assert estimate.bound_s == pytest.approx(0.010)
