@@ -541,10 +541,18 @@ class MixBoard:
 
     def patch(self, stream: str, body: object) -> MixSettings:
         """Apply a PATCH body to a stream's settings; the new settings (nothing changes
-        when the body is refused)."""
+        when the body is refused). The stream becomes the most recently changed."""
         settings = self.settings(stream).patched(body)
+        self._streams.pop(stream, None)
         self._store(self._streams, stream, settings, MixSettings())
         return settings
+
+    def forget_oldest(self, keep: int) -> list[str]:
+        """Keep the ``keep`` streams changed last; the names of those forgotten."""
+        gone = list(self._streams)[: max(0, len(self._streams) - keep)]
+        for name in gone:
+            del self._streams[name]
+        return gone
 
     def master(self, device: str) -> MasterSettings:
         return self._masters.get(device, MasterSettings())

@@ -58,7 +58,7 @@ async def _mix_change(request: web.Request) -> tuple[object, web.Response | None
         return None, _error(HTTPStatus.FORBIDDEN, "changing the mix needs the full token")
     try:
         return await request.json(), None
-    except ValueError:
+    except (ValueError, RecursionError):  # (RecursionError: JSON nested thousands deep)
         return None, _error(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
 
 

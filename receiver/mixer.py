@@ -41,8 +41,12 @@ MAX_CHANNELS = 2
 MIN_MIX_RATE_HZ = 44_100
 #: A device that has not asked for audio this long while streams play on it has stalled.
 STALL_S = 2.0
-#: How often a device that went away is tried again.
+#: How soon a device that went away is tried again; the wait doubles up to RETRY_MAX_S.
 RETRY_S = 3.0
+RETRY_MAX_S = 60.0
+#: PortAudio's host API whose devices do not come back within one process: its JACK client
+#: outlives a JACK server that went away (a reopen fails, and prints an error each time).
+NO_REOPEN_HOST_API = "JACK Audio Connection Kit"
 #: The mix's meter falls back by this much per second after a peak (a PPM's fall-back).
 METER_FALL_DB_PER_S = 20.0
 log = logging.getLogger("micwire.receiver")
@@ -68,9 +72,11 @@ class DeviceMix:
         self.output_latency_s = 0.0
         self.running = False
         #: playing; stalled (it stopped asking for audio: a stalled sound server); gone (it
-        #: stopped: unplugged, its sound server ended), tried again every RETRY_S
+        #: stopped: unplugged, its sound server ended), tried again now and then
         self.state = "playing"
         self.retry_at = 0.0
+        self.retry_s = RETRY_S
+        self.reopens = sd.query_hostapis(int(info["hostapi"]))["name"] != NO_REOPEN_HOST_API
         self.last_callback = time.monotonic()
         self._finished = False
         try:
@@ -127,7 +133,12 @@ class DeviceMix:
             "channels": self.channels,
             "state": self.state,
             "streams": len({voice.stream for voice in list(self.voices.values())}),
-            "peak_dbfs": round(20 * float(np.log10(max(self.meter, 1e-5))), 1),
+            # a device that plays nothing shows no level (not the last one it played)
+            "peak_dbfs": (
+                round(20 * float(np.log10(max(self.meter, 1e-5))), 1)
+                if self.state == "playing"
+                else None
+            ),
             "limiter_hits": stats.limiter_hits,
             "limiter_reduction_db": round(stats.limiter_reduction_db, 1),
             "master": self.mixer.master.to_json(),
@@ -271,21 +282,28 @@ class Mixers:
 
     def check(self, now: float) -> None:
         """Every second (the event loop): say when a device stalls or goes away and when
-        it plays again; reopen one that went away, every RETRY_S, with its voices."""
+        it plays again; reopen one that went away (after RETRY_S, then less and less often),
+        with its voices."""
         for device, mix in list(self._mixes.items()):
             if not mix.voices:
                 continue
             if mix.gone or mix.state == "gone":
                 if mix.state != "gone":
-                    mix.state, mix.retry_at = "gone", now + RETRY_S
-                    log.warning(
-                        "output device %r stopped; the streams on it are recorded as ever, "
-                        "and it is tried again every %g s",
-                        mix.name,
-                        RETRY_S,
+                    mix.state, mix.retry_at = "gone", now + mix.retry_s
+                    again = (
+                        f"it is tried again in {mix.retry_s:g} s, then less and less often"
+                        if mix.reopens
+                        else "a JACK server that went away is found again only by a new "
+                        "receiver process: restart it to play again"
                     )
-                elif now >= mix.retry_at:
-                    mix.retry_at = now + RETRY_S
+                    log.warning(
+                        "output device %r stopped; the streams on it are recorded as ever; %s",
+                        mix.name,
+                        again,
+                    )
+                elif mix.reopens and now >= mix.retry_at:
+                    mix.retry_s = min(RETRY_MAX_S, mix.retry_s * 2)
+                    mix.retry_at = now + mix.retry_s
                     self._reopen(device, mix)
             elif now - mix.last_callback > STALL_S:
                 if mix.state != "stalled":

@@ -3,6 +3,7 @@ receiver's state directory). They change only what is heard, never what is recor
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -17,6 +18,12 @@ if TYPE_CHECKING:
 
 #: The file in the state directory that keeps every stream's mix settings.
 MIX_STATE = "mix.json"
+#: Settings kept for at most this many stream names (those changed last): names that
+#: come and go must not grow the file for ever.
+MAX_STREAMS = 1000
+#: Changes are written together, this long after the first (a fader being dragged, or a
+#: flood of PATCHes, writes the file a few times a second at most).
+SAVE_AFTER_S = 0.5
 log = logging.getLogger("micwire.receiver")
 
 
@@ -29,6 +36,8 @@ class MixState:
         self.path = path
         self.board = MixBoard()
         self._mixers: Mixers | None = None
+        self._save_due: asyncio.TimerHandle | None = None
+        self._dirty = False
         if path is not None and path.exists():
             try:
                 self.board = MixBoard.from_json(json.loads(path.read_text(encoding="utf-8")))
@@ -44,7 +53,7 @@ class MixState:
     def patch_master(self, device: str, body: object) -> MasterSettings:
         """Apply a PATCH body to a device's master (:class:`MixSettingError` if wrong)."""
         master = self.board.patch_master(device, body)
-        self._save()
+        self._changed()
         if self._mixers is not None:
             self._mixers.set_master(device, master)
         return master
@@ -53,14 +62,33 @@ class MixState:
         """Apply a PATCH body (:class:`MixSettingError` if it is wrong: nothing changes),
         keep it, and let the stream's voices hear it."""
         settings = self.board.patch(stream, body)
-        self._save()
+        for name in self.board.forget_oldest(MAX_STREAMS):
+            log.info("mix settings of %r forgotten (only %d streams' are kept)", name, MAX_STREAMS)
+        self._changed()
         if self._mixers is not None:
             self._mixers.set_settings(stream, settings)
         return settings
 
-    def _save(self) -> None:
-        if self.path is None:
+    def _changed(self) -> None:
+        """Write the file soon (at once when no event loop runs: a script, a test)."""
+        self._dirty = True
+        if self.path is None or self._save_due is not None:
             return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._save_due = loop.call_later(SAVE_AFTER_S, self.flush)
+
+    def flush(self) -> None:
+        """Write what changed now (the receiver does at its stop)."""
+        if self._save_due is not None:
+            self._save_due.cancel()
+            self._save_due = None
+        if self.path is None or not self._dirty:
+            return
+        self._dirty = False
         temporary = self.path.with_name(self.path.name + ".tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

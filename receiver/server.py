@@ -107,7 +107,11 @@ class Receiver:
                 if device.lower() == "none":
                     routes.append((glob, None))
                 else:
-                    routes.append((glob, resolve_device(sounddevice(), device, "output")))
+                    try:
+                        found = resolve_device(sounddevice(), device, "output")
+                    except DeviceError as exc:
+                        raise DeviceError(f"--route {glob}={device}: {exc}") from exc
+                    routes.append((glob, found))
         self.ssl: ssl.SSLContext | None = None
         if (config.certfile is None) != (config.keyfile is None):
             raise ParameterError("TLS needs both --cert and --key")
@@ -220,6 +224,7 @@ class Receiver:
             if self.monitor.webhook is not None:
                 await self.monitor.webhook.close()
             self.monitor.close()
+            self.mix_state.flush()  # a change not yet written
             logs.report_left_out(*LIMITED_LOGGERS)
 
     def _tell_live(self, count: int) -> None:

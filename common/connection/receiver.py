@@ -19,6 +19,7 @@ stream, with an :class:`~micwire.common.outcome.Outcome` that says how.
 from __future__ import annotations
 
 import enum
+from collections import deque
 from dataclasses import dataclass
 
 from .. import outcome
@@ -110,6 +111,8 @@ Action = Admit | Send | Close | Deliver | Finish | Release | Clock
 
 #: A pong for a ping older than this is no measurement (nor one from the future).
 PONG_MAX_AGE_S = 30.0
+#: How many unanswered pings a pong may still answer.
+PINGS_OUTSTANDING = 32
 
 
 class Phase(enum.Enum):
@@ -129,6 +132,9 @@ class ReceiverConnection:
         self.last_audio = now
         self._next_ack = now
         self._next_ping = now
+        #: Pings sent and not answered yet (their t1_us), the newest few: a pong counts
+        #: only for one of them, once.
+        self._pings: deque[int] = deque(maxlen=PINGS_OUTSTANDING)
         #: How the connection ended for its stream (once released or finished).
         self.outcome: Outcome | None = None
 
@@ -160,8 +166,9 @@ class ReceiverConnection:
         except ProtocolError as exc:
             return self.fault(exc)
         t1 = pong.t1_us / 1e6
-        if wall is None or not wall - PONG_MAX_AGE_S <= t1 <= wall:
-            return []  # not an answer to a ping of ours: no measurement
+        if wall is None or pong.t1_us not in self._pings or not wall - PONG_MAX_AGE_S <= t1:
+            return []  # not an answer to a ping of ours (or answered already): no measurement
+        self._pings.remove(pong.t1_us)
         return [Clock(Exchange(t1, pong.t2_us / 1e6, pong.t3_us / 1e6, wall))]
 
     def receive_binary(self, data: bytes, now: float) -> list[Action]:
@@ -271,7 +278,9 @@ class ReceiverConnection:
         if self.hello.clock and wall is not None and now >= self._next_ping:
             self._next_ping = now + self.limits.ping_interval_s
             if write_buffered < 4096:  # a ping queued behind audio measures the queue
-                actions.append(Send(Ping(int(wall * 1e6)).serialize()))
+                t1_us = int(wall * 1e6)
+                self._pings.append(t1_us)
+                actions.append(Send(Ping(t1_us).serialize()))
         return actions
 
     def _end(self, result: Outcome, lost: bool, *close: Close) -> list[Action]:

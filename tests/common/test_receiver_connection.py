@@ -190,8 +190,9 @@ def test_a_receiver_error_closes_1011_for_good() -> None:
 
 def test_a_sender_that_answers_pings_is_pinged_and_its_pongs_measure_its_clock() -> None:
     """Its hello says ``"clock": true``: a ping a second (stamped with the wall clock),
-    each pong one measurement; a pong for no ping of ours (from the future, or long ago)
-    measures nothing; a text that is no pong is a protocol error, as any text is."""
+    each pong one measurement; a pong for no ping of ours (forged, from the future, or
+    long ago), or a second one for the same ping, measures nothing; a text that is no
+    pong is a protocol error, as any text is."""
     conn = streaming(clock=True)
     sent = [a for a in conn.tick(1.0, 0, 0, wall=1000.0) if isinstance(a, Send)]
     pings = [json.loads(a.text) for a in sent if json.loads(a.text)["type"] == "ping"]
@@ -205,6 +206,9 @@ def test_a_sender_that_answers_pings_is_pinged_and_its_pongs_measure_its_clock()
     assert isinstance(measured, Clock)
     assert measured.exchange.offset_s == pytest.approx(5.0)
     assert measured.exchange.round_trip_s == pytest.approx(0.020)
+    assert conn.receive_text(pong, 2.15, wall=1000.03) == []  # answered already
+    forged = Pong(1_000_050_000, 1_005_060_000, 1_005_060_000).serialize()  # no such ping
+    assert conn.receive_text(forged, 2.18, wall=1000.06) == []
     future = Pong(2_000_000_000, 1, 2).serialize()
     assert conn.receive_text(future, 2.2, wall=1000.1) == []
     stale = Pong(900_000_000, 1, 2).serialize()

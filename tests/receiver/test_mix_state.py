@@ -4,6 +4,7 @@ refused change leaves the file as it was."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
@@ -65,3 +66,44 @@ def test_a_state_that_cannot_be_written_is_said_and_the_change_still_heard(
 def test_without_a_state_directory_settings_live_in_memory() -> None:
     state = MixState(None)
     assert state.patch("anna", {"solo": True}).solo and state.settings("anna").solo
+
+
+def test_only_the_streams_changed_last_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Names that come and go (anyone may send, on a receiver without a token) must not
+    grow the file for ever: the settings of the streams changed longest ago go first."""
+    monkeypatch.setattr("micwire.receiver.mixstate.MAX_STREAMS", 3)
+    path = tmp_path / MIX_STATE
+    state = MixState(path)
+    for name in ("a", "b", "c"):
+        state.patch(name, {"mute": True})
+    state.patch("a", {"gain_db": -3})  # a is the newest again
+    with caplog.at_level(logging.INFO, logger="micwire.receiver"):
+        state.patch("d", {"pan": 0.5})
+    assert sorted(json.loads(path.read_text())["streams"]) == ["a", "c", "d"]
+    assert "mix settings of 'b' forgotten" in caplog.text
+
+
+def test_changes_in_a_running_receiver_are_written_together_and_at_its_stop(
+    tmp_path: Path,
+) -> None:
+    """A flood of PATCHes (or a fader dragged) writes the file once per SAVE_AFTER_S, not
+    once per change; what is pending is written when the receiver stops (flush)."""
+    path = tmp_path / MIX_STATE
+
+    async def main() -> tuple[bool, dict[str, object]]:
+        state = MixState(path)
+        for k in range(200):
+            state.patch("anna", {"gain_db": -(k % 60)})
+        written_at_once = path.exists()
+        state.patch("bob", {"mute": True})
+        state.flush()
+        return written_at_once, json.loads(path.read_text())["streams"]
+
+    written_at_once, streams = asyncio.run(main())
+    assert not written_at_once
+    assert streams == {
+        "anna": {"gain_db": -19.0, "mute": False, "solo": False, "pan": 0.0},
+        "bob": {"gain_db": 0.0, "mute": True, "solo": False, "pan": 0.0},
+    }
