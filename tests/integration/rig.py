@@ -145,6 +145,13 @@ def jack_server(tmp_path: Path, period: int = PERIOD, rate: int = RATE) -> Itera
 def _jack_server(tmp_path: Path, period: int, rate: int, name: str) -> Iterator[str]:
     # JACK_NO_START_SERVER: a client started before the server is up must not spawn its own
     env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1", "JACK_NO_START_SERVER": "1"}
+    # a server of this name left by a test process that died (its slot freed with it) must
+    # be gone first: else the new one cannot start, and the old one would answer for it
+    until = time.monotonic() + seconds(10)
+    while subprocess.run(["jack_lsp", "-s", name], capture_output=True, env=env).returncode == 0:
+        if time.monotonic() > until:
+            raise RuntimeError(f"a JACK server {name!r} left by another test still runs")
+        time.sleep(0.2)
     log = open(tmp_path / "jackd.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         ["jackd", "-n", name, "-d", "dummy", "-r", str(rate), "-p", str(period)],
@@ -159,6 +166,9 @@ def _jack_server(tmp_path: Path, period: int, rate: int, name: str) -> Iterator[
                 ["jack_lsp", "-s", name], capture_output=True, text=True, env=env
             )
             if probe.returncode == 0 and "system:playback_1" in probe.stdout:
+                if proc.poll() is not None:  # an older server of this name answered
+                    log_text = (tmp_path / "jackd.log").read_text()
+                    raise RuntimeError(f"another JACK server {name!r} still runs\n{log_text}")
                 break
             if proc.poll() is not None or time.monotonic() > deadline:
                 log_text = (tmp_path / "jackd.log").read_text()
@@ -169,7 +179,11 @@ def _jack_server(tmp_path: Path, period: int, rate: int, name: str) -> Iterator[
     finally:
         _jack_pids.pop(name, None)
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:  # gone before its slot (and name) is free again
+            proc.kill()
+            proc.wait(10)
         log.close()
 
 
