@@ -87,7 +87,7 @@ async def patch_output(request: web.Request) -> web.StreamResponse:
     rx = receiver_of(request)
     name = request.match_info["device"]
     mixers = rx.streams.mixers
-    if mixers is None or name not in {view["device"] for view in mixers.views()}:
+    if mixers is None or not mixers.plays_on(name):
         return _error(HTTPStatus.NOT_FOUND, f"no output device {name!r} is playing here")
     try:
         master = rx.mix_state.patch_master(name, body)

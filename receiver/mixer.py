@@ -276,6 +276,10 @@ class Mixers:
             if mix.name == device:
                 mix.set_master(master)
 
+    def plays_on(self, device: str) -> bool:
+        """Is a mix open on the device of that name?"""
+        return any(mix.name == device for mix in self._mixes.values())
+
     def views(self) -> list[dict[str, Any]]:
         """Every open device's mix, by name."""
         return sorted((mix.view() for mix in self._mixes.values()), key=lambda v: v["device"])
